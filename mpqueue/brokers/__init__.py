@@ -1,0 +1,14 @@
+"""Brokers by URL scheme."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter  # noqa: F401
+
+
+def open_broker(url: str, **kw) -> Broker:
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBroker
+        return RedisBroker(url, **kw)
+    raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {url!r}")

@@ -1,0 +1,153 @@
+"""The broker interface: every state change of a job is one atomic call here.
+
+A broker stores, per queue: ready jobs (by priority, FIFO within one), delayed
+jobs (by due time, on the broker's clock), reserved jobs (who holds them, under
+which token, until which lease deadline), the failed store, done records with a
+TTL, and totals. Every method that changes state does it in one atomic step, so
+a process killed between two calls leaves every job where it was or where it
+was going. A backend is a new module implementing this class and passing
+tests/contract/.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+class BrokerError(Exception):
+    """The broker could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A finished job to acknowledge: removes it from the broker for good."""
+    id: str
+    token: str
+    record: str        # JSON done-record kept for `result_ttl` seconds
+    ttl: int           # result_ttl; 0 keeps nothing
+    first_attempt: bool = True
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reservation as the broker records it."""
+    id: str
+    token: str
+    consumer: str
+    envelope: str
+
+
+@dataclass(frozen=True)
+class Reserved:
+    token: str
+    envelope: str
+
+
+class Waiter(abc.ABC):
+    """A selectable hint that work may be waiting. Hints may be lost or repeated:
+    a waker always re-checks the broker, and waits with a fallback timeout."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int: ...
+
+    @abc.abstractmethod
+    def drain(self) -> None:
+        """Consume pending hints (call after select() said readable)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Broker(abc.ABC):
+    # -- producers
+    @abc.abstractmethod
+    def push(self, queue: str, items: list[tuple[str, int, float]]) -> None:
+        """Enqueue (envelope, priority, delay_seconds) items in one atomic step."""
+
+    # -- consumers
+    @abc.abstractmethod
+    def reserve(self, queue: str, consumer: str, count: int, lease: float,
+                acks: list[Ack] = ()) -> tuple[list[Reserved], float | None]:
+        """Ack `acks`, promote due delayed jobs, then reserve up to `count` jobs for
+        `consumer` with a lease of `lease` seconds. Returns (reserved, seconds
+        until the next delayed job is due or None). Each reservation has a fresh
+        token; its attempt count is incremented."""
+
+    @abc.abstractmethod
+    def ack(self, queue: str, acks: list[Ack]) -> int:
+        """Acknowledge finished jobs; returns how many tokens still owned their job."""
+
+    @abc.abstractmethod
+    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool:
+        """Return a job for another attempt after `delay` s (the attempt is spent)."""
+
+    @abc.abstractmethod
+    def release(self, queue: str, job_id: str, token: str) -> bool:
+        """Hand a job back unrun (graceful stop): attempt refunded, front of its queue."""
+
+    @abc.abstractmethod
+    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool:
+        """Move a job to the failed store; enqueue `hook` (an envelope) in the same step."""
+
+    @abc.abstractmethod
+    def extend(self, queue: str, job_id: str, token: str, lease: float) -> bool:
+        """Move a reservation's lease deadline to `lease` seconds from now."""
+
+    @abc.abstractmethod
+    def held(self, queue: str) -> list[Held]:
+        """Every current reservation of the queue."""
+
+    @abc.abstractmethod
+    def expired(self, queue: str, limit: int = 100) -> list[Held]:
+        """Reservations whose lease has ended."""
+
+    @abc.abstractmethod
+    def waiter(self, queue: str) -> Waiter:
+        """A selectable wake-up hint for consumers of `queue`."""
+
+    # -- inspection and administration
+    @abc.abstractmethod
+    def counts(self, queue: str) -> dict:
+        """{'ready', 'scheduled', 'running', 'failed', 'done_total', 'failed_total'}."""
+
+    @abc.abstractmethod
+    def failed(self, queue: str, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(id, envelope, error json) of failed jobs, up to `limit`."""
+
+    @abc.abstractmethod
+    def requeue_failed(self, queue: str, ids: list[str] | None) -> int:
+        """Move failed jobs (all when ids is None) back to ready with attempts reset."""
+
+    @abc.abstractmethod
+    def clean(self, queue: str) -> int:
+        """Drop every waiting (ready or scheduled) job; returns how many."""
+
+    @abc.abstractmethod
+    def purge_failed(self, queue: str) -> int:
+        """Empty the failed store; returns how many were dropped."""
+
+    @abc.abstractmethod
+    def find(self, queue: str, job_id: str) -> dict | None:
+        """{'state': scheduled|ready|running|done|failed, ...} or None."""
+
+    @abc.abstractmethod
+    def heartbeat(self, node_id: str, info: dict, ttl: float) -> None:
+        """Record a running node (for `mpqctl status`); it expires after `ttl` s."""
+
+    @abc.abstractmethod
+    def nodes(self) -> list[dict]:
+        """Live nodes' last heartbeat info."""
+
+    @abc.abstractmethod
+    def add_queues(self, names: list[str]) -> None:
+        """Remember queue names so tools can list them without a config."""
+
+    @abc.abstractmethod
+    def queues(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise BrokerError unless the broker answers."""
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,61 @@
+-- Prepended to every script by brokers/redis.py. The data model of one queue,
+-- all keys under the queue's hash tag "mpq:{<queue>}:" so a queue lives in one
+-- Redis Cluster slot. Every script receives these keys, in this order:
+--   KEYS[1..10] ready:0..9  LIST    envelopes waiting, one list per priority (9 first)
+--   KEYS[11]    pmax        STRING  upper bound of the priorities whose list may be non-empty
+--   KEYS[12]    sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries
+--   KEYS[13]    held        HASH    id -> "<token> <consumer> <envelope>": reserved jobs
+--   KEYS[14]    leases      ZSET    id -> lease deadline (ms, broker clock)
+--   KEYS[15]    stats       HASH    done, failed: totals
+--   KEYS[16]    failed      HASH    id -> "<envelope>\n<error json>": the failed store
+--   KEYS[17]    errors      HASH    id -> last error json of a job waiting for a retry
+--   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers
+-- KEYS[19..]   script-specific (done:<id> keys for acks)
+-- An envelope is "<id> <attempts> <priority> <json body>".
+local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE = 11, 12, 13, 14, 15, 16, 17, 18
+local NKEYS = 18
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse(env)
+  return string.match(env, '^(%S+) (%d+) (%d) (.*)$')
+end
+
+-- Append (or, for a job handed back, prepend) to its priority's list. Returns
+-- true when the list was empty, i.e. idle consumers may be waiting for it.
+local function enqueue(env, prio, front)
+  local n
+  if front then n = redis.call('LPUSH', KEYS[prio + 1], env)
+  else n = redis.call('RPUSH', KEYS[prio + 1], env) end
+  if prio > 0 and prio > tonumber(redis.call('GET', KEYS[PMAX]) or '0') then
+    redis.call('SET', KEYS[PMAX], prio)
+  end
+  return n == 1
+end
+
+-- Schedule for later. Returns true when it is now the earliest due job, so
+-- waiting consumers must shorten their timers.
+local function schedule(env, due)
+  local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
+  redis.call('ZADD', KEYS[SCHED], due, env)
+  return first[2] == nil or due < tonumber(first[2])
+end
+
+local function wake()
+  redis.call('PUBLISH', KEYS[WAKE], '1')
+end
+
+-- Remove a reservation if `token` still owns it; returns its envelope or nil.
+-- This is the fence: a worker presumed dead cannot settle a job handed to another.
+local function take_held(id, token)
+  local held = redis.call('HGET', KEYS[HELD], id)
+  if not held then return nil end
+  local t, _, env = string.match(held, '^(%S+) (%S+) (.*)$')
+  if t ~= token then return nil end
+  redis.call('HDEL', KEYS[HELD], id)
+  redis.call('ZREM', KEYS[LEASES], id)
+  return env
+end

@@ -1,0 +1,17 @@
+-- Move failed jobs back to the queue with a fresh attempt count (`mpqctl retry`).
+-- ARGV: ids. Returns how many were moved.
+local moved, need_wake = 0, false
+for _, id in ipairs(ARGV) do
+  local rec = redis.call('HGET', KEYS[FAILED], id)
+  if rec then
+    local env = string.match(rec, '^([^\n]*)')
+    local jid, _, prio, body = parse(env)
+    if jid then
+      if enqueue(jid .. ' 0 ' .. prio .. ' ' .. body, tonumber(prio), false) then need_wake = true end
+      redis.call('HDEL', KEYS[FAILED], id)
+      moved = moved + 1
+    end
+  end
+end
+if need_wake then wake() end
+return moved

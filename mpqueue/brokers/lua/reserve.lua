@@ -1,0 +1,63 @@
+-- Ack finished jobs, promote due delayed jobs, and reserve up to `count` jobs,
+-- in one step: a worker in a steady stream pays one round trip per job.
+-- ARGV: consumer, token_prefix, count, lease_ms, n_acks,
+--       then per ack: id, token, done_record, ttl_s, attempts
+-- KEYS[NKEYS + i]: done:<id> of the i-th ack
+-- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
+local consumer, prefix = ARGV[1], ARGV[2]
+local count, lease, nacks = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+
+local acked = 0
+for i = 1, nacks do
+  local b = 5 + (i - 1) * 5
+  local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
+  if take_held(id, ARGV[b + 2]) then
+    acked = acked + 1
+    redis.call('HINCRBY', KEYS[STATS], 'done', 1)
+    if ttl > 0 then redis.call('SET', KEYS[NKEYS + i], ARGV[b + 3], 'EX', ttl) end
+    if ARGV[b + 5] ~= '1' then redis.call('HDEL', KEYS[ERRORS], id) end
+  end
+end
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[SCHED], '-inf', now, 'LIMIT', 0, 1000)
+for _, env in ipairs(due) do
+  local _, _, p = parse(env)
+  redis.call('ZREM', KEYS[SCHED], env)
+  enqueue(env, tonumber(p or '0'), false)
+end
+
+local out = {acked, -1}
+local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
+local p, got, top = pmax, 0, pmax
+while got < count and p >= 0 do
+  local env = redis.call('LPOP', KEYS[p + 1])
+  if env then
+    got = got + 1
+    local token = prefix .. got
+    local id, n, prio, body = parse(env)
+    if id then
+      env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
+    else
+      -- Junk someone pushed into our list: give it an id and a header so the
+      -- worker can move it to the failed store as bad_payload.
+      id = 'bad-' .. token
+      env = id .. ' 1 0 ' .. env
+    end
+    redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. env)
+    redis.call('ZADD', KEYS[LEASES], now + lease, id)
+    out[#out + 1] = token
+    out[#out + 1] = env
+  else
+    -- every list above p is empty: lower the bound so later calls skip them
+    if p == top then top = math.max(p - 1, 0) end
+    p = p - 1
+  end
+end
+if top ~= pmax then
+  if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
+end
+
+local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
+if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+return out

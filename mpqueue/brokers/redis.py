@@ -1,0 +1,247 @@
+"""The Redis broker: thin Python over one Lua script per state change (lua/*.lua).
+
+Each script is `_keys.lua` (the data model, shared helpers) followed by the
+script's own body, loaded once and called by SHA. Every key of a queue is under
+the hash tag `mpq:{<queue>}:` and passed in KEYS, so the same scripts can run
+on Redis Cluster.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from importlib import resources
+
+import redis as redislib
+
+from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter
+
+_SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean")
+_KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
+    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake")
+NODE_SET = "mpq:nodes"
+QUEUE_SET = "mpq:queues"
+
+
+@contextlib.contextmanager
+def _errors():
+    try:
+        yield
+    except redislib.exceptions.RedisError as exc:
+        raise BrokerError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _load_scripts(client) -> dict:
+    lua = resources.files(__package__).joinpath("lua")
+    common = lua.joinpath("_keys.lua").read_text()
+    return {name: client.register_script(common + "\n" + lua.joinpath(f"{name}.lua").read_text())
+            for name in _SCRIPTS}
+
+
+class RedisWaiter(Waiter):
+    """Pub/sub on the queue's wake channel: every idle consumer hears every hint
+    (a broadcast also carries 'the next delayed job is now sooner' to all)."""
+
+    def __init__(self, client, channel):
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        with _errors():
+            self._pubsub.subscribe(channel)
+            self._pubsub.get_message(timeout=0)
+
+    def fileno(self) -> int:
+        return self._pubsub.connection._sock.fileno()
+
+    def drain(self) -> None:
+        with _errors():
+            while self._pubsub.get_message(timeout=0) is not None:
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pubsub.close()
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, socket_timeout: float = 10.0):
+        self.url = url
+        self.client = redislib.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=socket_timeout,
+            socket_keepalive=True, health_check_interval=30)
+        self._scripts = _load_scripts(self.client)
+        self._keys: dict[str, list[str]] = {}
+
+    def keys(self, queue: str) -> list[str]:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = [f"mpq:{{{queue}}}:{name}" for name in _KEY_NAMES]
+        return keys
+
+    def _call(self, script: str, queue: str, args, extra_keys=()):
+        keys = self.keys(queue)
+        with _errors():
+            return self._scripts[script](keys=keys + list(extra_keys) if extra_keys else keys, args=args)
+
+    # -- producers
+    def push(self, queue, items):
+        args = [len(items)]
+        for envelope, priority, delay in items:
+            args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
+        self._call("push", queue, args)
+
+    # -- consumers
+    def _reserve_raw(self, queue, consumer, count, lease, acks):
+        args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), len(acks)]
+        done_keys = []
+        prefix = self.keys(queue)[0][:-len("ready:0")]
+        for a in acks:
+            args += [a.id, a.token, a.record, a.ttl, "1" if a.first_attempt else "0"]
+            done_keys.append(f"{prefix}done:{a.id}")
+        return self._call("reserve", queue, args, done_keys)
+
+    def reserve(self, queue, consumer, count, lease, acks=()):
+        out = self._reserve_raw(queue, consumer, count, lease, acks)
+        next_due = None if out[1] < 0 else out[1] / 1000.0
+        return [Reserved(out[i], out[i + 1]) for i in range(2, len(out), 2)], next_due
+
+    def ack(self, queue, acks):
+        # reserve.lua with count 0 is a pure ack: one script, one code path.
+        return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
+
+    def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
+        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""]) == 1
+
+    def retry(self, queue, job_id, token, delay, error):
+        return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)
+
+    def release(self, queue, job_id, token):
+        return self._settle(queue, job_id, token, "release")
+
+    def fail(self, queue, job_id, token, error, hook=None):
+        return self._settle(queue, job_id, token, "fail", 0, error, hook)
+
+    def extend(self, queue, job_id, token, lease):
+        return self._settle(queue, job_id, token, "extend", int(lease * 1000))
+
+    def held(self, queue):
+        with _errors():
+            records = self.client.hgetall(self.keys(queue)[12])
+        return [_held(job_id, rec) for job_id, rec in records.items()]
+
+    def expired(self, queue, limit=100):
+        out = self._call("expired", queue, [limit])
+        return [_held(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+
+    def waiter(self, queue):
+        return RedisWaiter(self.client, self.keys(queue)[17])
+
+    # -- inspection and administration
+    def counts(self, queue):
+        k = self.keys(queue)
+        with _errors(), self.client.pipeline(transaction=True) as pipe:
+            for key in k[:10]:
+                pipe.llen(key)
+            pipe.zcard(k[11]).hlen(k[12]).hlen(k[15]).hgetall(k[14])
+            res = pipe.execute()
+        stats = res[13]
+        return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
+                "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
+
+    def failed(self, queue, limit=100):
+        with _errors():
+            out = []
+            for job_id, rec in self.client.hscan_iter(self.keys(queue)[15], count=200):
+                envelope, _, error = rec.partition("\n")
+                out.append((job_id, envelope, error))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def requeue_failed(self, queue, ids):
+        with _errors():
+            if ids is None:
+                ids = list(self.client.hkeys(self.keys(queue)[15]))
+        moved = 0
+        for i in range(0, len(ids), 500):
+            moved += self._call("requeue", queue, ids[i:i + 500])
+        return moved
+
+    def clean(self, queue):
+        return self._call("clean", queue, [])
+
+    def purge_failed(self, queue):
+        key = self.keys(queue)[15]
+        with _errors(), self.client.pipeline(transaction=True) as pipe:
+            n, _ = pipe.hlen(key).delete(key).execute()
+        return n
+
+    def find(self, queue, job_id):
+        k = self.keys(queue)
+        prefix = k[0][:-len("ready:0")]
+        with _errors():
+            return self._find(k, prefix, job_id)
+
+    def _find(self, k, prefix, job_id):
+        c = self.client
+        held = c.hget(k[12], job_id)
+        if held:
+            h = _held(job_id, held)
+            return {"state": "running", "envelope": h.envelope, "consumer": h.consumer}
+        done = c.get(f"{prefix}done:{job_id}")
+        if done:
+            return {"state": "done", **json.loads(done)}
+        failed = c.hget(k[15], job_id)
+        if failed:
+            envelope, _, error = failed.partition("\n")
+            return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
+        last_error = c.hget(k[16], job_id)
+        extra = {"last_error": json.loads(last_error)} if last_error else {}
+        for envelope, due in c.zscan_iter(k[11], match=f"{job_id} *"):
+            return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
+        for key in k[:10]:
+            for start in range(0, c.llen(key), 1000):
+                for envelope in c.lrange(key, start, start + 999):
+                    if envelope.startswith(job_id + " "):
+                        return {"state": "ready", "envelope": envelope, **extra}
+        return None
+
+    def heartbeat(self, node_id, info, ttl):
+        now = time.time()
+        with _errors(), self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(NODE_SET, {node_id: now})
+            pipe.set(f"mpq:node:{node_id}", json.dumps(info), ex=max(1, int(ttl)))
+            pipe.zremrangebyscore(NODE_SET, "-inf", now - 24 * 3600)
+            pipe.execute()
+
+    def nodes(self):
+        with _errors():
+            ids = self.client.zrange(NODE_SET, 0, -1)
+            if not ids:
+                return []
+            values = self.client.mget([f"mpq:node:{i}" for i in ids])
+            dead = [i for i, v in zip(ids, values) if v is None]
+            if dead:
+                self.client.zrem(NODE_SET, *dead)
+        return [json.loads(v) for v in values if v]
+
+    def add_queues(self, names):
+        if names:
+            with _errors():
+                self.client.sadd(QUEUE_SET, *names)
+
+    def queues(self):
+        with _errors():
+            return sorted(self.client.smembers(QUEUE_SET))
+
+    def ping(self):
+        with _errors():
+            self.client.ping()
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _held(job_id: str, record: str) -> Held:
+    token, consumer, envelope = record.split(" ", 2)
+    return Held(job_id, token, consumer, envelope)

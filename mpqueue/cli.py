@@ -1,0 +1,76 @@
+"""`mpqueue`: run a service in the foreground, or check its configuration."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .config import ConfigError, config_path_for, load_config
+
+EX_CONFIG = 78
+
+
+def _load(name: str | None, config: str | None):
+    if bool(name) == bool(config):
+        raise click.UsageError("give a service NAME or --config FILE (one of them)")
+    try:
+        return load_config(config or config_path_for(name))
+    except ConfigError as exc:
+        click.echo(f"mpqueue: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mpqueue")
+def main():
+    """mpqueue: a systemd-native, multi-process job queue.
+
+    A service is one YAML file: `mpqueue run orders` reads
+    $MPQUEUE_CONFIG_DIR/orders.yaml (default /etc/mpqueue/orders.yaml).
+    """
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
+def run(name, config):
+    """Run a service in the foreground (logs to stderr).
+
+    SIGTERM/SIGINT: graceful stop (running jobs finish, up to shutdown_timeout).
+    SIGQUIT: immediate stop (running jobs go back to the queue).
+    Exit status: 0 stopped, 1 error, 3 workers failed to boot, 78 bad configuration.
+    """
+    cfg = _load(name, config)
+    from . import logsetup
+    from .lock import AlreadyRunning
+    from .supervisor import Supervisor
+    logsetup.setup_logging(cfg.log, cfg.name)
+    try:
+        sys.exit(Supervisor(cfg).run())
+    except AlreadyRunning as exc:
+        click.echo(f"mpqueue: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
+def check(name, config):
+    """Validate a configuration file without starting anything (exit 78 if invalid)."""
+    cfg = _load(name, config)
+    queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
+    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {_redact(cfg.broker)}, queues {queues}")
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Dispatch mode (multi-process-queue's "dispatch"): one fetcher per queue, in the
+supervisor, reserves as many jobs as there are idle workers in one round trip,
+folding in the acks of the jobs just finished, and hands them out over pipes."""
+from __future__ import annotations
+
+import logging
+import time
+
+from .brokers import Ack, BrokerError
+
+log = logging.getLogger("mpqueue.dispatch")
+FALLBACK_WAIT = 10.0
+
+
+class Dispatcher:
+    def __init__(self, broker, queue_cfg, lease_grace: float, consumer: str):
+        self.broker, self.cfg = broker, queue_cfg
+        self.lease = queue_cfg.timeout + lease_grace
+        self.consumer = consumer
+        self.idle: list = []              # WorkerHandles waiting for a job
+        self.acks: list[Ack] = []
+        self.waiter = None
+        self.wanted = True                # there may be work: reserve at the next turn
+        self.due_at = time.monotonic()    # when to look again without a hint
+
+    def fds(self) -> list:
+        return [self.waiter] if self.waiter is not None and self.idle else []
+
+    def timeout(self, now: float) -> float:
+        if self.acks or (self.idle and self.wanted):
+            return 0.0
+        return max(0.0, self.due_at - now) if self.idle else FALLBACK_WAIT
+
+    def worker_ready(self, handle) -> None:
+        self.idle.append(handle)
+        self.wanted = True
+
+    def worker_done(self, handle, msg: dict) -> None:
+        handle.current = None
+        if "token" in msg:
+            self.acks.append(Ack(msg["id"], msg["token"], msg["record"], msg["ttl"], msg["first"]))
+        if not handle.retiring:
+            self.idle.append(handle)
+        self.wanted = True
+
+    def worker_gone(self, handle) -> None:
+        if handle in self.idle:
+            self.idle.remove(handle)
+
+    def pump(self, readable, stopping: bool) -> None:
+        """One turn: consume hints, then reserve-and-ack in one call if useful.
+        Raises BrokerError when the broker is unreachable (the caller backs off)."""
+        if self.waiter is not None and self.waiter in readable:
+            self.waiter.drain()
+            self.wanted = True
+        if time.monotonic() >= self.due_at:
+            self.wanted = True
+        idle = [] if stopping else [h for h in self.idle if not h.retiring]
+        if not self.acks and not (idle and self.wanted):
+            return
+        if self.waiter is None and idle:
+            self.waiter = self.broker.waiter(self.cfg.name)
+        reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, len(idle), self.lease, self.acks)
+        self.acks = []
+        for item in reserved:
+            self._hand_out(idle.pop(0), item)
+        self.wanted = not idle and bool(reserved)   # every idle worker got one: maybe more wait
+        wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
+        self.due_at = time.monotonic() + wait
+
+    def _hand_out(self, handle, item) -> None:
+        job_id = item.envelope.split(" ", 1)[0]
+        self.idle.remove(handle)
+        handle.current = {"id": job_id, "token": item.token, "envelope": item.envelope}
+        if not handle.tell({"type": "job", "id": job_id, "token": item.token, "envelope": item.envelope}):
+            handle.current = None         # never reached it: back, unrun, attempt refunded
+            try:
+                self.broker.release(self.cfg.name, job_id, item.token)
+            except BrokerError:
+                pass                      # the lease brings it back
+
+    def flush_acks(self) -> None:
+        if self.acks:
+            self.broker.ack(self.cfg.name, self.acks)
+            self.acks = []
+
+    def close(self) -> None:
+        if self.waiter is not None:
+            self.waiter.close()
+            self.waiter = None

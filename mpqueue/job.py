@@ -1,0 +1,106 @@
+"""The job record and its wire format.
+
+A job is stored in the broker as one string, the *envelope*:
+
+    "<id> <attempts> <priority> <json body>"
+
+The header is plain text so broker scripts can read and bump the attempt
+count without a JSON decoder; the body is compact JSON written once by the
+producer and never re-encoded on the hot path. Payloads are JSON, never
+pickle: a job can only name a task, not smuggle code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class PayloadError(ValueError):
+    """A job that cannot be encoded or decoded (bad args, too large, junk)."""
+
+
+def new_id() -> str:
+    return os.urandom(8).hex()
+
+
+@dataclass
+class Job:
+    id: str
+    task: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    attempts: int = 0           # runs started so far, this one included once reserved
+    priority: int = 0
+    enqueued_ms: int = 0        # producer's wall clock, for display only
+    queue: str = ""
+    token: str = ""             # reservation token; fences ack/fail
+    envelope: str = ""          # the stored form this job was decoded from
+
+    def info(self) -> dict:
+        """What hooks and `mpqctl` see of a job."""
+        return {"id": self.id, "queue": self.queue, "task": self.task, "args": self.args,
+                "kwargs": self.kwargs, "attempts": self.attempts, "priority": self.priority,
+                "enqueued_at": self.enqueued_ms / 1000.0}
+
+
+def check_priority(priority) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) \
+            or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise PayloadError(f"priority: expected an integer {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}")
+    return priority
+
+
+def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | None = None,
+           max_payload: int = 1 << 20) -> tuple[str, str]:
+    """Return (job id, envelope) for a new job; raise PayloadError on bad input."""
+    if not isinstance(task, str) or ":" not in task:
+        raise PayloadError(f"task: expected a name like 'module:function', got {task!r}")
+    check_priority(priority)
+    body = {"t": task, "e": int(time.time() * 1000)}
+    if args:
+        body["a"] = list(args)
+    if kwargs:
+        body["k"] = dict(kwargs)
+    try:
+        text = _DUMPS(body)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"arguments of {task}: not JSON-serialisable: {exc}") from None
+    job_id = job_id or new_id()
+    envelope = f"{job_id} 0 {priority} {text}"
+    size = len(envelope.encode())
+    if size > max_payload:
+        raise PayloadError(f"payload of {task}: {size} bytes exceeds max_payload {max_payload}")
+    return job_id, envelope
+
+
+def decode(envelope: str, queue: str = "", token: str = "") -> Job:
+    """Parse an envelope; raise PayloadError (with what was wrong) on junk."""
+    try:
+        job_id, attempts, priority, text = envelope.split(" ", 3)
+        body = json.loads(text)
+        job = Job(id=job_id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
+                  attempts=int(attempts), priority=int(priority), enqueued_ms=body.get("e", 0),
+                  queue=queue, token=token, envelope=envelope)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None
+    if not isinstance(job.task, str) or not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
+        raise PayloadError(f"not a job envelope (wrong field types): {envelope[:200]!r}")
+    return job
+
+
+def split_header(envelope: str) -> tuple[str, int]:
+    """(id, attempts) of an envelope, tolerant of junk (for recovery paths)."""
+    parts = envelope.split(" ", 2)
+    try:
+        return parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        return parts[0], 0
+
+
+def dumps(value) -> str:
+    return _DUMPS(value)

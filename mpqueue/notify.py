@@ -1,0 +1,46 @@
+"""sd_notify messages to systemd; silent when NOTIFY_SOCKET is unset.
+Only the supervisor's main loop calls this (workers never notify)."""
+from __future__ import annotations
+
+import os
+import time
+
+
+class Notifier:
+    def __init__(self):
+        self._sock = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+            self._sock = sdnotify.SystemdNotifier()
+        self._last_status = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def send(self, *lines: str) -> None:
+        if self._sock is not None:
+            self._sock.notify("\n".join(lines))
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status(self, status: str) -> None:
+        if status != self._last_status:
+            self._last_status = status
+            self.send(f"STATUS={status}")
+
+    def reloading(self) -> None:
+        self.send("RELOADING=1", f"MONOTONIC_USEC={int(time.monotonic() * 1e6)}")
+
+    def stopping(self, status: str = "stopping") -> None:
+        self.send("STOPPING=1", f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
+    def fatal(self, status: str, errno: int = 0) -> None:
+        self.send(f"STATUS={status}", *([f"ERRNO={errno}"] if errno else []))

@@ -1,0 +1,115 @@
+"""Worker processes as the supervisor sees them: fork one, talk to it, reap it."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from .scoreboard import Scoreboard
+from .worker import Channel, Worker
+
+log = logging.getLogger("mpqueue.supervisor")
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    pid: int
+    queue: str
+    index: int
+    generation: int
+    report: Channel
+    control: Channel
+    scoreboard: Scoreboard
+    consumer: str
+    started_at: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    retiring: bool = False            # asked to finish its job and exit
+    killed_for: str | None = None     # "timeout" | "shutdown": we killed it, and why
+    boot_error: str | None = None
+    current: dict | None = None       # dispatch mode: the job handed to it
+
+    def tell(self, msg: dict) -> bool:
+        try:
+            self.control.send(msg)
+            return True
+        except OSError:               # already dead; the reaper will see it
+            return False
+
+    def stop(self) -> None:
+        if not self.retiring:
+            self.retiring = True
+            self.tell({"type": "stop"})
+
+    def kill(self, reason: str) -> None:
+        self.killed_for = self.killed_for or reason
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self.report.fd, self.control.fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.scoreboard.close()
+
+
+def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherited_fds) -> WorkerHandle:
+    """Fork a worker for `queue_cfg`. The child never returns into the supervisor."""
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    board = Scoreboard()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:                       # child
+        code = 1
+        try:
+            for fd in (report_r, control_w, *inherited_fds):
+                _close(fd)
+            code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent).main()
+        except BaseException:  # noqa: BLE001 - nothing may escape into the supervisor's stack
+            traceback.print_exc()
+        finally:
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(report_w)
+    os.close(control_r)
+    return WorkerHandle(pid, queue_cfg.name, index, generation, Channel(report_r), Channel(control_w),
+                        board, f"{node_id}/{pid}")
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def reap() -> list[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, without blocking."""
+    dead = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return dead
+        if pid == 0:
+            return dead
+        dead.append((pid, status))
+
+
+def describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exited with status {os.WEXITSTATUS(status)}"

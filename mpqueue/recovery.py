@@ -1,0 +1,89 @@
+"""Settling the jobs of workers that are gone: crashed, killed for a timeout,
+killed at the end of a graceful stop, or on a node whose leases ran out.
+
+The supervisor learns each task's retry options from its workers' boot reports
+(it never imports task code), so a crash is retried or failed by the same
+policy the worker would have used. Work that fails because the broker is
+unreachable is kept and tried again; fencing tokens make a repeat harmless.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from . import job as jobmod
+from . import outcome
+from .brokers import BrokerError, Held
+
+log = logging.getLogger("mpqueue.recovery")
+
+
+class Recovery:
+    def __init__(self, broker, queues: dict):
+        self.broker = broker
+        self.queues = queues             # name -> QueueConfig
+        self.tasks: dict[str, dict] = {} # task name -> public options, from workers
+        self.backlog: list[tuple[str, Held, str]] = []
+        self.pending_consumers: list[tuple[str, str, str]] = []
+
+    def settle(self, queue: str, held: Held, kind: str) -> None:
+        """kind: crashed | timeout | lost (attempt spent) or shutdown (handed back)."""
+        self.backlog.append((queue, held, kind))
+        self.flush()
+
+    def settle_consumer(self, queue: str, consumer: str, kind: str) -> None:
+        """Every job a (dead) grab-mode worker held."""
+        try:
+            held = [h for h in self.broker.held(queue) if h.consumer == consumer]
+        except BrokerError as exc:
+            log.warning("cannot recover jobs of %s yet: %s", consumer, exc)
+            self.pending_consumers.append((queue, consumer, kind))
+            return
+        for h in held:
+            self.settle(queue, h, kind)
+
+    def flush(self) -> bool:
+        """Try the backlog; True when it is empty."""
+        for item in list(self.pending_consumers):
+            self.pending_consumers.remove(item)
+            self.settle_consumer(*item)
+        while self.backlog:
+            queue, held, kind = self.backlog[0]
+            try:
+                self._settle_one(queue, held, kind)
+            except BrokerError as exc:
+                log.warning("cannot settle job %s yet: %s", held.id, exc)
+                return False
+            self.backlog.pop(0)
+        return True
+
+    def reap_expired(self, queue: str) -> None:
+        for held in self.broker.expired(queue):
+            self.settle(queue, held, outcome.LOST)
+
+    def _settle_one(self, queue: str, held: Held, kind: str) -> None:
+        if kind == "shutdown":
+            if self.broker.release(queue, held.id, held.token):
+                log.info("job %s handed back to the queue", held.id, extra={"queue": queue, "job_id": held.id})
+            return
+        try:
+            job = jobmod.decode(held.envelope, queue, held.token)
+        except jobmod.PayloadError:
+            job_id, attempts = jobmod.split_header(held.envelope)
+            job = jobmod.Job(id=held.id, task="?", attempts=attempts, queue=queue, token=held.token)
+        cfg, has_hook = self.policy(queue, job.task)
+        message = {"crashed": "the worker running it died", "timeout": f"exceeded its timeout of {cfg.timeout:g} s",
+                   "lost": "its lease expired (the node running it is gone)"}[kind]
+        result = outcome.settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
+        if result != "stale":
+            log.error("job %s: %s (%s)", result, message, kind,
+                      extra={"queue": queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
+                             "outcome": kind})
+
+    def policy(self, queue: str, task: str):
+        """The queue's settings with the task's own overrides, and whether it has a hook."""
+        cfg = self.queues[queue] if queue in self.queues else next(iter(self.queues.values()))
+        opts = self.tasks.get(task) or {}
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        overrides = {k: v for k, v in opts.items() if k in fields and k != "name"}
+        return dataclasses.replace(cfg, **overrides), bool(opts.get("has_on_failure"))

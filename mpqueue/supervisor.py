@@ -1,0 +1,380 @@
+"""The supervisor: the one process systemd watches. It forks the workers, restarts
+any that die, kills overdue jobs, hands back or recovers what dead workers held,
+and stops gracefully. Signal handlers only record; this loop does everything,
+so a stuck loop is visible (it stops sending WATCHDOG=1).
+It never imports task code, so every new worker loads the current code."""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+
+from . import lock, pool
+from .brokers import BrokerError, open_broker
+from .dispatcher import Dispatcher
+from .notify import Notifier
+from .recovery import Recovery
+from .signals import SignalQueue
+from .worker import EXIT_BOOT_FAILED
+
+log = logging.getLogger("mpqueue.supervisor")
+HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY = 5.0, 5.0, 2.0
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class Supervisor:
+    def __init__(self, config):
+        self.cfg = config
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
+        self.notifier = Notifier()
+        self.workers: dict[int, pool.WorkerHandle] = {}
+        self.generation = 0
+        self.stopping = self.quick = False
+        self.stop_deadline = None
+        self.backoff: dict[tuple[str, int], tuple[int, float]] = {}
+        self.totals = {"done": 0, "failed": 0}
+        self.broker_ok = True
+        self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0}
+        self.started_at = time.time()
+        self.dead_at_boot: list = []
+
+    # -- start-up
+    def run(self) -> int:
+        self.lock_fd = lock.acquire(self.cfg.name)
+        self.signals = SignalQueue([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD])
+        _set_title(f"mpqueue {self.cfg.name}: supervisor")
+        self.broker = open_broker(self.cfg.broker)
+        self.recovery = Recovery(self.broker, self.cfg.queues)
+        self.dispatchers = {q.name: Dispatcher(self.broker, q, self.cfg.lease_grace, f"{self.node_id}/dispatch")
+                            for q in self.cfg.queues.values() if q.mode == "dispatch"}
+        if not self.wait_for_broker():
+            return EXIT_OK
+        self.broker.add_queues(list(self.cfg.queues))
+        for q in self.cfg.queues.values():
+            for i in range(q.workers):
+                self.spawn(q, i)
+        error = self.wait_until_booted()
+        if error:
+            log.error("start-up failed: %s", error)
+            self.notifier.fatal(f"failed: {error}")
+            self.quick_stop()
+            return EXIT_BOOT_FAILED
+        if self.stopping:
+            return self.finish()
+        log.info("started: %d workers on queues %s", len(self.workers), ", ".join(self.cfg.queues))
+        self.notifier.ready(self.status_line())
+        return self.loop()
+
+    def wait_for_broker(self) -> bool:
+        delay, logged = 0.1, False
+        while True:
+            try:
+                self.broker.ping()
+                if logged:
+                    log.warning("broker reachable")
+                return True
+            except BrokerError as exc:
+                if not logged:
+                    log.warning("broker unreachable at start, retrying: %s", exc)
+                    self.notifier.status(f"waiting for broker: {exc}")
+                    logged = True
+            if self.sleep(delay) and self.stopping:
+                return False
+            delay = min(5.0, delay * 2)
+
+    def wait_until_booted(self) -> str | None:
+        while not all(h.ready for h in self.workers.values()):
+            self.turn(1.0)
+            if self.stopping:
+                return None
+            failed = [h for h in self.dead_at_boot if h.boot_error]
+            if failed:
+                h = failed[0]
+                return f"queue {h.queue}: {h.boot_error}"
+        return None
+
+    # -- the loop
+    def loop(self) -> int:
+        while True:
+            self.turn(self.next_timeout())
+            if self.stopping and not self.workers:
+                return self.finish()
+            if self.stopping:
+                self.stop_step()
+            else:
+                self.maintain()
+
+    def turn(self, timeout: float) -> None:
+        """Wait for anything, then handle signals, reports, dead children, dispatch."""
+        self.dead_at_boot = []
+        fds = [self.signals, *[h.report.fd for h in self.workers.values()]]
+        for d in self.dispatchers.values():
+            fds += d.fds()
+        readable = self.select(fds, timeout)
+        for signum in self.signals.drain():
+            self.handle_signal(signum)
+        for h in list(self.workers.values()):
+            if h.report.fd in readable:
+                self.on_reports(h)
+        for pid, status in pool.reap():
+            self.on_exit(pid, status)
+        self.pump_dispatchers(readable)
+
+    def select(self, fds, timeout):
+        try:
+            return select.select(fds, [], [], max(0.0, timeout))[0]
+        except InterruptedError:
+            return []
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait, still handling signals; True if a signal arrived."""
+        readable = self.select([self.signals], seconds)
+        signums = self.signals.drain() if readable else []
+        for signum in signums:
+            self.handle_signal(signum)
+        return bool(signums)
+
+    def next_timeout(self) -> float:
+        now = time.monotonic()
+        t = min(self.timers.values()) - now
+        busy = [h.scoreboard.read() for h in self.workers.values()]
+        deadlines = [s.deadline() - now for s in busy if s.busy]
+        t = min([t, 1.0, *deadlines, *(d.timeout(now) for d in self.dispatchers.values())])
+        if self.stop_deadline is not None:
+            t = min(t, self.stop_deadline - now)
+        return max(0.0, t)
+
+    # -- signals: record in the handler, act here
+    def handle_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                log.warning("second stop signal: stopping now")
+                self.quick_stop()
+            else:
+                self.graceful_stop()
+        elif signum == signal.SIGQUIT:
+            self.quick_stop()
+        elif signum == signal.SIGHUP:
+            log.warning("SIGHUP: reload is not supported yet; ignoring")
+
+    def graceful_stop(self) -> None:
+        """Stop reserving; running jobs may finish until shutdown_timeout."""
+        log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout
+        self.notifier.stopping(f"stopping: draining {self.busy_count()} running jobs")
+        for h in self.workers.values():
+            h.stop()
+
+    def quick_stop(self) -> None:
+        self.stopping = self.quick = True
+        self.notifier.stopping("stopping now")
+        for h in self.workers.values():
+            h.kill("shutdown")
+        while self.workers:
+            for pid, status in pool.reap():
+                self.on_exit(pid, status)
+            if self.workers:
+                self.select([], 0.01)
+
+    def stop_step(self) -> None:
+        if time.monotonic() >= self.stop_deadline:
+            log.warning("shutdown_timeout reached: killing %d workers, their jobs go back to the queue",
+                        len(self.workers))
+            for h in self.workers.values():
+                h.kill("shutdown")
+        else:
+            self.notifier.extend_timeout(max(5.0, self.stop_deadline - time.monotonic() + 5))
+
+    def finish(self) -> int:
+        for d in self.dispatchers.values():
+            try:
+                d.flush_acks()
+            except BrokerError as exc:
+                log.warning("could not ack the last jobs (they will run again): %s", exc)
+            d.close()
+        self.recovery.flush()
+        log.info("stopped")
+        return EXIT_OK
+
+    # -- workers
+    def spawn(self, queue_cfg, index: int) -> None:
+        inherited = [self.signals.fileno(), self.signals._w]
+        for h in self.workers.values():
+            inherited += [h.report.fd, h.control.fd]
+        h = pool.spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited)
+        self.workers[h.pid] = h
+
+    def on_reports(self, h) -> None:
+        try:
+            messages = h.report.receive()
+        except OSError:
+            messages = None
+        for msg in messages or []:
+            kind = msg.get("type")
+            if kind == "ready":
+                h.ready = True
+                self.backoff.pop((h.queue, h.index), None)
+                self.recovery.tasks.update(msg.get("tasks", {}))
+                if h.queue in self.dispatchers:
+                    self.dispatchers[h.queue].worker_ready(h)
+            elif kind == "boot_failed":
+                h.boot_error = msg.get("error")
+            elif kind == "done" and h.queue in self.dispatchers:
+                self.dispatchers[h.queue].worker_done(h, msg)
+
+    def on_exit(self, pid: int, status: int) -> None:
+        h = self.workers.pop(pid, None)
+        if h is None:
+            return
+        slot = h.scoreboard.read()
+        self.totals["done"] += slot.done
+        self.totals["failed"] += slot.failed
+        if h.queue in self.dispatchers:
+            self.dispatchers[h.queue].worker_gone(h)
+        self.recover(h, status, slot)
+        h.close()
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if not h.ready:
+            self.dead_at_boot.append(h)
+            h.boot_error = h.boot_error or pool.describe(status)
+            self.note_boot_failure(h)
+        elif not clean and not h.killed_for:
+            log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, pool.describe(status),
+                      extra={"queue": h.queue, "worker": h.index, "pid": pid})
+
+    def recover(self, h, status, slot) -> None:
+        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
+        if h.killed_for == "timeout":
+            return                       # settled when we killed it
+        if h.current is not None:        # dispatch mode: we know what it held
+            from .brokers import Held
+            self.recovery.settle(h.queue, Held(h.current["id"], h.current["token"], "", h.current["envelope"]), kind)
+        elif h.queue not in self.dispatchers and (slot.busy or not os.WIFEXITED(status) or kind == "shutdown"):
+            self.recovery.settle_consumer(h.queue, h.consumer, kind)
+
+    def note_boot_failure(self, h) -> None:
+        failures = self.backoff.get((h.queue, h.index), (0, 0.0))[0] + 1
+        delay = min(60.0, 0.5 * 2 ** (failures - 1))
+        self.backoff[(h.queue, h.index)] = (failures, time.monotonic() + delay)
+        if not self.stopping:
+            log.error("worker %s/%d failed to boot (%s); retrying in %.1f s", h.queue, h.index, h.boot_error,
+                      delay, extra={"queue": h.queue, "worker": h.index})
+            self.notifier.status(f"queue {h.queue}: {h.boot_error}")
+
+    # -- upkeep while running
+    def maintain(self) -> None:
+        self.top_up()
+        self.enforce_timeouts()
+        now = time.monotonic()
+        if now >= self.timers["reap"]:
+            self.timers["reap"] = now + REAP_EVERY
+            self.broker_call(self.reap_expired)
+        if now >= self.timers["heartbeat"]:
+            self.timers["heartbeat"] = now + HEARTBEAT_EVERY
+            self.broker_call(self.heartbeat)
+        if self.recovery.backlog or self.recovery.pending_consumers:
+            self.broker_call(self.recovery.flush)
+        if now >= self.timers["status"]:
+            self.timers["status"] = now + STATUS_EVERY
+            self.notifier.status(self.status_line())
+
+    def top_up(self) -> None:
+        now = time.monotonic()
+        for q in self.cfg.queues.values():
+            present = {h.index for h in self.workers.values() if h.queue == q.name and not h.retiring}
+            for i in range(q.workers):
+                if i not in present and self.backoff.get((q.name, i), (0, 0.0))[1] <= now:
+                    self.spawn(q, i)
+
+    def enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for h in list(self.workers.values()):
+            slot = h.scoreboard.read()
+            if slot.busy and now >= slot.deadline() and h.killed_for is None:
+                h.kill("timeout")
+                log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
+                          h.queue, h.index, extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
+                held = self.held_job(h, slot)
+                if held is not None:
+                    self.recovery.settle(h.queue, held, "timeout")
+
+    def held_job(self, h, slot):
+        if h.current is not None:
+            from .brokers import Held
+            return Held(h.current["id"], h.current["token"], "", h.current["envelope"])
+        try:
+            return next((x for x in self.broker.held(h.queue) if x.id == slot.job_id and x.token == slot.token), None)
+        except BrokerError:
+            self.recovery.pending_consumers.append((h.queue, h.consumer, "timeout"))
+            return None
+
+    def pump_dispatchers(self, readable) -> None:
+        for d in self.dispatchers.values():
+            try:
+                d.pump(readable, self.stopping)
+                self.set_broker_ok(True)
+            except BrokerError as exc:
+                self.set_broker_ok(False, exc)
+                d.close()
+                d.due_at = time.monotonic() + 1.0
+
+    def reap_expired(self) -> None:
+        for q in self.cfg.queues:
+            self.recovery.reap_expired(q)
+
+    def heartbeat(self) -> None:
+        self.broker.heartbeat(self.node_id, self.node_info(), ttl=HEARTBEAT_EVERY * 6)
+
+    def broker_call(self, fn) -> None:
+        try:
+            fn()
+            self.set_broker_ok(True)
+        except BrokerError as exc:
+            self.set_broker_ok(False, exc)
+
+    def set_broker_ok(self, ok: bool, exc=None) -> None:
+        if ok != self.broker_ok:
+            (log.warning if ok else log.error)("broker %s%s", "reachable again" if ok else "unreachable: ",
+                                                "" if ok else exc)
+            self.broker_ok = ok
+
+    # -- reporting
+    def busy_count(self) -> int:
+        return sum(1 for h in self.workers.values() if h.scoreboard.read().busy)
+
+    def counts(self) -> tuple[int, int]:
+        done, failed = self.totals["done"], self.totals["failed"]
+        for h in self.workers.values():
+            s = h.scoreboard.read()
+            done, failed = done + s.done, failed + s.failed
+        return done, failed
+
+    def status_line(self) -> str:
+        total = sum(q.workers for q in self.cfg.queues.values())
+        up = sum(1 for h in self.workers.values() if h.ready and not h.retiring)
+        done, failed = self.counts()
+        broker = "broker ok" if self.broker_ok else "broker unreachable"
+        return f"{up}/{total} workers, {self.busy_count()} busy; {done} done, {failed} failed; {broker}"
+
+    def node_info(self) -> dict:
+        queues = {}
+        for q in self.cfg.queues.values():
+            hs = [h for h in self.workers.values() if h.queue == q.name]
+            busy = sum(1 for h in hs if h.scoreboard.read().busy)
+            queues[q.name] = {"workers": len(hs), "busy": busy, "idle": len(hs) - busy}
+        done, failed = self.counts()
+        return {"node": self.node_id, "service": self.cfg.name, "host": socket.gethostname(), "pid": os.getpid(),
+                "queues": queues, "done": done, "failed": failed, "started_at": self.started_at,
+                "heartbeat_at": time.time()}
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle(title)
+    except ImportError:
+        pass

@@ -1,0 +1,187 @@
+"""The broker contract: every state change atomic, fenced, and nothing lost."""
+import json
+import select
+import threading
+import time
+
+from mpqueue import job as jobmod
+from mpqueue.brokers import Ack
+from tests.support import wait_for
+
+Q = "contract"
+
+
+def push(broker, *tags, priority=0, delay=0.0, task="t:f"):
+    ids = []
+    for tag in tags:
+        job_id, env = jobmod.encode(task, [tag], priority=priority)
+        broker.push(Q, [(env, priority, delay)])
+        ids.append(job_id)
+    return ids
+
+
+def take(broker, count=1, consumer="c1", lease=30.0, acks=()):
+    reserved, next_due = broker.reserve(Q, consumer, count, lease, list(acks))
+    return [jobmod.decode(r.envelope, Q, r.token) for r in reserved], next_due
+
+
+def ack_of(job, record="{}", ttl=60):
+    return Ack(job.id, job.token, record, ttl, job.attempts <= 1)
+
+
+def test_reserve_is_fifo_and_counts_an_attempt(broker):
+    push(broker, "a", "b", "c")
+    jobs, _ = take(broker, 2)
+    assert [j.args for j in jobs] == [["a"], ["b"]]
+    assert all(j.attempts == 1 for j in jobs)
+    assert broker.counts(Q)["ready"] == 1 and broker.counts(Q)["running"] == 2
+
+
+def test_higher_priority_always_first(broker):
+    push(broker, "low")
+    push(broker, "high", priority=9)
+    push(broker, "mid", priority=4)
+    jobs, _ = take(broker, 3)
+    assert [j.args[0] for j in jobs] == ["high", "mid", "low"]
+
+
+def test_ack_removes_the_job_and_keeps_a_done_record(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    assert broker.ack(Q, [ack_of(job, '{"result": 1}')]) == 1
+    c = broker.counts(Q)
+    assert (c["running"], c["done_total"]) == (0, 1)
+    assert broker.find(Q, job.id) == {"state": "done", "result": 1}
+
+
+def test_ack_folded_into_the_next_reserve(broker):
+    push(broker, "a", "b")
+    (a,), _ = take(broker)
+    (b,), _ = take(broker, acks=[ack_of(a)])
+    assert broker.counts(Q)["done_total"] == 1 and b.args == ["b"]
+
+
+def test_a_stale_token_cannot_ack_fail_or_retry(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    assert broker.retry(Q, job.id, job.token, 0, "{}")
+    (again,), _ = take(broker)
+    assert again.id == job.id and again.token != job.token
+    # the first holder, presumed dead, wakes up: every settle is refused
+    assert broker.ack(Q, [ack_of(job)]) == 0
+    assert not broker.fail(Q, job.id, job.token, "{}")
+    assert not broker.retry(Q, job.id, job.token, 0, "{}")
+    assert not broker.release(Q, job.id, job.token)
+    assert broker.counts(Q)["running"] == 1
+
+
+def test_retry_spends_the_attempt_and_release_refunds_it(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    broker.retry(Q, job.id, job.token, 0, json.dumps({"type": "error", "message": "x"}))
+    (job,), _ = take(broker)
+    assert job.attempts == 2
+    assert broker.release(Q, job.id, job.token)
+    (job,), _ = take(broker)
+    assert job.attempts == 2
+
+
+def test_released_job_goes_to_the_front(broker):
+    push(broker, "a", "b")
+    (a,), _ = take(broker)
+    broker.release(Q, a.id, a.token)
+    (first,), _ = take(broker)
+    assert first.id == a.id
+
+
+def test_delayed_job_waits_for_its_due_time(broker):
+    push(broker, "later", delay=0.3)
+    jobs, next_due = take(broker)
+    assert jobs == [] and 0.1 < next_due <= 0.3
+    assert broker.find(Q, broker.counts(Q) and _only_scheduled_id(broker))["state"] == "scheduled"
+    time.sleep(next_due)  # ok: waiting exactly for the due time under test
+    jobs, _ = take(broker)
+    assert [j.args for j in jobs] == [["later"]]
+
+
+def _only_scheduled_id(broker):
+    return jobmod.split_header(broker.client.zrange(broker.keys(Q)[11], 0, 0)[0])[0]
+
+
+def test_fail_moves_to_failed_store_and_enqueues_hook_atomically(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    _, hook = jobmod.encode("mpqueue:failure_hook", ["queue", "t:f", {}, {}], priority=9)
+    assert broker.fail(Q, job.id, job.token, json.dumps({"type": "error"}), hook)
+    assert broker.counts(Q)["failed"] == 1
+    (h,), _ = take(broker)
+    assert h.task == "mpqueue:failure_hook"
+    assert broker.find(Q, job.id)["state"] == "failed"
+
+
+def test_requeue_failed_resets_attempts(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    broker.fail(Q, job.id, job.token, "{}")
+    assert broker.requeue_failed(Q, None) == 1
+    (job,), _ = take(broker)
+    assert job.attempts == 1 and broker.counts(Q)["failed"] == 0
+
+
+def test_expired_leases_are_reported_with_their_holder(broker):
+    push(broker, "a")
+    (job,), _ = take(broker, lease=0.05, consumer="node-x/1")
+    wait_for(lambda: broker.expired(Q), 2, what="lease expiry")
+    (held,) = broker.expired(Q)
+    assert (held.id, held.token, held.consumer) == (job.id, job.token, "node-x/1")
+
+
+def test_clean_drops_waiting_jobs_only(broker):
+    push(broker, "a", "b")
+    push(broker, "c", delay=60)
+    take(broker)
+    assert broker.clean(Q) == 2
+    c = broker.counts(Q)
+    assert (c["ready"], c["scheduled"], c["running"]) == (0, 0, 1)
+
+
+def test_junk_in_the_queue_is_reserved_with_an_id_so_it_can_be_failed(broker):
+    broker.client.rpush(broker.keys(Q)[0], "junk")
+    reserved, _ = broker.reserve(Q, "c", 1, 30)
+    job_id = reserved[0].envelope.split()[0]
+    assert broker.fail(Q, job_id, reserved[0].token, '{"type": "bad_payload"}')
+    assert broker.counts(Q)["failed"] == 1
+
+
+def test_a_push_wakes_a_waiter(broker):
+    waiter = broker.waiter(Q)
+    try:
+        threading.Timer(0.05, lambda: push(broker, "a")).start()
+        readable, _, _ = select.select([waiter], [], [], 5)
+        assert readable
+        waiter.drain()
+    finally:
+        waiter.close()
+
+
+def test_concurrent_consumers_never_get_the_same_job(broker):
+    n = 500
+    push_many = [(jobmod.encode("t:f", [i])[1], 0, 0.0) for i in range(n)]
+    broker.push(Q, push_many)
+    seen, lock = [], threading.Lock()
+
+    def consume(name):
+        from mpqueue.brokers import open_broker
+        own = open_broker(broker.url)
+        while True:
+            reserved, _ = own.reserve(Q, name, 3, 30)
+            if not reserved:
+                return
+            with lock:
+                seen.extend(jobmod.decode(r.envelope).id for r in reserved)
+    threads = [threading.Thread(target=consume, args=(f"c{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == n and len(set(seen)) == n

@@ -1,0 +1,39 @@
+"""At-least-once under fire: SIGKILL random workers during a 5,000-job run."""
+import os
+import random
+import signal
+import time
+
+from mpqueue import Client
+from tests.support import wait_for
+
+N = 5000
+
+
+def test_sigkill_of_random_workers_loses_no_job(service, redis_url, rdb):
+    # Given a service whose jobs record their tag, and 5,000 of them queued
+    svc = service({"defaults": {"retries": 20, "retry_delay": 0},
+                   "queues": {"default": {"workers": 2}, "other": {"workers": 1, "mode": "dispatch"}}}).start()
+    client = Client(redis_url)
+    client.push_many("default", ({"task": "testtasks:record", "args": [i]} for i in range(N)))
+    # When workers are SIGKILLed at random while they work
+    rng, kills = random.Random(7), 0
+    deadline = time.monotonic() + 120
+    while client.broker.counts("default")["done_total"] < N and time.monotonic() < deadline:
+        pids = svc.worker_pids()
+        if pids and kills < 60:
+            try:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)  # ok: pacing of the kills, not a wait for an event
+    # Then every job ran at least once and was settled exactly once
+    counts = wait_for(lambda: (c := client.broker.counts("default"))["done_total"] + c["failed"] >= N and c,
+                      60, what="all jobs settled")
+    tags = {int(r.split()[0]) for r in rdb.lrange("test:runs", 0, -1)}
+    assert kills >= 20
+    assert tags == set(range(N)), f"lost {sorted(set(range(N)) - tags)[:10]}"
+    assert counts["done_total"] + counts["failed"] == N
+    assert (counts["ready"], counts["scheduled"], counts["running"]) == (0, 0, 0)
+    assert svc.stop() == 0

@@ -1,0 +1,249 @@
+"""Test support: a private redis-server, polling with deadlines, and a real
+`mpqueue run` service driven as a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import yaml
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01, what="condition"):
+    """Poll `predicate` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)  # ok: polling interval, not a wait for an event
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, persistence off."""
+
+    def __init__(self):
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
+        self.dir = tempfile.mkdtemp(prefix="mpq-redis-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+        self.client = redis.Redis(port=self.port, decode_responses=True)
+        wait_for(self._ping, 10, what="redis-server to answer")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ping(self):
+        try:
+            return self.client.ping()
+        except Exception:
+            return False
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self):
+        """Stop and start again on the same port (data is lost: persistence is off)."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._ping, 10, what="redis-server to answer again")
+
+
+TASKS = '''
+import ctypes, os, time
+import mpqueue
+import redis as _redis
+
+_r = None
+def r():
+    global _r
+    if _r is None:
+        _r = _redis.Redis.from_url(os.environ["MPQ_TEST_REDIS"], decode_responses=True)
+    return _r
+
+@mpqueue.task(queue="default")
+def noop():
+    pass
+
+@mpqueue.task(queue="default")
+def record(tag):
+    j = mpqueue.current_job()
+    r().rpush("test:runs", f"{tag} {j.id} {j.attempt} {j.worker_index} {os.getpid()}")
+    return tag
+
+@mpqueue.task(queue="default")
+def sleep_record(tag, seconds):
+    r().rpush("test:starts", tag)
+    time.sleep(seconds)
+    r().rpush("test:runs", tag)
+
+@mpqueue.task(queue="default")
+def fail(msg="boom"):
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    raise ValueError(msg)
+
+@mpqueue.task(queue="default", retries=5, retry_delay=0.05)
+def fail_then_ok(times):
+    j = mpqueue.current_job()
+    r().rpush("test:attempts", j.attempt)
+    if j.attempt <= times:
+        raise RuntimeError(f"attempt {j.attempt}")
+    return j.attempt
+
+@mpqueue.task(queue="default")
+def ask_retry(delay):
+    j = mpqueue.current_job()
+    r().rpush("test:attempts", f"{j.attempt} {time.time()}")
+    if j.attempt == 1:
+        raise mpqueue.Retry(delay=delay)
+
+@mpqueue.task(queue="default")
+def exit_hard():
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    os._exit(7)
+
+@mpqueue.task(queue="default")
+def segfault():
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    ctypes.string_at(0)
+
+@mpqueue.task(queue="default")
+def leak(mb):
+    global _hoard
+    _hoard = bytearray(mb * 1024 * 1024)
+    r().rpush("test:runs", os.getpid())
+
+@mpqueue.task(queue="default", timeout=1)
+def hang():
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    time.sleep(3600)
+
+@mpqueue.task(queue="default")
+def pid():
+    r().rpush("test:runs", os.getpid())
+
+def on_failure(job, error):
+    r().rpush("test:failures", f"{job['id']} {job['task']} {error['type']}")
+
+def on_start(ctx):
+    r().rpush("test:booted", f"{ctx['queue']} {ctx['worker_index']} {os.getpid()}")
+'''
+
+
+class Service:
+    """A real `mpqueue run --config` in a subprocess, with a fake NOTIFY_SOCKET."""
+
+    def __init__(self, tmp: Path, redis_url: str, config: dict | None = None, tasks: str = TASKS,
+                 name: str = "svc"):
+        self.tmp = Path(tmp)
+        self.redis_url = redis_url
+        (self.tmp / "code").mkdir(parents=True, exist_ok=True)
+        (self.tmp / "code" / "testtasks.py").write_text(textwrap.dedent(tasks))
+        cfg = {"name": name, "broker": redis_url, "path": [str(self.tmp / "code")],
+               "imports": ["testtasks"], "log": {"level": "info", "format": "text"},
+               "shutdown_timeout": 10, "lease_grace": 2,
+               "queues": {"default": {"workers": 2}}}
+        for key, value in (config or {}).items():
+            cfg[key] = value
+        self.config_path = self.tmp / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.proc = None
+        self.notify = None
+        self.messages: list[str] = []
+
+    def start(self, wait_ready=True, extra_env=None):
+        sock_path = str(self.tmp / "notify.sock")
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(sock_path)
+        self.notify.setblocking(False)
+        env = dict(os.environ, NOTIFY_SOCKET=sock_path, MPQ_TEST_REDIS=self.redis_url,
+                   MPQUEUE_RUNTIME_DIR=str(self.tmp / "run"), PYTHONUNBUFFERED="1", **(extra_env or {}))
+        self.log_path = self.tmp / "service.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "mpqueue.cli", "run", "--config", str(self.config_path)],
+                                     env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait_ready:
+            self.wait_message("READY=1", 30)
+        return self
+
+    def read_messages(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.notify.recv(65536).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def wait_message(self, needle: str, timeout=10.0) -> str:
+        def seen():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited ({self.proc.returncode}) waiting for {needle}:\n{self.log()}")
+            return next((m for m in self.read_messages() if needle in m), None)
+        return wait_for(seen, timeout, what=needle)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def stop(self, timeout=30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._kill_group()
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        return self.proc.returncode
+
+    def _kill_group(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -53,6 +53,44 @@ def run(name, config):
         sys.exit(1)
 
 
+@main.command("reload")
+@click.argument("name", required=False)
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
+@click.option("--pid", type=int, help="Supervisor pid (default: from the service's lock file).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the outcome.")
+def reload_cmd(name, config, pid, timeout):
+    """Reload a running service (SIGHUP) and wait until the reload has completed.
+
+    Exit 0 when the new workers serve, 1 with the reason on stderr when the
+    reload failed (e.g. an invalid YAML: the old workers keep serving).
+    """
+    import os
+    import signal
+    import time
+    from .lock import read_pid
+    from .reload import ReloadStatus
+    service = _load(name, config).name if config or name else None
+    pid = pid or read_pid(service)
+    if not pid:
+        raise click.ClickException(f"service {service!r} is not running (no pid in its lock file)")
+    before = ReloadStatus.read(service)["seq"]
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"service {service!r} is not running (pid {pid} is gone)") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = ReloadStatus.read(service)
+        if status["seq"] > before and status["state"] in ("done", "failed"):
+            if status["state"] == "failed":
+                click.echo(f"mpqueue: {status['error']}", err=True)
+                sys.exit(1)
+            click.echo(f"{service}: reloaded")
+            return
+        time.sleep(0.05)  # polling a status file the supervisor rewrites
+    raise click.ClickException(f"reload of {service!r} did not complete within {timeout:g} s")
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")

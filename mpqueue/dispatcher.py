@@ -14,14 +14,20 @@ FALLBACK_WAIT = 10.0
 
 class Dispatcher:
     def __init__(self, broker, queue_cfg, lease_grace: float, consumer: str):
-        self.broker, self.cfg = broker, queue_cfg
-        self.lease = queue_cfg.timeout + lease_grace
+        self.broker = broker
+        self.configure(queue_cfg, lease_grace)
         self.consumer = consumer
         self.idle: list = []              # WorkerHandles waiting for a job
+        self.workers: set = set()         # every live worker of this queue
         self.acks: list[Ack] = []
         self.waiter = None
         self.wanted = True                # there may be work: reserve at the next turn
+        self.suspect = False              # a call failed mid-way: reconcile before reserving
         self.due_at = time.monotonic()    # when to look again without a hint
+
+    def configure(self, queue_cfg, lease_grace: float) -> None:
+        self.cfg = queue_cfg
+        self.lease = queue_cfg.timeout + lease_grace
 
     def fds(self) -> list:
         return [self.waiter] if self.waiter is not None and self.idle else []
@@ -32,6 +38,7 @@ class Dispatcher:
         return max(0.0, self.due_at - now) if self.idle else FALLBACK_WAIT
 
     def worker_ready(self, handle) -> None:
+        self.workers.add(handle)
         self.idle.append(handle)
         self.wanted = True
 
@@ -44,6 +51,7 @@ class Dispatcher:
         self.wanted = True
 
     def worker_gone(self, handle) -> None:
+        self.workers.discard(handle)
         if handle in self.idle:
             self.idle.remove(handle)
 
@@ -58,6 +66,8 @@ class Dispatcher:
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
         if not self.acks and not (idle and self.wanted):
             return
+        if self.suspect:
+            self.reconcile()
         if self.waiter is None and idle:
             self.waiter = self.broker.waiter(self.cfg.name)
         reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, len(idle), self.lease, self.acks)
@@ -67,6 +77,22 @@ class Dispatcher:
         self.wanted = not idle and bool(reserved)   # every idle worker got one: maybe more wait
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
         self.due_at = time.monotonic() + wait
+
+    def reconcile(self) -> None:
+        """After a failed call whose reply was lost, jobs may be held in our name that
+        no worker got: hand them back unrun. Jobs our workers run, or whose ack we
+        still owe, stay."""
+        busy = set(self.handed) | {a.id for a in self.acks}
+        for held in self.broker.held(self.cfg.name):
+            if held.consumer == self.consumer and held.id not in busy:
+                self.broker.release(self.cfg.name, held.id, held.token)
+                log.warning("handed back job %s reserved during a broker outage", held.id,
+                            extra={"queue": self.cfg.name, "job_id": held.id})
+        self.suspect = False
+
+    @property
+    def handed(self) -> dict:
+        return {h.current["id"]: h for h in self.workers if h.current}
 
     def _hand_out(self, handle, item) -> None:
         job_id = item.envelope.split(" ", 1)[0]

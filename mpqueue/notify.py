@@ -12,7 +12,12 @@ class Notifier:
         if os.environ.get("NOTIFY_SOCKET"):
             import sdnotify
             self._sock = sdnotify.SystemdNotifier()
+            # Never block the supervisor's loop on systemd: a full socket drops a message
+            # (sdnotify swallows the error) rather than freezing the loop.
+            if self._sock.socket is not None:
+                self._sock.socket.setblocking(False)
         self._last_status = None
+        self._last_extend = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -40,7 +45,11 @@ class Notifier:
         self.send("WATCHDOG=1")
 
     def extend_timeout(self, seconds: float) -> None:
-        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+        """Ask for `seconds` more; sent at most once a second."""
+        now = time.monotonic()
+        if now - self._last_extend >= 1.0:
+            self._last_extend = now
+            self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
     def fatal(self, status: str, errno: int = 0) -> None:
         self.send(f"STATUS={status}", *([f"ERRNO={errno}"] if errno else []))

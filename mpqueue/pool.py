@@ -25,6 +25,7 @@ class WorkerHandle:
     control: Channel
     scoreboard: Scoreboard
     consumer: str
+    mode: str = "grab"
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
     retiring: bool = False            # asked to finish its job and exit
@@ -82,7 +83,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     os.close(report_w)
     os.close(control_r)
     return WorkerHandle(pid, queue_cfg.name, index, generation, Channel(report_r), Channel(control_w),
-                        board, f"{node_id}/{pid}")
+                        board, f"{node_id}/{pid}", queue_cfg.mode)
 
 
 def _close(fd: int) -> None:

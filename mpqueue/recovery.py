@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from . import job as jobmod
 from . import outcome
@@ -25,36 +26,43 @@ class Recovery:
         self.tasks: dict[str, dict] = {} # task name -> public options, from workers
         self.backlog: list[tuple[str, Held, str]] = []
         self.pending_consumers: list[tuple[str, str, str]] = []
+        self.retry_at = 0.0
+        self.waiting = False
 
     def settle(self, queue: str, held: Held, kind: str) -> None:
         """kind: crashed | timeout | lost (attempt spent) or shutdown (handed back)."""
         self.backlog.append((queue, held, kind))
-        self.flush()
+        self.flush(force=True)
 
     def settle_consumer(self, queue: str, consumer: str, kind: str) -> None:
         """Every job a (dead) grab-mode worker held."""
-        try:
-            held = [h for h in self.broker.held(queue) if h.consumer == consumer]
-        except BrokerError as exc:
-            log.warning("cannot recover jobs of %s yet: %s", consumer, exc)
-            self.pending_consumers.append((queue, consumer, kind))
-            return
-        for h in held:
-            self.settle(queue, h, kind)
+        self.pending_consumers.append((queue, consumer, kind))
+        self.flush(force=True)
 
-    def flush(self) -> bool:
-        """Try the backlog; True when it is empty."""
-        for item in list(self.pending_consumers):
-            self.pending_consumers.remove(item)
-            self.settle_consumer(*item)
-        while self.backlog:
-            queue, held, kind = self.backlog[0]
-            try:
-                self._settle_one(queue, held, kind)
-            except BrokerError as exc:
-                log.warning("cannot settle job %s yet: %s", held.id, exc)
-                return False
-            self.backlog.pop(0)
+    def pending(self) -> bool:
+        return bool(self.backlog or self.pending_consumers)
+
+    def flush(self, force: bool = False) -> bool:
+        """Settle what is pending; True when nothing is left. While the broker is
+        unreachable, retry at most once a second and log once per outage."""
+        if not force and time.monotonic() < self.retry_at:
+            return not self.pending()
+        try:
+            while self.pending_consumers:
+                queue, consumer, kind = self.pending_consumers[0]
+                self.backlog += [(queue, h, kind) for h in self.broker.held(queue) if h.consumer == consumer]
+                self.pending_consumers.pop(0)
+            while self.backlog:
+                self._settle_one(*self.backlog[0])
+                self.backlog.pop(0)
+        except BrokerError as exc:
+            if not self.waiting:
+                log.warning("broker unreachable: %d dead workers' jobs will be recovered when it answers: %s",
+                            len(self.backlog) + len(self.pending_consumers), exc)
+            self.waiting = True
+            self.retry_at = time.monotonic() + 1.0
+            return False
+        self.waiting = False
         return True
 
     def reap_expired(self, queue: str) -> None:

@@ -16,6 +16,8 @@ from .brokers.base import Ack
 from .context import JobContext, Retry, reset_current, set_current
 
 log = logging.getLogger("mpqueue.job")
+# The built-in task that runs failure hooks: it runs only hooks this service configured.
+_HOOK_INFO = registry.TaskInfo(outcome.HOOK_TASK, None, registry.TaskOptions(), None)
 
 
 class Runner:
@@ -33,7 +35,7 @@ class Runner:
         except jobmod.PayloadError as exc:
             self._refuse(token, envelope, outcome.BAD_PAYLOAD, str(exc))
             return None
-        info = registry.lookup(job.task)
+        info = _HOOK_INFO if job.task == outcome.HOOK_TASK else registry.lookup(job.task)
         if info is None:
             self._refuse_job(job, outcome.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports")
             return None

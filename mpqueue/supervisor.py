@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 
-from . import lock, pool
+from . import lock, pool, reload
 from .brokers import BrokerError, open_broker
 from .dispatcher import Dispatcher
 from .notify import Notifier
@@ -40,10 +40,12 @@ class Supervisor:
         self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0}
         self.started_at = time.time()
         self.dead_at_boot: list = []
+        self.reloading = False
 
     # -- start-up
     def run(self) -> int:
         self.lock_fd = lock.acquire(self.cfg.name)
+        self.reload_status = reload.ReloadStatus(self.cfg.name)
         self.signals = SignalQueue([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD])
         _set_title(f"mpqueue {self.cfg.name}: supervisor")
         self.broker = open_broker(self.cfg.broker)
@@ -157,8 +159,44 @@ class Supervisor:
                 self.graceful_stop()
         elif signum == signal.SIGQUIT:
             self.quick_stop()
-        elif signum == signal.SIGHUP:
-            log.warning("SIGHUP: reload is not supported yet; ignoring")
+        elif signum == signal.SIGHUP and not self.stopping:
+            self.begin_reload()
+
+    # -- reload: a new generation of workers, overlapping the old one
+    def begin_reload(self) -> None:
+        from .config import ConfigError, load_config
+        self.notifier.reloading()
+        self.reload_status.write("running")
+        try:
+            new = load_config(self.cfg.source)
+            reload.check_compatible(self.cfg, new)
+        except (ConfigError, reload.ReloadRefused) as exc:
+            self.end_reload(f"reload failed, keeping the running configuration: {exc}")
+            return
+        log.info("reloading: starting generation %d", self.generation + 1)
+        self.generation += 1
+        self.cfg = new
+        self.recovery.queues = {**self.recovery.queues, **new.queues}
+        from . import logsetup
+        logsetup.set_level(new.log.level)
+        for q in new.queues.values():
+            if q.mode == "dispatch" and q.name in self.dispatchers:
+                self.dispatchers[q.name].configure(q, new.lease_grace)
+            elif q.mode == "dispatch":
+                self.dispatchers[q.name] = Dispatcher(self.broker, q, new.lease_grace, f"{self.node_id}/dispatch")
+        self.broker_call(lambda: self.broker.add_queues(list(new.queues)))
+        self.reloading = True
+
+    def end_reload(self, error: str = "") -> None:
+        self.reloading = False
+        if error:
+            log.error("%s", error)
+            self.reload_status.write("failed", error)
+            self.notifier.send("READY=1", f"STATUS={error}")
+        else:
+            log.info("reload complete: generation %d serving", self.generation)
+            self.reload_status.write("done")
+            self.notifier.ready(self.status_line())
 
     def graceful_stop(self) -> None:
         """Stop reserving; running jobs may finish until shutdown_timeout."""
@@ -219,21 +257,22 @@ class Supervisor:
                 h.ready = True
                 self.backoff.pop((h.queue, h.index), None)
                 self.recovery.tasks.update(msg.get("tasks", {}))
-                if h.queue in self.dispatchers:
+                if h.mode == "dispatch":
                     self.dispatchers[h.queue].worker_ready(h)
             elif kind == "boot_failed":
                 h.boot_error = msg.get("error")
-            elif kind == "done" and h.queue in self.dispatchers:
+            elif kind == "done" and h.mode == "dispatch":
                 self.dispatchers[h.queue].worker_done(h, msg)
 
     def on_exit(self, pid: int, status: int) -> None:
         h = self.workers.pop(pid, None)
         if h is None:
             return
+        self.on_reports(h)               # its last words (e.g. a finished job) before we judge it
         slot = h.scoreboard.read()
         self.totals["done"] += slot.done
         self.totals["failed"] += slot.failed
-        if h.queue in self.dispatchers:
+        if h.mode == "dispatch":
             self.dispatchers[h.queue].worker_gone(h)
         self.recover(h, status, slot)
         h.close()
@@ -253,13 +292,17 @@ class Supervisor:
         if h.current is not None:        # dispatch mode: we know what it held
             from .brokers import Held
             self.recovery.settle(h.queue, Held(h.current["id"], h.current["token"], "", h.current["envelope"]), kind)
-        elif h.queue not in self.dispatchers and (slot.busy or not os.WIFEXITED(status) or kind == "shutdown"):
+        elif h.mode != "dispatch":
+            # Scan even after a clean-looking exit: a worker can die between reserving a
+            # job and marking itself busy. The scan is one small read of held jobs.
             self.recovery.settle_consumer(h.queue, h.consumer, kind)
 
     def note_boot_failure(self, h) -> None:
         failures = self.backoff.get((h.queue, h.index), (0, 0.0))[0] + 1
         delay = min(60.0, 0.5 * 2 ** (failures - 1))
         self.backoff[(h.queue, h.index)] = (failures, time.monotonic() + delay)
+        if self.reloading and h.generation == self.generation:
+            self.end_reload(f"reload failed: queue {h.queue}: {h.boot_error}; the previous workers keep serving")
         if not self.stopping:
             log.error("worker %s/%d failed to boot (%s); retrying in %.1f s", h.queue, h.index, h.boot_error,
                       delay, extra={"queue": h.queue, "worker": h.index})
@@ -268,6 +311,10 @@ class Supervisor:
     # -- upkeep while running
     def maintain(self) -> None:
         self.top_up()
+        for h in reload.to_retire(list(self.workers.values()), self.cfg, self.generation):
+            h.stop()
+        if self.reloading and reload.complete(self.workers.values(), self.cfg, self.generation):
+            self.end_reload()
         self.enforce_timeouts()
         now = time.monotonic()
         if now >= self.timers["reap"]:
@@ -276,8 +323,8 @@ class Supervisor:
         if now >= self.timers["heartbeat"]:
             self.timers["heartbeat"] = now + HEARTBEAT_EVERY
             self.broker_call(self.heartbeat)
-        if self.recovery.backlog or self.recovery.pending_consumers:
-            self.broker_call(self.recovery.flush)
+        if self.recovery.pending():
+            self.recovery.flush()
         if now >= self.timers["status"]:
             self.timers["status"] = now + STATUS_EVERY
             self.notifier.status(self.status_line())
@@ -285,7 +332,8 @@ class Supervisor:
     def top_up(self) -> None:
         now = time.monotonic()
         for q in self.cfg.queues.values():
-            present = {h.index for h in self.workers.values() if h.queue == q.name and not h.retiring}
+            present = {h.index for h in self.workers.values()
+                       if h.queue == q.name and h.generation == self.generation and not h.retiring}
             for i in range(q.workers):
                 if i not in present and self.backoff.get((q.name, i), (0, 0.0))[1] <= now:
                     self.spawn(q, i)
@@ -309,7 +357,7 @@ class Supervisor:
         try:
             return next((x for x in self.broker.held(h.queue) if x.id == slot.job_id and x.token == slot.token), None)
         except BrokerError:
-            self.recovery.pending_consumers.append((h.queue, h.consumer, "timeout"))
+            self.recovery.settle_consumer(h.queue, h.consumer, "timeout")
             return None
 
     def pump_dispatchers(self, readable) -> None:
@@ -320,6 +368,7 @@ class Supervisor:
             except BrokerError as exc:
                 self.set_broker_ok(False, exc)
                 d.close()
+                d.suspect = True
                 d.due_at = time.monotonic() + 1.0
 
     def reap_expired(self) -> None:

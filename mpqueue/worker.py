@@ -118,17 +118,28 @@ class Worker:
         lease = self.cfg.timeout + self.service.lease_grace
         pending = []
         while not self.stopping:
+            self.select([], 0)           # a stop asked for during the last job
+            if self.stopping:
+                break
             try:
+                if self._down_since is not None:
+                    self.reclaim(keep={a.id for a in pending})
                 reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, 1, lease, pending)
             except BrokerError as exc:
                 self.broker_down(exc)
                 continue
-            self.broker_up()
             pending = []
             if not reserved:
                 self.wait(next_due)
                 continue
-            ack = self.runner.run(reserved[0].token, reserved[0].envelope)
+            try:
+                ack = self.runner.run(reserved[0].token, reserved[0].envelope)
+            except BrokerError as exc:
+                # The job ran but can't be settled: exit, and the supervisor hands it
+                # back when the broker answers again (its lease bounds the wait).
+                log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
+                            extra={"queue": self.cfg.name})
+                os._exit(1)
             pending = [ack] if ack else []
             self.after_job()
         self.flush(pending)
@@ -213,11 +224,17 @@ class Worker:
         backoff = min(5.0, 0.05 * 2 ** min(10, (time.monotonic() - self._down_since) // 1))
         self.select([], backoff)
 
-    def broker_up(self) -> None:
-        if self._down_since is not None:
-            log.warning("broker reachable again after %.1f s", time.monotonic() - self._down_since,
-                        extra={"queue": self.cfg.name})
-            self._down_since = None
+    def reclaim(self, keep=frozenset()) -> None:
+        """Back from an outage: a reserve whose reply was lost may have left a job held
+        in our name that we never saw. We run nothing now, so hand back, unrun, all we
+        hold but the jobs in `keep` (finished, their ack still to deliver)."""
+        for held in self.broker.held(self.cfg.name):
+            if held.consumer == self.consumer and held.id not in keep and self.broker.release(self.cfg.name, held.id, held.token):
+                log.warning("handed back job %s reserved during the outage", held.id,
+                            extra={"queue": self.cfg.name, "job_id": held.id})
+        log.warning("broker reachable again after %.1f s", time.monotonic() - self._down_since,
+                    extra={"queue": self.cfg.name})
+        self._down_since = None
 
     def drop_waiter(self) -> None:
         if self.waiter is not None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -37,18 +38,24 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on a free port, persistence off."""
 
-    def __init__(self):
-        exe = shutil.which("redis-server")
-        if exe is None:
+    def __init__(self, port: int | None = None, durable: bool = False, start: bool = True):
+        if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.dir = tempfile.mkdtemp(prefix="mpq-redis-")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = port or free_port()
+        # durable: an append-only file synced on every write, so a restart keeps the data
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
         import redis
         self.client = redis.Redis(port=self.port, decode_responses=True)
+        self.proc = None
+        if start:
+            self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
+             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._ping, 10, what="redis-server to answer")
 
     @property
@@ -61,23 +68,19 @@ class RedisServer:
         except Exception:
             return False
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def halt(self):
+        """Stop the server, keeping its directory (and, if durable, its data)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
-    def restart(self):
-        """Stop and start again on the same port (data is lost: persistence is off)."""
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._ping, 10, what="redis-server to answer again")
+    def stop(self):
+        self.halt()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 TASKS = '''
@@ -188,9 +191,13 @@ class Service:
             os.unlink(sock_path)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(sock_path)
-        self.notify.setblocking(False)
+        self.notify.settimeout(0.2)
+        # systemd reads its socket all the time; so do we (the queue holds only ~10 datagrams)
+        self._reader = threading.Thread(target=self._read_notify, args=(self.notify,), daemon=True)
+        self._reader.start()
         env = dict(os.environ, NOTIFY_SOCKET=sock_path, MPQ_TEST_REDIS=self.redis_url,
-                   MPQUEUE_RUNTIME_DIR=str(self.tmp / "run"), PYTHONUNBUFFERED="1", **(extra_env or {}))
+                   MPQUEUE_RUNTIME_DIR=str(self.tmp / "run"), PYTHONUNBUFFERED="1")
+        env.update(extra_env or {})
         self.log_path = self.tmp / "service.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "mpqueue.cli", "run", "--config", str(self.config_path)],
                                      env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
@@ -199,12 +206,17 @@ class Service:
             self.wait_message("READY=1", 30)
         return self
 
-    def read_messages(self) -> list[str]:
+    def _read_notify(self, sock):
         while True:
             try:
-                self.messages.append(self.notify.recv(65536).decode())
-            except BlockingIOError:
-                return self.messages
+                self.messages.append(sock.recv(65536).decode())
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def read_messages(self) -> list[str]:
+        return list(self.messages)
 
     def wait_message(self, needle: str, timeout=10.0) -> str:
         def seen():

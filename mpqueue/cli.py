@@ -69,7 +69,7 @@ def reload_cmd(name, config, pid, timeout):
     import time
     from .lock import read_pid
     from .reload import ReloadStatus
-    service = _load(name, config).name if config or name else None
+    service = _service_name(name, config)
     pid = pid or read_pid(service)
     if not pid:
         raise click.ClickException(f"service {service!r} is not running (no pid in its lock file)")
@@ -99,6 +99,24 @@ def check(name, config):
     cfg = _load(name, config)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
     click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {_redact(cfg.broker)}, queues {queues}")
+
+
+def _service_name(name: str | None, config: str | None) -> str:
+    """The service's name without validating its file: the running supervisor
+    judges the new file and reports what is wrong with it."""
+    if bool(name) == bool(config):
+        raise click.UsageError("give a service NAME or --config FILE (one of them)")
+    if name:
+        return name
+    from pathlib import Path
+
+    import yaml
+    try:
+        data = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        data = None
+    declared = data.get("name") if isinstance(data, dict) else None
+    return declared if isinstance(declared, str) else Path(config).stem
 
 
 def _redact(url: str) -> str:

@@ -1,13 +1,16 @@
 """The service's YAML file -> frozen, validated dataclasses.
 
-Validation is strict and friendly: every problem is one line naming the file,
-the key path and what was expected, e.g.
+Validation is strict and friendly: every problem raises ConfigError with one
+line naming the file, the key path and what was expected, e.g.
 `orders.yaml: queues.emails.workers: expected an integer >= 1, got 'four'`.
+A mistake caught here costs a failed `systemctl start`; one caught later costs
+lost or stuck jobs.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,40 +19,46 @@ from urllib.parse import urlsplit
 
 import yaml
 
+# Other modules (the SQLite broker, ...) extend this tuple; it is read at each
+# validation, never copied.
 BROKER_SCHEMES = ("redis", "rediss", "unix")
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+CONFIG_DIR_ENV = "MPQUEUE_CONFIG_DIR"
+DEFAULT_CONFIG_DIR = "/etc/mpqueue"
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+QUEUE_NAME_MAX = 100
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+NAME_CHARS = "letters, digits, '_', '.' and '-'"
 
 
 class ConfigError(Exception):
-    """One line: '<file>: <key.path>: <what is expected>, got <value>'."""
+    """str(e) is one line: '<file name>: <key.path>: <what is expected>, got <repr>'."""
 
 
 @dataclass(frozen=True)
 class QueueConfig:
     name: str
-    workers: int = 3
-    mode: str = "grab"
-    timeout: float = 120.0
-    retries: int = 3
-    retry_delay: float = 3.0
-    backoff: str = "fixed"
-    max_retry_delay: float = 3600.0
+    workers: int = 3                    # >= 1
+    mode: str = "grab"                  # "grab" | "dispatch"
+    timeout: float = 120.0              # seconds > 0, a job past it is killed
+    retries: int = 3                    # >= 0; a job may run retries + 1 times
+    retry_delay: float = 3.0            # seconds >= 0, to the millisecond
+    backoff: str = "fixed"              # "fixed" | "exponential"
+    max_retry_delay: float = 3600.0     # cap for exponential backoff, >= retry_delay
     retry_on_timeout: bool = False
-    memory_limit: int = 128
-    max_jobs: int = 0
-    result_ttl: int = 300
-    on_failure: str | None = None
+    memory_limit: int = 128             # MB, 0 = none
+    max_jobs: int = 0                   # recycle a worker after N jobs, 0 = never
+    result_ttl: int = 300               # seconds done jobs stay visible, 0 = not kept
+    on_failure: str | None = None       # "module:function" hooks
     before_job: str | None = None
-    on_worker_start: str | None = None
+    on_worker_start: str | None = None  # runs after the service's own one
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = "info"
-    format: str = "json"
-    file: str | None = None
+    level: str = "info"                 # debug | info | warning | error
+    format: str = "json"                # json | text
+    file: str | None = None             # size-rotated file, in addition to stderr
     max_bytes: int = 100 * 1024 * 1024
     backups: int = 5
 
@@ -62,35 +71,49 @@ class ServiceConfig:
     imports: tuple[str, ...] = ()
     on_worker_start: str | None = None
     log: LogConfig = LogConfig()
-    queues: dict = field(default_factory=dict)
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
     shutdown_timeout: float = 30.0
     max_payload: int = 1048576
     lease_grace: float = 30.0
     source: str | None = None
 
 
-# -- value checkers: each returns the clean value or raises _Bad(expected)
+# -- value checkers: each returns the clean value or raises _Bad ------------
+
+_WHOLE = object()
+
+
 class _Bad(Exception):
-    pass
+    """What a value should have been. For a list, `where` is the index of the bad
+    item and `value` that item, so the message points at it."""
+
+    def __init__(self, expected: str, where: str = "", value=_WHOLE):
+        super().__init__(expected)
+        self.expected, self.where, self.value = expected, where, value
 
 
-def _int(minimum):
+def _integer(minimum: int):
     def check(v):
+        # bool is an int subclass, and `workers: yes` is a typo, not a 1.
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise _Bad(f"an integer >= {minimum}")
         return v
     return check
 
 
-def _number(minimum, strict=False):
+def _seconds(minimum: float, above: bool = False):
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < minimum or (strict and v == minimum):
-            raise _Bad(f"a number {'>' if strict else '>='} {minimum:g}")
-        return float(v)
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        # Time is kept to the millisecond (broker scores are in ms), so round
+        # before checking: 0.0004 is 0, which `> 0` must refuse.
+        v = round(float(v), 3) if ok else v
+        if not ok or v < minimum or (above and v == minimum):
+            raise _Bad(f"a number of seconds {'>' if above else '>='} {minimum:g}")
+        return v
     return check
 
 
-def _choice(*options):
+def _choice(*options: str):
     def check(v):
         if not isinstance(v, str) or v.lower() not in options:
             raise _Bad("one of " + ", ".join(options))
@@ -98,163 +121,256 @@ def _choice(*options):
     return check
 
 
-def _bool(v):
+def _boolean(v):
     if not isinstance(v, bool):
         raise _Bad("true or false")
     return v
 
 
 def _hook(v):
-    if v is None:
-        return None
-    if not isinstance(v, str) or not HOOK_RE.fullmatch(v):
-        raise _Bad("a 'module:function' name")
+    # null is a value here: a queue's `on_failure: null` switches off a default hook.
+    if v is not None and not (isinstance(v, str) and HOOK_RE.fullmatch(v)):
+        raise _Bad("a 'module:function' name or null")
     return v
 
 
-def _str(v):
-    if not isinstance(v, str) or not v:
-        raise _Bad("a non-empty string")
+def _optional_text(v):
+    if v is not None and not (isinstance(v, str) and v.strip()):
+        raise _Bad("a non-empty string or null")
     return v
 
 
-def _opt_str(v):
-    return None if v is None else _str(v)
-
-
-def _list_of(pattern, what):
+def _strings(one: str, many: str, valid, at_least_one: bool = False):
+    """A list of strings, or one string standing for a list of one."""
     def check(v):
-        items = [v] if isinstance(v, str) else v
-        if not isinstance(items, list) or not all(isinstance(i, str) and pattern(i) for i in items):
-            raise _Bad(f"a list of {what}")
+        items = [] if v is None else [v] if isinstance(v, str) else v
+        if not isinstance(items, list) or (at_least_one and not items):
+            raise _Bad(f"{'one or more' if at_least_one else 'a list of'} {many}")
+        for i, item in enumerate(items):
+            if not (isinstance(item, str) and valid(item)):
+                raise _Bad(one, where=f"[{i}]", value=item)
         return tuple(items)
     return check
 
 
-QUEUE_KEYS = {
-    "workers": _int(1), "mode": _choice("grab", "dispatch"), "timeout": _number(0, strict=True),
-    "retries": _int(0), "retry_delay": _number(0), "backoff": _choice("fixed", "exponential"),
-    "max_retry_delay": _number(0), "retry_on_timeout": _bool, "memory_limit": _int(0), "max_jobs": _int(0),
-    "result_ttl": _int(0), "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook,
+def _broker(v):
+    schemes = ", ".join(BROKER_SCHEMES[:-1]) + " or " + BROKER_SCHEMES[-1]
+    expected = f"a URL with scheme {schemes}"
+    if not isinstance(v, str):
+        raise _Bad(expected)
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 - parsed lazily; raises ValueError on a bad port
+    except ValueError:
+        raise _Bad(f"a valid URL with scheme {schemes}") from None
+    if parts.scheme not in BROKER_SCHEMES:
+        raise _Bad(expected)
+    if not (parts.netloc or parts.path):
+        raise _Bad(f"a URL with a host or a path after '{parts.scheme}:'")
+    return v
+
+
+QUEUE_FIELDS = {
+    "workers": _integer(1), "mode": _choice("grab", "dispatch"), "timeout": _seconds(0, above=True),
+    "retries": _integer(0), "retry_delay": _seconds(0), "backoff": _choice("fixed", "exponential"),
+    "max_retry_delay": _seconds(0), "retry_on_timeout": _boolean, "memory_limit": _integer(0),
+    "max_jobs": _integer(0), "result_ttl": _integer(0),
+    "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook,
 }
-LOG_KEYS = {"level": _choice("debug", "info", "warning", "error"), "format": _choice("json", "text"),
-            "file": _opt_str, "max_bytes": _int(1024), "backups": _int(0)}
+LOG_FIELDS = {
+    "level": _choice("debug", "info", "warning", "error"), "format": _choice("json", "text"),
+    "file": _optional_text,
+    # Under 1 KiB is surely a unit mistake (MB meant); with 0 backups the
+    # rotating handler never rotates and the file grows without bound.
+    "max_bytes": _integer(1024), "backups": _integer(1),
+}
+SERVICE_FIELDS = {
+    "broker": _broker,
+    "path": _strings("a directory", "directories", lambda s: bool(s.strip())),
+    "imports": _strings("a dotted module name", "module names", MODULE_RE.fullmatch, at_least_one=True),
+    "on_worker_start": _hook, "shutdown_timeout": _seconds(0, above=True),
+    "max_payload": _integer(1024), "lease_grace": _seconds(0, above=True),
+}
 TOP_KEYS = ("name", "broker", "path", "imports", "on_worker_start", "log", "defaults", "queues",
             "shutdown_timeout", "max_payload", "lease_grace")
+# What each required key holds, for the "missing" message.
+REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
+            "imports": "one or more module names defining the tasks",
+            "queues": "a mapping of one or more queue names to their settings"}
 
 
-class _Validator:
+def _show(value) -> str:
+    """repr, kept to one short line (a repr never contains a raw newline)."""
+    if isinstance(value, str) and "://" in value:
+        value = _redact(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _redact(url: str) -> str:
+    """Hide a URL's password: error messages end up in the journal."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
+def _key(path: str, key) -> str:
+    text = key if isinstance(key, str) and key.isprintable() else repr(key)
+    return f"{path}.{text}" if path else text
+
+
+class _Checker:
+    """Turns _Bad and structural problems into ConfigErrors naming file and key path."""
+
     def __init__(self, source_name: str):
         self.source = source_name
 
-    def fail(self, path: str, expected: str, value) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: expected {expected}, got {_show(value)}")
+    def error(self, path: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
+
+    def expected(self, path: str, expected: str, value) -> ConfigError:
+        return self.error(path, f"expected {expected}, got {_show(value)}")
 
     def mapping(self, value, path: str, allowed) -> dict:
+        """A mapping (null counts as empty) whose keys are all in `allowed`."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(path, "a mapping", value)
+            raise self.expected(path, "a mapping", value)
         for key in value:
             if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, 1)
-                where = f"{path}.{key}" if path else str(key)
-                advice = f"did you mean {hint[0]!r}?" if hint else "allowed: " + ", ".join(allowed)
-                raise ConfigError(f"{self.source}: {where}: unknown key; {advice}")
+                close = difflib.get_close_matches(str(key), list(allowed), 1)
+                advice = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
+                raise self.error(_key(path, key), f"unknown key; {advice}")
         return value
 
     def fields(self, raw: dict, checkers: dict, path: str) -> dict:
+        """Check the keys of `raw` that are present; absent ones keep their defaults."""
         out = {}
         for key, check in checkers.items():
             if key in raw:
                 try:
                     out[key] = check(raw[key])
                 except _Bad as bad:
-                    raise self.fail(f"{path}.{key}" if path else key, str(bad), raw[key]) from None
+                    value = raw[key] if bad.value is _WHOLE else bad.value
+                    raise self.expected(_key(path, key) + bad.where, bad.expected, value) from None
         return out
 
-    def queues(self, raw, defaults: dict) -> dict:
+    def top_level(self, data) -> dict:
+        if data is None:
+            raise self.error("", "the file is empty; expected a mapping with at least broker, imports and queues")
+        if not isinstance(data, dict):
+            raise self.expected("", "a mapping of settings at the top level", data)
+        self.mapping(data, "", TOP_KEYS)
+        for key, expected in REQUIRED.items():
+            if key not in data:
+                raise self.error(key, f"required key is missing; expected {expected}")
+        return data
+
+    def service_name(self, value, from_file_name: bool) -> str:
+        if isinstance(value, str) and NAME_RE.fullmatch(value):
+            return value
+        hint = " (the default is the file name without .yaml; set name:)" if from_file_name else ""
+        raise self.expected("name", f"a name of {NAME_CHARS}{hint}", value)
+
+    def queue(self, name, settings, defaults: dict) -> QueueConfig:
+        path = _key("queues", name)
+        if not (isinstance(name, str) and NAME_RE.fullmatch(name) and len(name) <= QUEUE_NAME_MAX):
+            raise self.expected(path, f"a queue name of {NAME_CHARS}, at most {QUEUE_NAME_MAX}", name)
+        own = self.fields(self.mapping(settings, path, QUEUE_FIELDS), QUEUE_FIELDS, path)
+        q = QueueConfig(name=name, **{**defaults, **own})
+        if q.max_retry_delay < q.retry_delay:
+            raise self.expected(f"{path}.max_retry_delay",
+                                f"a number of seconds >= retry_delay ({q.retry_delay:g})", q.max_retry_delay)
+        return q
+
+    def queues(self, raw, defaults: dict) -> dict[str, QueueConfig]:
         if not isinstance(raw, dict) or not raw:
-            raise self.fail("queues", "a mapping of at least one queue name to its settings", raw)
-        out = {}
-        for name, settings in raw.items():
-            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-                raise self.fail("queues", "queue names of letters, digits, '_', '.', '-'", name)
-            settings = self.mapping(settings, f"queues.{name}", list(QUEUE_KEYS))
-            values = {**defaults, **self.fields(settings, QUEUE_KEYS, f"queues.{name}")}
-            q = QueueConfig(name=name, **values)
-            if q.max_retry_delay < q.retry_delay:
-                raise self.fail(f"queues.{name}.max_retry_delay", f"a number >= retry_delay ({q.retry_delay:g})",
-                                q.max_retry_delay)
-            out[name] = q
-        return out
-
-    def broker(self, value) -> str:
-        expected = f"a URL with scheme {', '.join(BROKER_SCHEMES[:-1])} or {BROKER_SCHEMES[-1]}"
-        if not isinstance(value, str):
-            raise self.fail("broker", expected, value)
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise self.fail("broker", expected, value) from None
-        if parts.scheme not in BROKER_SCHEMES:
-            raise self.fail("broker", expected, value)
-        return value
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+            raise self.expected("queues", "a mapping of one or more queue names to their settings", raw)
+        return {name: self.queue(name, settings, defaults) for name, settings in raw.items()}
 
 
 def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
-    v = _Validator(source_name)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source_name}: expected a mapping of settings at the top level, got {_show(data)}")
-    data = v.mapping(data, "", TOP_KEYS)
-    for key in ("broker", "imports", "queues"):
-        if key not in data:
-            raise ConfigError(f"{source_name}: {key}: required key is missing")
-    name = data.get("name", default_name)
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise v.fail("name", "a name of letters, digits, '_', '.', '-'", name)
-    defaults_raw = v.mapping(data.get("defaults"), "defaults", list(QUEUE_KEYS))
-    defaults = v.fields(defaults_raw, QUEUE_KEYS, "defaults")
-    top = v.fields(data, {
-        "path": _list_of(lambda s: bool(s), "directories"),
-        "imports": _list_of(MODULE_RE.fullmatch, "module names"),
-        "on_worker_start": _hook, "shutdown_timeout": _number(0, strict=True),
-        "max_payload": _int(1024), "lease_grace": _number(0, strict=True)}, "")
-    if not top.get("imports"):
-        raise v.fail("imports", "a list of at least one module name", data.get("imports"))
-    log_raw = v.mapping(data.get("log"), "log", list(LOG_KEYS))
-    return ServiceConfig(name=name, broker=v.broker(data["broker"]), log=LogConfig(**v.fields(log_raw, LOG_KEYS, "log")),
-                         queues=v.queues(data["queues"], defaults), **top)
+    """Validate an already-parsed mapping; `source_name` prefixes every error."""
+    check = _Checker(source_name)
+    top = check.top_level(data)
+    name = check.service_name(top.get("name", default_name), "name" not in top)
+    defaults = check.fields(check.mapping(top.get("defaults"), "defaults", QUEUE_FIELDS), QUEUE_FIELDS, "defaults")
+    log = LogConfig(**check.fields(check.mapping(top.get("log"), "log", LOG_FIELDS), LOG_FIELDS, "log"))
+    settings = check.fields(top, SERVICE_FIELDS, "")
+    return ServiceConfig(name=name, log=log, queues=check.queues(top["queues"], defaults), **settings)
+
+
+# -- files -------------------------------------------------------------------
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML silently keeps the last
+    one, so a second `emails:` queue would replace the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may legitimately repeat keys it merges
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name}: cannot read the file: not UTF-8 text (at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: invalid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return where + " ".join(problem.split())
+
+
+def _anchor(entry: str, base: Path) -> str:
+    """Relative paths in the file mean relative to the file, not to wherever
+    the service was started from (systemd starts it in /)."""
+    return str(base / entry) if not os.path.isabs(entry) else entry
 
 
 def load_config(path) -> ServiceConfig:
+    """Read and validate a YAML file; raises ConfigError (one line) on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path.name}: invalid YAML: {where}{problem}") from None
-    cfg = parse_config(data, path.name, path.stem)
-    return dataclasses.replace(cfg, source=str(path.resolve()))
+    cfg = parse_config(_read_yaml(path), path.name, path.stem)
+    base = path.resolve().parent
+    log = cfg.log
+    if log.file:
+        log = dataclasses.replace(log, file=_anchor(log.file, base))
+    return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log,
+                               source=str(path.resolve()))
 
 
 def config_dir() -> Path:
-    return Path(os.environ.get("MPQUEUE_CONFIG_DIR", "/etc/mpqueue"))
+    return Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR)
 
 
 def config_path_for(name: str) -> Path:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConfigError(f"service name: expected letters, digits, '_', '.', '-', got {_show(name)}")
+    """$MPQUEUE_CONFIG_DIR/NAME.yaml; the name never reaches the file system
+    unchecked, so `mpqueue run ../x` cannot read outside the directory."""
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
+        raise ConfigError(f"service name: expected a name of {NAME_CHARS}, got {_show(name)}")
     return config_dir() / f"{name}.yaml"

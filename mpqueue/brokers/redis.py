@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from importlib import resources
 
@@ -41,21 +42,41 @@ def _load_scripts(client) -> dict:
 
 class RedisWaiter(Waiter):
     """Pub/sub on the queue's wake channel: every idle consumer hears every hint
-    (a broadcast also carries 'the next delayed job is now sooner' to all)."""
+    (a broadcast also carries 'the next delayed job is now sooner' to all).
+
+    A hint's content is never needed, so after the subscription is confirmed the
+    socket's bytes are read and dropped directly: parsing each message with
+    redis-py cost a quarter of a millisecond on the push-to-start path."""
 
     def __init__(self, client, channel):
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         with _errors():
             self._pubsub.subscribe(channel)
-            self._pubsub.get_message(timeout=0)
+            deadline = time.monotonic() + 5
+            while self._pubsub.subscribed is False or self._confirmations() == 0:
+                if time.monotonic() > deadline:
+                    raise BrokerError("redis: no confirmation of the wake-up subscription")
+        self._sock = self._pubsub.connection._sock
+
+    def _confirmations(self) -> int:
+        msg = self._pubsub.parse_response(block=False, timeout=1)
+        return 1 if msg and msg[0] in ("subscribe", b"subscribe") else 0
 
     def fileno(self) -> int:
-        return self._pubsub.connection._sock.fileno()
+        return self._sock.fileno()
 
     def drain(self) -> None:
-        with _errors():
-            while self._pubsub.get_message(timeout=0) is not None:
-                pass
+        try:
+            while True:
+                chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
+                if not chunk:
+                    raise BrokerError("redis: the wake-up connection was closed")
+                if len(chunk) < 65536:
+                    return
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise BrokerError(f"redis: wake-up connection: {exc}") from exc
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

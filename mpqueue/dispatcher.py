@@ -9,7 +9,7 @@ import time
 from .brokers import Ack, BrokerError
 
 log = logging.getLogger("mpqueue.dispatch")
-FALLBACK_WAIT = 10.0
+FALLBACK_WAIT = 60.0         # re-check the broker this often even if every hint were lost
 
 
 class Dispatcher:

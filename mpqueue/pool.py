@@ -73,6 +73,8 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
         try:
             for fd in (report_r, control_w, *inherited_fds):
                 _close(fd)
+            for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(var, None)      # only the supervisor speaks to systemd
             code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent).main()
         except BaseException:  # noqa: BLE001 - nothing may escape into the supervisor's stack
             traceback.print_exc()

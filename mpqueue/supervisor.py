@@ -21,7 +21,12 @@ from .signals import SignalQueue
 from .worker import EXIT_BOOT_FAILED
 
 log = logging.getLogger("mpqueue.supervisor")
-HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY = 5.0, 5.0, 2.0
+# Idle Redis cost is these calls alone (each script's inner commands count too):
+# node heartbeat and dead-node lease reaping every 15 s keep an idle service
+# under one Redis command per second; a dead node's jobs come back within 15 s
+# of their lease's end.
+HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
+STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -37,7 +42,11 @@ class Supervisor:
         self.backoff: dict[tuple[str, int], tuple[int, float]] = {}
         self.totals = {"done": 0, "failed": 0}
         self.broker_ok = True
-        self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0}
+        self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0, "count": 0.0}
+        self.ready_jobs = None
+        self.watchdog_every = _watchdog_interval()
+        if self.watchdog_every:
+            self.timers["watchdog"] = 0.0
         self.started_at = time.time()
         self.dead_at_boot: list = []
         self.reloading = False
@@ -325,9 +334,19 @@ class Supervisor:
             self.broker_call(self.heartbeat)
         if self.recovery.pending():
             self.recovery.flush()
+        if self.notifier.enabled and now >= self.timers["count"]:
+            self.timers["count"] = now + COUNT_EVERY
+            self.broker_call(self.count_ready)
         if now >= self.timers["status"]:
             self.timers["status"] = now + STATUS_EVERY
             self.notifier.status(self.status_line())
+        if self.watchdog_every and now >= self.timers["watchdog"]:
+            # Only this loop pings, right after it has read every worker's scoreboard
+            # (enforce_timeouts): a frozen or stuck supervisor falls silent and systemd
+            # restarts it. A broker outage alone keeps the loop turning, so it keeps
+            # pinging: restarting would not fix Redis.
+            self.timers["watchdog"] = now + self.watchdog_every
+            self.notifier.watchdog()
 
     def top_up(self) -> None:
         now = time.monotonic()
@@ -342,6 +361,10 @@ class Supervisor:
         now = time.monotonic()
         for h in list(self.workers.values()):
             slot = h.scoreboard.read()
+            if h.ready and not slot.busy and now - slot.beat > STALE_AFTER and h.killed_for is None:
+                log.error("worker %s/%d (pid %d) silent for %.0f s while idle: replacing it", h.queue, h.index,
+                          h.pid, now - slot.beat, extra={"queue": h.queue, "worker": h.index})
+                h.kill("stale")
             if slot.busy and now >= slot.deadline() and h.killed_for is None:
                 h.kill("timeout")
                 log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
@@ -375,6 +398,9 @@ class Supervisor:
         for q in self.cfg.queues:
             self.recovery.reap_expired(q)
 
+    def count_ready(self) -> None:
+        self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)
+
     def heartbeat(self) -> None:
         self.broker.heartbeat(self.node_id, self.node_info(), ttl=HEARTBEAT_EVERY * 6)
 
@@ -407,7 +433,8 @@ class Supervisor:
         up = sum(1 for h in self.workers.values() if h.ready and not h.retiring)
         done, failed = self.counts()
         broker = "broker ok" if self.broker_ok else "broker unreachable"
-        return f"{up}/{total} workers, {self.busy_count()} busy; {done} done, {failed} failed; {broker}"
+        ready = "" if self.ready_jobs is None else f"{self.ready_jobs} ready; "
+        return f"{up}/{total} workers, {self.busy_count()} busy; {done} done, {failed} failed; {ready}{broker}"
 
     def node_info(self) -> dict:
         queues = {}
@@ -419,6 +446,14 @@ class Supervisor:
         return {"node": self.node_id, "service": self.cfg.name, "host": socket.gethostname(), "pid": os.getpid(),
                 "queues": queues, "done": done, "failed": failed, "started_at": self.started_at,
                 "heartbeat_at": time.time()}
+
+
+def _watchdog_interval() -> float:
+    """Half of systemd's WatchdogSec, if the watchdog is on for this process."""
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return 0.0
+    return int(usec) / 2e6
 
 
 def _set_title(title: str) -> None:

@@ -25,7 +25,8 @@ from .signals import SignalQueue
 
 log = logging.getLogger("mpqueue.worker")
 EXIT_OK, EXIT_BOOT_FAILED = 0, 3
-FALLBACK_WAIT = 10.0         # re-check the broker this often even with no hint
+FALLBACK_WAIT = 60.0         # re-check the broker this often even if every hint were lost
+BEAT_EVERY = 2.0             # liveness stamp while idle; the supervisor replaces a silent worker
 _PR_SET_PDEATHSIG = 1
 
 
@@ -154,15 +155,21 @@ class Worker:
                 self.broker_down(exc)
 
     def wait(self, next_due: float | None) -> None:
-        """Sleep until a wake hint, the next delayed job is due, a stop, or the fallback."""
-        timeout = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
+        """Sleep until a wake hint, the next delayed job is due, a stop, or the fallback,
+        stamping the scoreboard every BEAT_EVERY seconds so the supervisor knows we live."""
+        deadline = time.monotonic() + (FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due))
         try:
             if self.waiter is None:
                 self.waiter = self.broker.waiter(self.cfg.name)
                 return        # a hint may have been missed while subscribing: re-check now
-            readable = self.select([self.waiter], timeout)
-            if self.waiter in readable:
-                self.waiter.drain()
+            while not self.stopping:
+                remaining = deadline - time.monotonic()
+                readable = self.select([self.waiter], min(remaining, BEAT_EVERY))
+                if self.waiter in readable:
+                    self.waiter.drain()
+                    return
+                if remaining <= BEAT_EVERY:
+                    return
         except (BrokerError, OSError) as exc:
             self.drop_waiter()
             self.broker_down(exc)
@@ -170,6 +177,7 @@ class Worker:
     def select(self, extra, timeout):
         fds = [self.control.fd, self.signals.fileno(), *extra]
         readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        self.scoreboard.beat()
         if self.signals.fileno() in readable and self.signals.drain():
             self.stopping = True
         if self.control.fd in readable:
@@ -191,7 +199,8 @@ class Worker:
     # -- dispatch mode: the supervisor reserves and hands jobs over the control pipe
     def serve_dispatched(self) -> None:
         while not self.stopping:
-            readable, _, _ = select.select([self.control.fd, self.signals.fileno()], [], [])
+            readable, _, _ = select.select([self.control.fd, self.signals.fileno()], [], [], BEAT_EVERY)
+            self.scoreboard.beat()
             if self.signals.fileno() in readable and self.signals.drain():
                 self.stopping = True
             if self.control.fd not in readable:

@@ -111,6 +111,10 @@ class Broker(abc.ABC):
         """{'ready', 'scheduled', 'running', 'failed', 'done_total', 'failed_total'}."""
 
     @abc.abstractmethod
+    def ready_count(self, queue: str) -> int:
+        """Jobs ready to run now (cheap: for status lines)."""
+
+    @abc.abstractmethod
     def failed(self, queue: str, limit: int = 100) -> list[tuple[str, str, str]]:
         """(id, envelope, error json) of failed jobs, up to `limit`."""
 

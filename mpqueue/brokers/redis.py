@@ -18,7 +18,7 @@ import redis as redislib
 
 from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter
 
-_SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean")
+_SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean", "ready_count")
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake")
 NODE_SET = "mpq:nodes"
@@ -167,6 +167,9 @@ class RedisBroker(Broker):
         stats = res[13]
         return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
                 "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
+
+    def ready_count(self, queue):
+        return self._call("ready_count", queue, [])
 
     def failed(self, queue, limit=100):
         with _errors():

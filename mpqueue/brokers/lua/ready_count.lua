@@ -1,0 +1,5 @@
+-- How many jobs are ready now (every priority list at or below pmax). Cheap
+-- enough for the supervisor's STATUS line.
+local n = 0
+for p = 0, tonumber(redis.call('GET', KEYS[PMAX]) or '0') do n = n + redis.call('LLEN', KEYS[p + 1]) end
+return n

@@ -334,9 +334,10 @@ class Supervisor:
             self.broker_call(self.heartbeat)
         if self.recovery.pending():
             self.recovery.flush()
-        if self.notifier.enabled and now >= self.timers["count"]:
+        if now >= self.timers["count"]:
             self.timers["count"] = now + COUNT_EVERY
-            self.broker_call(self.count_ready)
+            if self.notifier.enabled:       # only STATUS= shows it
+                self.broker_call(self.count_ready)
         if now >= self.timers["status"]:
             self.timers["status"] = now + STATUS_EVERY
             self.notifier.status(self.status_line())

@@ -185,6 +185,18 @@ class Service:
         self.notify = None
         self.messages: list[str] = []
 
+    def cpu_seconds(self) -> float:
+        """utime+stime of the supervisor and its live workers."""
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for pid in [self.proc.pid, *self.worker_pids()]:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except FileNotFoundError:
+                pass
+        return total
+
     def start(self, wait_ready=True, extra_env=None):
         sock_path = str(self.tmp / "notify.sock")
         if os.path.exists(sock_path):

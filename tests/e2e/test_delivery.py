@@ -198,3 +198,13 @@ def test_import_error_at_start_fails_the_service_with_the_error(service, redis_u
     svc.start(wait_ready=False)
     assert svc.proc.wait(30) == 3
     assert "No module named 'no_such_module_here'" in svc.log()
+
+
+def test_an_idle_service_without_systemd_does_not_spin(service, redis_url, rdb):
+    # Given a service started outside systemd (no NOTIFY_SOCKET), idle
+    svc = service().start(wait_ready=False, extra_env={"NOTIFY_SOCKET": ""})
+    wait_for(lambda: len(svc.worker_pids()) == 2 and "started" in svc.log(), 20, what="service up")
+    # When it idles, Then its whole process tree uses a sliver of a CPU (a spinning loop uses 100%)
+    before, t0 = svc.cpu_seconds(), time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 >= 2.0, 5, what="2 s of idling")
+    assert (svc.cpu_seconds() - before) / (time.monotonic() - t0) < 0.2

@@ -83,7 +83,7 @@ def idle(redis, seconds: float = 10.0) -> tuple[float, float]:
         time.sleep(seconds)  # ok: measuring what an idle service costs over a fixed window
         cpu1, cmd1, t1 = tree_cpu_seconds(system.proc.pid), redis.commands(), time.perf_counter()
         own = 2   # the two INFO calls of this measurement
-        return (cpu1 - cpu0) / (t1 - t0) * 100, (cmd1 - cmd0 - own) / (t1 - t0)
+        return (cpu1 - cpu0) / (t1 - t0) * 100, max(0, cmd1 - cmd0 - own) / (t1 - t0)
     finally:
         system.stop_workers()
 

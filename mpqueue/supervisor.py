@@ -327,7 +327,7 @@ class Supervisor:
         self.enforce_timeouts()
         now = time.monotonic()
         if now >= self.timers["reap"]:
-            self.timers["reap"] = now + REAP_EVERY
+            self.timers["reap"] = now + self.reap_every()
             self.broker_call(self.reap_expired)
         if now >= self.timers["heartbeat"]:
             self.timers["heartbeat"] = now + HEARTBEAT_EVERY
@@ -398,6 +398,12 @@ class Supervisor:
     def reap_expired(self) -> None:
         for q in self.cfg.queues:
             self.recovery.reap_expired(q)
+
+    def reap_every(self) -> float:
+        """Half the shortest lease, at most REAP_EVERY: a dead node's job comes back
+        within 1.5 leases, and a service with long timeouts still idles cheaply."""
+        shortest = min(q.timeout for q in self.cfg.queues.values()) + self.cfg.lease_grace
+        return min(REAP_EVERY, shortest / 2)
 
     def count_ready(self) -> None:
         self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)

@@ -153,6 +153,15 @@ def hang():
     time.sleep(3600)
 
 @mpqueue.task(queue="default")
+def slow_first(tag):
+    """Hangs on its first attempt (so its node can be killed under it), then records."""
+    j = mpqueue.current_job()
+    r().rpush("test:starts", f"{tag} {j.attempt} {os.getpid()}")
+    if j.attempt == 1:
+        time.sleep(60)
+    r().rpush("test:runs", tag)
+
+@mpqueue.task(queue="default")
 def pid():
     r().rpush("test:runs", os.getpid())
 

@@ -37,3 +37,24 @@ def test_sigkill_of_random_workers_loses_no_job(service, redis_url, rdb):
     assert counts["done_total"] + counts["failed"] == N
     assert (counts["ready"], counts["scheduled"], counts["running"]) == (0, 0, 0)
     assert svc.stop() == 0
+
+
+def test_a_job_of_a_dead_node_is_recovered_by_another_node_when_its_lease_ends(service, redis_url, rdb):
+    # Given node A running a job with a 3 s lease (timeout 2 + grace 1)...
+    cfg = {"lease_grace": 1, "defaults": {"timeout": 2}}
+    a = service(cfg, name="node-a").start()
+    b = service(cfg, name="node-b")
+    client = Client(redis_url)
+    job_id = client.push("default", "testtasks:slow_first", args=["j"])
+    wait_for(lambda: rdb.llen("test:starts") == 1, 10, what="job started on node A")
+    # When the whole of node A dies at once (supervisor and workers)
+    os.killpg(a.proc.pid, signal.SIGKILL)
+    a.proc.wait()
+    b.start()
+    # Then node B recovers the job when the lease ends, spending an attempt, and runs it
+    t0 = time.monotonic()
+    wait_for(lambda: rdb.lrange("test:runs", 0, -1) == ["j"], 20, what="job run again on node B")
+    assert time.monotonic() - t0 < 10
+    starts = [s.split() for s in rdb.lrange("test:starts", 0, -1)]
+    assert [s[1] for s in starts] == ["1", "2"] and starts[0][2] != starts[1][2]
+    assert client.broker.find("default", job_id)["state"] == "done"

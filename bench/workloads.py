@@ -34,42 +34,40 @@ def drain(redis, system, n: int) -> tuple[float, float]:
         system.stop_workers()
 
 
-def latency(redis, mode: str, n: int = 500, rate: float = 50.0) -> tuple[float, float]:
-    """Push-to-start p50/p99 (ms) at a steady rate with idle workers."""
+def _stamped(redis, mode: str, n: int, push_all) -> list[tuple[float, float, float]]:
+    """Run `push_all(system)` against idle workers; (started, pushed, due) per job."""
     reset(redis)
     system = Mpqueue(redis, mode)
     system.start_workers()
     try:
         system.wait_ready()
+        push_all(system)
+        wait_until(lambda: redis.results.llen("starts") >= n, 30, "stamped jobs")
+        return [tuple(map(float, row.split())) for row in redis.results.lrange("starts", 0, -1)]
+    finally:
+        system.stop_workers()
+
+
+def latency(redis, mode: str, n: int = 500, rate: float = 50.0) -> tuple[float, float]:
+    """Push-to-start p50/p99 (ms) at a steady rate with idle workers."""
+    def push_all(system):
         start = time.perf_counter()
         for i in range(n):
             system.push_stamp()
             pause = start + (i + 1) / rate - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)  # ok: pacing the producer at a steady rate
-        wait_until(lambda: redis.results.llen("starts") >= n, 30, "latency jobs")
-        lat = [(float(a) - float(b)) * 1000 for a, b, _ in
-               (row.split() for row in redis.results.lrange("starts", 0, -1))]
-        return percentile(lat, 50), percentile(lat, 99)
-    finally:
-        system.stop_workers()
+    lat = [(started - pushed) * 1000 for started, pushed, _ in _stamped(redis, mode, n, push_all)]
+    return percentile(lat, 50), percentile(lat, 99)
 
 
 def delayed(redis, n: int = 500) -> tuple[float, float]:
     """Lateness (ms) of jobs due 1-3 s after push, kept in the broker until due."""
-    reset(redis)
-    system = Mpqueue(redis)
-    system.start_workers()
-    try:
-        system.wait_ready()
+    def push_all(system):
         for i in range(n):
             system.push_stamp(delay=1 + 2 * i / n)
-        wait_until(lambda: redis.results.llen("starts") >= n, 30, "delayed jobs")
-        late = [(float(a) - float(due)) * 1000 for a, _, due in
-                (row.split() for row in redis.results.lrange("starts", 0, -1))]
-        return percentile(late, 50), percentile(late, 99)
-    finally:
-        system.stop_workers()
+    late = [(started - due) * 1000 for started, _, due in _stamped(redis, "grab", n, push_all)]
+    return percentile(late, 50), percentile(late, 99)
 
 
 def idle(redis, seconds: float = 10.0) -> tuple[float, float]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter  # noqa: F401
+from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter
+
+__all__ = ["Ack", "Broker", "BrokerError", "Held", "Reserved", "Waiter", "open_broker"]
 
 
 def open_broker(url: str, **kw) -> Broker:

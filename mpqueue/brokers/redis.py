@@ -16,7 +16,7 @@ from importlib import resources
 
 import redis as redislib
 
-from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter
+from .base import Broker, BrokerError, Held, Reserved, Waiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean", "ready_count")
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (

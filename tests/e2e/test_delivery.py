@@ -1,10 +1,6 @@
 """End-to-end: a real `mpqueue run`, real worker processes, a real redis-server."""
 import json
-import os
-import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -45,7 +41,7 @@ def test_priority_is_strict_and_fifo_within_a_priority(service, redis_url, rdb, 
 
 
 def test_failing_job_is_retried_then_lands_in_failed_store_and_hook_runs(service, redis_url, rdb):
-    svc = service({"defaults": {"retries": 2, "retry_delay": 0.05, "on_failure": "testtasks:on_failure"}}).start()
+    service({"defaults": {"retries": 2, "retry_delay": 0.05, "on_failure": "testtasks:on_failure"}}).start()
     client = Client(redis_url)
     job_id = client.push("default", "testtasks:fail")
     wait_for(lambda: rdb.llen("test:failures") == 1, 10, what="failure hook")
@@ -84,7 +80,7 @@ def test_delayed_job_starts_at_its_due_time(service, redis_url, rdb):
 
 
 def test_unknown_task_and_junk_go_to_failed_store_and_worker_survives(service, redis_url, rdb):
-    svc = service().start()
+    service().start()
     client = Client(redis_url)
     bad = client.push("default", "os:system", args=["true"])
     rdb.rpush("mpq:{default}:ready:0", "this is not a job")
@@ -99,7 +95,7 @@ def test_unknown_task_and_junk_go_to_failed_store_and_worker_survives(service, r
 
 @pytest.mark.parametrize("task", ["exit_hard", "segfault"])
 def test_a_job_that_kills_its_worker_is_retried_at_once_then_failed_as_crashed(service, redis_url, rdb, task):
-    svc = service({"defaults": {"retries": 1, "retry_delay": 0}}).start()
+    service({"defaults": {"retries": 1, "retry_delay": 0}}).start()
     client = Client(redis_url)
     t0 = time.monotonic()
     job_id = client.push("default", f"testtasks:{task}")
@@ -115,7 +111,7 @@ def test_a_job_that_kills_its_worker_is_retried_at_once_then_failed_as_crashed(s
 
 
 def test_timeout_kills_the_job_and_records_timeout_without_retry(service, redis_url, rdb):
-    svc = service({"defaults": {"retries": 3}}).start()
+    service({"defaults": {"retries": 3}}).start()
     client = Client(redis_url)
     job_id = client.push("default", "testtasks:hang")
     state = wait_for(lambda: (s := client.broker.find("default", job_id)) and s["state"] == "failed" and s,

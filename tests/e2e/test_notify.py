@@ -55,7 +55,7 @@ def test_workers_do_not_inherit_the_notify_socket(service, redis_url, rdb):
 def env():
     r().rpush("test:runs", os.environ.get("NOTIFY_SOCKET", "-") + " " + os.environ.get("WATCHDOG_USEC", "-"))
 '''
-    svc = service(tasks=tasks).start(extra_env={"WATCHDOG_USEC": "5000000"})
+    service(tasks=tasks).start(extra_env={"WATCHDOG_USEC": "5000000"})
     Client(redis_url).push("default", "testtasks:env")
     wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="env job")
     assert rdb.lrange("test:runs", 0, -1) == ["- -"]

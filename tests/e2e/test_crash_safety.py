@@ -58,3 +58,28 @@ def test_a_job_of_a_dead_node_is_recovered_by_another_node_when_its_lease_ends(s
     starts = [s.split() for s in rdb.lrange("test:starts", 0, -1)]
     assert [s[1] for s in starts] == ["1", "2"] and starts[0][2] != starts[1][2]
     assert client.broker.find("default", job_id)["state"] == "done"
+
+
+def test_workers_exit_when_their_supervisor_is_sigkilled_and_a_restart_recovers_the_job(service, redis_url, rdb):
+    # Given a service whose worker runs a job that hangs on its first attempt
+    svc = service({"lease_grace": 1, "defaults": {"timeout": 2}}).start()
+    client = Client(redis_url)
+    client.push("default", "testtasks:slow_first", args=["j"])
+    wait_for(lambda: rdb.llen("test:starts") == 1, 10, what="job started")
+    workers = svc.worker_pids()
+    # When the supervisor alone is SIGKILLed
+    os.kill(svc.proc.pid, signal.SIGKILL)
+    svc.proc.wait()
+    # Then its workers do not live on as orphans
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in workers), 5, what="orphans gone")
+    # and the restarted service (no second copy was running) runs the job again
+    svc.start()
+    wait_for(lambda: rdb.lrange("test:runs", 0, -1) == ["j"], 20, what="job recovered after restart")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
@@ -75,6 +75,7 @@ class ServiceConfig:
     shutdown_timeout: float = 30.0
     max_payload: int = 1048576
     lease_grace: float = 30.0
+    broker_password_file: str | None = None   # as written in the YAML; its content is in `broker`
     source: str | None = None
 
 
@@ -190,9 +191,10 @@ SERVICE_FIELDS = {
     "imports": _strings("a dotted module name", "module names", MODULE_RE.fullmatch, at_least_one=True),
     "on_worker_start": _hook, "shutdown_timeout": _seconds(0, above=True),
     "max_payload": _integer(1024), "lease_grace": _seconds(0, above=True),
+    "broker_password_file": _optional_text,
 }
-TOP_KEYS = ("name", "broker", "path", "imports", "on_worker_start", "log", "defaults", "queues",
-            "shutdown_timeout", "max_payload", "lease_grace")
+TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "defaults",
+            "queues", "shutdown_timeout", "max_payload", "lease_grace")
 # What each required key holds, for the "missing" message.
 REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "imports": "one or more module names defining the tasks",
@@ -360,8 +362,35 @@ def load_config(path) -> ServiceConfig:
     log = cfg.log
     if log.file:
         log = dataclasses.replace(log, file=_anchor(log.file, base))
-    return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log,
+    broker = _with_password(cfg, path, base)
+    return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log, broker=broker,
                                source=str(path.resolve()))
+
+
+def _with_password(cfg, path: Path, base: Path) -> str:
+    """The broker URL with the password from broker_password_file, if any. A password
+    written in the YAML itself is refused when other users can read the file."""
+    parts = urlsplit(cfg.broker)
+    in_url = parts.password is not None or "password=" in parts.query
+    if in_url and path.stat().st_mode & 0o004:
+        raise ConfigError(f"{path.name}: broker: the URL holds a password but the file is readable by other "
+                          f"users (mode {path.stat().st_mode & 0o777:04o}); chmod o-r it, or use "
+                          "broker_password_file with a systemd credential")
+    if not cfg.broker_password_file:
+        return cfg.broker
+    if in_url:
+        raise ConfigError(f"{path.name}: broker_password_file: the broker URL has a password already; give it once")
+    where = os.path.expandvars(cfg.broker_password_file)
+    if "$" in where:
+        raise ConfigError(f"{path.name}: broker_password_file: {cfg.broker_password_file!r} names an unset "
+                          "variable (under systemd, CREDENTIALS_DIRECTORY is set by LoadCredential=)")
+    try:
+        password = Path(_anchor(where, base)).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{path.name}: broker_password_file: cannot read {where}: {exc.strerror}") from None
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def config_dir() -> Path:

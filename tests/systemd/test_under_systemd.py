@@ -1,0 +1,135 @@
+"""mpqueue@.service under a real systemd 252: readiness, STATUS, reload, watchdog, stop."""
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mpqueue import Client
+from tests.support import TASKS, wait_for
+from tests.systemd.harness import Systemd, unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = "mpqueue@svc.service"
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no throwaway systemd: {unavailable()}")
+
+
+def dropin(config_dir: Path, redis_url: str) -> str:
+    # What the test changes in the shipped unit, and why: there is no `mpqueue` system
+    # user on a test machine; the code under test lives in a virtualenv and a temp dir
+    # that PrivateTmp/ProtectHome would hide; /etc is the machine's, so no
+    # ConfigurationDirectory; and a short watchdog so the watchdog test is quick.
+    return f"""[Service]
+User=root
+Group=root
+PrivateTmp=no
+ProtectHome=no
+PrivateUsers=no
+ConfigurationDirectory=
+Environment=MPQUEUE_CONFIG_DIR={config_dir} PYTHONPATH={REPO} MPQ_TEST_REDIS={redis_url}
+WatchdogSec=2s
+TimeoutAbortSec=3s
+"""
+
+
+@pytest.fixture(scope="module")
+def sd(redis_server, tmp_path_factory):
+    config_dir = tmp_path_factory.mktemp("etc-mpqueue")
+    (config_dir / "code").mkdir()
+    (config_dir / "code" / "testtasks.py").write_text(TASKS)
+    unit = (REPO / "packaging/systemd/mpqueue@.service").read_text()
+    unit = unit.replace("/usr/bin/mpqueue", f"{sys.executable} -m mpqueue.cli")
+    systemd = Systemd().start()
+    try:
+        systemd.install("mpqueue@.service", unit)
+        systemd.install("mpqueue@.service.d/test.conf", dropin(config_dir, redis_server.url))
+        systemd.config_dir = config_dir
+        yield systemd
+    finally:
+        systemd.stop()
+        shutil.rmtree("/var/lib/mpqueue/svc", ignore_errors=True)
+        try:
+            Path("/var/lib/mpqueue").rmdir()
+        except OSError:
+            pass
+
+
+def write_config(sd, redis_url, workers=2, extra=""):
+    cfg = {"broker": redis_url, "path": [str(sd.config_dir / "code")], "imports": ["testtasks"],
+           "log": {"level": "info", "format": "text"}, "shutdown_timeout": 10, "lease_grace": 2,
+           "queues": {"default": {"workers": workers}}}
+    (sd.config_dir / "svc.yaml").write_text(yaml.safe_dump(cfg) + extra)
+
+
+def unit_pids(sd):
+    cgroup = sd.prop(UNIT, "ControlGroup")
+    procs = sd.cgroup / cgroup.lstrip("/") / "cgroup.procs"
+    return {int(p) for p in procs.read_text().split()} if procs.exists() else set()
+
+
+def workers(sd):
+    main = sd.host_pid(int(sd.prop(UNIT, "MainPID")))
+    return unit_pids(sd) - {main}
+
+
+@pytest.fixture
+def running(sd, redis_url, rdb):
+    write_config(sd, redis_url)
+    sd.ctl("start", UNIT)
+    yield sd
+    sd.ctl("stop", UNIT, check=False)
+    sd.ctl("reset-failed", UNIT, check=False)
+
+
+def test_start_returns_after_ready_and_status_shows_live_counts(running, redis_url, rdb):
+    # `systemctl start` returned: the unit is active, with both workers up
+    assert running.prop(UNIT, "ActiveState") == "active"
+    assert len(workers(running)) == 2
+    Client(redis_url).push("default", "testtasks:record", args=["x"])
+    wait_for(lambda: "1 done" in running.prop(UNIT, "StatusText"), 10, what="STATUS with the done job")
+    assert running.prop(UNIT, "StatusText").startswith("2/2 workers")
+    assert "Status:" in running.ctl("status", UNIT, check=False).stdout
+
+
+def test_reload_replaces_every_worker_without_interrupting_a_job(running, redis_url, rdb):
+    old = workers(running)
+    Client(redis_url).push("default", "testtasks:sleep_record", args=["long", 2.0])
+    wait_for(lambda: rdb.llen("test:starts") == 1, 10, what="long job start")
+    write_config(running, redis_url, workers=3)
+    running.ctl("reload", UNIT)                       # synchronous: new workers serve
+    wait_for(lambda: len(p := workers(running)) == 3 and not (p & old), 15, what="3 new workers only")
+    assert rdb.lrange("test:runs", 0, -1) == ["long"] and rdb.lrange("test:starts", 0, -1) == ["long"]
+    assert running.prop(UNIT, "ActiveState") == "active"
+
+
+def test_reload_with_an_invalid_config_fails_and_old_workers_keep_serving(running, redis_url, rdb):
+    old = workers(running)
+    write_config(running, redis_url, extra="bogus: 1\n")
+    result = running.ctl("reload", UNIT, check=False)
+    assert result.returncode != 0
+    assert "bogus" in running.journal(UNIT)
+    assert workers(running) == old and running.prop(UNIT, "ActiveState") == "active"
+    Client(redis_url).push("default", "testtasks:record", args=["served"])
+    wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="job served by the old workers")
+
+
+def test_a_frozen_supervisor_is_killed_by_the_watchdog_and_restarted_without_losing_a_job(running, redis_url, rdb):
+    running.ctl("kill", "--kill-who=main", "-s", "SIGSTOP", UNIT)
+    Client(redis_url).push("default", "testtasks:record", args=["while frozen"])
+    wait_for(lambda: running.prop(UNIT, "NRestarts") == "1" and running.prop(UNIT, "ActiveState") == "active",
+             30, what="watchdog restart")
+    assert "Watchdog timeout" in running.journal(UNIT)
+    wait_for(lambda: any(r.startswith("while frozen ") for r in rdb.lrange("test:runs", 0, -1)), 20,
+             what="the job pushed while frozen ran")
+
+
+def test_stop_drains_a_running_job_and_ends_inactive_not_failed(running, redis_url, rdb):
+    Client(redis_url).push("default", "testtasks:sleep_record", args=["drained", 1.5])
+    wait_for(lambda: rdb.llen("test:starts") == 1, 10, what="job start")
+    t0 = time.monotonic()
+    running.ctl("stop", UNIT)
+    assert time.monotonic() - t0 >= 1.0                 # it waited for the job
+    assert rdb.lrange("test:runs", 0, -1) == ["drained"]
+    assert running.prop(UNIT, "ActiveState") == "inactive" and running.prop(UNIT, "Result") == "success"

@@ -18,6 +18,8 @@ def _load(name: str | None, config: str | None):
         return load_config(config or config_path_for(name))
     except ConfigError as exc:
         click.echo(f"mpqueue: {exc}", err=True)
+        from .notify import Notifier
+        Notifier().fatal(f"invalid configuration: {exc}", errno=22)   # EINVAL, for systemctl status
         sys.exit(EX_CONFIG)
 
 

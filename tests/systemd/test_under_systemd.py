@@ -133,3 +133,38 @@ def test_stop_drains_a_running_job_and_ends_inactive_not_failed(running, redis_u
     assert time.monotonic() - t0 >= 1.0                 # it waited for the job
     assert rdb.lrange("test:runs", 0, -1) == ["drained"]
     assert running.prop(UNIT, "ActiveState") == "inactive" and running.prop(UNIT, "Result") == "success"
+
+
+def test_journal_priorities_let_p_err_show_only_errors(running, redis_url, rdb):
+    Client(redis_url).push("default", "testtasks:fail", args=["kaboom"])
+    wait_for(lambda: "kaboom" in running.run("journalctl", "--no-pager", "-o", "cat", "-p", "err", "-u", UNIT,
+                                             check=False).stdout, 30, what="the failure in journalctl -p err")
+    errors = running.run("journalctl", "--no-pager", "-o", "cat", "-p", "err", "-u", UNIT, check=False).stdout
+    assert "started:" not in errors and "job retried" not in errors   # info and warning lines stay out
+
+
+def test_an_invalid_config_fails_the_start_with_the_reason_in_status(sd, redis_url):
+    write_config(sd, redis_url, extra="bogus: 1\n")
+    try:
+        assert sd.ctl("start", UNIT, check=False).returncode != 0
+        assert sd.prop(UNIT, "ActiveState") == "failed" and sd.prop(UNIT, "ExecMainStatus") == "78"
+        assert "invalid configuration" in sd.prop(UNIT, "StatusText")
+        assert sd.prop(UNIT, "NRestarts") == "0"          # RestartPreventExitStatus=78: no restart loop
+    finally:
+        sd.ctl("reset-failed", UNIT, check=False)
+
+
+def test_restarting_mpqueue_target_restarts_every_instance(sd, redis_url):
+    sd.install("mpqueue.target", (REPO / "packaging/systemd/mpqueue.target").read_text())
+    write_config(sd, redis_url)
+    (sd.config_dir / "second.yaml").write_text((sd.config_dir / "svc.yaml").read_text())
+    units = [UNIT, "mpqueue@second.service"]
+    try:
+        sd.ctl("start", "mpqueue.target", *units)
+        before = {u: sd.prop(u, "MainPID") for u in units}
+        sd.ctl("restart", "mpqueue.target")
+        wait_for(lambda: all(sd.prop(u, "ActiveState") == "active" and sd.prop(u, "MainPID") != before[u]
+                             for u in units), 30, what="both instances restarted")
+    finally:
+        sd.ctl("stop", "mpqueue.target", *units, check=False)
+        shutil.rmtree("/var/lib/mpqueue/second", ignore_errors=True)

@@ -74,6 +74,7 @@ class Worker:
         self.jobs = 0
         self.broker = None
         self.waiter = None
+        self.handed: list = []        # (token, envelope, received) pushed straight to us
 
     # -- lifecycle
     def main(self) -> int:
@@ -117,56 +118,85 @@ class Worker:
     # -- grab mode: this worker reserves its own jobs
     def serve_grabbed(self) -> None:
         lease = self.cfg.timeout + self.service.lease_grace
-        pending = []
+        pending, idle = [], False
         while not self.stopping:
             self.select([], 0)           # a stop asked for during the last job
             if self.stopping:
                 break
+            self.collect_handed()
+            if self.handed:              # a push reserved a job for us while we were idle
+                pending += self.run_one(*self.handed.pop(0))
+                continue
             try:
                 if self._down_since is not None:
                     self.reclaim(keep={a.id for a in pending})
-                reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, 1, lease, pending)
+                flags = ("L" if idle else "") + ("E" if self.waiter else "")
+                reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, 1, lease, pending, flags)
             except BrokerError as exc:
                 self.broker_down(exc)
                 continue
-            pending = []
+            pending, idle = [], not reserved and self.waiter is not None
             if not reserved:
                 self.wait(next_due)
                 continue
-            try:
-                ack = self.runner.run(reserved[0].token, reserved[0].envelope)
-            except BrokerError as exc:
-                # The job ran but can't be settled: exit, and the supervisor hands it
-                # back when the broker answers again (its lease bounds the wait).
-                log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
-                            extra={"queue": self.cfg.name})
-                os._exit(1)
-            pending = [ack] if ack else []
-            self.after_job()
+            pending += self.run_one(reserved[0].token, reserved[0].envelope)
         self.flush(pending)
 
-    def flush(self, acks) -> None:
-        deadline = time.monotonic() + self.service.shutdown_timeout
-        while acks and time.monotonic() < deadline:
+    def run_one(self, token: str, envelope: str, received: float | None = None) -> list:
+        """Run a reserved job; returns the ack to deliver (folded into the next reserve)."""
+        if received is not None and time.monotonic() - received > 1.0:
+            # handed over while we were busy: its lease has been running since then
+            self.broker.extend(self.cfg.name, envelope.split(" ", 1)[0], token,
+                               self.cfg.timeout + self.service.lease_grace)
+        try:
+            ack = self.runner.run(token, envelope)
+        except BrokerError as exc:
+            # The job ran but can't be settled: exit, and the supervisor hands it
+            # back when the broker answers again (its lease bounds the wait).
+            log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
+                        extra={"queue": self.cfg.name})
+            os._exit(1)
+        self.after_job()
+        return [ack] if ack else []
+
+    def collect_handed(self) -> None:
+        if self.waiter is not None:
             try:
-                self.broker.ack(self.cfg.name, acks)
-                return
+                now = time.monotonic()
+                self.handed += [(t, e, now) for t, e in self.waiter.drain()]
+            except BrokerError as exc:
+                self.drop_waiter()
+                self.broker_down(exc)
+
+    def flush(self, acks) -> None:
+        """On the way out: deliver the last acks, and hand back unrun handed jobs."""
+        deadline = time.monotonic() + self.service.shutdown_timeout
+        self.collect_handed()
+        while (acks or self.handed) and time.monotonic() < deadline:
+            try:
+                if acks:
+                    self.broker.ack(self.cfg.name, acks)
+                    acks = []
+                while self.handed:
+                    token, envelope, _ = self.handed[0]
+                    self.broker.release(self.cfg.name, envelope.split(" ", 1)[0], token)
+                    self.handed.pop(0)
             except BrokerError as exc:
                 self.broker_down(exc)
 
     def wait(self, next_due: float | None) -> None:
-        """Sleep until a wake hint, the next delayed job is due, a stop, or the fallback,
-        stamping the scoreboard every BEAT_EVERY seconds so the supervisor knows we live."""
+        """Sleep until a wake hint or a handed job, the next delayed job is due, a stop,
+        or the fallback, stamping the scoreboard so the supervisor knows we live."""
         deadline = time.monotonic() + (FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due))
         try:
             if self.waiter is None:
-                self.waiter = self.broker.waiter(self.cfg.name)
+                self.waiter = self.broker.waiter(self.cfg.name, self.consumer)
                 return        # a hint may have been missed while subscribing: re-check now
             while not self.stopping:
                 remaining = deadline - time.monotonic()
                 readable = self.select([self.waiter], min(remaining, BEAT_EVERY))
                 if self.waiter in readable:
-                    self.waiter.drain()
+                    self.collect_handed()
                     return
                 if remaining <= BEAT_EVERY:
                     return
@@ -237,6 +267,7 @@ class Worker:
         """Back from an outage: a reserve whose reply was lost may have left a job held
         in our name that we never saw. We run nothing now, so hand back, unrun, all we
         hold but the jobs in `keep` (finished, their ack still to deliver)."""
+        self.handed = []
         for held in self.broker.held(self.cfg.name):
             if held.consumer == self.consumer and held.id not in keep and self.broker.release(self.cfg.name, held.id, held.token):
                 log.warning("handed back job %s reserved during the outage", held.id,

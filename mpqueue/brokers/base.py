@@ -51,8 +51,10 @@ class Waiter(abc.ABC):
     def fileno(self) -> int: ...
 
     @abc.abstractmethod
-    def drain(self) -> None:
-        """Consume pending hints (call after select() said readable)."""
+    def drain(self) -> list:
+        """Consume pending hints (call after select() said readable). Returns the
+        (token, envelope) of jobs a push handed straight to this waiter's consumer:
+        they are reserved for it exactly as by reserve()."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -67,11 +69,13 @@ class Broker(abc.ABC):
     # -- consumers
     @abc.abstractmethod
     def reserve(self, queue: str, consumer: str, count: int, lease: float,
-                acks: list[Ack] = ()) -> tuple[list[Reserved], float | None]:
+                acks: list[Ack] = (), idle: str = "") -> tuple[list[Reserved], float | None]:
         """Ack `acks`, promote due delayed jobs, then reserve up to `count` jobs for
         `consumer` with a lease of `lease` seconds. Returns (reserved, seconds
         until the next delayed job is due or None). Each reservation has a fresh
-        token; its attempt count is incremented."""
+        token; its attempt count is incremented. `idle` may contain "L" (the
+        consumer stops being idle) and "E" (if nothing was reserved it becomes idle,
+        and a push may then hand it a job through its waiter)."""
 
     @abc.abstractmethod
     def ack(self, queue: str, acks: list[Ack]) -> int:
@@ -102,8 +106,9 @@ class Broker(abc.ABC):
         """Reservations whose lease has ended."""
 
     @abc.abstractmethod
-    def waiter(self, queue: str) -> Waiter:
-        """A selectable wake-up hint for consumers of `queue`."""
+    def waiter(self, queue: str, consumer: str | None = None) -> Waiter:
+        """A selectable wake-up hint for consumers of `queue` (and, with `consumer`,
+        the channel on which pushes hand that consumer jobs)."""
 
     # -- inspection and administration
     @abc.abstractmethod

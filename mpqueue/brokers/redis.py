@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
+import select
 import time
 from importlib import resources
 
@@ -20,7 +20,7 @@ from .base import Broker, BrokerError, Held, Reserved, Waiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean", "ready_count")
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
-    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake")
+    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle")
 NODE_SET = "mpq:nodes"
 QUEUE_SET = "mpq:queues"
 
@@ -41,46 +41,113 @@ def _load_scripts(client) -> dict:
 
 
 class RedisWaiter(Waiter):
-    """Pub/sub on the queue's wake channel: every idle consumer hears every hint
-    (a broadcast also carries 'the next delayed job is now sooner' to all).
+    """Pub/sub on the queue's wake channel, and on the consumer's own channel for
+    jobs handed over by a push (see hand_off in _keys.lua).
 
-    A hint's content is never needed, so after the subscription is confirmed the
-    socket's bytes are read and dropped directly: parsing each message with
-    redis-py cost a quarter of a millisecond on the push-to-start path."""
+    Every idle consumer hears every hint (a broadcast also carries 'the next
+    delayed job is now sooner' to all). After SUBSCRIBE is sent, the socket is
+    read and its frames parsed here: redis-py's parser cost a quarter of a
+    millisecond per message on the push-to-start path, and reading only raw
+    bytes means none can sit unseen in another parser's buffer."""
 
-    def __init__(self, client, channel):
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+    def __init__(self, client, channel, consumer=None):
+        self._pubsub = client.pubsub()
+        self._hand = f"{channel}:{consumer}".encode() if consumer else None
+        channels = [channel] + ([self._hand.decode()] if consumer else [])
         with _errors():
-            self._pubsub.subscribe(channel)
-            deadline = time.monotonic() + 5
-            while self._pubsub.subscribed is False or self._confirmations() == 0:
-                if time.monotonic() > deadline:
-                    raise BrokerError("redis: no confirmation of the wake-up subscription")
+            self._pubsub.subscribe(*channels)
         self._sock = self._pubsub.connection._sock
+        self._buf = b""
+        self._confirm(len(channels))
+        # From here on only drain() reads it, and must never wait: a socket with a
+        # timeout (redis-py's) waits for data before recv(), whatever the flags.
+        self._sock.settimeout(0.0)
 
-    def _confirmations(self) -> int:
-        msg = self._pubsub.parse_response(block=False, timeout=1)
-        return 1 if msg and msg[0] in ("subscribe", b"subscribe") else 0
+    def _confirm(self, expected: int) -> None:
+        """Read the SUBSCRIBE confirmations, so that a readable socket means a message.
+        Any other frame (a job handed over already) stays buffered for drain()."""
+        seen, deadline = 0, time.monotonic() + 5
+        while True:
+            pos, kept = 0, b""
+            while True:
+                frame, end = _resp_array(self._buf, pos)
+                if frame is None:
+                    break
+                if frame and frame[0] == b"subscribe":
+                    seen += 1
+                else:
+                    kept += self._buf[pos:end]
+                pos = end
+            self._buf = kept + self._buf[pos:]
+            if seen >= expected:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError("redis: no confirmation of the wake-up subscription")
+            if select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                self._buf += self._sock.recv(65536)
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def drain(self) -> None:
+    def drain(self) -> list:
+        """Read what has arrived; returns the (token, envelope) pairs handed to us."""
         try:
             while True:
-                chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
+                chunk = self._sock.recv(65536)
                 if not chunk:
                     raise BrokerError("redis: the wake-up connection was closed")
+                self._buf += chunk
                 if len(chunk) < 65536:
-                    return
+                    break
         except BlockingIOError:
-            return
+            pass
         except OSError as exc:
             raise BrokerError(f"redis: wake-up connection: {exc}") from exc
+        return self._handed()
+
+    def _handed(self) -> list:
+        out, pos = [], 0
+        while True:
+            frame, end = _resp_array(self._buf, pos)
+            if frame is None:
+                break
+            pos = end
+            if len(frame) == 3 and frame[0] == b"message" and frame[1] == self._hand:
+                token, _, envelope = frame[2].decode().partition(" ")
+                out.append((token, envelope))
+        self._buf = self._buf[pos:]
+        return out
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._pubsub.close()
+
+
+def _resp_array(buf: bytes, pos: int):
+    """One array (RESP2 `*`, or a RESP3 push `>`) of bulk strings/integers from
+    buf[pos:]: (items, end), or (None, pos) while it is incomplete."""
+    if pos >= len(buf):
+        return None, pos
+    line_end = buf.find(b"\r\n", pos)
+    if line_end < 0 or buf[pos:pos + 1] not in (b"*", b">"):
+        return None, pos
+    count, cur, items = int(buf[pos + 1:line_end]), line_end + 2, []
+    for _ in range(count):
+        line_end = buf.find(b"\r\n", cur)
+        if line_end < 0:
+            return None, pos
+        kind = buf[cur:cur + 1]
+        if kind == b":":
+            items.append(int(buf[cur + 1:line_end]))
+            cur = line_end + 2
+            continue
+        size = int(buf[cur + 1:line_end])
+        start = line_end + 2
+        if len(buf) < start + size + 2:
+            return None, pos
+        items.append(buf[start:start + size])
+        cur = start + size + 2
+    return items, cur
 
 
 class RedisBroker(Broker):
@@ -105,14 +172,14 @@ class RedisBroker(Broker):
 
     # -- producers
     def push(self, queue, items):
-        args = [len(items)]
+        args = [os.urandom(6).hex() + ".", len(items)]
         for envelope, priority, delay in items:
             args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
         self._call("push", queue, args)
 
     # -- consumers
-    def _reserve_raw(self, queue, consumer, count, lease, acks):
-        args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), len(acks)]
+    def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):
+        args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), idle, len(acks)]
         done_keys = []
         prefix = self.keys(queue)[0][:-len("ready:0")]
         for a in acks:
@@ -120,8 +187,8 @@ class RedisBroker(Broker):
             done_keys.append(f"{prefix}done:{a.id}")
         return self._call("reserve", queue, args, done_keys)
 
-    def reserve(self, queue, consumer, count, lease, acks=()):
-        out = self._reserve_raw(queue, consumer, count, lease, acks)
+    def reserve(self, queue, consumer, count, lease, acks=(), idle=""):
+        out = self._reserve_raw(queue, consumer, count, lease, acks, idle)
         next_due = None if out[1] < 0 else out[1] / 1000.0
         return [Reserved(out[i], out[i + 1]) for i in range(2, len(out), 2)], next_due
 
@@ -153,8 +220,8 @@ class RedisBroker(Broker):
         out = self._call("expired", queue, [limit])
         return [_held(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
-    def waiter(self, queue):
-        return RedisWaiter(self.client, self.keys(queue)[17])
+    def waiter(self, queue, consumer=None):
+        return RedisWaiter(self.client, self.keys(queue)[17], consumer)
 
     # -- inspection and administration
     def counts(self, queue):

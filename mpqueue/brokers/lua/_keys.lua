@@ -9,11 +9,13 @@
 --   KEYS[15]    stats       HASH    done, failed: totals
 --   KEYS[16]    failed      HASH    id -> "<envelope>\n<error json>": the failed store
 --   KEYS[17]    errors      HASH    id -> last error json of a job waiting for a retry
---   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers
--- KEYS[19..]   script-specific (done:<id> keys for acks)
+--   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers;
+--                           "<wake>:<consumer>" is that consumer's channel for handed-over jobs
+--   KEYS[19]    idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
+-- KEYS[20..]   script-specific (done:<id> keys for acks)
 -- An envelope is "<id> <attempts> <priority> <json body>".
-local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE = 11, 12, 13, 14, 15, 16, 17, 18
-local NKEYS = 18
+local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
+local NKEYS = 19
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -46,6 +48,42 @@ end
 
 local function wake()
   redis.call('PUBLISH', KEYS[WAKE], '1')
+end
+
+-- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
+-- Returns the envelope as held.
+local function hold(env, token, consumer, lease_ms, now)
+  local id, n, prio, body = parse(env)
+  if id then
+    env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
+  else
+    -- Junk someone pushed into our list: give it an id and a header so the
+    -- worker can move it to the failed store as bad_payload.
+    id = 'bad-' .. token
+    env = id .. ' 1 0 ' .. env
+  end
+  redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. env)
+  redis.call('ZADD', KEYS[LEASES], now + lease_ms, id)
+  return id, env
+end
+
+-- Hand a new job straight to an idle consumer: reserved for it exactly as by
+-- reserve.lua, and sent in the wake-up message itself, which saves the consumer
+-- a round trip. PUBLISH counts receivers: if the consumer is gone, the
+-- reservation is undone and the next idle consumer is tried. Returns true if handed.
+local function hand_off(env, token, now)
+  if not parse(env) then return false end
+  while true do
+    local entry = redis.call('LPOP', KEYS[IDLE])
+    if not entry then return false end
+    local consumer, lease = string.match(entry, '^(%S+) (%d+)$')
+    if consumer then
+      local id, held = hold(env, token, consumer, tonumber(lease), now)
+      if redis.call('PUBLISH', KEYS[WAKE] .. ':' .. consumer, token .. ' ' .. held) > 0 then return true end
+      redis.call('HDEL', KEYS[HELD], id)
+      redis.call('ZREM', KEYS[LEASES], id)
+    end
+  end
 end
 
 -- Remove a reservation if `token` still owns it; returns its envelope or nil.

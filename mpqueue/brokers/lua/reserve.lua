@@ -1,16 +1,20 @@
 -- Ack finished jobs, promote due delayed jobs, and reserve up to `count` jobs,
 -- in one step: a worker in a steady stream pays one round trip per job.
--- ARGV: consumer, token_prefix, count, lease_ms, n_acks,
---       then per ack: id, token, done_record, ttl_s, attempts
+-- ARGV: consumer, token_prefix, count, lease_ms, idle, n_acks,
+--       then per ack: id, token, done_record, ttl_s, first_attempt
+-- idle: "" or letters: L = the consumer leaves the idle list first; E = if nothing
+--       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
 -- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
 local consumer, prefix = ARGV[1], ARGV[2]
-local count, lease, nacks = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local count, lease, idle, nacks = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
+local entry = consumer .. ' ' .. lease
+if string.find(idle, 'L', 1, true) then redis.call('LREM', KEYS[IDLE], 0, entry) end
 
 local acked = 0
 for i = 1, nacks do
-  local b = 5 + (i - 1) * 5
+  local b = 6 + (i - 1) * 5
   local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
   if take_held(id, ARGV[b + 2]) then
     acked = acked + 1
@@ -35,19 +39,9 @@ while got < count and p >= 0 do
   if env then
     got = got + 1
     local token = prefix .. got
-    local id, n, prio, body = parse(env)
-    if id then
-      env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
-    else
-      -- Junk someone pushed into our list: give it an id and a header so the
-      -- worker can move it to the failed store as bad_payload.
-      id = 'bad-' .. token
-      env = id .. ' 1 0 ' .. env
-    end
-    redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. env)
-    redis.call('ZADD', KEYS[LEASES], now + lease, id)
+    local _, held = hold(env, token, consumer, lease, now)
     out[#out + 1] = token
-    out[#out + 1] = env
+    out[#out + 1] = held
   else
     -- every list above p is empty: lower the bound so later calls skip them
     if p == top then top = math.max(p - 1, 0) end
@@ -57,6 +51,8 @@ end
 if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end
+
+if got == 0 and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
 
 local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
 if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end

@@ -1,0 +1,183 @@
+"""The Debian 12 package, for real: build it from the working tree, install it on
+this machine, run the installed unit under a throwaway systemd with Debian's own
+python3 and libraries, upgrade it, purge it, and check nothing is left behind.
+
+It changes /usr, /etc and /var/lib of the machine (and purges in a `finally`), so
+it runs only with MPQUEUE_DEB_TEST=1, as root, where the systemd harness works."""
+import grp
+import json
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import RedisServer, wait_for
+from tests.systemd.harness import Systemd, unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = "mpqueue@debtest.service"
+CONFIG = Path("/etc/mpqueue/debtest.yaml")
+# Debian's tools and interpreter only: no pyenv, no virtualenv, no PYTHONPATH.
+DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+
+pytestmark = [
+    pytest.mark.deb,
+    pytest.mark.skipif(os.environ.get("MPQUEUE_DEB_TEST") != "1",
+                       reason="installs and purges a package on this machine: set MPQUEUE_DEB_TEST=1"),
+    pytest.mark.skipif(unavailable() is not None, reason=f"no throwaway systemd: {unavailable()}"),
+]
+
+
+def sh(*cmd, check=True, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=DEBIAN_ENV, cwd="/", capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def in_systemd(sd, *cmd, check=True) -> subprocess.CompletedProcess:
+    """Run cmd inside the throwaway systemd's namespaces, so maintainer scripts talk to it."""
+    env = [f"{k}={v}" for k, v in DEBIAN_ENV.items()]
+    return sd.run("env", "-i", *env, *cmd, check=check, timeout=600)
+
+
+def package_state() -> str:
+    return sh("dpkg-query", "-W", "-f", "${db:Status-Status}", "mpqueue", check=False).stdout.strip()
+
+
+def installed_packages() -> set[str]:
+    return set(sh("dpkg-query", "-W", "-f", "${db:Status-Status} ${Package}\n").stdout.split("\n"))
+
+
+def user_exists(name="mpqueue") -> bool:
+    return sh("getent", "passwd", name, check=False).returncode == 0
+
+
+def mpqueue_processes() -> list[str]:
+    """Command lines of any mpqueue service process on the machine (supervisor or worker)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/usr/bin/mpqueue" in cmd or cmd.startswith("mpqueue "):
+            found.append(f"{proc.name}: {cmd}")
+    return found
+
+
+def push(*args) -> str:
+    out = sh("/usr/bin/mpqctl", "--config", str(CONFIG), "--json", "push", "default",
+             "mpqueue.examples.tasks:add", "--args", json.dumps(list(args))).stdout
+    return json.loads(out)["id"]
+
+
+def job_done(job_id, result) -> bool:
+    out = sh("/usr/bin/mpqctl", "--config", str(CONFIG), "job", job_id, "--json", check=False).stdout
+    job = json.loads(out) if out.strip() else {}
+    return job.get("state") == "done" and job.get("result") == result
+
+
+def write_config(broker_url: str) -> None:
+    # The shipped example, pointed at the test's own redis-server.
+    cfg = yaml.safe_load(Path("/etc/mpqueue/example.yaml").read_text())
+    cfg.update(name="debtest", broker=broker_url, shutdown_timeout=5)
+    CONFIG.write_text(yaml.safe_dump(cfg))
+    os.chown(CONFIG, 0, grp.getgrnam("mpqueue").gr_gid)
+    CONFIG.chmod(0o640)
+
+
+def allow_service_actions(sd, tmp_path) -> None:
+    """A Docker image's /usr/sbin/policy-rc.d forbids every service action; a real
+    Debian host has none. Inside the throwaway systemd's mount namespace only, an
+    allowing one takes its place, so the maintainer scripts' stop and restart run."""
+    if Path("/usr/sbin/policy-rc.d").exists():
+        allow = tmp_path / "policy-rc.d"
+        allow.write_text("#!/bin/sh\nexit 0\n")
+        allow.chmod(0o755)
+        sd.run("mount", "--bind", str(allow), "/usr/sbin/policy-rc.d")
+
+
+def purge_leftovers(new_packages: set[str]) -> None:
+    CONFIG.unlink(missing_ok=True)
+    if package_state() not in ("", "not-installed"):
+        sh("apt-get", "purge", "-y", "-q", "mpqueue", check=False)
+    # What `apt-get -f install` pulled in for this test only (python3-redis, ...).
+    extra = sorted(p.split()[1] for p in new_packages if p.startswith("installed ") and p.split()[1] != "mpqueue")
+    if extra:
+        sh("apt-get", "purge", "-y", "-q", *extra, check=False)
+
+
+def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path):
+    if package_state() not in ("", "not-installed"):
+        pytest.skip("mpqueue is already installed on this machine; this test would remove it")
+    user_before = user_exists()
+
+    # Given: the package built from the working tree with the one documented command
+    build = subprocess.run([str(REPO / "packaging/debian/build.sh"), str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    deb = next((tmp_path / "out").glob("mpqueue_0.1.0-1_all.deb"))
+
+    before = installed_packages()
+    sd = redis = None
+    try:
+        # When: it is installed as a user would, dependencies from Debian's archive
+        sh("dpkg", "-i", str(deb), check=False)
+        sh("apt-get", "-f", "install", "-y", "-q")
+        assert package_state() == "installed"
+
+        # Then: Debian's interpreter and libraries run it; the user and the files are there
+        assert Path("/usr/bin/mpqueue").read_text().startswith("#!/usr/bin/python3\n")
+        where = sh("/usr/bin/python3", "-c", "import mpqueue, redis, click; "
+                   "print(mpqueue.__file__, redis.__file__, click.__file__)").stdout.split()
+        assert all(p.startswith("/usr/lib/python3/dist-packages/") for p in where), where
+        assert user_exists() and Path("/usr/lib/sysusers.d/mpqueue.conf").exists()
+        etc = os.stat("/etc/mpqueue")
+        assert (etc.st_mode & 0o777, grp.getgrgid(etc.st_gid).gr_name) == (0o750, "mpqueue")
+        for page in ("mpqueue.1.gz", "mpqctl.1.gz"):
+            assert Path("/usr/share/man/man1", page).exists()
+        assert sh("/usr/bin/mpqueue", "check", "--config", "/etc/mpqueue/example.yaml").returncode == 0
+
+        # When: an instance of the installed unit runs under systemd, as the mpqueue user
+        redis = RedisServer()
+        write_config(redis.url)
+        sd = Systemd().start()
+        sd.install("mpqueue@.service", Path("/lib/systemd/system/mpqueue@.service").read_text())
+        sd.install("mpqueue.target", Path("/lib/systemd/system/mpqueue.target").read_text())
+        sd.ctl("start", UNIT)
+        assert sd.prop(UNIT, "ActiveState") == "active"
+        main = sd.host_pid(int(sd.prop(UNIT, "MainPID")))
+        assert os.stat(f"/proc/{main}").st_uid == pwd.getpwnam("mpqueue").pw_uid
+
+        # Then: jobs pushed with the installed mpqctl are done
+        ids = [push(i, 10) for i in range(3)]
+        for i, job_id in enumerate(ids):
+            wait_for(lambda: job_done(job_id, i + 10), 20, interval=0.2, what=f"job {job_id} done")
+
+        # When: the package is upgraded (reinstalled) while the instance runs
+        allow_service_actions(sd, tmp_path)
+        old_pid = sd.prop(UNIT, "MainPID")
+        in_systemd(sd, "dpkg", "-i", str(deb))
+        # Then: the running instance was restarted onto the new files, and serves
+        assert sd.prop(UNIT, "ActiveState") == "active" and sd.prop(UNIT, "MainPID") != old_pid
+        job_id = push(20, 22)
+        wait_for(lambda: job_done(job_id, 42), 20, interval=0.2, what="a job after the upgrade")
+
+        # When: the package is purged while the instance runs
+        CONFIG.unlink()
+        in_systemd(sd, "apt-get", "purge", "-y", "-q", "mpqueue")
+        # Then: the instance was stopped and everything the package made is gone
+        assert sd.prop(UNIT, "ActiveState") in ("inactive", "failed")
+        assert mpqueue_processes() == []
+        assert package_state() in ("", "not-installed")
+        assert user_exists() == user_before
+        for path in ("/usr/bin/mpqueue", "/usr/bin/mpqctl", "/var/lib/mpqueue", "/etc/mpqueue",
+                     "/lib/systemd/system/mpqueue@.service", "/usr/lib/sysusers.d/mpqueue.conf"):
+            assert not Path(path).exists(), path
+    finally:
+        if sd is not None:
+            sd.stop()
+        if redis is not None:
+            redis.stop()
+        purge_leftovers(installed_packages() - before)

@@ -23,10 +23,17 @@ def rdb(redis_server, redis_url):
 
 
 @pytest.fixture
-def service(tmp_path, redis_url):
+def broker_url(redis_url):
+    """The service's broker; modules that run on every broker override this."""
+    return redis_url
+
+
+@pytest.fixture
+def service(tmp_path, redis_url, broker_url):
     services = []
 
     def make(config=None, **kw):
+        kw.setdefault("broker", broker_url)
         svc = Service(tmp_path / f"s{len(services)}", redis_url, config, **kw)
         services.append(svc)
         return svc

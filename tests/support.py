@@ -29,6 +29,17 @@ def wait_for(predicate, timeout=10.0, interval=0.01, what="condition"):
         time.sleep(interval)  # ok: polling interval, not a wait for an event
 
 
+BROKERS = ["redis", "sqlite"]
+
+
+def broker_url_for(request) -> str:
+    """The broker URL for a test parametrized over BROKERS: the session's Redis
+    (a clean database) or an SQLite file in the test's own directory."""
+    if request.param == "redis":
+        return request.getfixturevalue("redis_url")
+    return f"sqlite://{request.getfixturevalue('tmp_path')}/broker.db"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,12 +188,13 @@ class Service:
     """A real `mpqueue run --config` in a subprocess, with a fake NOTIFY_SOCKET."""
 
     def __init__(self, tmp: Path, redis_url: str, config: dict | None = None, tasks: str = TASKS,
-                 name: str = "svc"):
+                 name: str = "svc", broker: str | None = None):
         self.tmp = Path(tmp)
-        self.redis_url = redis_url
+        self.redis_url = redis_url      # where test tasks record what they did
+        self.broker_url = broker or redis_url
         (self.tmp / "code").mkdir(parents=True, exist_ok=True)
         (self.tmp / "code" / "testtasks.py").write_text(textwrap.dedent(tasks))
-        cfg = {"name": name, "broker": redis_url, "path": [str(self.tmp / "code")],
+        cfg = {"name": name, "broker": self.broker_url, "path": [str(self.tmp / "code")],
                "imports": ["testtasks"], "log": {"level": "info", "format": "text"},
                "shutdown_timeout": 10, "lease_grace": 2,
                "queues": {"default": {"workers": 2}}}

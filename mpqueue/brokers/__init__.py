@@ -13,4 +13,10 @@ def open_broker(url: str, **kw) -> Broker:
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker
         return RedisBroker(url, **kw)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBroker
+        return SQLiteBroker(url, **kw)
+    if scheme == "sync":
+        from .sync import SyncBroker
+        return SyncBroker(url, **kw)
     raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {url!r}")

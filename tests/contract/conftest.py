@@ -1,11 +1,16 @@
-"""One contract suite for every broker: a backend that passes it is a broker."""
+"""One contract suite for every broker: a backend that passes it is a broker.
+The same tests run, unchanged, against each URL scheme below."""
 import pytest
 
 from mpqueue.brokers import open_broker
 
 
-@pytest.fixture(params=["redis"])
-def broker(request, redis_url):
-    b = open_broker(redis_url)
+@pytest.fixture(params=["redis", "sqlite"])
+def broker(request, tmp_path):
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = f"sqlite://{tmp_path}/contract.db"
+    b = open_broker(url)
     yield b
     b.close()

@@ -44,6 +44,10 @@ def run(name, config):
     Exit status: 0 stopped, 1 error, 3 workers failed to boot, 78 bad configuration.
     """
     cfg = _load(name, config)
+    if cfg.broker.startswith("sync:"):
+        click.echo(f"mpqueue: {cfg.source}: broker: sync:// runs jobs inside the pushing process, so there "
+                   "is no service to run; use sqlite:///PATH or redis://HOST for `mpqueue run`", err=True)
+        sys.exit(EX_CONFIG)
     from . import logsetup
     from .lock import AlreadyRunning
     from .supervisor import Supervisor

@@ -23,7 +23,12 @@ class Client:
     def from_config(cls, path) -> "Client":
         from .config import load_config
         cfg = load_config(path)
-        return cls(cfg.broker, max_payload=cfg.max_payload)
+        broker = None
+        if cfg.broker.startswith("sync:"):
+            # Inline jobs follow the config's queue settings and import its task modules.
+            from .brokers.sync import SyncBroker
+            broker = SyncBroker(cfg.broker, service=cfg)
+        return cls(cfg.broker, broker=broker, max_payload=cfg.max_payload)
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
              eta=None, priority: int = 0) -> str:

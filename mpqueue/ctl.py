@@ -115,6 +115,9 @@ class Target:
 
     @cached_property
     def broker(self):
+        if self.url.startswith("sync:"):
+            raise CtlError("broker sync:// runs each job inside the process that pushes it and keeps "
+                           "nothing for mpqctl to see; use a redis:// or sqlite:// broker", EX_USAGE)
         try:
             return open_broker(self.url)
         except (BrokerError, ValueError) as exc:

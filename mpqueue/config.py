@@ -19,9 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
-# Other modules (the SQLite broker, ...) extend this tuple; it is read at each
-# validation, never copied.
-BROKER_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "sqlite", "sync")
 CONFIG_DIR_ENV = "MPQUEUE_CONFIG_DIR"
 DEFAULT_CONFIG_DIR = "/etc/mpqueue"
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -166,6 +164,12 @@ def _broker(v):
         raise _Bad(f"a valid URL with scheme {schemes}") from None
     if parts.scheme not in BROKER_SCHEMES:
         raise _Bad(expected)
+    if parts.scheme == "sync":
+        if parts.netloc or parts.path.strip("/") or parts.query:
+            raise _Bad("sync:// with nothing after it")
+        return v
+    if parts.scheme == "sqlite" and parts.query not in ("", "synchronous=normal", "synchronous=full"):
+        raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
     if not (parts.netloc or parts.path):
         raise _Bad(f"a URL with a host or a path after '{parts.scheme}:'")
     return v
@@ -362,7 +366,7 @@ def load_config(path) -> ServiceConfig:
     log = cfg.log
     if log.file:
         log = dataclasses.replace(log, file=_anchor(log.file, base))
-    broker = _with_password(cfg, path, base)
+    broker = _anchor_sqlite(_with_password(cfg, path, base), base, cfg.name)
     return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log, broker=broker,
                                source=str(path.resolve()))
 
@@ -391,6 +395,20 @@ def _with_password(cfg, path: Path, base: Path) -> str:
     user = quote(parts.username or "", safe="")
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def _anchor_sqlite(url: str, base: Path, name: str) -> str:
+    """In an sqlite: URL, `{name}` is the service's name (so one example file serves
+    every instance: sqlite:///var/lib/mpqueue/{name}/queue.db), and a relative path
+    is relative to the YAML file, so the service, its workers and mpqctl all open
+    the same database wherever they were started."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return url
+    path = (parts.netloc + parts.path).replace("{name}", name)
+    if not path.startswith("/"):
+        path = str(base / path)
+    return f"sqlite://{path}" + (f"?{parts.query}" if parts.query else "")
 
 
 def config_dir() -> Path:

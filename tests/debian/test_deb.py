@@ -7,6 +7,7 @@ it runs only with MPQUEUE_DEB_TEST=1, as root, where the systemd harness works."
 import grp
 import json
 import os
+import shutil
 import pwd
 import subprocess
 from pathlib import Path
@@ -100,6 +101,7 @@ def allow_service_actions(sd, tmp_path) -> None:
 
 def purge_leftovers(new_packages: set[str]) -> None:
     CONFIG.unlink(missing_ok=True)
+    Path("/etc/mpqueue/orders.yaml").unlink(missing_ok=True)
     if package_state() not in ("", "not-installed"):
         sh("apt-get", "purge", "-y", "-q", "mpqueue", check=False)
     # What `apt-get -f install` pulled in for this test only (python3-redis, ...).
@@ -154,6 +156,21 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
         ids = [push(i, 10) for i in range(3)]
         for i, job_id in enumerate(ids):
             wait_for(lambda: job_done(job_id, i + 10), 20, interval=0.2, what=f"job {job_id} done")
+
+        # When: the shipped example is copied unchanged, as the README says: its broker is
+        # SQLite in the instance's state directory, no Redis involved
+        shutil.copy("/etc/mpqueue/example.yaml", "/etc/mpqueue/orders.yaml")
+        sd.ctl("start", "mpqueue@orders.service")
+        assert sd.prop("mpqueue@orders.service", "ActiveState") == "active"
+        # Then: a job pushed with `mpqctl -s orders` is done, in /var/lib/mpqueue/orders/queue.db
+        out = sh("/usr/bin/mpqctl", "-s", "orders", "--json", "push", "default", "mpqueue.examples.tasks:add",
+                 "--args", "[2, 3]").stdout
+        sqlite_job = json.loads(out)["id"]
+        wait_for(lambda: json.loads(sh("/usr/bin/mpqctl", "-s", "orders", "job", sqlite_job, "--json").stdout)
+                 .get("result") == 5, 20, interval=0.2, what="a job on the SQLite broker done")
+        assert Path("/var/lib/mpqueue/orders/queue.db").exists()
+        sd.ctl("stop", "mpqueue@orders.service")
+        Path("/etc/mpqueue/orders.yaml").unlink()
 
         # When: the package is upgraded (reinstalled) while the instance runs
         allow_service_actions(sd, tmp_path)

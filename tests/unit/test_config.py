@@ -33,11 +33,38 @@ def write(tmp_path, text: str, name: str = "orders.yaml") -> Path:
 
 def test_the_example_file_loads_with_its_two_queues():
     cfg = load_config(EXAMPLE)
-    assert (cfg.name, cfg.broker, cfg.imports) == ("example", "redis://127.0.0.1:6379/0", ("mpqueue.examples.tasks",))
+    assert (cfg.name, cfg.broker, cfg.imports) == (
+        "example", "sqlite:///var/lib/mpqueue/example/queue.db", ("mpqueue.examples.tasks",))
     assert list(cfg.queues) == ["default", "reports"]
     assert (cfg.queues["default"].workers, cfg.queues["default"].mode) == (2, "grab")
     assert (cfg.queues["reports"].workers, cfg.queues["reports"].mode) == (1, "dispatch")
     assert cfg.source == str(EXAMPLE)
+
+
+def test_a_copy_of_the_example_is_a_service_of_its_own_file_name(tmp_path):
+    copy = write(tmp_path, EXAMPLE.read_text())
+    cfg = load_config(copy)
+    assert (cfg.name, cfg.broker) == ("orders", "sqlite:///var/lib/mpqueue/orders/queue.db")
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:queue.db", "sqlite://{dir}/queue.db"),
+    ("sqlite:data/{name}.db?synchronous=full", "sqlite://{dir}/data/orders.db?synchronous=full"),
+    ("sqlite:///srv/q/{name}/queue.db", "sqlite:///srv/q/orders/queue.db"),
+    ("sync://", "sync://"),
+])
+def test_sqlite_paths_are_anchored_at_the_file_and_name_the_service(tmp_path, url, expected):
+    path = write(tmp_path, f"broker: '{url}'\nimports: [app.tasks]\nqueues: {{default: {{}}}}\n")
+    assert load_config(path).broker == expected.format(dir=tmp_path)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:///q.db?synchronous=off", "an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full"),
+    ("sync://somewhere", "sync:// with nothing after it"),
+    ("postgres://h/db", "a URL with scheme redis, rediss, unix, sqlite or sync"),
+])
+def test_a_bad_broker_url_is_one_line_naming_the_key(url, expected):
+    assert error_of(broker=url) == f"orders.yaml: broker: expected {expected}, got {url!r}"
 
 
 def test_the_example_file_documents_every_key_at_its_default():
@@ -140,7 +167,7 @@ def test_the_spec_example_message_is_exact():
 
 def test_a_broker_with_another_scheme_names_the_accepted_ones():
     assert error_of(broker="http://x") == \
-        "orders.yaml: broker: expected a URL with scheme redis, rediss or unix, got 'http://x'"
+        "orders.yaml: broker: expected a URL with scheme redis, rediss, unix, sqlite or sync, got 'http://x'"
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -186,8 +213,8 @@ def test_a_broker_with_another_scheme_names_the_accepted_ones():
     ({"log": {"max_bytes": 100}}, "log.max_bytes: expected an integer >= 1024, got 100"),
     ({"log": {"file": ""}}, "log.file: expected a non-empty string or null, got ''"),
     ({"log": "debug"}, "log: expected a mapping, got 'debug'"),
-    ({"broker": 6379}, "broker: expected a URL with scheme redis, rediss or unix, got 6379"),
-    ({"broker": "redis://h:port/0"}, "broker: expected a valid URL with scheme redis, rediss or unix"),
+    ({"broker": 6379}, "broker: expected a URL with scheme redis, rediss, unix, sqlite or sync, got 6379"),
+    ({"broker": "redis://h:port/0"}, "broker: expected a valid URL with scheme redis, rediss, unix, sqlite or sync"),
     ({"broker": "redis:"}, "broker: expected a URL with a host or a path after 'redis:', got 'redis:'"),
 ])
 def test_a_bad_value_is_named_with_its_key_path(changes, message):

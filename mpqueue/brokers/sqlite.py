@@ -189,6 +189,9 @@ class SQLiteBroker(Broker):
                 if self._lock is not None:
                     fcntl.flock(self._lock, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
+            if self.conn.in_transaction:       # e.g. COMMIT failed on a full disk
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
 
     def _read(self, sql: str, args=()) -> list:

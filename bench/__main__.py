@@ -54,6 +54,11 @@ def print_table(results: dict, versions: dict, args) -> None:
     for name, samples in results.items():
         s = summary(samples)
         print(f"| {name} | {fmt(s['median'])} | {fmt(s['min'])}–{fmt(s['max'])} |")
+    sqlite = next((v for k, v in results.items() if k.startswith("sqlite: drain")), None)
+    redis_grab = next((v for k, v in results.items() if k.startswith("drain ") and "grab" in k), None)
+    if sqlite and redis_grab:
+        import statistics
+        print(f"\nmpqueue drain, SQLite / Redis broker: {statistics.median(sqlite) / statistics.median(redis_grab):.2f}")
     ratios = [(k, v) for k, v in results.items() if k.startswith("drain ") and "dramatiq" not in k]
     peer = results.get("drain 20k no-op, dramatiq 2 processes (jobs/s)")
     if peer:

@@ -1,7 +1,9 @@
 """mpqueue under benchmark: a real `mpqueue run` with 2 worker processes."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,23 +42,27 @@ def io(ms=2):
 class Mpqueue:
     name = "mpqueue"
 
-    def __init__(self, redis, mode: str = "grab", workers: int = 2):
+    def __init__(self, redis, mode: str = "grab", workers: int = 2, broker: str = "redis"):
+        """broker: "redis" (the private redis-server) or "sqlite" (a fresh file in a
+        temporary directory); jobs record their completion in Redis either way."""
         import mpqueue
         self.version = mpqueue.__version__
-        self.redis, self.mode = redis, mode
+        self.redis, self.mode, self.broker = redis, mode, broker
         self.dir = Path(tempfile.mkdtemp(prefix="mpq-bench-"))
+        atexit.register(shutil.rmtree, self.dir, True)
+        url = redis.url if broker == "redis" else f"sqlite://{self.dir}/queue.db"
         (self.dir / "benchtasks.py").write_text(TASKS)
         self.config = self.dir / "bench.yaml"
         self.config.write_text(yaml.safe_dump({
-            "name": f"bench-{mode}", "broker": redis.url, "path": [str(self.dir)], "imports": ["benchtasks"],
+            "name": f"bench-{mode}-{broker}", "broker": url, "path": [str(self.dir)], "imports": ["benchtasks"],
             "log": {"level": "warning", "format": "text"},
             "queues": {"bench": {"workers": workers, "mode": mode, "result_ttl": 300}}}))
-        self.client = mpqueue.Client(redis.url)
+        self.client = mpqueue.Client(url)
         self.proc = None
 
     @property
     def label(self) -> str:
-        return f"mpqueue ({self.mode})"
+        return f"mpqueue ({self.mode}, {self.broker})"
 
     def start_workers(self) -> None:
         env = dict(os.environ, BENCH_RESULTS=self.redis.results_url, MPQUEUE_RUNTIME_DIR=str(self.dir / "run"))
@@ -67,7 +73,7 @@ class Mpqueue:
         """Idle and subscribed: both workers have booted and made their first reserve."""
         def booted():
             nodes = self.client.broker.nodes()
-            return any(n["service"] == f"bench-{self.mode}" and n["queues"]["bench"]["workers"] == 2 for n in nodes)
+            return any(n["service"] == f"bench-{self.mode}-{self.broker}" and n["queues"]["bench"]["workers"] == 2 for n in nodes)
         wait_until(booted, 30, "mpqueue workers")
         time.sleep(0.5)  # ok: let workers reach their idle wait before timing idle or latency
 

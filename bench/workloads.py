@@ -11,9 +11,9 @@ def reset(redis) -> None:
     redis.client.flushall()
 
 
-def push_rate(redis, bulk: bool, n: int) -> float:
+def push_rate(redis, bulk: bool, n: int, broker: str = "redis") -> float:
     reset(redis)
-    system = Mpqueue(redis)
+    system = Mpqueue(redis, broker=broker)
     t0 = time.perf_counter()
     (system.push_bulk if bulk else system.push)(n)
     return n / (time.perf_counter() - t0)
@@ -34,10 +34,10 @@ def drain(redis, system, n: int) -> tuple[float, float]:
         system.stop_workers()
 
 
-def _stamped(redis, mode: str, n: int, push_all) -> list[tuple[float, float, float]]:
+def _stamped(redis, mode: str, n: int, push_all, broker: str = "redis") -> list[tuple[float, float, float]]:
     """Run `push_all(system)` against idle workers; (started, pushed, due) per job."""
     reset(redis)
-    system = Mpqueue(redis, mode)
+    system = Mpqueue(redis, mode, broker=broker)
     system.start_workers()
     try:
         system.wait_ready()
@@ -48,7 +48,7 @@ def _stamped(redis, mode: str, n: int, push_all) -> list[tuple[float, float, flo
         system.stop_workers()
 
 
-def latency(redis, mode: str, n: int = 500, rate: float = 50.0) -> tuple[float, float]:
+def latency(redis, mode: str, n: int = 500, rate: float = 50.0, broker: str = "redis") -> tuple[float, float]:
     """Push-to-start p50/p99 (ms) at a steady rate with idle workers."""
     def push_all(system):
         start = time.perf_counter()
@@ -57,7 +57,7 @@ def latency(redis, mode: str, n: int = 500, rate: float = 50.0) -> tuple[float, 
             pause = start + (i + 1) / rate - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)  # ok: pacing the producer at a steady rate
-    lat = [(started - pushed) * 1000 for started, pushed, _ in _stamped(redis, mode, n, push_all)]
+    lat = [(started - pushed) * 1000 for started, pushed, _ in _stamped(redis, mode, n, push_all, broker)]
     return percentile(lat, 50), percentile(lat, 99)
 
 
@@ -70,10 +70,10 @@ def delayed(redis, n: int = 500) -> tuple[float, float]:
     return percentile(late, 50), percentile(late, 99)
 
 
-def idle(redis, seconds: float = 10.0) -> tuple[float, float]:
+def idle(redis, seconds: float = 10.0, broker: str = "redis") -> tuple[float, float]:
     """CPU % of one core for the whole process tree, and Redis commands/s, while idle."""
     reset(redis)
-    system = Mpqueue(redis)
+    system = Mpqueue(redis, broker=broker)
     system.start_workers()
     try:
         system.wait_ready()
@@ -93,6 +93,19 @@ def memory(redis, n: int = 100_000) -> float:
     before = redis.used_memory()
     system.push_bulk(n, args=["x" * 100])
     return (redis.used_memory() - before) / n
+
+
+def sqlite_round(redis, args, results) -> None:
+    """The same workloads on the embedded SQLite broker (a fresh file each time)."""
+    results["sqlite: push, one at a time (jobs/s)"].append(push_rate(redis, False, min(5000, args.jobs), "sqlite"))
+    results["sqlite: push, bulk (jobs/s)"].append(push_rate(redis, True, args.jobs, "sqlite"))
+    rate, first = drain(redis, Mpqueue(redis, "grab", broker="sqlite"), args.jobs)
+    results[f"sqlite: drain {args.jobs // 1000}k no-op, grab 2 processes (jobs/s)"].append(rate)
+    p50, p99 = latency(redis, "grab", broker="sqlite")
+    results["sqlite: push-to-start p50 at 50 jobs/s, grab (ms)"].append(p50)
+    results["sqlite: push-to-start p99 at 50 jobs/s, grab (ms)"].append(p99)
+    cpu, _ = idle(redis, broker="sqlite")
+    results["sqlite: idle: CPU of the process tree (% of a core)"].append(cpu)
 
 
 def run_all(redis, args) -> tuple[dict, dict]:
@@ -126,6 +139,7 @@ def run_all(redis, args) -> tuple[dict, dict]:
         results["idle: CPU of the process tree (% of a core)"].append(cpu)
         results["idle: Redis commands/s"].append(cmds)
         results["Redis bytes per waiting job (100-byte arg)"].append(memory(redis))
+        sqlite_round(redis, args, results)
     import mpqueue
     versions = {"mpqueue": mpqueue.__version__, **versions}
     return dict(results), versions

@@ -10,7 +10,7 @@ import platform
 import time
 
 from . import workloads
-from .common import PrivateRedis, summary
+from .common import PrivateRedis, fmt, summary
 
 
 def main() -> None:
@@ -38,14 +38,6 @@ def main() -> None:
 def machine() -> str:
     return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, " \
            f"{time.strftime('%Y-%m-%d')}"
-
-
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def print_table(results: dict, versions: dict, args) -> None:

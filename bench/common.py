@@ -97,3 +97,11 @@ def kill_group(proc) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"

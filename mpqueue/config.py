@@ -46,6 +46,7 @@ class QueueConfig:
     retry_on_timeout: bool = False
     memory_limit: int = 128             # MB, 0 = none
     max_jobs: int = 0                   # recycle a worker after N jobs, 0 = never
+    prefetch: int = 16                  # grab mode: most jobs one reserve may take (1 = one at a time)
     result_ttl: int = 300               # seconds done jobs stay visible, 0 = not kept
     on_failure: str | None = None       # "module:function" hooks
     before_job: str | None = None
@@ -179,7 +180,7 @@ QUEUE_FIELDS = {
     "workers": _integer(1), "mode": _choice("grab", "dispatch"), "timeout": _seconds(0, above=True),
     "retries": _integer(0), "retry_delay": _seconds(0), "backoff": _choice("fixed", "exponential"),
     "max_retry_delay": _seconds(0), "retry_on_timeout": _boolean, "memory_limit": _integer(0),
-    "max_jobs": _integer(0), "result_ttl": _integer(0),
+    "max_jobs": _integer(0), "prefetch": _integer(1), "result_ttl": _integer(0),
     "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook,
 }
 LOG_FIELDS = {

@@ -25,7 +25,7 @@ class Recovery:
         self.queues = queues             # name -> QueueConfig
         self.tasks: dict[str, dict] = {} # task name -> public options, from workers
         self.backlog: list[tuple[str, Held, str]] = []
-        self.pending_consumers: list[tuple[str, str, str]] = []
+        self.pending_consumers: list[tuple[str, str, str, str | None]] = []
         self.retry_at = 0.0
         self.waiting = False
 
@@ -34,9 +34,11 @@ class Recovery:
         self.backlog.append((queue, held, kind))
         self.flush(force=True)
 
-    def settle_consumer(self, queue: str, consumer: str, kind: str) -> None:
-        """Every job a (dead) grab-mode worker held."""
-        self.pending_consumers.append((queue, consumer, kind))
+    def settle_consumer(self, queue: str, consumer: str, kind: str, running: str | None = None) -> None:
+        """Every job a (dead) grab-mode worker held: the one it was running (`running`,
+        from its scoreboard) as `kind`; the others, reserved in the same batch but
+        not started, are handed back unspent: they did not kill it."""
+        self.pending_consumers.append((queue, consumer, kind, running))
         self.flush(force=True)
 
     def pending(self) -> bool:
@@ -49,8 +51,11 @@ class Recovery:
             return not self.pending()
         try:
             while self.pending_consumers:
-                queue, consumer, kind = self.pending_consumers[0]
-                self.backlog += [(queue, h, kind) for h in self.broker.held(queue) if h.consumer == consumer]
+                queue, consumer, kind, running = self.pending_consumers[0]
+                # Last of a batch first: each release goes to the front, so FIFO holds.
+                held = sorted((h for h in self.broker.held(queue) if h.consumer == consumer),
+                              key=_batch_position, reverse=True)
+                self.backlog += [(queue, h, kind if h.id == running else "shutdown") for h in held]
                 self.pending_consumers.pop(0)
             while self.backlog:
                 self._settle_one(*self.backlog[0])
@@ -95,3 +100,9 @@ class Recovery:
         fields = {f.name for f in dataclasses.fields(cfg)}
         overrides = {k: v for k, v in opts.items() if k in fields and k != "name"}
         return dataclasses.replace(cfg, **overrides), bool(opts.get("has_on_failure"))
+
+
+def _batch_position(held: Held) -> int:
+    """A reservation token is '<batch prefix>.<position in the batch>'."""
+    tail = held.token.rpartition(".")[2]
+    return int(tail) if tail.isdigit() else 0

@@ -5,7 +5,6 @@ retries and failures are settled here through outcome.settle_failure.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -28,6 +27,11 @@ class Runner:
         self.index = worker_index
         self.scoreboard = scoreboard
         self.before_job = [outcome.import_string(s) for s in (queue_cfg.before_job,) if s]
+        self._effective: dict = {}    # task name -> the queue's settings with the task's overrides
+
+    def _options(self, info):
+        cfg = self._effective[info.name] = registry.effective(self.cfg, info)
+        return cfg
 
     def run(self, token: str, envelope: str) -> Ack | None:
         try:
@@ -39,7 +43,7 @@ class Runner:
         if info is None:
             self._refuse_job(job, outcome.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports")
             return None
-        cfg = registry.effective(self.cfg, info)
+        cfg = self._effective.get(info.name) or self._options(info)
         if cfg.timeout > self.cfg.timeout:
             # The reservation's lease was sized for the queue's timeout.
             self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
@@ -89,12 +93,13 @@ class Runner:
         ms = (time.monotonic() - started) * 1000
         record = ""
         if self.cfg.result_ttl:
+            fields = {"task": job.task, "attempts": job.attempts, "result": value,
+                      "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
             try:
-                result = json.loads(jobmod.dumps(value))
-            except (TypeError, ValueError):
-                result = repr(value)[:1000]
-            record = jobmod.dumps({"task": job.task, "attempts": job.attempts, "result": result,
-                                   "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)})
+                record = jobmod.dumps(fields)
+            except (TypeError, ValueError):      # not JSON: keep what it looks like
+                fields["result"] = repr(value)[:1000]
+                record = jobmod.dumps(fields)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)

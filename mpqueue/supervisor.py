@@ -296,15 +296,18 @@ class Supervisor:
 
     def recover(self, h, status, slot) -> None:
         kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
-        if h.killed_for == "timeout":
-            return                       # settled when we killed it
         if h.current is not None:        # dispatch mode: we know what it held
-            from .brokers import Held
-            self.recovery.settle(h.queue, Held(h.current["id"], h.current["token"], "", h.current["envelope"]), kind)
+            if h.killed_for != "timeout":    # (a timed-out job was settled when we killed it)
+                from .brokers import Held
+                self.recovery.settle(h.queue, Held(h.current["id"], h.current["token"], "", h.current["envelope"]),
+                                     kind)
         elif h.mode != "dispatch":
-            # Scan even after a clean-looking exit: a worker can die between reserving a
-            # job and marking itself busy. The scan is one small read of held jobs.
-            self.recovery.settle_consumer(h.queue, h.consumer, kind)
+            # Scan even after a clean-looking exit: a worker can die between reserving
+            # jobs and marking one busy, and holds the rest of its batch. The job it
+            # was running spends an attempt (unless a timeout already settled it);
+            # the rest go back unspent. The scan is one small read of held jobs.
+            running = slot.job_id if slot.busy and h.killed_for != "timeout" else None
+            self.recovery.settle_consumer(h.queue, h.consumer, kind, running)
 
     def note_boot_failure(self, h) -> None:
         failures = self.backoff.get((h.queue, h.index), (0, 0.0))[0] + 1
@@ -381,7 +384,7 @@ class Supervisor:
         try:
             return next((x for x in self.broker.held(h.queue) if x.id == slot.job_id and x.token == slot.token), None)
         except BrokerError:
-            self.recovery.settle_consumer(h.queue, h.consumer, "timeout")
+            self.recovery.settle_consumer(h.queue, h.consumer, "timeout", slot.job_id)
             return None
 
     def pump_dispatchers(self, readable) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger("mpqueue.worker")
 EXIT_OK, EXIT_BOOT_FAILED = 0, 3
 FALLBACK_WAIT = 60.0         # re-check the broker this often even if every hint were lost
 BEAT_EVERY = 2.0             # liveness stamp while idle; the supervisor replaces a silent worker
+RSS_EVERY = 0.1             # memory_limit: read the resident size at most this often
+PREFETCH_BUDGET = 0.010      # reserve no more jobs at once than this many seconds of recent work
 _PR_SET_PDEATHSIG = 1
 
 
@@ -74,7 +76,8 @@ class Worker:
         self.jobs = 0
         self.broker = None
         self.waiter = None
-        self.handed: list = []        # (token, envelope, received) pushed straight to us
+        self.handed: list = []        # (token, envelope, received): reserved for us, not run yet
+        self.avg_run = PREFETCH_BUDGET  # seconds per job, recent average (first reserve takes one)
 
     # -- lifecycle
     def main(self) -> int:
@@ -124,14 +127,15 @@ class Worker:
             if self.stopping:
                 break
             self.collect_handed()
-            if self.handed:              # a push reserved a job for us while we were idle
+            if self.handed:              # prefetched, or handed to us by a push while we were idle
                 pending += self.run_one(*self.handed.pop(0))
                 continue
             try:
                 if self._down_since is not None:
                     self.reclaim(keep={a.id for a in pending})
                 flags = ("L" if idle else "") + ("E" if self.waiter else "")
-                reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, 1, lease, pending, flags)
+                reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, self.batch_size(), lease,
+                                                         pending, flags)
             except BrokerError as exc:
                 self.broker_down(exc)
                 continue
@@ -139,15 +143,29 @@ class Worker:
             if not reserved:
                 self.wait(next_due)
                 continue
-            pending += self.run_one(reserved[0].token, reserved[0].envelope)
+            now = time.monotonic()
+            self.handed += [(r.token, r.envelope, now) for r in reserved]
         self.flush(pending)
+
+    def batch_size(self) -> int:
+        """How many jobs to reserve at once: one round trip for several short jobs,
+        but never more than about PREFETCH_BUDGET of work, so a batch can't keep
+        jobs from another idle worker (or a newer higher-priority job) for long."""
+        n = self.cfg.prefetch
+        if n > 1:
+            n = max(1, min(n, int(PREFETCH_BUDGET / max(self.avg_run, 1e-6))))
+        if self.cfg.max_jobs:
+            n = max(1, min(n, self.cfg.max_jobs - self.jobs))
+        return n
 
     def run_one(self, token: str, envelope: str, received: float | None = None) -> list:
         """Run a reserved job; returns the ack to deliver (folded into the next reserve)."""
-        if received is not None and time.monotonic() - received > 1.0:
-            # handed over while we were busy: its lease has been running since then
-            self.broker.extend(self.cfg.name, envelope.split(" ", 1)[0], token,
-                               self.cfg.timeout + self.service.lease_grace)
+        started = time.monotonic()
+        if received is not None and started - received > 1.0:
+            # it waited in our hands: its lease has been running since then
+            if not self.broker.extend(self.cfg.name, envelope.split(" ", 1)[0], token,
+                                      self.cfg.timeout + self.service.lease_grace):
+                return []                # no longer ours (its lease ran out): someone else has it
         try:
             ack = self.runner.run(token, envelope)
         except BrokerError as exc:
@@ -156,6 +174,7 @@ class Worker:
             log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
                         extra={"queue": self.cfg.name})
             os._exit(1)
+        self.avg_run += (time.monotonic() - started - self.avg_run) * 0.2
         self.after_job()
         return [ack] if ack else []
 
@@ -169,7 +188,8 @@ class Worker:
                 self.broker_down(exc)
 
     def flush(self, acks) -> None:
-        """On the way out: deliver the last acks, and hand back unrun handed jobs."""
+        """On the way out: deliver the last acks, and hand back the jobs reserved for
+        us that we have not run (attempt refunded, to the front of the queue)."""
         deadline = time.monotonic() + self.service.shutdown_timeout
         self.collect_handed()
         while (acks or self.handed) and time.monotonic() < deadline:
@@ -177,10 +197,10 @@ class Worker:
                 if acks:
                     self.broker.ack(self.cfg.name, acks)
                     acks = []
-                while self.handed:
-                    token, envelope, _ = self.handed[0]
+                while self.handed:       # last first: each goes to the front, so order is kept
+                    token, envelope, _ = self.handed[-1]
                     self.broker.release(self.cfg.name, envelope.split(" ", 1)[0], token)
-                    self.handed.pop(0)
+                    self.handed.pop()
             except BrokerError as exc:
                 self.broker_down(exc)
 
@@ -249,10 +269,24 @@ class Worker:
         if self.cfg.max_jobs and self.jobs >= self.cfg.max_jobs:
             log.info("recycling after %d jobs (max_jobs)", self.jobs, extra={"queue": self.cfg.name})
             self.stopping = True
-        elif self.cfg.memory_limit and _rss_mb() > self.cfg.memory_limit:
-            log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", _rss_mb(),
-                        self.cfg.memory_limit, extra={"queue": self.cfg.name})
+        elif self.cfg.memory_limit and self.over_memory_limit():
             self.stopping = True
+
+    _rss_checked = 0.0
+
+    def over_memory_limit(self) -> bool:
+        # Reading /proc costs more than a short job: look at most every RSS_EVERY
+        # seconds (after every job when jobs take longer than that).
+        now = time.monotonic()
+        if now - self._rss_checked < RSS_EVERY:
+            return False
+        self._rss_checked = now
+        rss = _rss_mb()
+        if rss <= self.cfg.memory_limit:
+            return False
+        log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", rss,
+                    self.cfg.memory_limit, extra={"queue": self.cfg.name})
+        return True
 
     _down_since = None
 

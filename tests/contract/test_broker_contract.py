@@ -94,6 +94,21 @@ def test_released_job_goes_to_the_front(broker):
     assert first.id == a.id
 
 
+def test_a_dead_workers_batch_spends_only_the_running_jobs_attempt(broker):
+    # Given a worker that reserved a batch of three and was running the first
+    from mpqueue.config import QueueConfig
+    from mpqueue.recovery import Recovery
+    push(broker, "a", "b", "c", "d")
+    (a, b, c), _ = take(broker, 3)
+    recovery = Recovery(broker, {Q: QueueConfig(name=Q, retries=3, retry_delay=0)})
+    # When it dies and its supervisor settles what it held
+    assert recovery.settle_consumer(Q, "c1", "crashed", running=a.id) is None and not recovery.pending()
+    # Then the running job spent its attempt (retried at the back), and the rest
+    # of the batch went back unspent, in their order, ahead of the queue
+    jobs, _ = take(broker, 4, consumer="c2")
+    assert [(j.args[0], j.attempts) for j in jobs] == [("b", 1), ("c", 1), ("d", 1), ("a", 2)]
+
+
 def test_delayed_job_waits_for_its_due_time(broker):
     (job_id,) = push(broker, "later", delay=0.3)
     jobs, next_due = take(broker)

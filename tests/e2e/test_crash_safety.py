@@ -37,7 +37,7 @@ def test_sigkill_of_random_workers_loses_no_job(service, broker_url, rdb):
                 kills += 1
             except ProcessLookupError:
                 pass
-        time.sleep(0.05)  # ok: pacing of the kills, not a wait for an event
+        time.sleep(0.01)  # ok: pacing of the kills, not a wait for an event
     # Then every job ran at least once and was settled exactly once
     counts = wait_for(lambda: (c := client.broker.counts("default"))["done_total"] + c["failed"] >= N and c,
                       60, what="all jobs settled")

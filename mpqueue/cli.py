@@ -56,6 +56,8 @@ def run(name, config):
         sys.exit(Supervisor(cfg).run())
     except AlreadyRunning as exc:
         click.echo(f"mpqueue: {exc}", err=True)
+        from .notify import Notifier
+        Notifier().fatal(f"failed: {exc}", errno=16)    # EBUSY
         sys.exit(1)
 
 
@@ -79,7 +81,10 @@ def reload_cmd(name, config, pid, timeout):
     pid = pid or read_pid(service)
     if not pid:
         raise click.ClickException(f"service {service!r} is not running (no pid in its lock file)")
-    before = ReloadStatus.read(service)["seq"]
+    # A restarted supervisor counts reloads from 0 again: a status file left by
+    # an earlier process (another pid) says nothing about this one.
+    last = ReloadStatus.read(service)
+    before = last["seq"] if last.get("pid") == pid else 0
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -87,7 +92,7 @@ def reload_cmd(name, config, pid, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = ReloadStatus.read(service)
-        if status["seq"] > before and status["state"] in ("done", "failed"):
+        if status.get("pid") == pid and status["seq"] > before and status["state"] in ("done", "failed"):
             if status["state"] == "failed":
                 click.echo(f"mpqueue: {status['error']}", err=True)
                 sys.exit(1)

@@ -55,9 +55,10 @@ class Dispatcher:
         if handle in self.idle:
             self.idle.remove(handle)
 
-    def pump(self, readable, stopping: bool) -> None:
-        """One turn: consume hints, then reserve-and-ack in one call if useful.
-        Raises BrokerError when the broker is unreachable (the caller backs off)."""
+    def pump(self, readable, stopping: bool) -> bool:
+        """One turn: consume hints, then reserve-and-ack in one call if useful; True
+        if the broker was called (and answered). Raises BrokerError when the broker
+        is unreachable (the caller backs off)."""
         if self.waiter is not None and self.waiter in readable:
             self.waiter.drain()
             self.wanted = True
@@ -65,7 +66,7 @@ class Dispatcher:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
         if not self.acks and not (idle and self.wanted):
-            return
+            return False
         if self.suspect:
             self.reconcile()
         if self.waiter is None and idle:
@@ -77,6 +78,7 @@ class Dispatcher:
         self.wanted = not idle and bool(reserved)   # every idle worker got one: maybe more wait
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
         self.due_at = time.monotonic() + wait
+        return True
 
     def reconcile(self) -> None:
         """After a failed call whose reply was lost, jobs may be held in our name that

@@ -27,6 +27,10 @@ log = logging.getLogger("mpqueue.supervisor")
 # of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
 STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it
+# A broker that accepts connections but never answers must not hold the loop (and
+# so the watchdog ping) for long: each call gives up after BROKER_TIMEOUT, and
+# after a failure the loop makes no routine broker call for BROKER_RETRY_AFTER.
+BROKER_TIMEOUT, BROKER_RETRY_AFTER = 2.0, 2.0
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -42,6 +46,7 @@ class Supervisor:
         self.backoff: dict[tuple[str, int], tuple[int, float]] = {}
         self.totals = {"done": 0, "failed": 0}
         self.broker_ok = True
+        self.broker_retry_at = 0.0      # while the broker is down: no routine call before this
         self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0, "count": 0.0}
         self.ready_jobs = None
         self.watchdog_every = _watchdog_interval()
@@ -57,7 +62,12 @@ class Supervisor:
         self.reload_status = reload.ReloadStatus(self.cfg.name)
         self.signals = SignalQueue([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD])
         _set_title(f"mpqueue {self.cfg.name}: supervisor")
-        self.broker = open_broker(self.cfg.broker)
+        try:
+            self.broker = open_broker(self.cfg.broker, socket_timeout=BROKER_TIMEOUT)
+        except BrokerError as exc:        # e.g. an SQLite file where we may not write
+            log.error("start-up failed: %s", exc)
+            self.notifier.fatal(f"failed: {exc}", errno=5)          # EIO
+            return EXIT_FAILED
         self.recovery = Recovery(self.broker, self.cfg.queues)
         self.dispatchers = {q.name: Dispatcher(self.broker, q, self.cfg.lease_grace, f"{self.node_id}/dispatch")
                             for q in self.cfg.queues.values() if q.mode == "dispatch"}
@@ -70,7 +80,7 @@ class Supervisor:
         error = self.wait_until_booted()
         if error:
             log.error("start-up failed: %s", error)
-            self.notifier.fatal(f"failed: {error}")
+            self.notifier.fatal(f"failed: {error}", errno=8)       # ENOEXEC: the task code won't load
             self.quick_stop()
             return EXIT_BOOT_FAILED
         if self.stopping:
@@ -335,8 +345,8 @@ class Supervisor:
         if now >= self.timers["heartbeat"]:
             self.timers["heartbeat"] = now + HEARTBEAT_EVERY
             self.broker_call(self.heartbeat)
-        if self.recovery.pending():
-            self.recovery.flush()
+        if self.recovery.pending() and self.broker_may_answer() and not self.recovery.flush():
+            self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
         if now >= self.timers["count"]:
             self.timers["count"] = now + COUNT_EVERY
             if self.notifier.enabled:       # only STATUS= shows it
@@ -390,10 +400,11 @@ class Supervisor:
     def pump_dispatchers(self, readable) -> None:
         for d in self.dispatchers.values():
             try:
-                d.pump(readable, self.stopping)
-                self.set_broker_ok(True)
+                if d.pump(readable, self.stopping):
+                    self.set_broker_ok(True)
             except BrokerError as exc:
                 self.set_broker_ok(False, exc)
+                self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
                 d.close()
                 d.suspect = True
                 d.due_at = time.monotonic() + 1.0
@@ -414,12 +425,20 @@ class Supervisor:
     def heartbeat(self) -> None:
         self.broker.heartbeat(self.node_id, self.node_info(), ttl=HEARTBEAT_EVERY * 6)
 
+    def broker_may_answer(self) -> bool:
+        return self.broker_ok or time.monotonic() >= self.broker_retry_at
+
     def broker_call(self, fn) -> None:
+        """A routine call (heartbeat, reaping, counts): skipped while the broker is
+        known to be down, so one loop turn waits for at most one failing call."""
+        if not self.broker_may_answer():
+            return
         try:
             fn()
             self.set_broker_ok(True)
         except BrokerError as exc:
             self.set_broker_ok(False, exc)
+            self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
 
     def set_broker_ok(self, ok: bool, exc=None) -> None:
         if ok != self.broker_ok:

@@ -46,3 +46,36 @@ def test_jobs_survive_a_redis_restart_mid_run(tmp_path, durable_redis):
         assert "Traceback" not in log
     finally:
         svc.stop()
+
+
+def test_a_redis_that_hangs_does_not_silence_the_watchdog(tmp_path):
+    # Given a service under a 4 s watchdog (a ping every 2 s) on a Redis of its own
+    import signal
+    import time
+    server = RedisServer()
+    try:
+        svc = Service(tmp_path / "s", server.url).start(extra_env={"WATCHDOG_USEC": "4000000"})
+        # When Redis hangs: it keeps its connections but answers nothing (SIGSTOP)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            pings, last, longest = 0, time.monotonic(), 0.0
+            deadline = last + 12
+            while time.monotonic() < deadline:
+                now_pings = sum(1 for m in svc.read_messages() if "WATCHDOG=1" in m)
+                now = time.monotonic()
+                if now_pings > pings:
+                    pings, longest, last = now_pings, max(longest, now - last), now
+                time.sleep(0.05)  # ok: sampling the pings over a fixed window is the point
+            longest = max(longest, time.monotonic() - last)
+            # Then the pings never stop long enough for systemd to kill it (a restart
+            # would not fix Redis), and STATUS says what is wrong
+            assert longest < 4.0, f"watchdog silent for {longest:.1f} s while Redis hung"
+            svc.wait_message("broker unreachable", 10)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        # And when Redis answers again, jobs run
+        Client(server.url).push("default", "testtasks:record", args=["after"])
+        wait_for(lambda: server.client.llen("test:runs") == 1, 30, what="a job after Redis came back")
+        svc.stop()
+    finally:
+        server.stop()

@@ -161,6 +161,9 @@ def test_second_instance_of_the_same_service_refuses(service, broker_url):
     second.start(wait_ready=False, extra_env={"MPQUEUE_RUNTIME_DIR": str(first.tmp / "run")})
     assert second.proc.wait(20) == 1
     assert "already running" in second.log()
+    # and systemctl status would say why
+    assert any("STATUS=failed: " in m and "already running" in m and "ERRNO=16" in m
+               for m in second.read_messages())
 
 
 def test_graceful_stop_lets_running_jobs_finish(service, broker_url, rdb):
@@ -200,6 +203,19 @@ def test_import_error_at_start_fails_the_service_with_the_error(service, broker_
     svc.start(wait_ready=False)
     assert svc.proc.wait(30) == 3
     assert "No module named 'no_such_module_here'" in svc.log()
+    # and systemctl status would show the error itself
+    assert any("STATUS=failed: queue default: ModuleNotFoundError: No module named 'no_such_module_here'" in m
+               and "ERRNO=8" in m for m in svc.read_messages()), svc.read_messages()
+
+
+def test_a_broker_that_cannot_be_opened_fails_the_service_with_the_reason(service, tmp_path):
+    # Given an SQLite broker in a directory that can't exist
+    svc = service(broker="sqlite:///proc/no-such-dir/queue.db")
+    svc.start(wait_ready=False)
+    # Then the service exits at once with the reason in its log and in STATUS, no traceback
+    assert svc.proc.wait(30) == 1
+    assert "cannot open /proc/no-such-dir/queue.db" in svc.log() and "Traceback" not in svc.log()
+    assert any("STATUS=failed: sqlite: cannot open" in m and "ERRNO=5" in m for m in svc.read_messages())
 
 
 def test_an_idle_service_without_systemd_does_not_spin(service, broker_url, rdb):

@@ -10,9 +10,9 @@ from mpqueue import Client
 from tests.support import wait_for
 
 
-def reload_cmd(svc):
-    return subprocess.run([sys.executable, "-m", "mpqueue.cli", "reload", "--config", str(svc.config_path)],
-                          capture_output=True, text=True, timeout=60,
+def reload_cmd(svc, timeout=50):
+    return subprocess.run([sys.executable, "-m", "mpqueue.cli", "reload", "--config", str(svc.config_path),
+                           "--timeout", str(timeout)], capture_output=True, text=True, timeout=60,
                           env={**__import__("os").environ, "MPQUEUE_RUNTIME_DIR": str(svc.tmp / "run")})
 
 
@@ -35,7 +35,8 @@ def test_reload_replaces_every_worker_and_applies_the_new_count_without_interrup
     # Then the reload completes, reported to systemd as RELOADING then READY
     assert result.returncode == 0, result.stderr
     msgs = svc.read_messages()
-    assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in msgs)
+    reloading = next(i for i, m in enumerate(msgs) if "RELOADING=1" in m and "MONOTONIC_USEC=" in m)
+    assert any("READY=1" in m for m in msgs[reloading + 1:]), msgs
     # and 3 new workers serve while the old busy one finishes its job, then exits
     new = wait_for(lambda: (p := set(svc.worker_pids())) and not (p & old) and len(p) == 3 and p, 15,
                    what="only new workers left")
@@ -80,3 +81,16 @@ def test_a_queue_added_by_reload_starts_and_a_removed_one_stops(service, redis_u
     wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="job on the added queue")
     svc.signal(signal.SIGTERM)
     assert svc.proc.wait(20) == 0
+
+
+def test_reload_waits_for_the_running_supervisor_even_after_a_restart(service, redis_url, rdb):
+    # Given a service reloaded once, then restarted (its reload count starts again)
+    svc = service().start()
+    assert reload_cmd(svc).returncode == 0
+    assert svc.stop() == 0
+    svc.start()
+    # When it is reloaded again, the status left by the previous process is not
+    # mistaken for this one's: the command waits for this reload and succeeds
+    result = reload_cmd(svc, timeout=15)
+    assert result.returncode == 0, result.stderr
+    assert "reloaded" in result.stdout

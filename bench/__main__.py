@@ -1,63 +1,149 @@
-"""`python -m bench`: mpqueue's benchmark on a private redis-server, with Dramatiq's
-drain measured in the same run for comparison. Prints a markdown table of
-medians with min–max over the rounds; --json FILE writes the raw figures."""
+"""`python -m bench`: mpqueue and its peers (RQ, Dramatiq, Huey, Celery, arq) side
+by side on one private redis-server, one system at a time, 2 worker processes
+each, the same workloads for all; prints a markdown table of medians with
+min–max over the rounds and mpqueue over the best peer per row. The peers are
+installed into bench/.venv-peers and bench/.venv-peers-arq (pinned in
+bench/requirements-peers*.txt), never into the project's environment."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import platform
+import sys
 import time
+from collections import defaultdict
 
-from . import workloads
-from .common import PrivateRedis, fmt, summary
+from . import report
+from .common import PrivateRedis
+from .systems import PEERS, SYSTEMS
+from .systems.base import Failed
+from .workloads import WORKLOADS, Sizes, labels, rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--jobs", type=int, default=20000, help="jobs in the drain workload")
-    ap.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke run")
-    ap.add_argument("--no-peers", action="store_true", help="skip Dramatiq (no peer virtualenv needed)")
-    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat every workload N times (default 3)")
+    ap.add_argument("--quick", action="store_true", help="one round, small sizes: a smoke run")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="comma-separated, of: " + ", ".join(SYSTEMS) + " (default: all)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="comma-separated, of: " + ", ".join(WORKLOADS) + " (default: all)")
+    ap.add_argument("--no-peers", action="store_true", help="mpqueue only (no peer virtualenvs needed)")
+    ap.add_argument("--rq-drain", type=int, metavar="N", default=2000,
+                    help="RQ's drain sizes, no-op and 2 ms jobs (default 2,000; 0: everyone's): its default "
+                         "forking worker runs ~60 jobs/s here, 20,000 would take 5 minutes a round")
+    ap.add_argument("--json", metavar="FILE", help="write every sample, the table and the settings")
     args = ap.parse_args()
+    chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [s for s in chosen if s not in SYSTEMS] + [w for w in workloads if w not in WORKLOADS]
+    if bad:
+        ap.error(f"unknown: {', '.join(bad)}")
+    if args.no_peers:
+        chosen = [s for s in chosen if s not in PEERS]
+    sizes = Sizes.quick() if args.quick else Sizes()
     if args.quick:
-        args.rounds, args.jobs = 1, 2000
+        args.rounds = 1
+    if args.rq_drain:
+        n = min(500, args.rq_drain) if args.quick else args.rq_drain
+        sizes.smaller = {"rq": {"drain": min(n, sizes.drain), "io": min(n, sizes.io)},
+                         "rq-simple": {"drain": min(n, sizes.drain)}}
+
+    started = time.time()
     redis = PrivateRedis()
+    systems, results = [], defaultdict(list)
     try:
-        results, versions = workloads.run_all(redis, args)
+        for name in chosen:
+            systems.append(SYSTEMS[name](redis))
+        header = machine(redis, systems, args)
+        print(header, flush=True)
+        for r in range(args.rounds):
+            for s in systems:
+                for w in workloads:
+                    if not s.runs(w):
+                        continue
+                    t0 = time.time()
+                    try:
+                        figures = WORKLOADS[w](s, sizes)
+                    except (Failed, Exception) as exc:  # noqa: BLE001 - a failed workload is a result, not a crash
+                        why = str(exc) if isinstance(exc, Failed) else f"{type(exc).__name__}: {exc}"
+                        print(f"  ! {s.name} {w}: {why}", flush=True)
+                        figures = {label: f"failed: {why}" for label in labels(w, sizes)}
+                    finally:
+                        s.stop_workers()
+                    for label, value in figures.items():
+                        results[(label, s.name)].append(value)
+                    print(f"round {r + 1}/{args.rounds} {s.name:16} {w:8} {time.time() - t0:6.1f} s  "
+                          + "; ".join(f"{k}: {v if not isinstance(v, float) else round(v, 3)}"
+                                      for k, v in figures.items()), flush=True)
+                if args.json:
+                    write_json(args.json, header, args, sizes, systems, results, started, partial=True)
     finally:
+        for s in systems:
+            s.cleanup()
         redis.stop()
-    print_table(results, versions, args)
+    duration = time.time() - started
+    out = render(header, args, sizes, systems, results, duration)
+    print("\n" + out)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"versions": versions, "results": {k: summary(v) for k, v in results.items()},
-                       "machine": machine()}, f, indent=2)
+        write_json(args.json, header, args, sizes, systems, results, started, partial=False, table=out)
 
 
-def machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, " \
-           f"{time.strftime('%Y-%m-%d')}"
+def machine(redis, systems, args) -> str:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    server = redis.client.info("server")
+    return (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu or platform.machine()}), "
+            f"Python {platform.python_version()}, Redis {server['redis_version']}; "
+            f"{args.rounds} round{'s' if args.rounds > 1 else ''}{' (--quick sizes)' if args.quick else ''}; "
+            + ", ".join(f"{s.column} {s.version}" for s in systems if s.variant is None))
 
 
-def print_table(results: dict, versions: dict, args) -> None:
-    print(f"\n{machine()}; {args.rounds} rounds; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print("\n| figure | median | min–max |\n|---|---:|---:|")
-    for name, samples in results.items():
-        s = summary(samples)
-        print(f"| {name} | {fmt(s['median'])} | {fmt(s['min'])}–{fmt(s['max'])} |")
-    sqlite = next((v for k, v in results.items() if k.startswith("sqlite: drain")), None)
-    redis_grab = next((v for k, v in results.items() if k.startswith("drain ") and "grab" in k), None)
-    if sqlite and redis_grab:
-        import statistics
-        print(f"\nmpqueue drain, SQLite / Redis broker: {statistics.median(sqlite) / statistics.median(redis_grab):.2f}")
-    ratios = [(k, v) for k, v in results.items() if k.startswith("drain ") and "dramatiq" not in k]
-    peer = results.get("drain 20k no-op, dramatiq 2 processes (jobs/s)")
-    if peer:
-        import statistics
-        for name, samples in ratios:
-            print(f"\n{name.split(',')[1].strip()} / dramatiq drain: "
-                  f"{statistics.median(samples) / statistics.median(peer):.1f}x")
+def footnotes(sizes, systems) -> list[str]:
+    notes = []
+    rq = [s for s in systems if s.name in sizes.smaller]
+    if rq:
+        notes.append("RQ drains fewer jobs than the row says, to keep the run short (its default forking worker "
+                     "runs ~60 jobs/s here): " + "; ".join(
+                         f"{s.name}: " + ", ".join(f"{n:,} in {w}" for w, n in sizes.smaller[s.name].items()
+                                                   if s.runs(w)) for s in rq)
+                     + ". Its jobs/s are comparable; set `--rq-drain 0` for the full sizes.")
+    for s in systems:
+        notes += [n for n in s.notes if n not in notes]
+    notes.append("Bulk push n/a: the system has no bulk enqueue API. A SQLite-broker row has no Redis figures.")
+    notes.append("SIGKILL: a process is picked among those whose job marked it as running; after the ticks the "
+                 "benchmark waits until every job ran, or nothing progressed for "
+                 f"{sizes.quiet:g} s plus the system's own redelivery time (mpqueue retry_delay 3 s, Dramatiq "
+                 "heartbeat_timeout 60 s, arq job_timeout + 10 s), or no process of the system is left. "
+                 "'lost' = never recorded; 'still serving' = 2 new jobs ran within 20 s.")
+    return notes
+
+
+def render(header, args, sizes, systems, results, duration) -> str:
+    lines = [header + f"; {duration / 60:.0f} min", "", report.table(results, systems, sizes), ""]
+    lines += [f"{i}. {n}" for i, n in enumerate(footnotes(sizes, systems), 1)]
+    return "\n".join(lines)
+
+
+def write_json(path, header, args, sizes, systems, results, started, partial: bool, table: str = "") -> None:
+    data = {
+        "machine": header, "partial": partial, "duration_s": round(time.time() - started, 1),
+        "argv": sys.argv[1:], "rounds": args.rounds, "sizes": vars(sizes),
+        "systems": {s.name: {"column": s.column, "variant": s.variant, "version": s.version,
+                             "settings": s.settings, "workloads": s.workloads or list(WORKLOADS)} for s in systems},
+        "rows": [{"figure": label, "direction": direction, "system": s.name,
+                  "samples": results[(label, s.name)]} for _, label, direction in rows(sizes)
+                 for s in systems if (label, s.name) in results],
+        "notes": footnotes(sizes, systems),
+        "table": table,
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,145 +1,247 @@
-"""The workloads. Each function runs one round and returns the figure(s) it measured."""
+"""The workloads, each written once against the System interface (bench/systems/base.py).
+
+Each takes a system and the sizes, runs one round, and returns {row label: value};
+a value is a number, None ("n/a": the system has no such feature), or a string
+(what went wrong, or a state). Every workload starts from an empty Redis
+(FLUSHALL; a fresh file for a SQLite broker) and stops every process it started.
+Completion is read the same way for everyone: each job records itself in Redis
+db 1 (INCR done, RPUSH starts, or HINCRBY runs).
+"""
 from __future__ import annotations
 
+import random
 import time
+from dataclasses import dataclass, field
 
-from .common import percentile, tree_cpu_seconds, wait_until
-from .mpqueue_sys import Mpqueue
+from .common import percentile, wait_for
+from .systems.base import Failed
+
+HIGHER, LOWER, COUNT, INFO, TEXT = "higher", "lower", "count", "info", "text"
 
 
-def reset(redis) -> None:
-    redis.client.flushall()
+@dataclass
+class Sizes:
+    push: int = 5000            # one at a time
+    bulk: int = 20000
+    drain: int = 20000
+    latency: int = 500
+    rate: float = 50.0          # jobs/s for push-to-start
+    delayed: int = 500
+    idle: float = 10.0          # seconds
+    memory: int = 100_000
+    io: int = 10000
+    kill_jobs: int = 2000
+    kill_ticks: int = 10
+    quiet: float = 30.0         # SIGKILL: give up after this long without progress (plus the system's recovery_s)
+    smaller: dict = field(default_factory=dict)   # {system name: {"drain": n, "io": n}}
+
+    def of(self, system, what: str) -> int:
+        return self.smaller.get(system.name, {}).get(what, getattr(self, what))
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(push=1000, bulk=5000, drain=2000, latency=100, delayed=100, idle=3.0, memory=10000, io=1000,
+                   kill_jobs=500, kill_ticks=4, quiet=10.0)
 
 
-def push_rate(redis, bulk: bool, n: int, broker: str = "redis") -> float:
-    reset(redis)
-    system = Mpqueue(redis, broker=broker)
+def rows(z: Sizes) -> list[tuple[str, str, str]]:
+    """(workload, row label, direction) in table order."""
+    return [
+        ("push", f"push one at a time, {z.push:,} no-op (jobs/s)", HIGHER),
+        ("push", f"push bulk, {z.bulk:,} no-op (jobs/s)", HIGHER),
+        ("drain", f"drain {z.drain:,} no-op (jobs/s)", HIGHER),
+        ("drain", "drain: time to first job (s)", LOWER),
+        ("latency", f"push-to-start p50 at {z.rate:g} jobs/s (ms)", LOWER),
+        ("latency", f"push-to-start p99 at {z.rate:g} jobs/s (ms)", LOWER),
+        ("delayed", "delayed jobs due 1–3 s: lateness p50 (ms)", LOWER),
+        ("delayed", "delayed jobs due 1–3 s: lateness p99 (ms)", LOWER),
+        ("idle", f"idle {z.idle:g} s: CPU of the worker process tree (% of a core)", LOWER),
+        ("idle", f"idle {z.idle:g} s: Redis commands/s", LOWER),
+        ("memory", f"Redis bytes per waiting job, 100-byte argument ({z.memory:,} queued)", LOWER),
+        ("drain", f"Redis bytes per waiting no-op job ({z.drain:,} queued)", LOWER),
+        ("io", f"drain {z.io:,} jobs of 2 ms sleep (jobs/s)", HIGHER),
+        ("sigkill", f"SIGKILL: processes killed ({z.kill_ticks} ticks)", INFO),
+        ("sigkill", f"SIGKILL: jobs lost (of {z.kill_jobs:,})", COUNT),
+        ("sigkill", "SIGKILL: jobs run twice", COUNT),
+        ("sigkill", "SIGKILL: jobs in the system's failed store", INFO),
+        ("sigkill", "SIGKILL: the pool afterwards", TEXT),
+    ]
+
+
+def labels(workload: str, z: Sizes) -> list[str]:
+    return [label for w, label, _ in rows(z) if w == workload]
+
+
+# -- the workloads ------------------------------------------------------------------
+
+def push(s, z: Sizes) -> dict:
+    """Push throughput from one producer process (timed inside it): one at a time, and bulk."""
+    one_label, bulk_label = labels("push", z)
+    s.reset()
+    one = s.push(z.push)
+    s.reset()
+    return {one_label: one, bulk_label: s.push_bulk(z.bulk)}
+
+
+def _drain(s, n: int, workload: str) -> tuple[float, float]:
+    """Start the workers on n queued jobs; (jobs/s from the start command until the
+    n-th job recorded itself, seconds to the first)."""
     t0 = time.perf_counter()
-    (system.push_bulk if bulk else system.push)(n)
-    return n / (time.perf_counter() - t0)
-
-
-def drain(redis, system, n: int) -> tuple[float, float]:
-    """Jobs/s from worker start until every job recorded itself; and time to the first."""
-    reset(redis)
-    system.push_bulk(n)
-    t0 = time.perf_counter()
-    system.start_workers()
+    s.start_workers(workload)
     try:
-        wait_until(lambda: int(redis.results.get("done") or 0) >= 1, 60, "first job", 0.001)
+        if not wait_for(lambda: s.done() >= 1, 60, 0.001):
+            raise Failed("no job done within 60 s of starting the workers")
         first = time.perf_counter() - t0
-        wait_until(lambda: int(redis.results.get("done") or 0) >= n, 600, "drain", 0.002)
-        return n / (time.perf_counter() - t0), first
+        last, last_change = -1, time.monotonic()
+        while True:
+            count = s.done()
+            if count >= n:
+                return n / (time.perf_counter() - t0), first
+            if count != last:
+                last, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > 60:
+                raise Failed(f"stalled at {count:,} of {n:,} done")
+            time.sleep(0.005)
     finally:
-        system.stop_workers()
+        s.stop_workers()
 
 
-def _stamped(redis, mode: str, n: int, push_all, broker: str = "redis") -> list[tuple[float, float, float]]:
-    """Run `push_all(system)` against idle workers; (started, pushed, due) per job."""
-    reset(redis)
-    system = Mpqueue(redis, mode, broker=broker)
-    system.start_workers()
+def drain(s, z: Sizes) -> dict:
+    """n no-op jobs queued, then the workers started: jobs/s until all are done, time to
+    the first; and, from the fill, Redis bytes per waiting no-op job."""
+    rate_label, first_label, mem_label = labels("drain", z)
+    n = z.of(s, "drain")
+    s.reset()
+    before = s.redis.used_memory()
+    s.fill(n, "noop")
+    per_job = (s.redis.used_memory() - before) / n
+    rate, first = _drain(s, n, "drain")
+    figures = {rate_label: rate, first_label: first}
+    if s.variant is None and s.uses_redis_broker:     # the same jobs in a variant: no new figure
+        figures[mem_label] = per_job
+    return figures
+
+
+def _stamped(s, workload: str, n: int, produce, timeout: float) -> list[tuple[float, float, float]]:
+    """Run produce() against warm, idle workers; (started, pushed, due) of each job."""
+    s.reset()
+    s.start_workers(workload)
     try:
-        system.wait_ready()
-        push_all(system)
-        wait_until(lambda: redis.results.llen("starts") >= n, 30, "stamped jobs")
-        return [tuple(map(float, row.split())) for row in redis.results.lrange("starts", 0, -1)]
+        s.wait_ready()
+        produce()
+        if not wait_for(lambda: s.redis.results.llen("starts") >= n, timeout, 0.01):
+            raise Failed(f"{s.redis.results.llen('starts')} of {n} jobs started within {timeout:g} s")
+        return [tuple(map(float, row.split())) for row in s.redis.results.lrange("starts", 0, -1)]
     finally:
-        system.stop_workers()
+        s.stop_workers()
 
 
-def latency(redis, mode: str, n: int = 500, rate: float = 50.0, broker: str = "redis") -> tuple[float, float]:
-    """Push-to-start p50/p99 (ms) at a steady rate with idle workers."""
-    def push_all(system):
-        start = time.perf_counter()
-        for i in range(n):
-            system.push_stamp()
-            pause = start + (i + 1) / rate - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)  # ok: pacing the producer at a steady rate
-    lat = [(started - pushed) * 1000 for started, pushed, _ in _stamped(redis, mode, n, push_all, broker)]
-    return percentile(lat, 50), percentile(lat, 99)
+def latency(s, z: Sizes) -> dict:
+    """Push-to-start at a steady rate to idle workers: the job's first line minus the
+    producer's clock just before its push call."""
+    p50_label, p99_label = labels("latency", z)
+    got = _stamped(s, "latency", z.latency, lambda: s.push_stamps(z.latency, z.rate), 30)
+    ms = [(started - pushed) * 1000 for started, pushed, _ in got]
+    return {p50_label: percentile(ms, 50), p99_label: percentile(ms, 99)}
 
 
-def delayed(redis, n: int = 500) -> tuple[float, float]:
-    """Lateness (ms) of jobs due 1-3 s after push, kept in the broker until due."""
-    def push_all(system):
-        for i in range(n):
-            system.push_stamp(delay=1 + 2 * i / n)
-    late = [(started - due) * 1000 for started, _, due in _stamped(redis, "grab", n, push_all)]
-    return percentile(late, 50), percentile(late, 99)
+def delayed(s, z: Sizes) -> dict:
+    """Jobs due 1-3 s after their push, through the system's own delay API:
+    lateness of their start past the due instant."""
+    p50_label, p99_label = labels("delayed", z)
+    got = _stamped(s, "delayed", z.delayed, lambda: s.push_delayed(z.delayed), 60)
+    ms = [(started - due) * 1000 for started, _, due in got]
+    return {p50_label: percentile(ms, 50), p99_label: percentile(ms, 99)}
 
 
-def idle(redis, seconds: float = 10.0, broker: str = "redis") -> tuple[float, float]:
-    """CPU % of one core for the whole process tree, and Redis commands/s, while idle."""
-    reset(redis)
-    system = Mpqueue(redis, broker=broker)
-    system.start_workers()
+def idle(s, z: Sizes) -> dict:
+    """A warm, idle system: CPU of every process it runs, and Redis commands/s."""
+    cpu_label, cmd_label = labels("idle", z)
+    s.reset()
+    s.start_workers("idle")
     try:
-        system.wait_ready()
-        cpu0, cmd0, t0 = tree_cpu_seconds(system.proc.pid), redis.commands(), time.perf_counter()
-        time.sleep(seconds)  # ok: measuring what an idle service costs over a fixed window
-        cpu1, cmd1, t1 = tree_cpu_seconds(system.proc.pid), redis.commands(), time.perf_counter()
-        own = 2   # the two INFO calls of this measurement
-        return (cpu1 - cpu0) / (t1 - t0) * 100, max(0, cmd1 - cmd0 - own) / (t1 - t0)
+        s.wait_ready()
+        c0, k0, t0 = s.cpu_seconds(), s.redis.commands(), time.perf_counter()
+        time.sleep(z.idle)  # ok: measuring what an idle system costs over a fixed window
+        c1, k1, t1 = s.cpu_seconds(), s.redis.commands(), time.perf_counter()
     finally:
-        system.stop_workers()
+        s.stop_workers()
+    own = 1   # the first INFO call (each INFO reply counts the commands before it)
+    cmds = max(0, k1 - k0 - own) / (t1 - t0) if s.uses_redis_broker else None
+    return {cpu_label: (c1 - c0) / (t1 - t0) * 100, cmd_label: cmds}
 
 
-def memory(redis, n: int = 100_000) -> float:
-    """Redis bytes per waiting job with a 100-byte string argument."""
-    reset(redis)
-    system = Mpqueue(redis)
-    before = redis.used_memory()
-    system.push_bulk(n, args=["x" * 100])
-    return (redis.used_memory() - before) / n
+def memory(s, z: Sizes) -> dict:
+    """Redis bytes per waiting job with one 100-byte string argument (used_memory
+    after the fill minus before, over n)."""
+    (label,) = labels("memory", z)
+    if not s.uses_redis_broker:
+        return {label: None}
+    s.reset()
+    before = s.redis.used_memory()
+    s.fill(z.memory, "payload")
+    return {label: (s.redis.used_memory() - before) / z.memory}
 
 
-def sqlite_round(redis, args, results) -> None:
-    """The same workloads on the embedded SQLite broker (a fresh file each time)."""
-    results["sqlite: push, one at a time (jobs/s)"].append(push_rate(redis, False, min(5000, args.jobs), "sqlite"))
-    results["sqlite: push, bulk (jobs/s)"].append(push_rate(redis, True, args.jobs, "sqlite"))
-    rate, first = drain(redis, Mpqueue(redis, "grab", broker="sqlite"), args.jobs)
-    results[f"sqlite: drain {args.jobs // 1000}k no-op, grab 2 processes (jobs/s)"].append(rate)
-    p50, p99 = latency(redis, "grab", broker="sqlite")
-    results["sqlite: push-to-start p50 at 50 jobs/s, grab (ms)"].append(p50)
-    results["sqlite: push-to-start p99 at 50 jobs/s, grab (ms)"].append(p99)
-    cpu, _ = idle(redis, broker="sqlite")
-    results["sqlite: idle: CPU of the process tree (% of a core)"].append(cpu)
+def io(s, z: Sizes) -> dict:
+    """A realistic mix: jobs that each sleep 2 ms (time.sleep, for everyone), drained."""
+    (label,) = labels("io", z)
+    n = z.of(s, "io")
+    s.reset()
+    s.fill(n, "io")
+    rate, _ = _drain(s, n, "io")
+    return {label: rate}
 
 
-def run_all(redis, args) -> tuple[dict, dict]:
-    from collections import defaultdict
-    results, versions = defaultdict(list), {}
-    peer = None
-    if not args.no_peers:
-        from .dramatiq_sys import Dramatiq
-        peer = Dramatiq(redis)
-        versions["dramatiq"] = peer.version
-    for r in range(args.rounds):
-        print(f"round {r + 1}/{args.rounds}", flush=True)
-        results["push, one at a time (jobs/s)"].append(push_rate(redis, False, min(5000, args.jobs)))
-        results["push, bulk (jobs/s)"].append(push_rate(redis, True, args.jobs))
-        for mode in ("grab", "dispatch"):
-            rate, first = drain(redis, Mpqueue(redis, mode), args.jobs)
-            results[f"drain {args.jobs // 1000}k no-op, mpqueue {mode} 2 processes (jobs/s)"].append(rate)
-            results[f"drain: time to first job, mpqueue {mode} (s)"].append(first)
-        if peer is not None:
-            rate, first = drain(redis, peer, args.jobs)
-            results[f"drain {args.jobs // 1000}k no-op, dramatiq 2 processes (jobs/s)"].append(rate)
-            results["drain: time to first job, dramatiq (s)"].append(first)
-        for mode in ("grab", "dispatch"):
-            p50, p99 = latency(redis, mode)
-            results[f"push-to-start p50 at 50 jobs/s, {mode} (ms)"].append(p50)
-            results[f"push-to-start p99 at 50 jobs/s, {mode} (ms)"].append(p99)
-        p50, p99 = delayed(redis)
-        results["delayed job lateness p50 (ms)"].append(p50)
-        results["delayed job lateness p99 (ms)"].append(p99)
-        cpu, cmds = idle(redis)
-        results["idle: CPU of the process tree (% of a core)"].append(cpu)
-        results["idle: Redis commands/s"].append(cmds)
-        results["Redis bytes per waiting job (100-byte arg)"].append(memory(redis))
-        sqlite_round(redis, args, results)
-    import mpqueue
-    versions = {"mpqueue": mpqueue.__version__, **versions}
-    return dict(results), versions
+def sigkill(s, z: Sizes) -> dict:
+    """Jobs of 5 ms queued, workers started; every 0.5 s for `kill_ticks` ticks one
+    random process that is running a job is SIGKILLed. Then wait until every job
+    has recorded itself, or nothing progressed for `quiet` s plus the system's own
+    redelivery time, or no process of the system is left; count lost and doubled
+    jobs, and look at the pool (then push 2 jobs: does it still run them?)."""
+    killed_label, lost_label, twice_label, failed_label, pool_label = labels("sigkill", z)
+    n = z.kill_jobs
+    res = s.redis.results
+    s.reset()
+    s.fill(n, "victim")
+    s.start_workers("sigkill")
+    try:
+        if not wait_for(lambda: res.hlen("running") > 0 or s.done() > 0, 60, 0.005):
+            raise Failed("no job started within 60 s of starting the workers")
+        rng, killed, tick = random.Random(), 0, time.monotonic()
+        for _ in range(z.kill_ticks):
+            tick += 0.5
+            time.sleep(max(0.0, tick - time.monotonic()))  # ok: the kill cadence under test
+            killed += s.kill_one_running(rng)
+        quiet = z.quiet + s.recovery_s
+        last, last_change, dead_since = -1, time.monotonic(), None
+        while res.hlen("runs") < n:
+            now, count = time.monotonic(), s.done()
+            if count != last:
+                last, last_change = count, now
+            if now - last_change > quiet:
+                break
+            if not s.worker_pids():
+                dead_since = dead_since or now
+                if now - dead_since > 3:
+                    break
+            time.sleep(0.1)  # ok: sampling progress
+        runs = {int(k): int(v) for k, v in res.hgetall("runs").items()}
+        failed = s.failed_count()
+        intact, state = s.pool_state()
+        serving = False
+        if s.worker_pids():
+            before = s.done()
+            s.fill(2, "noop")
+            serving = wait_for(lambda: s.done() > before, 20, 0.05)
+        return {killed_label: killed,
+                lost_label: sum(1 for i in range(n) if i not in runs),
+                twice_label: sum(1 for v in runs.values() if v > 1),
+                failed_label: failed,
+                pool_label: f"{state}, {'still serving' if serving else 'not serving'}"}
+    finally:
+        s.stop_workers()
+
+
+WORKLOADS = {"push": push, "drain": drain, "latency": latency, "delayed": delayed, "idle": idle,
+             "memory": memory, "io": io, "sigkill": sigkill}

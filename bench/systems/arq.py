@@ -1,0 +1,82 @@
+"""arq: two `arq benchpeer.WorkerSettings` processes (asyncio, no supervisor), from
+its own virtualenv (arq requires redis<6)."""
+from __future__ import annotations
+
+from .. import venvs
+from .base import System
+
+MODULE = '''
+import asyncio
+from datetime import timedelta
+
+from arq import create_pool
+from arq.connections import RedisSettings
+
+
+async def noop(ctx, *args):
+    _noop(*args)
+
+
+async def stamp(ctx, pushed_at, due_at=0):
+    _stamp(pushed_at, due_at)
+
+
+async def io(ctx, ms=2):
+    _io(ms)          # the same blocking 2 ms as everyone's: one job at a time per process
+
+
+async def victim(ctx, i):
+    _victim(i)
+
+
+class WorkerSettings:
+    functions = [noop, stamp, io, victim]
+    redis_settings = RedisSettings.from_dsn(BROKER)
+    if os.environ.get("BENCH_ARQ_JOB_TIMEOUT"):
+        # documented setting; a killed worker's jobs are picked up again job_timeout + 10 s later
+        job_timeout = int(os.environ["BENCH_ARQ_JOB_TIMEOUT"])
+
+
+_loop = asyncio.new_event_loop()
+_pool = None
+
+
+def _enqueue(task, args, **kw):
+    global _pool
+    if _pool is None:
+        _pool = _loop.run_until_complete(create_pool(WorkerSettings.redis_settings))
+    _loop.run_until_complete(_pool.enqueue_job(task, *args, **kw))
+
+
+def send(task, args):
+    _enqueue(task, args)
+
+
+def send_later(task, args, delay):
+    _enqueue(task, args, _defer_by=timedelta(seconds=delay))
+
+
+bulk = None   # no bulk enqueue API
+'''
+
+
+class Arq(System):
+    name = column = "arq"
+    MODULE = MODULE
+    supervised = False      # two independent asyncio processes, nothing restarts one that dies
+    recovery_s = 30.0       # SIGKILL workload only: job_timeout 20 s, so a dead worker's jobs return after 30 s
+    settings = ("two `arq benchpeer.WorkerSettings` processes, defaults (max_jobs 10, poll_delay 0.5 s); "
+                "in the SIGKILL workload `job_timeout = 20` (default 300 s)")
+    notes = ("arq: no bulk enqueue API. Jobs are `async def` but run the same blocking body as everyone's "
+             "(the I/O mix sleeps with time.sleep, like the others). In the SIGKILL workload only, "
+             "`job_timeout = 20` (a documented setting, default 300 s), so a killed worker's jobs could be "
+             "picked up again after 30 s instead of 310 s.",)
+
+    def __init__(self, redis):
+        super().__init__(redis, venvs.ensure_venv(venvs.PEERS_ARQ))
+
+    def worker_commands(self, workload):
+        self.env.pop("BENCH_ARQ_JOB_TIMEOUT", None)
+        if workload == "sigkill":
+            self.env["BENCH_ARQ_JOB_TIMEOUT"] = "20"
+        return [[str(self.bin / "arq"), "benchpeer.WorkerSettings"] for _ in range(self.workers)]

@@ -54,6 +54,14 @@ def test_ack_removes_the_job_and_keeps_a_done_record(broker):
     assert broker.find(Q, job.id) == {"state": "done", "result": 1}
 
 
+def test_a_done_record_is_gone_after_its_result_ttl(broker):
+    push(broker, "a")
+    (job,), _ = take(broker)
+    broker.ack(Q, [ack_of(job, '{"result": 1}', ttl=1)])
+    assert broker.find(Q, job.id)["state"] == "done"
+    wait_for(lambda: broker.find(Q, job.id) is None, 5, 0.05, what="done record expired")
+
+
 def test_ack_folded_into_the_next_reserve(broker):
     push(broker, "a", "b")
     (a,), _ = take(broker)

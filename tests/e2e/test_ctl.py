@@ -1,4 +1,5 @@
-"""`mpqctl` end to end: the real CLI in a subprocess against our private redis-server."""
+"""`mpqctl` end to end: the real CLI in a subprocess against our private
+redis-server, and the same commands against an SQLite broker."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import yaml
 
 from mpqueue.brokers import Ack, open_broker
 from mpqueue.client import Client
-from tests.support import free_port
+from tests.support import BROKERS, broker_url_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = "default"
@@ -35,20 +36,26 @@ def one_line_error(result, code: int) -> str:
     return lines[0]
 
 
+@pytest.fixture(params=BROKERS)
+def broker_url(request):
+    """Every mpqctl command runs against each broker: they speak only the broker interface."""
+    return broker_url_for(request)
+
+
 @pytest.fixture
-def broker(redis_url):
-    b = open_broker(redis_url)
+def broker(broker_url):
+    b = open_broker(broker_url)
     yield b
     b.close()
 
 
-def push(broker, redis_url, task="m:f", args=(), queue=Q, **kw) -> str:
-    return Client(redis_url, broker=broker).push(queue, task, args, **kw)
+def push(broker, broker_url, task="m:f", args=(), queue=Q, **kw) -> str:
+    return Client(broker_url, broker=broker).push(queue, task, args, **kw)
 
 
-def fail_job(broker, redis_url, message="boom", at=None) -> str:
+def fail_job(broker, broker_url, message="boom", at=None) -> str:
     """Push a job and move it to the failed store (priority 9: it is reserved first)."""
-    job_id = push(broker, redis_url, "m:flaky", [message], priority=9)
+    job_id = push(broker, broker_url, "m:flaky", [message], priority=9)
     [res], _ = broker.reserve(Q, "node:1", 1, 30)
     error = {"type": "error", "message": f"ValueError: {message}", "attempts": 1,
              "traceback": f"Traceback (most recent call last):\nValueError: {message}", "at": at or time.time()}
@@ -57,9 +64,9 @@ def fail_job(broker, redis_url, message="boom", at=None) -> str:
 
 
 # -- push
-def test_push_prints_an_id_and_the_job_is_ready(redis_url, broker):
+def test_push_prints_an_id_and_the_job_is_ready(broker_url, broker):
     # When a job is pushed with arguments
-    r = ctl("push", Q, "m:f", "--args", '[1, "a"]', "--kwargs", '{"k": 2}', url=redis_url)
+    r = ctl("push", Q, "m:f", "--args", '[1, "a"]', "--kwargs", '{"k": 2}', url=broker_url)
     # Then its id is printed and the broker holds it ready
     assert r.returncode == 0, r.stderr
     found = broker.find(Q, r.stdout.strip())
@@ -67,14 +74,14 @@ def test_push_prints_an_id_and_the_job_is_ready(redis_url, broker):
     assert json.loads(found["envelope"].split(" ", 3)[3])["a"] == [1, "a"]
 
 
-def test_push_json_after_the_command_with_delay_or_eta_schedules(redis_url, broker):
-    r = ctl("push", Q, "m:f", "--delay", "60", "--priority", "7", "--json", url=redis_url)
+def test_push_json_after_the_command_with_delay_or_eta_schedules(broker_url, broker):
+    r = ctl("push", Q, "m:f", "--delay", "60", "--priority", "7", "--json", url=broker_url)
     assert r.returncode == 0, r.stderr
     assert broker.find(Q, json.loads(r.stdout)["id"])["state"] == "scheduled"
     # A timezone-naive --eta is local time: an hour from now is not due yet
     eta = (time.time() + 3600)
     naive = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(eta))
-    r = ctl("--json", "push", Q, "m:f", "--eta", naive, url=redis_url)
+    r = ctl("--json", "push", Q, "m:f", "--eta", naive, url=broker_url)
     found = broker.find(Q, json.loads(r.stdout)["id"])
     assert found["state"] == "scheduled" and abs(found["due_ms"] / 1000 - eta) < 5
 
@@ -82,8 +89,8 @@ def test_push_json_after_the_command_with_delay_or_eta_schedules(redis_url, brok
 @pytest.mark.parametrize("option,value", [
     ("--args", "{not json"), ("--args", '{"a": 1}'), ("--kwargs", "[1]"),
     ("--priority", "12"), ("--eta", "next tuesday")])
-def test_a_bad_push_option_is_a_one_line_error_naming_it(redis_url, broker, option, value):
-    r = ctl("push", Q, "m:f", option, value, url=redis_url)
+def test_a_bad_push_option_is_a_one_line_error_naming_it(broker_url, broker, option, value):
+    r = ctl("push", Q, "m:f", option, value, url=broker_url)
     assert option in one_line_error(r, 2)
     assert broker.counts(Q)["ready"] == 0
 
@@ -94,16 +101,16 @@ def test_an_unreachable_broker_is_one_line_naming_the_url_without_password():
     assert url.replace("hunter2", "***") in line and "hunter2" not in line
 
 
-def test_the_broker_comes_from_the_environment_else_it_is_an_error(redis_url):
-    assert ctl("push", Q, "m:f", env={"MPQUEUE_BROKER": redis_url}).returncode == 0
+def test_the_broker_comes_from_the_environment_else_it_is_an_error(broker_url):
+    assert ctl("push", Q, "m:f", env={"MPQUEUE_BROKER": broker_url}).returncode == 0
     assert "MPQUEUE_BROKER" in one_line_error(ctl("push", Q, "m:f"), 2)
 
 
-def test_a_config_gives_broker_queues_and_max_payload(tmp_path, redis_url, broker):
+def test_a_config_gives_broker_queues_and_max_payload(tmp_path, broker_url, broker):
     pytest.importorskip("mpqueue.config")
     # Given a service config with a small max_payload
     path = tmp_path / "svc.yaml"
-    path.write_text(yaml.safe_dump({"name": "svc", "broker": redis_url, "max_payload": 1024, "imports": ["x"],
+    path.write_text(yaml.safe_dump({"name": "svc", "broker": broker_url, "max_payload": 1024, "imports": ["x"],
                                     "queues": {"emails": {"workers": 1}}}))
     # Then status lists its queue although the broker never saw it
     r = ctl("--config", str(path), "status", "--json")
@@ -115,17 +122,17 @@ def test_a_config_gives_broker_queues_and_max_payload(tmp_path, redis_url, broke
 
 
 # -- status
-def test_status_shows_counts_and_live_nodes(redis_url, broker):
+def test_status_shows_counts_and_live_nodes(broker_url, broker):
     # Given two ready jobs, a scheduled one, a failed one and a live node
-    push(broker, redis_url)
-    push(broker, redis_url)
-    push(broker, redis_url, delay=60)
-    fail_job(broker, redis_url)
+    push(broker, broker_url)
+    push(broker, broker_url)
+    push(broker, broker_url, delay=60)
+    fail_job(broker, broker_url)
     broker.heartbeat("n1", {"node": "n1", "service": "svc", "host": "box", "pid": 42, "heartbeat_at": time.time(),
                             "queues": {Q: {"workers": 3, "busy": 1, "idle": 2}}}, ttl=30)
     # When status is asked for in JSON, before or after the command
     for args in (["--json", "status"], ["status", "--json"]):
-        r = ctl(*args, url=redis_url)
+        r = ctl(*args, url=broker_url)
         assert r.returncode == 0, r.stderr
         data = json.loads(r.stdout)
         # Then the counts and the node are there
@@ -134,7 +141,7 @@ def test_status_shows_counts_and_live_nodes(redis_url, broker):
         [node] = data["nodes"]
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table
-    out = ctl("status", url=redis_url).stdout.splitlines()
+    out = ctl("status", url=broker_url).stdout.splitlines()
     assert out[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DONE_TOTAL", "FAILED_TOTAL"]
     assert out[1].split() == [Q, "2", "1", "0", "1", "0", "1"] and len(out[0]) == len(out[1])
     assert out[4].split()[:7] == ["box", "42", "svc", Q, "3", "1", "2"]
@@ -142,18 +149,18 @@ def test_status_shows_counts_and_live_nodes(redis_url, broker):
 
 @pytest.mark.parametrize("args", [["status", "nosuch"], ["failed", "nosuch"], ["retry", "nosuch", "--all"],
                                   ["clean", "nosuch", "--yes"], ["purge-failed", "nosuch", "--yes"]])
-def test_an_unknown_queue_is_an_error(redis_url, broker, args):
-    push(broker, redis_url)
-    assert "unknown queue 'nosuch'" in one_line_error(ctl(*args, url=redis_url), 1)
+def test_an_unknown_queue_is_an_error(broker_url, broker, args):
+    push(broker, broker_url)
+    assert "unknown queue 'nosuch'" in one_line_error(ctl(*args, url=broker_url), 1)
 
 
 # -- failed and retry
-def test_failed_lists_jobs_and_retry_moves_them_back(redis_url, broker):
+def test_failed_lists_jobs_and_retry_moves_them_back(broker_url, broker):
     # Given two failed jobs
-    first = fail_job(broker, redis_url, "one", at=time.time() - 10)
-    second = fail_job(broker, redis_url, "two")
+    first = fail_job(broker, broker_url, "one", at=time.time() - 10)
+    second = fail_job(broker, broker_url, "two")
     # When they are listed in JSON
-    r = ctl("failed", Q, "--json", url=redis_url)
+    r = ctl("failed", Q, "--json", url=broker_url)
     assert r.returncode == 0, r.stderr
     jobs = json.loads(r.stdout)
     # Then oldest failure first, with the job and its error
@@ -163,80 +170,80 @@ def test_failed_lists_jobs_and_retry_moves_them_back(redis_url, broker):
     assert jobs[0]["error"]["type"] == "error" and jobs[0]["error"]["message"] == "ValueError: one"
     assert "Traceback" in jobs[0]["error"]["traceback"]
     # And the human form shows the tracebacks on demand
-    human = ctl("failed", Q, "--traceback", url=redis_url).stdout
+    human = ctl("failed", Q, "--traceback", url=broker_url).stdout
     assert first in human and "ValueError: two" in human and "Traceback (most recent" in human
-    assert "Traceback" not in ctl("failed", Q, url=redis_url).stdout
+    assert "Traceback" not in ctl("failed", Q, url=broker_url).stdout
     # When one is retried together with an unknown id
-    r = ctl("retry", Q, first, "nope", "--json", url=redis_url)
+    r = ctl("retry", Q, first, "nope", "--json", url=broker_url)
     assert r.returncode == 0 and json.loads(r.stdout) == {"queue": Q, "requeued": 1, "not_found": ["nope"]}
     assert "nope" in r.stderr and broker.find(Q, first)["state"] == "ready"
     # Then retrying only unknown ids fails; --all takes the rest
-    assert "nope" in one_line_error(ctl("retry", Q, "nope", url=redis_url), 1)
-    assert ctl("retry", Q, "--all", url=redis_url).stdout.strip() == f"requeued 1 job(s) of {Q}"
+    assert "nope" in one_line_error(ctl("retry", Q, "nope", url=broker_url), 1)
+    assert ctl("retry", Q, "--all", url=broker_url).stdout.strip() == f"requeued 1 job(s) of {Q}"
     assert broker.counts(Q)["failed"] == 0 and broker.counts(Q)["ready"] == 2
 
 
-def test_retry_needs_ids_or_all(redis_url, broker):
-    fail_job(broker, redis_url)
-    one_line_error(ctl("retry", Q, url=redis_url), 2)
+def test_retry_needs_ids_or_all(broker_url, broker):
+    fail_job(broker, broker_url)
+    one_line_error(ctl("retry", Q, url=broker_url), 2)
 
 
 # -- job
-def job_json(redis_url, job_id, *args):
-    r = ctl("job", job_id, "--json", *args, url=redis_url)
+def job_json(broker_url, job_id, *args):
+    r = ctl("job", job_id, "--json", *args, url=broker_url)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
-def test_job_shows_ready_scheduled_failed_and_done_jobs(redis_url, broker):
+def test_job_shows_ready_scheduled_failed_and_done_jobs(broker_url, broker):
     # Given a done job, a failed one, a scheduled one and a ready one, in that order
-    done = push(broker, redis_url, "m:add", [1, 2])
+    done = push(broker, broker_url, "m:add", [1, 2])
     [res], _ = broker.reserve(Q, "node:1", 1, 30)
     record = json.dumps({"task": "m:add", "attempts": 1, "result": 3, "finished_at": time.time(), "duration_ms": 1.5})
     broker.ack(Q, [Ack(done, res.token, record, 60)])
-    failed = fail_job(broker, redis_url)
-    scheduled = push(broker, redis_url, delay=60, kwargs={"x": 1})
-    ready = push(broker, redis_url, priority=4)
+    failed = fail_job(broker, broker_url)
+    scheduled = push(broker, broker_url, delay=60, kwargs={"x": 1})
+    ready = push(broker, broker_url, priority=4)
     # Then each is found in its state, with what the broker knows of it
-    assert job_json(redis_url, done) | {"finished_at": 0} == {
+    assert job_json(broker_url, done) | {"finished_at": 0} == {
         "id": done, "queue": Q, "state": "done", "task": "m:add", "args": None, "kwargs": None, "attempts": 1,
         "priority": None, "result": 3, "finished_at": 0, "duration_ms": 1.5}
-    info = job_json(redis_url, failed, "--queue", Q)
+    info = job_json(broker_url, failed, "--queue", Q)
     assert info["state"] == "failed" and info["error"]["message"] == "ValueError: boom" and info["attempts"] == 1
-    info = job_json(redis_url, scheduled)
+    info = job_json(broker_url, scheduled)
     assert info["state"] == "scheduled" and info["kwargs"] == {"x": 1} and info["due_at"] > time.time() + 50
     assert info["last_error"] is None
-    info = job_json(redis_url, ready)
+    info = job_json(broker_url, ready)
     assert (info["state"], info["task"], info["priority"], info["attempts"]) == ("ready", "m:f", 4, 0)
     # And the human form names the state
-    assert "state: failed" in ctl("job", failed, url=redis_url).stdout
+    assert "state: failed" in ctl("job", failed, url=broker_url).stdout
 
 
-def test_an_absent_job_is_not_found(redis_url, broker):
-    push(broker, redis_url)
-    assert "job feedbeef not found" in one_line_error(ctl("job", "feedbeef", url=redis_url), 1)
+def test_an_absent_job_is_not_found(broker_url, broker):
+    push(broker, broker_url)
+    assert "job feedbeef not found" in one_line_error(ctl("job", "feedbeef", url=broker_url), 1)
 
 
 # -- clean and purge-failed
-def test_clean_asks_and_aborts_without_an_answer_then_yes_drops(redis_url, broker):
+def test_clean_asks_and_aborts_without_an_answer_then_yes_drops(broker_url, broker):
     # Given a ready and a scheduled job
-    push(broker, redis_url)
-    push(broker, redis_url, delay=60)
+    push(broker, broker_url)
+    push(broker, broker_url, delay=60)
     # When clean runs without --yes and no answer can come
-    line = one_line_error(ctl("clean", Q, stdin="", url=redis_url), 1)
+    line = one_line_error(ctl("clean", Q, stdin="", url=broker_url), 1)
     # Then it aborts, saying so, and drops nothing
     assert "--yes" in line and broker.counts(Q)["ready"] == 1
     # When --yes is given, both go
-    r = ctl("clean", Q, "--yes", "--json", url=redis_url)
+    r = ctl("clean", Q, "--yes", "--json", url=broker_url)
     assert json.loads(r.stdout) == {"queue": Q, "dropped": 2}
     assert broker.counts(Q)["ready"] == broker.counts(Q)["scheduled"] == 0
 
 
-def test_purge_failed_asks_and_aborts_without_an_answer_then_yes_drops(redis_url, broker):
-    fail_job(broker, redis_url)
-    fail_job(broker, redis_url)
-    assert "--yes" in one_line_error(ctl("purge-failed", Q, url=redis_url), 1)
+def test_purge_failed_asks_and_aborts_without_an_answer_then_yes_drops(broker_url, broker):
+    fail_job(broker, broker_url)
+    fail_job(broker, broker_url)
+    assert "--yes" in one_line_error(ctl("purge-failed", Q, url=broker_url), 1)
     assert broker.counts(Q)["failed"] == 2
-    r = ctl("purge-failed", Q, "-y", url=redis_url)
+    r = ctl("purge-failed", Q, "-y", url=broker_url)
     assert r.returncode == 0 and r.stdout.strip() == f"dropped 2 failed job(s) of {Q}"
     assert broker.counts(Q)["failed"] == 0

@@ -181,6 +181,84 @@ def on_failure(job, error):
 
 def on_start(ctx):
     r().rpush("test:booted", f"{ctx['queue']} {ctx['worker_index']} {os.getpid()}")
+
+# -- hooks and job context (tests/e2e/test_heritage.py)
+import json as _json
+
+def _record_hook(by, job, error):
+    r().rpush("test:hooked", _json.dumps({"by": by, "job": job, "error": error, "pid": os.getpid()}))
+
+def queue_hook(job, error):
+    _record_hook("queue", job, error)
+
+def task_hook(job, error):
+    _record_hook("task", job, error)
+
+def before(job):
+    j = mpqueue.current_job()
+    r().rpush("test:order", _json.dumps({"at": "before", "job": job, "pid": os.getpid(),
+                                         "ctx_id": j.id if j else None}))
+
+@mpqueue.task(queue="default", retries=3, retry_delay=0.05)
+def step(fail_times):
+    j = mpqueue.current_job()
+    r().rpush("test:order", _json.dumps({"at": "run", "id": j.id, "attempt": j.attempt, "pid": os.getpid()}))
+    if j.attempt <= fail_times:
+        raise RuntimeError(f"attempt {j.attempt}")
+
+@mpqueue.task(queue="default", retries=2, retry_delay=0.05)
+def whoami(fail_times=0, seconds=0):
+    j = mpqueue.current_job()
+    r().rpush("test:whoami", _json.dumps({"id": j.id, "queue": j.queue, "task": j.task, "attempt": j.attempt,
+                                          "max_attempts": j.max_attempts, "worker_index": j.worker_index,
+                                          "pid": os.getpid()}))
+    time.sleep(seconds)
+    if j.attempt <= fail_times:
+        raise RuntimeError(f"attempt {j.attempt}")
+    return j.worker_index
+
+class Report(mpqueue.Task):
+    """Class-based: its own retry options and its own failure hook."""
+    queue = "default"
+    retries = 1
+    retry_delay = 0.05
+
+    def run(self, tag, fail=False):
+        j = mpqueue.current_job()
+        r().rpush("test:attempts", f"{tag} {j.attempt} {type(self).__name__}")
+        if fail:
+            raise ValueError(f"report {tag} failed")
+        return f"report {tag}"
+
+    def on_failure(self, job, error):
+        _record_hook("class", job, error)
+
+@mpqueue.task(queue="default", retries=1, retry_delay=0.05, on_failure=task_hook)
+def fail_hooked(msg="boom"):
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    raise ValueError(msg)
+
+@mpqueue.task(queue="default", retries=1, retry_delay=0.05, on_failure="testtasks:task_hook")
+def fail_hooked_by_name(msg="boom"):
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    raise ValueError(msg)
+
+@mpqueue.task(queue="default", timeout=0.5, on_failure=task_hook)
+def hang_hooked():
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    time.sleep(3600)
+
+@mpqueue.task(queue="default", retries=1, retry_delay=0, on_failure=task_hook)
+def exit_hooked():
+    r().rpush("test:attempts", mpqueue.current_job().attempt)
+    os._exit(7)
+
+@mpqueue.task(queue="default")
+def hold(tag, seconds=20):
+    """Runs until the test pushes to test:release:<tag> (or `seconds` pass)."""
+    r().rpush("test:starts", f"{tag} {os.getpid()}")
+    r().blpop(f"test:release:{tag}", seconds)
+    return tag
 '''
 
 
@@ -222,6 +300,9 @@ class Service:
         sock_path = str(self.tmp / "notify.sock")
         if os.path.exists(sock_path):
             os.unlink(sock_path)
+        # A new process, a new message stream: a READY=1 of an earlier run must not
+        # count as this one's.
+        self.messages = []
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(sock_path)
         self.notify.settimeout(0.2)

@@ -153,9 +153,12 @@ def _resp_array(buf: bytes, pos: int):
 class RedisBroker(Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
+        # surrogateescape: bytes that are not UTF-8 (junk a foreign writer put in our
+        # keys) decode without an error and encode back to the same bytes, so they
+        # reach the failed store as bad_payload instead of killing whoever read them.
         self.client = redislib.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=socket_timeout,
-            socket_keepalive=True, health_check_interval=30)
+            url, decode_responses=True, encoding_errors="surrogateescape", socket_connect_timeout=5,
+            socket_timeout=socket_timeout, socket_keepalive=True, health_check_interval=30)
         self._scripts = _load_scripts(self.client)
         self._keys: dict[str, list[str]] = {}
 

@@ -55,14 +55,16 @@ def user_exists(name="mpqueue") -> bool:
 
 
 def mpqueue_processes() -> list[str]:
-    """Command lines of any mpqueue service process on the machine (supervisor or worker)."""
+    """Command lines of the packaged mpqueue's processes on the machine (supervisor or worker)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "/usr/bin/mpqueue" in cmd or cmd.startswith("mpqueue "):
+        # the installed program, or the process titles of this test's instances (not
+        # the titles of any other mpqueue service that may run on this machine)
+        if "/usr/bin/mpqueue" in cmd or cmd.startswith(("mpqueue debtest:", "mpqueue orders:", "mpqueue example:")):
             found.append(f"{proc.name}: {cmd}")
     return found
 
@@ -140,6 +142,9 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
         for page in ("mpqueue.1.gz", "mpqctl.1.gz"):
             assert Path("/usr/share/man/man1", page).exists()
         assert sh("/usr/bin/mpqueue", "check", "--config", "/etc/mpqueue/example.yaml").returncode == 0
+        # and installing enabled and started nothing: no unit links, no process
+        links = [str(p) for p in Path("/etc/systemd/system").rglob("mpqueue*")]
+        assert links == [] and mpqueue_processes() == [], links
 
         # When: an instance of the installed unit runs under systemd, as the mpqueue user
         redis = RedisServer()

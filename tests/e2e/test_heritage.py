@@ -379,3 +379,38 @@ def test_junk_that_is_not_utf8_goes_to_the_failed_store_and_the_service_survives
     after = client.push("default", "testtasks:record", args=["after"])
     settled(client, after, "done")
     assert set(svc.worker_pids()) == workers
+
+
+def test_process_titles_name_the_service_and_each_workers_role(service):
+    # Given a running service with setproctitle installed (the test extra has it)
+    pytest.importorskip("setproctitle")
+    svc = service({"queues": {"default": {"workers": 2}}}).start()
+
+    def title(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode().strip()
+    # Then ps shows what each process is
+    assert title(svc.proc.pid) == "mpqueue svc: supervisor"
+    workers = wait_for(lambda: len(p := svc.worker_pids()) == 2 and p, 10, what="2 workers")
+    assert sorted(title(p) for p in workers) == ["mpqueue svc: default worker 0", "mpqueue svc: default worker 1"]
+
+
+def test_json_logs_carry_the_job_fields_for_log_shippers(service, broker_url):
+    # Given a service logging JSON
+    svc = service({"log": {"level": "info", "format": "json"}, "defaults": {"retries": 0}}).start()
+    # When a job fails
+    job_id = Client(broker_url).push("default", "testtasks:fail", args=["nope"])
+    line = wait_for(lambda: next((rec for rec in map(_json_or_none, svc.log().splitlines())
+                                  if rec and rec.get("job_id") == job_id), None), 10, what="the job's log line")
+    # Then its one JSON object names the service, queue, job, task, attempt, duration and outcome
+    assert line["service"] == "svc" and line["queue"] == "default" and line["task"] == "testtasks:fail"
+    assert line["attempt"] == 1 and line["outcome"] == "failed" and isinstance(line["duration_ms"], float)
+    assert line["level"] == "error"
+
+
+def _json_or_none(text):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

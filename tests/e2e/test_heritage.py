@@ -414,3 +414,33 @@ def _json_or_none(text):
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)     # boot back-off is the supervisor's own
+def test_a_worker_that_cannot_boot_after_start_retries_with_backoff_while_the_others_serve(service, broker_url, rdb):
+    # Given a running service of two queues, one worker each
+    svc = service({"queues": {"default": {"workers": 1}, "other": {"workers": 1}}}).start()
+    code = svc.tmp / "code" / "testtasks.py"
+    good = code.read_text()
+    pids = set(svc.worker_pids())
+    # When a broken deploy lands and one worker dies: its replacement can't import the code
+    code.write_text("raise ImportError('broken deploy')\n")
+    victim = pids.pop()
+    os.kill(victim, signal.SIGKILL)
+    # Then it is retried with growing delays (no fork loop), STATUS says why,
+    # and the other queue's worker, still on the old code, keeps serving
+    wait_for(lambda: svc.log().count("; retrying in ") >= 3, 15, what="three boot failures")
+    delays = [float(line.rsplit("; retrying in ", 1)[1].split()[0])
+              for line in svc.log().splitlines() if "; retrying in " in line]
+    assert delays[:3] == [0.5, 1.0, 2.0], delays
+    assert any("STATUS=queue " in m and "broken deploy" in m for m in svc.read_messages())
+    assert svc.proc.poll() is None
+    survivor = pids.pop()
+    with open(f"/proc/{survivor}/cmdline") as f:
+        its_queue = "default" if "default worker" in f.read() else "other"
+    job = Client(broker_url).push(its_queue, "testtasks:record", args=["served"])
+    settled(Client(broker_url), job, "done", queue=its_queue)
+    # And once the code is fixed, the next retry boots and the service is whole again
+    code.write_text(good)
+    wait_for(lambda: len(svc.worker_pids()) == 2 and "STATUS=2/2 workers" in " ".join(svc.read_messages()[-3:]),
+             20, what="both workers up again")

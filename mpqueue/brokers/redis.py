@@ -3,7 +3,8 @@
 Each script is `_keys.lua` (the data model, shared helpers) followed by the
 script's own body, loaded once and called by SHA. Every key of a queue is under
 the hash tag `mpq:{<queue>}:` and passed in KEYS, so the same scripts can run
-on Redis Cluster.
+on Redis Cluster. Script calls and wake-up frames go over the wire through
+resp.py, which skips redis-py's per-argument packing on these hot paths.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from importlib import resources
 
 import redis as redislib
 
+from . import resp
 from .base import Broker, BrokerError, Held, Reserved, Waiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean", "ready_count")
@@ -70,7 +72,7 @@ class RedisWaiter(Waiter):
         while True:
             pos, kept = 0, b""
             while True:
-                frame, end = _resp_array(self._buf, pos)
+                frame, end = resp.read_array(self._buf, pos)
                 if frame is None:
                     break
                 if frame and frame[0] == b"subscribe":
@@ -108,7 +110,7 @@ class RedisWaiter(Waiter):
     def _handed(self) -> list:
         out, pos = [], 0
         while True:
-            frame, end = _resp_array(self._buf, pos)
+            frame, end = resp.read_array(self._buf, pos)
             if frame is None:
                 break
             pos = end
@@ -123,33 +125,6 @@ class RedisWaiter(Waiter):
             self._pubsub.close()
 
 
-def _resp_array(buf: bytes, pos: int):
-    """One array (RESP2 `*`, or a RESP3 push `>`) of bulk strings/integers from
-    buf[pos:]: (items, end), or (None, pos) while it is incomplete."""
-    if pos >= len(buf):
-        return None, pos
-    line_end = buf.find(b"\r\n", pos)
-    if line_end < 0 or buf[pos:pos + 1] not in (b"*", b">"):
-        return None, pos
-    count, cur, items = int(buf[pos + 1:line_end]), line_end + 2, []
-    for _ in range(count):
-        line_end = buf.find(b"\r\n", cur)
-        if line_end < 0:
-            return None, pos
-        kind = buf[cur:cur + 1]
-        if kind == b":":
-            items.append(int(buf[cur + 1:line_end]))
-            cur = line_end + 2
-            continue
-        size = int(buf[cur + 1:line_end])
-        start = line_end + 2
-        if len(buf) < start + size + 2:
-            return None, pos
-        items.append(buf[start:start + size])
-        cur = start + size + 2
-    return items, cur
-
-
 class RedisBroker(Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
@@ -160,7 +135,9 @@ class RedisBroker(Broker):
             url, decode_responses=True, encoding_errors="surrogateescape", socket_connect_timeout=5,
             socket_timeout=socket_timeout, socket_keepalive=True, health_check_interval=30)
         self._scripts = _load_scripts(self.client)
+        self._caller = resp.ScriptCaller(self.client)
         self._keys: dict[str, list[str]] = {}
+        self._packed_keys: dict[str, bytes] = {}     # queue -> its keys, RESP-encoded once
 
     def keys(self, queue: str) -> list[str]:
         keys = self._keys.get(queue)
@@ -169,9 +146,13 @@ class RedisBroker(Broker):
         return keys
 
     def _call(self, script: str, queue: str, args, extra_keys=()):
-        keys = self.keys(queue)
+        packed = self._packed_keys.get(queue)
+        if packed is None:
+            packed = self._packed_keys[queue] = b"".join(map(resp.bulk, self.keys(queue)))
+        if extra_keys:
+            packed += b"".join(map(resp.bulk, extra_keys))
         with _errors():
-            return self._scripts[script](keys=keys + list(extra_keys) if extra_keys else keys, args=args)
+            return self._caller.call(self._scripts[script], packed, len(_KEY_NAMES) + len(extra_keys), args)
 
     # -- producers
     def push(self, queue, items):

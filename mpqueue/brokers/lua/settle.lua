@@ -13,6 +13,11 @@ if action == 'extend' then
   redis.call('ZADD', KEYS[LEASES], now_ms() + ms, id)
   return 1
 end
+-- Check the action before touching anything: Redis keeps the writes a script
+-- made before an error, so a late check would drop the job.
+if action ~= 'retry' and action ~= 'release' and action ~= 'fail' then
+  return redis.error_reply('settle: unknown action ' .. action)
+end
 local env = take_held(id, token)
 if not env then return 0 end
 local jid, n, prio, body = parse(env)
@@ -25,12 +30,10 @@ if action == 'retry' then
 elseif action == 'release' then
   if jid then env = jid .. ' ' .. math.max(0, tonumber(n) - 1) .. ' ' .. prio .. ' ' .. body end
   if enqueue(env, prio, true) then wake() end
-elseif action == 'fail' then
+else -- fail
   redis.call('HSET', KEYS[FAILED], id, env .. '\n' .. record)
   redis.call('HINCRBY', KEYS[STATS], 'failed', 1)
   redis.call('HDEL', KEYS[ERRORS], id)
   if hook ~= '' and enqueue(hook, 9, false) then wake() end
-else
-  return redis.error_reply('settle: unknown action ' .. action)
 end
 return 1

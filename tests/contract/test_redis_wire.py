@@ -1,0 +1,55 @@
+"""The Redis broker's own wire path (brokers/resp.py): script calls packed by
+hand must behave like redis-py's own, on a real redis-server."""
+import pytest
+
+from mpqueue import job as jobmod
+from mpqueue.brokers import BrokerError, open_broker
+
+Q = "wire"
+
+
+@pytest.fixture
+def broker(redis_url):
+    b = open_broker(redis_url)
+    yield b
+    b.close()
+
+
+def test_scripts_are_loaded_again_after_redis_forgot_them(broker, rdb):
+    # Given a broker that has called its scripts, and a Redis that then lost them (restart, SCRIPT FLUSH)
+    _, env = jobmod.encode("t:f", ["a"])
+    broker.push(Q, [(env, 0, 0.0)])
+    rdb.script_flush()
+    # When it calls them again, it loads them and the call goes through
+    _, env = jobmod.encode("t:f", ["b"])
+    broker.push(Q, [(env, 0, 0.0)])
+    reserved, _ = broker.reserve(Q, "c1", 5, 30)
+    assert [jobmod.decode(r.envelope).args for r in reserved] == [["a"], ["b"]]
+
+
+def test_an_error_reply_is_a_broker_error_changes_nothing_and_the_connection_stays_usable(broker):
+    # Given a call the script rejects (an unknown settle action on a held job)
+    with pytest.raises(BrokerError, match="unknown action"):
+        _bogus_settle(broker)
+    # Then the job is still held (a script's writes before an error would stay),
+    # and the next call on the same pool gets its own reply, not a stale one
+    assert broker.counts(Q)["running"] == 1
+    _, env = jobmod.encode("t:f", [1])
+    broker.push(Q, [(env, 0, 0.0)])
+    assert broker.ready_count(Q) == 1
+
+
+def _bogus_settle(broker):
+    # settle.lua checks its token before the action: hold a job so the action is reached
+    _, env = jobmod.encode("t:f", [0])
+    broker.push(Q, [(env, 0, 0.0)])
+    [r], _ = broker.reserve(Q, "c1", 1, 30)
+    return broker._settle(Q, r.envelope.split()[0], r.token, "bogus")
+
+
+def test_arguments_of_every_kind_arrive_intact(broker):
+    # Text beyond ASCII, an empty string and large numbers pass through as sent
+    _, env = jobmod.encode("t:f", ["żółć ✓", "", 2 ** 40])
+    broker.push(Q, [(env, 9, 0.0)])
+    [r], _ = broker.reserve(Q, "c1", 1, 2 ** 31 - 1)
+    assert jobmod.decode(r.envelope).args == ["żółć ✓", "", 2 ** 40]

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -50,6 +51,8 @@ def main() -> None:
         sizes.smaller = {"rq": {"drain": min(n, sizes.drain), "io": min(n, sizes.io)},
                          "rq-simple": {"drain": min(n, sizes.drain)}}
 
+    # SIGTERM too unwinds through the finally below: no worker or redis-server is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     redis = PrivateRedis()
     systems, results = [], defaultdict(list)

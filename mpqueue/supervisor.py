@@ -18,6 +18,7 @@ from .dispatcher import Dispatcher
 from .notify import Notifier
 from .recovery import Recovery
 from .signals import SignalQueue
+from .status import busy_count, node_info, status_line
 from .worker import EXIT_BOOT_FAILED
 
 log = logging.getLogger("mpqueue.supervisor")
@@ -222,7 +223,7 @@ class Supervisor:
         log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout
-        self.notifier.stopping(f"stopping: draining {self.busy_count()} running jobs")
+        self.notifier.stopping(f"stopping: draining {busy_count(self.workers.values())} running jobs")
         for h in self.workers.values():
             h.stop()
 
@@ -423,7 +424,8 @@ class Supervisor:
         self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)
 
     def heartbeat(self) -> None:
-        self.broker.heartbeat(self.node_id, self.node_info(), ttl=HEARTBEAT_EVERY * 6)
+        info = node_info(self.cfg, list(self.workers.values()), self.totals, self.node_id, self.started_at)
+        self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
 
     def broker_may_answer(self) -> bool:
         return self.broker_ok or time.monotonic() >= self.broker_retry_at
@@ -446,35 +448,9 @@ class Supervisor:
                                                 "" if ok else exc)
             self.broker_ok = ok
 
-    # -- reporting
-    def busy_count(self) -> int:
-        return sum(1 for h in self.workers.values() if h.scoreboard.read().busy)
-
-    def counts(self) -> tuple[int, int]:
-        done, failed = self.totals["done"], self.totals["failed"]
-        for h in self.workers.values():
-            s = h.scoreboard.read()
-            done, failed = done + s.done, failed + s.failed
-        return done, failed
-
+    # -- reporting (status.py)
     def status_line(self) -> str:
-        total = sum(q.workers for q in self.cfg.queues.values())
-        up = sum(1 for h in self.workers.values() if h.ready and not h.retiring)
-        done, failed = self.counts()
-        broker = "broker ok" if self.broker_ok else "broker unreachable"
-        ready = "" if self.ready_jobs is None else f"{self.ready_jobs} ready; "
-        return f"{up}/{total} workers, {self.busy_count()} busy; {done} done, {failed} failed; {ready}{broker}"
-
-    def node_info(self) -> dict:
-        queues = {}
-        for q in self.cfg.queues.values():
-            hs = [h for h in self.workers.values() if h.queue == q.name]
-            busy = sum(1 for h in hs if h.scoreboard.read().busy)
-            queues[q.name] = {"workers": len(hs), "busy": busy, "idle": len(hs) - busy}
-        done, failed = self.counts()
-        return {"node": self.node_id, "service": self.cfg.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "queues": queues, "done": done, "failed": failed, "started_at": self.started_at,
-                "heartbeat_at": time.time()}
+        return status_line(self.cfg, list(self.workers.values()), self.totals, self.ready_jobs, self.broker_ok)
 
 
 def _watchdog_interval() -> float:

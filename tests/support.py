@@ -161,7 +161,7 @@ def leak(mb):
 @mpqueue.task(queue="default", timeout=1)
 def hang():
     r().rpush("test:attempts", mpqueue.current_job().attempt)
-    time.sleep(3600)
+    time.sleep(3600)  # ok: a job that hangs until its timeout kills it
 
 @mpqueue.task(queue="default")
 def slow_first(tag):
@@ -169,7 +169,7 @@ def slow_first(tag):
     j = mpqueue.current_job()
     r().rpush("test:starts", f"{tag} {j.attempt} {os.getpid()}")
     if j.attempt == 1:
-        time.sleep(60)
+        time.sleep(60)  # ok: hangs so its node can be killed under it
     r().rpush("test:runs", tag)
 
 @mpqueue.task(queue="default")
@@ -246,7 +246,7 @@ def fail_hooked_by_name(msg="boom"):
 @mpqueue.task(queue="default", timeout=0.5, on_failure=task_hook)
 def hang_hooked():
     r().rpush("test:attempts", mpqueue.current_job().attempt)
-    time.sleep(3600)
+    time.sleep(3600)  # ok: a job that hangs until its timeout kills it
 
 @mpqueue.task(queue="default", retries=1, retry_delay=0, on_failure=task_hook)
 def exit_hooked():

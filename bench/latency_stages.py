@@ -13,7 +13,7 @@ import os
 import select
 import time
 
-from mpqueue import job as jobmod
+from mpqueue.core import envelope as jobmod
 from mpqueue.brokers import open_broker
 
 from .common import PrivateRedis, percentile

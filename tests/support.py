@@ -313,7 +313,7 @@ class Service:
                    MPQUEUE_RUNTIME_DIR=str(self.tmp / "run"), PYTHONUNBUFFERED="1")
         env.update(extra_env or {})
         self.log_path = self.tmp / "service.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "mpqueue.cli", "run", "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "mpqueue.ops.cli", "run", "--config", str(self.config_path)],
                                      env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if wait_ready:

@@ -83,7 +83,7 @@ class Mpqueue(System):
         return mpqueue.__version__
 
     def worker_commands(self, workload):
-        return [[str(self.python), "-m", "mpqueue.cli", "run", "--config", str(self.config)]]
+        return [[str(self.python), "-m", "mpqueue.ops.cli", "run", "--config", str(self.config)]]
 
     def reset(self) -> None:
         super().reset()

@@ -1,22 +1,27 @@
-"""Brokers by URL scheme."""
+"""Brokers by URL scheme. Each backend implements base.Broker and passes the one
+contract suite in tests/contract/. Imports core only."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Ack, Broker, BrokerError, Held, Reserved, Waiter
+from ..core.names import INLINE_SCHEME, redact
+from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, Reserved, Waiter
 
-__all__ = ["Ack", "Broker", "BrokerError", "Held", "Reserved", "Waiter", "open_broker"]
+__all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "Reserved", "Waiter",
+           "open_broker"]
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def open_broker(url: str, **kw) -> Broker:
     scheme = urlsplit(url).scheme
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         from .redis import RedisBroker
         return RedisBroker(url, **kw)
     if scheme == "sqlite":
         from .sqlite import SQLiteBroker
         return SQLiteBroker(url, **kw)
-    if scheme == "sync":
-        from .sync import SyncBroker
-        return SyncBroker(url, **kw)
-    raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {url!r}")
+    if scheme == INLINE_SCHEME:
+        raise BrokerError("broker: sync:// is not a broker: it runs each job inside the process that pushes "
+                          "it (mpqueue.connect or Client), so nothing else can see or run its jobs; use "
+                          "sqlite:///PATH or redis://HOST")
+    raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {redact(url)!r}")

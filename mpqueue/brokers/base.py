@@ -5,13 +5,25 @@ jobs (by due time, on the broker's clock), reserved jobs (who holds them, under
 which token, until which lease deadline), the failed store, done records with a
 TTL, and totals. Every method that changes state does it in one atomic step, so
 a process killed between two calls leaves every job where it was or where it
-was going. A backend is a new module implementing this class and passing
-tests/contract/.
+was going.
+
+Two contracts: `Lifecycle`, what producers, workers and the supervisor need
+to move jobs (push, reserve, ack, retry, release, fail, extend, recovery
+reads, wake-ups), and `Inspection`, what `mpqctl`, status lines and a
+dashboard read and administer. A backend is a new module implementing
+`Broker` (both) and passing tests/contract/.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+
+
+# The shape of counts(): mpqctl's columns and the dashboard's, in this order.
+COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_total")
+# Wake-ups are hints: whoever waits on one re-checks the broker at least this
+# often (seconds), so a lost hint delays a job, never strands it.
+FALLBACK_WAIT = 60.0
 
 
 class BrokerError(Exception):
@@ -60,7 +72,9 @@ class Waiter(abc.ABC):
     def close(self) -> None: ...
 
 
-class Broker(abc.ABC):
+class Lifecycle(abc.ABC):
+    """Moving jobs: every method that changes state does it in one atomic step."""
+
     # -- producers
     @abc.abstractmethod
     def push(self, queue: str, items: list[tuple[str, int, float]]) -> None:
@@ -68,14 +82,15 @@ class Broker(abc.ABC):
 
     # -- consumers
     @abc.abstractmethod
-    def reserve(self, queue: str, consumer: str, count: int, lease: float,
-                acks: list[Ack] = (), idle: str = "") -> tuple[list[Reserved], float | None]:
+    def reserve(self, queue: str, consumer: str, count: int, lease: float, acks: list[Ack] = (), *,
+                leave_idle: bool = False, join_idle: bool = False) -> tuple[list[Reserved], float | None]:
         """Ack `acks`, promote due delayed jobs, then reserve up to `count` jobs for
         `consumer` with a lease of `lease` seconds. Returns (reserved, seconds
         until the next delayed job is due or None). Each reservation has a fresh
-        token; its attempt count is incremented. `idle` may contain "L" (the
-        consumer stops being idle) and "E" (if nothing was reserved it becomes idle,
-        and a push may then hand it a job through its waiter)."""
+        token; its attempt count is incremented. `leave_idle`: the consumer was
+        on the idle list and leaves it; `join_idle`: if nothing was reserved it
+        joins the idle list, and a push may then hand it a job through its
+        waiter. A broker without hand-over ignores both."""
 
     @abc.abstractmethod
     def ack(self, queue: str, acks: list[Ack]) -> int:
@@ -110,10 +125,20 @@ class Broker(abc.ABC):
         """A selectable wake-up hint for consumers of `queue` (and, with `consumer`,
         the channel on which pushes hand that consumer jobs)."""
 
-    # -- inspection and administration
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise BrokerError unless the broker answers."""
+
+    def close(self) -> None:
+        pass
+
+
+class Inspection(abc.ABC):
+    """Reading and administering queues (mpqctl, status, a dashboard)."""
+
     @abc.abstractmethod
     def counts(self, queue: str) -> dict:
-        """{'ready', 'scheduled', 'running', 'failed', 'done_total', 'failed_total'}."""
+        """{key: int for key in COUNT_KEYS}."""
 
     @abc.abstractmethod
     def ready_count(self, queue: str) -> int:
@@ -154,9 +179,6 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def queues(self) -> list[str]: ...
 
-    @abc.abstractmethod
-    def ping(self) -> None:
-        """Raise BrokerError unless the broker answers."""
 
-    def close(self) -> None:
-        pass
+class Broker(Lifecycle, Inspection):
+    """A complete backend: both contracts."""

@@ -21,9 +21,26 @@ from . import resp
 from .base import Broker, BrokerError, Held, Reserved, Waiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "requeue", "clean", "ready_count")
+# Every script gets these keys of its queue, in this order (KEYS[1..19] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle")
 NODE_SET = "mpq:nodes"
+
+
+class QueueKeys:
+    """A queue's Redis keys by name, in step with the table at the top of _keys.lua."""
+
+    def __init__(self, queue: str):
+        self.prefix = f"mpq:{{{queue}}}:"
+        self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
+        self.ready = self.all[:10]                                 # one list per priority 0..9
+        (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
+         self.wake, self.idle) = self.all[10:]
+        self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
+
+    def done(self, job_id: str) -> str:
+        return f"{self.prefix}done:{job_id}"
+
 QUEUE_SET = "mpq:queues"
 
 
@@ -136,19 +153,16 @@ class RedisBroker(Broker):
             socket_timeout=socket_timeout, socket_keepalive=True, health_check_interval=30)
         self._scripts = _load_scripts(self.client)
         self._caller = resp.ScriptCaller(self.client)
-        self._keys: dict[str, list[str]] = {}
-        self._packed_keys: dict[str, bytes] = {}     # queue -> its keys, RESP-encoded once
+        self._keys: dict[str, QueueKeys] = {}
 
-    def keys(self, queue: str) -> list[str]:
+    def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
         if keys is None:
-            keys = self._keys[queue] = [f"mpq:{{{queue}}}:{name}" for name in _KEY_NAMES]
+            keys = self._keys[queue] = QueueKeys(queue)
         return keys
 
     def _call(self, script: str, queue: str, args, extra_keys=()):
-        packed = self._packed_keys.get(queue)
-        if packed is None:
-            packed = self._packed_keys[queue] = b"".join(map(resp.bulk, self.keys(queue)))
+        packed = self.keys(queue).packed
         if extra_keys:
             packed += b"".join(map(resp.bulk, extra_keys))
         with _errors():
@@ -163,15 +177,15 @@ class RedisBroker(Broker):
 
     # -- consumers
     def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):
+        # idle flags of reserve.lua: "L" leave the idle list, "E" join it if empty-handed
         args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), idle, len(acks)]
-        done_keys = []
-        prefix = self.keys(queue)[0][:-len("ready:0")]
+        keys = self.keys(queue)
         for a in acks:
             args += [a.id, a.token, a.record, a.ttl, "1" if a.first_attempt else "0"]
-            done_keys.append(f"{prefix}done:{a.id}")
-        return self._call("reserve", queue, args, done_keys)
+        return self._call("reserve", queue, args, [keys.done(a.id) for a in acks])
 
-    def reserve(self, queue, consumer, count, lease, acks=(), idle=""):
+    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
+        idle = ("L" if leave_idle else "") + ("E" if join_idle else "")
         out = self._reserve_raw(queue, consumer, count, lease, acks, idle)
         next_due = None if out[1] < 0 else out[1] / 1000.0
         return [Reserved(out[i], out[i + 1]) for i in range(2, len(out), 2)], next_due
@@ -197,7 +211,7 @@ class RedisBroker(Broker):
 
     def held(self, queue):
         with _errors():
-            records = self.client.hgetall(self.keys(queue)[12])
+            records = self.client.hgetall(self.keys(queue).held)
         return [_held(job_id, rec) for job_id, rec in records.items()]
 
     def expired(self, queue, limit=100):
@@ -205,15 +219,15 @@ class RedisBroker(Broker):
         return [_held(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
     def waiter(self, queue, consumer=None):
-        return RedisWaiter(self.client, self.keys(queue)[17], consumer)
+        return RedisWaiter(self.client, self.keys(queue).wake, consumer)
 
     # -- inspection and administration
     def counts(self, queue):
         k = self.keys(queue)
         with _errors(), self.client.pipeline(transaction=True) as pipe:
-            for key in k[:10]:
+            for key in k.ready:
                 pipe.llen(key)
-            pipe.zcard(k[11]).hlen(k[12]).hlen(k[15]).hgetall(k[14])
+            pipe.zcard(k.sched).hlen(k.held).hlen(k.failed).hgetall(k.stats)
             res = pipe.execute()
         stats = res[13]
         return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
@@ -225,7 +239,7 @@ class RedisBroker(Broker):
     def failed(self, queue, limit=100):
         with _errors():
             out = []
-            for job_id, rec in self.client.hscan_iter(self.keys(queue)[15], count=200):
+            for job_id, rec in self.client.hscan_iter(self.keys(queue).failed, count=200):
                 envelope, _, error = rec.partition("\n")
                 out.append((job_id, envelope, error))
                 if len(out) >= limit:
@@ -235,7 +249,7 @@ class RedisBroker(Broker):
     def requeue_failed(self, queue, ids):
         with _errors():
             if ids is None:
-                ids = list(self.client.hkeys(self.keys(queue)[15]))
+                ids = list(self.client.hkeys(self.keys(queue).failed))
         moved = 0
         for i in range(0, len(ids), 500):
             moved += self._call("requeue", queue, ids[i:i + 500])
@@ -245,35 +259,33 @@ class RedisBroker(Broker):
         return self._call("clean", queue, [])
 
     def purge_failed(self, queue):
-        key = self.keys(queue)[15]
+        key = self.keys(queue).failed
         with _errors(), self.client.pipeline(transaction=True) as pipe:
             n, _ = pipe.hlen(key).delete(key).execute()
         return n
 
     def find(self, queue, job_id):
-        k = self.keys(queue)
-        prefix = k[0][:-len("ready:0")]
         with _errors():
-            return self._find(k, prefix, job_id)
+            return self._find(self.keys(queue), job_id)
 
-    def _find(self, k, prefix, job_id):
+    def _find(self, k, job_id):
         c = self.client
-        held = c.hget(k[12], job_id)
+        held = c.hget(k.held, job_id)
         if held:
             h = _held(job_id, held)
             return {"state": "running", "envelope": h.envelope, "consumer": h.consumer}
-        done = c.get(f"{prefix}done:{job_id}")
+        done = c.get(k.done(job_id))
         if done:
             return {"state": "done", **json.loads(done)}
-        failed = c.hget(k[15], job_id)
+        failed = c.hget(k.failed, job_id)
         if failed:
             envelope, _, error = failed.partition("\n")
             return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
-        last_error = c.hget(k[16], job_id)
+        last_error = c.hget(k.errors, job_id)
         extra = {"last_error": json.loads(last_error)} if last_error else {}
-        for envelope, due in c.zscan_iter(k[11], match=f"{job_id} *"):
+        for envelope, due in c.zscan_iter(k.sched, match=f"{job_id} *"):
             return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
-        for key in k[:10]:
+        for key in k.ready:
             for start in range(0, c.llen(key), 1000):
                 for envelope in c.lrange(key, start, start + 999):
                     if envelope.startswith(job_id + " "):

@@ -4,7 +4,7 @@ import select
 import threading
 import time
 
-from mpqueue import job as jobmod
+from mpqueue.core import envelope as jobmod
 from mpqueue.brokers import Ack
 from tests.support import wait_for
 
@@ -104,8 +104,8 @@ def test_released_job_goes_to_the_front(broker):
 
 def test_a_dead_workers_batch_spends_only_the_running_jobs_attempt(broker):
     # Given a worker that reserved a batch of three and was running the first
-    from mpqueue.config import QueueConfig
-    from mpqueue.recovery import Recovery
+    from mpqueue.core.config import QueueConfig
+    from mpqueue.supervisor.recovery import Recovery
     push(broker, "a", "b", "c", "d")
     (a, b, c), _ = take(broker, 3)
     recovery = Recovery(broker, {Q: QueueConfig(name=Q, retries=3, retry_delay=0)})

@@ -2,7 +2,7 @@
 hand must behave like redis-py's own, on a real redis-server."""
 import pytest
 
-from mpqueue import job as jobmod
+from mpqueue.core import envelope as jobmod
 from mpqueue.brokers import BrokerError, open_broker
 
 Q = "wire"

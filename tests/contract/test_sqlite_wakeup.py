@@ -3,7 +3,7 @@ import os
 import select
 import stat
 
-from mpqueue import job as jobmod
+from mpqueue.core import envelope as jobmod
 from mpqueue.brokers import open_broker
 
 

@@ -61,7 +61,7 @@ def client(tmp_path):
                    "queues: {default: {workers: 1, on_failure: 'synctasks:report'}}\n")
     c = mpqueue.connect(str(cfg))
     yield c
-    mpqueue.client.set_default_client(None)
+    mpqueue.producer.default.set_default_client(None)
 
 
 def test_push_runs_the_job_before_returning_and_keeps_its_result(tasks, client):

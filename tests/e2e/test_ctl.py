@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mpqueue.brokers import Ack, open_broker
-from mpqueue.client import Client
+from mpqueue.producer.client import Client
 from tests.support import BROKERS, broker_url_for, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ Q = "default"
 
 def ctl(*args, url=None, stdin="", env=None):
     """Run `mpqctl [--broker url] args...`; stdin is empty unless given."""
-    cmd = [sys.executable, "-m", "mpqueue.ctl"] + (["--broker", url] if url else []) + list(args)
+    cmd = [sys.executable, "-m", "mpqueue.ops.ctl"] + (["--broker", url] if url else []) + list(args)
     base = {k: v for k, v in os.environ.items() if k != "MPQUEUE_BROKER"}
     base["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=30,
@@ -107,7 +107,7 @@ def test_the_broker_comes_from_the_environment_else_it_is_an_error(broker_url):
 
 
 def test_a_config_gives_broker_queues_and_max_payload(tmp_path, broker_url, broker):
-    pytest.importorskip("mpqueue.config")
+    pytest.importorskip("mpqueue.core.config")
     # Given a service config with a small max_payload
     path = tmp_path / "svc.yaml"
     path.write_text(yaml.safe_dump({"name": "svc", "broker": broker_url, "max_payload": 1024, "imports": ["x"],

@@ -203,7 +203,7 @@ def test_sigquit_stops_at_once_and_returns_jobs(service, broker_url, rdb):
 def test_import_error_at_start_fails_the_service_with_the_error(service, broker_url):
     svc = service({"imports": ["no_such_module_here"]})
     svc.start(wait_ready=False)
-    assert svc.proc.wait(30) == 3
+    assert svc.proc.wait(30) == 70     # EX_SOFTWARE: the task code failed to load
     assert "No module named 'no_such_module_here'" in svc.log()
     # and systemctl status would show the error itself
     assert any("STATUS=failed: queue default: ModuleNotFoundError: No module named 'no_such_module_here'" in m

@@ -56,10 +56,10 @@ def drained(client, queue="default", timeout=10.0):
 
 
 def cli(module, *args, env=None):
-    """Run `python -m mpqueue.<module> args...` (mpqueue.cli = `mpqueue`, mpqueue.ctl = `mpqctl`)."""
+    """Run `python -m mpqueue.ops.<module> args...` (ops.cli = `mpqueue`, ops.ctl = `mpqctl`)."""
     base = {k: v for k, v in os.environ.items() if k not in ("MPQUEUE_BROKER", "NOTIFY_SOCKET")}
     base["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    return subprocess.run([sys.executable, "-m", f"mpqueue.{module}", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", f"mpqueue.ops.{module}", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL, env={**base, **(env or {})})
 
 

@@ -11,7 +11,7 @@ from tests.support import wait_for
 
 
 def reload_cmd(svc, timeout=50):
-    return subprocess.run([sys.executable, "-m", "mpqueue.cli", "reload", "--config", str(svc.config_path),
+    return subprocess.run([sys.executable, "-m", "mpqueue.ops.cli", "reload", "--config", str(svc.config_path),
                            "--timeout", str(timeout)], capture_output=True, text=True, timeout=60,
                           env={**__import__("os").environ, "MPQUEUE_RUNTIME_DIR": str(svc.tmp / "run")})
 

@@ -41,7 +41,7 @@ def sd(redis_server, tmp_path_factory):
     (config_dir / "code").mkdir()
     (config_dir / "code" / "testtasks.py").write_text(TASKS)
     unit = (REPO / "packaging/systemd/mpqueue@.service").read_text()
-    unit = unit.replace("/usr/bin/mpqueue", f"{sys.executable} -m mpqueue.cli")
+    unit = unit.replace("/usr/bin/mpqueue", f"{sys.executable} -m mpqueue.ops.cli")
     systemd = Systemd().start()
     try:
         systemd.install("mpqueue@.service", unit)

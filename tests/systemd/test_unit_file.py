@@ -30,7 +30,7 @@ def test_verify_has_nothing_to_say_about_the_unit(tmp_path):
     units.mkdir()
     unit = (SHIPPED / "mpqueue@.service").read_text()
     assert unit.count("/usr/bin/mpqueue ") == 2
-    (units / "mpqueue@.service").write_text(unit.replace("/usr/bin/mpqueue", f"{sys.executable} -m mpqueue.cli"))
+    (units / "mpqueue@.service").write_text(unit.replace("/usr/bin/mpqueue", f"{sys.executable} -m mpqueue.ops.cli"))
     shutil.copy(SHIPPED / "mpqueue.target", units)
     # Documentation=man:mpqueue(1): verify asks `man` for it; give it the page the .deb installs.
     (tmp_path / "man/man1").mkdir(parents=True)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mpqueue import config
-from mpqueue.config import ConfigError, LogConfig, QueueConfig, load_config, parse_config
+from mpqueue.core import config, schema
+from mpqueue.core.config import ConfigError, LogConfig, QueueConfig, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "conf" / "example.yaml"
 MINIMAL = {"broker": "redis://127.0.0.1:6379/0", "imports": ["app.tasks"], "queues": {"default": {}}}
@@ -149,7 +149,7 @@ def test_enumerated_values_are_case_insensitive_and_stored_lower():
 
 
 def test_a_scheme_added_to_broker_schemes_is_accepted(monkeypatch):
-    monkeypatch.setattr(config, "BROKER_SCHEMES", (*config.BROKER_SCHEMES, "sqlite"))
+    monkeypatch.setattr(schema, "BROKER_SCHEMES", (*schema.BROKER_SCHEMES, "sqlite"))
     assert parse(broker="sqlite:///var/lib/q.db").broker == "sqlite:///var/lib/q.db"
 
 

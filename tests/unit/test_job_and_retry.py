@@ -2,9 +2,9 @@
 import pytest
 
 import mpqueue
-from mpqueue import job as jobmod
-from mpqueue import registry
-from mpqueue.retry import RetryPolicy
+from mpqueue.core import envelope as jobmod
+from mpqueue.core import tasks as registry
+from mpqueue.core.retry import RetryPolicy
 
 
 def test_envelope_round_trips_args_kwargs_and_priority():

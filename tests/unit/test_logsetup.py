@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from mpqueue import logsetup
-from mpqueue.config import LogConfig
+from mpqueue.core.config import LogConfig
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) \[(\S+)\] (.*)$")
 

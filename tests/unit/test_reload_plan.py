@@ -3,8 +3,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from mpqueue import reload
-from mpqueue.config import QueueConfig, ServiceConfig
+from mpqueue.supervisor import reload
+from mpqueue.core.config import QueueConfig, ServiceConfig
 
 
 def svc(**kw):

@@ -1,7 +1,7 @@
 """The Redis password: from a systemd credential, never from a world-readable YAML."""
 import pytest
 
-from mpqueue.config import ConfigError, load_config
+from mpqueue.core.config import ConfigError, load_config
 
 
 def write(tmp_path, broker, extra="", mode=0o640):

@@ -1,66 +1,23 @@
-"""Tasks: the `@task` decorator, class-based jobs, and the name -> task registry.
+"""Defining tasks: the `@task` decorator and the `Task` base class for class-based
+jobs. Both register in the task table (core/tasks.py) when their module is
+imported, and both can push a run of themselves.
 
-Only tasks registered here can run in a worker: a job naming anything else
-(`os:system`) is refused as `unknown_task`. Registration happens at import
-time of the modules named in the service's `imports`.
+Two ways to push: `push(*args, **kwargs)` for the common case, where the
+keywords `delay`, `eta`, `priority`, `queue` and `client` are push options,
+and `push_with(args=..., kwargs=..., ...)`, which passes any keyword arguments
+to the task, those names included (RQ's old trap, its issue 98).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
 
-_UNSET = None
-_TASKS: dict[str, "TaskInfo"] = {}
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-task overrides of the queue's settings; None means 'use the queue's'."""
-    queue: str = "default"
-    timeout: float | None = None
-    retries: int | None = None
-    retry_delay: float | None = None
-    backoff: str | None = None
-    max_retry_delay: float | None = None
-    retry_on_timeout: bool | None = None
-
-    def overrides(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "queue" and v is not None}
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    func: object                  # callable run with the job's args
-    options: TaskOptions
-    on_failure: object | None     # callable(job_info, error_info) or None
-
-    def public(self) -> dict:
-        """What a worker tells its supervisor about this task (no code crosses)."""
-        return {"queue": self.options.queue, "has_on_failure": self.on_failure is not None,
-                **self.options.overrides()}
-
-
-def register(info: TaskInfo) -> None:
-    _TASKS[info.name] = info
-
-
-def lookup(name: str) -> TaskInfo | None:
-    return _TASKS.get(name)
-
-
-def all_tasks() -> dict[str, TaskInfo]:
-    return dict(_TASKS)
-
-
-def _client():
-    from . import client
-    return client.default_client()
+from ..core.tasks import TaskInfo, TaskOptions, register
+from .default import default_client
 
 
 def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None):
-    return (client or _client()).push(queue or options.queue, name, args=list(args), kwargs=kwargs,
-                                      delay=delay, eta=eta, priority=priority)
+    return (client or default_client()).push(queue or options.queue, name, args=list(args), kwargs=kwargs,
+                                             delay=delay, eta=eta, priority=priority)
 
 
 class FunctionTask:
@@ -76,6 +33,10 @@ class FunctionTask:
 
     def push(self, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
         """Enqueue a run of this task; returns the job id."""
+        return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
+
+    def push_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
+        """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
         return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
 
@@ -114,8 +75,12 @@ class Task:
 
     @classmethod
     def push(cls, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
-        options = TaskOptions(cls.queue)
-        return _push(cls.name, options, args, kwargs, delay, eta, priority, queue, client)
+        return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
+
+    @classmethod
+    def push_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
+        """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
+        return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
 
 
 def _defined(cls) -> set:
@@ -125,10 +90,3 @@ def _defined(cls) -> set:
             break
         names.update(klass.__dict__)
     return names
-
-
-def effective(queue_config, info: TaskInfo | None):
-    """The queue's settings with the task's overrides applied (a QueueConfig)."""
-    if info is None:
-        return queue_config
-    return replace(queue_config, **info.options.overrides())

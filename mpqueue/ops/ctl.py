@@ -8,58 +8,32 @@ command's docstring gives its shape. Errors are never JSON: one line on stderr,
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
-import os
-import re
 import sys
 import time
 from functools import cached_property
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis as redislib
 
-from . import __version__
-from . import job as jobmod
-from .brokers import BrokerError, open_broker
-from .client import Client
-from .ctl_text import _failed_text, _job_text, _status_text
+from .. import __version__
+from ..brokers import BrokerError, open_broker
+from ..core import envelope as jobmod
+from ..core.config import ConfigError, config_path_for, load_config
+from ..core.names import redact
+from ..ipc import EX_CONFIG, EX_USAGE
+from ..producer.client import Client
+from ..producer.default import ENV_BROKER, ENV_CONFIG, from_environment
+from .common import Fail as CtlError
+from .common import OneLineGroup
+from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
+from .ctl_text import failed_text, job_text, status_text
 
-EX_FAILURE, EX_USAGE, EX_CONFIG = 1, 2, 78
 DEFAULT_MAX_PAYLOAD = 1 << 20
-COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_total")
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-# click >= 8.2 raises this for a bare `mpqctl`; its message is the whole help text.
-_HELP_ERRORS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class CtlError(click.ClickException):
-    """A failure reported as one line, `mpqctl: <message>`, with its exit status."""
-
-    def __init__(self, message: str, exit_code: int = EX_FAILURE):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class _Group(click.Group):
-    """Reports every failure, click's usage errors included, as one line on
-    stderr: scripts and journald read one line more easily than a usage block."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            code = super().main(args, prog_name or "mpqctl", complete_var, False, **extra)
-        except _HELP_ERRORS as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            _die(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            _die("aborted", EX_FAILURE)
-        sys.exit(code if isinstance(code, int) else 0)
+class _Group(OneLineGroup):
+    """Broker errors become one line naming the broker (its password hidden)."""
 
     def invoke(self, ctx):
         try:
@@ -69,36 +43,24 @@ class _Group(click.Group):
             raise CtlError(f"broker {url}: {exc}") from None
 
 
-def _die(message: str, code: int):
-    click.echo("mpqctl: " + " ".join(str(message).split()), err=True)
-    sys.exit(code)
-
-
-def redact(url: str) -> str:
-    """The URL with its password (user-info or ?password=) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password:
-            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        return "<unparsable URL>"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 class Target:
     """What the global options point at: an optional service config and a broker,
-    each opened on first use, so `push --broker URL` never reads a config."""
+    each opened on first use, so `push --broker URL` never reads a config.
+
+    Without options, the environment a producer's `task.push()` uses
+    (producer/default.py): MPQUEUE_BROKER, else the broker of MPQUEUE_CONFIG."""
 
     def __init__(self, config_file: str | None, service: str | None, broker_url: str | None):
         self.config_file, self.service, self.broker_url = config_file, service, broker_url
+        self.config_given = bool(config_file or service)     # on the command line
+        self.env_broker, env_config = from_environment()
+        if not (config_file or service or broker_url):
+            self.config_file = env_config
 
     @cached_property
     def config(self):
         if not (self.config_file or self.service):
             return None
-        from .config import ConfigError, config_path_for, load_config
         try:
             return load_config(self.config_file or config_path_for(self.service))
         except ConfigError as exc:
@@ -106,18 +68,15 @@ class Target:
 
     @cached_property
     def url(self) -> str:
-        url = self.broker_url or (self.config.broker if self.config else None) \
-            or os.environ.get("MPQUEUE_BROKER")
+        given = self.broker_url or (self.config.broker if self.config_given else None)
+        url = given or self.env_broker or (self.config.broker if self.config else None)
         if not url:
-            raise CtlError("no broker: give --broker URL, --config FILE or --service NAME, "
-                           "or set MPQUEUE_BROKER", EX_USAGE)
+            raise CtlError(f"no broker: give --broker URL, --config FILE or --service NAME, "
+                           f"or set {ENV_BROKER} or {ENV_CONFIG}", EX_USAGE)
         return url
 
     @cached_property
     def broker(self):
-        if self.url.startswith("sync:"):
-            raise CtlError("broker sync:// runs each job inside the process that pushes it and keeps "
-                           "nothing for mpqctl to see; use a redis:// or sqlite:// broker", EX_USAGE)
         try:
             return open_broker(self.url)
         except (BrokerError, ValueError) as exc:
@@ -150,63 +109,6 @@ class Target:
 pass_target = click.make_pass_decorator(Target)
 
 
-# -- parameter types: each bad value becomes a one-line error naming its option, exit 2
-class QueueName(click.ParamType):
-    name = "queue"
-
-    def convert(self, value, param, ctx):
-        if not QUEUE_NAME.fullmatch(value):
-            self.fail(f"{value!r} is not a queue name (letters, digits, '_', '.', '-')", param, ctx)
-        return value
-
-
-class JsonValue(click.ParamType):
-    name = "json"
-
-    def __init__(self, kind: type):
-        self.kind = kind
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, self.kind):
-            return value
-        try:
-            data = json.loads(value)
-        except ValueError as exc:
-            self.fail(f"not valid JSON ({exc})", param, ctx)
-        if not isinstance(data, self.kind):
-            want = "an array" if self.kind is list else "an object"
-            self.fail(f"expected {want}, got {type(data).__name__} {value!r}", param, ctx)
-        return data
-
-
-class IsoTime(click.ParamType):
-    name = "iso8601"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, dt.datetime):
-            return value
-        try:
-            when = dt.datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time such as 2030-01-31T08:00:00+01:00", param, ctx)
-        # A time without an offset is local time, as a person typing it means.
-        return when if when.tzinfo else when.astimezone()
-
-
-def _json_flag(ctx, param, value):
-    # ctx.meta is shared by the whole context chain, so the flag counts whether
-    # it came before or after the command.
-    if value:
-        ctx.meta["mpqctl.json"] = True
-
-
-json_option = click.option("--json", is_flag=True, expose_value=False, callback=_json_flag,
-                           help="Print JSON (shapes: see the command's help).")
-
-
-yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-
-
 def _emit(data, human) -> None:
     """Print `data` as JSON under --json, else `human` (a string or a callable making one)."""
     if click.get_current_context().meta.get("mpqctl.json"):
@@ -215,7 +117,7 @@ def _emit(data, human) -> None:
         click.echo(human() if callable(human) else human)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, name="mpqctl", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="The service's YAML file (gives the broker, queues and max_payload).")
 @click.option("--service", "-s", metavar="NAME", help="The service NAME, i.e. its config in the config directory.")
@@ -260,7 +162,7 @@ def push(target, queue, task, args_, kwargs, delay, eta, priority):
     \b
     JSON: {"id": "<job id>"}
     """
-    _check_push_options(task, delay, eta)
+    check_push_options(task, delay, eta)
     if target.config and queue not in target.config_queues():
         click.echo(f"mpqctl: warning: service {target.config.name} has no queue {queue!r}", err=True)
     client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
@@ -269,15 +171,6 @@ def push(target, queue, task, args_, kwargs, delay, eta, priority):
     except jobmod.PayloadError as exc:
         raise CtlError(str(exc)) from None
     _emit({"id": job_id}, job_id)
-
-
-def _check_push_options(task, delay, eta) -> None:
-    if ":" not in task:
-        raise click.BadParameter(f"expected a name like 'module:function', got {task!r}", param_hint="'TASK'")
-    if delay is not None and not math.isfinite(delay):
-        raise click.BadParameter(f"expected a finite number of seconds, got {delay}", param_hint="'--delay'")
-    if delay is not None and eta is not None:
-        raise click.UsageError("give --delay or --eta, not both")
 
 
 @main.command()
@@ -305,7 +198,7 @@ def status(target, queues):
     now = time.time()
     nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1))
              for n in target.broker.nodes()]
-    _emit({"queues": counts, "nodes": nodes}, lambda: _status_text(counts, nodes))
+    _emit({"queues": counts, "nodes": nodes}, lambda: status_text(counts, nodes))
 
 
 @main.command()
@@ -327,7 +220,7 @@ def failed(target, queue, limit, tracebacks):
     target.check_queue(queue)
     jobs = [_failed_entry(*row) for row in target.broker.failed(queue, limit)]
     jobs.sort(key=lambda j: j["error"].get("at") or 0)
-    _emit(jobs, lambda: _failed_text(queue, jobs, tracebacks))
+    _emit(jobs, lambda: failed_text(queue, jobs, tracebacks))
 
 
 def _failed_entry(job_id: str, envelope: str, error_json: str) -> dict:
@@ -408,7 +301,7 @@ def job(target, job_id, queue):
         found = target.broker.find(q, job_id)
         if found:
             info = _job_info(job_id, q, found)
-            return _emit(info, lambda: _job_text(info))
+            return _emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
 
 

@@ -1,4 +1,5 @@
-"""Worker processes as the supervisor sees them: fork one, talk to it, reap it."""
+"""Worker processes as the supervisor sees them: fork one, talk to it, reap it.
+The worker package is imported only in the forked child."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from .scoreboard import Scoreboard
-from .worker import Channel, Worker
+from ..ipc import STOP, Channel, Scoreboard
 
 log = logging.getLogger("mpqueue.supervisor")
 
@@ -25,13 +25,17 @@ class WorkerHandle:
     control: Channel
     scoreboard: Scoreboard
     consumer: str
-    mode: str = "grab"
+    holding: object = None            # how its fetch mode holds its jobs (holding.py)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
     retiring: bool = False            # asked to finish its job and exit
     killed_for: str | None = None     # "timeout" | "shutdown": we killed it, and why
     boot_error: str | None = None
-    current: dict | None = None       # dispatch mode: the job handed to it
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        """Its place in the configuration: (queue, worker index)."""
+        return self.queue, self.index
 
     def tell(self, msg: dict) -> bool:
         try:
@@ -43,7 +47,7 @@ class WorkerHandle:
     def stop(self) -> None:
         if not self.retiring:
             self.retiring = True
-            self.tell({"type": "stop"})
+            self.tell({"type": STOP})
 
     def kill(self, reason: str) -> None:
         self.killed_for = self.killed_for or reason
@@ -61,7 +65,8 @@ class WorkerHandle:
         self.scoreboard.close()
 
 
-def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherited_fds) -> WorkerHandle:
+def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherited_fds,
+          started_at: float) -> WorkerHandle:
     """Fork a worker for `queue_cfg`. The child never returns into the supervisor."""
     report_r, report_w = os.pipe()
     control_r, control_w = os.pipe()
@@ -75,6 +80,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
                 _close(fd)
             for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(var, None)      # only the supervisor speaks to systemd
+            from ..worker.process import Worker
             code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent).main()
         except BaseException:  # noqa: BLE001 - nothing may escape into the supervisor's stack
             traceback.print_exc()
@@ -85,7 +91,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     os.close(report_w)
     os.close(control_r)
     return WorkerHandle(pid, queue_cfg.name, index, generation, Channel(report_r), Channel(control_w),
-                        board, f"{node_id}/{pid}", queue_cfg.mode)
+                        board, f"{node_id}/{pid}", started_at=started_at)
 
 
 def _close(fd: int) -> None:

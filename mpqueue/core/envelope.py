@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -80,11 +81,13 @@ def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | Non
 
 def decode(envelope: str, queue: str = "", token: str = "") -> Job:
     """Parse an envelope; raise PayloadError (with what was wrong) on junk."""
+    head = header(envelope)
     try:
-        job_id, attempts, priority, text = envelope.split(" ", 3)
-        body = json.loads(text)
-        job = Job(id=job_id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
-                  attempts=int(attempts), priority=int(priority), enqueued_ms=body.get("e", 0),
+        if head is None:
+            raise ValueError("no '<id> <attempts> <priority>' header")
+        body = json.loads(head.body)
+        job = Job(id=head.id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
+                  attempts=head.attempts, priority=head.priority, enqueued_ms=body.get("e", 0),
                   queue=queue, token=token, envelope=envelope)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None
@@ -93,13 +96,40 @@ def decode(envelope: str, queue: str = "", token: str = "") -> Job:
     return job
 
 
+class Header(NamedTuple):
+    id: str
+    attempts: int
+    priority: int
+    body: str
+
+
+def header(envelope: str) -> Header | None:
+    """The envelope's header and body, or None for junk. The Lua scripts read the
+    same header with the pattern '^(%S+) (%d+) (%d) (.*)$' (brokers/lua/_keys.lua)."""
+    parts = envelope.split(" ", 3)
+    if len(parts) == 4 and parts[0] and parts[1].isdigit() and len(parts[2]) == 1 and parts[2].isdigit():
+        return Header(parts[0], int(parts[1]), int(parts[2]), parts[3])
+    return None
+
+
+def job_id(envelope: str) -> str:
+    """The id an envelope starts with (junk included: its first word)."""
+    return envelope.split(" ", 1)[0]
+
+
+def with_attempts(head: Header, attempts: int) -> str:
+    """The envelope of `head` with its attempt count replaced."""
+    return f"{head.id} {attempts} {head.priority} {head.body}"
+
+
 def split_header(envelope: str) -> tuple[str, int]:
     """(id, attempts) of an envelope, tolerant of junk (for recovery paths)."""
+    head = header(envelope)
+    if head is not None:
+        return head.id, head.attempts
     parts = envelope.split(" ", 2)
-    try:
-        return parts[0], int(parts[1])
-    except (IndexError, ValueError):
-        return parts[0], 0
+    attempts = parts[1] if len(parts) > 1 else ""
+    return parts[0], int(attempts) if attempts.isdigit() else 0
 
 
 def dumps(value) -> str:

@@ -1,5 +1,6 @@
-"""Signal handlers that only record and wake (a self-pipe), as in gunicorn/Sidekiq:
-no logging, locks, I/O beyond one byte, or raising inside a handler."""
+"""What every mpqueue process does the same way: its title in `ps`, and signal
+handlers that only record and wake (a self-pipe), as in gunicorn/Sidekiq: no
+logging, locks, I/O beyond one byte, or raising inside a handler."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,10 @@ class SignalQueue:
     def fileno(self) -> int:
         return self._r
 
+    def fds(self) -> tuple[int, int]:
+        """Both ends of the self-pipe (a forked child closes them)."""
+        return self._r, self._w
+
     def wake(self) -> None:
         """Wake the loop from ordinary code (e.g. after a config change)."""
         self._record(0, None)
@@ -42,3 +47,12 @@ class SignalQueue:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def set_title(title: str) -> None:
+    """The process title (`mpqueue orders: supervisor`) when setproctitle is installed."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)

@@ -2,7 +2,14 @@
 any that die, kills overdue jobs, hands back or recovers what dead workers held,
 and stops gracefully. Signal handlers only record; this loop does everything,
 so a stuck loop is visible (it stops sending WATCHDOG=1).
-It never imports task code, so every new worker loads the current code."""
+
+Its roles live next door, each small and on the injectable `clock`, so its
+decisions are tested without processes (tests/unit/test_supervisor.py): the
+broker-health gate (gate.py), boot back-off (backoff.py), timers (timers.py),
+how each fetch mode holds and recovers jobs (holding.py, dispatcher.py),
+settling dead workers' jobs (recovery.py), reload by overlap (reload.py) and
+what it reports (status.py, notify.py). It never imports task code, so every
+new worker loads the current code."""
 from __future__ import annotations
 
 import logging
@@ -12,14 +19,20 @@ import signal
 import socket
 import time
 
-from . import lock, pool, reload
-from .brokers import BrokerError, open_broker
+from .. import ipc, logsetup
+from ..brokers import BrokerError, open_broker
+from ..core.config import ConfigError, load_config
+from ..core.names import redact_text
+from ..proc import SignalQueue, set_title
+from . import handles, lock, reload
+from .backoff import BootBackoff
 from .dispatcher import Dispatcher
+from .gate import BrokerGate
+from .holding import GrabHolding
 from .notify import Notifier
 from .recovery import Recovery
-from .signals import SignalQueue
 from .status import busy_count, node_info, status_line
-from .worker import EXIT_BOOT_FAILED
+from .timers import Timers
 
 log = logging.getLogger("mpqueue.supervisor")
 # Idle Redis cost is these calls alone (each script's inner commands count too):
@@ -29,66 +42,75 @@ log = logging.getLogger("mpqueue.supervisor")
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
 STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it
 # A broker that accepts connections but never answers must not hold the loop (and
-# so the watchdog ping) for long: each call gives up after BROKER_TIMEOUT, and
-# after a failure the loop makes no routine broker call for BROKER_RETRY_AFTER.
-BROKER_TIMEOUT, BROKER_RETRY_AFTER = 2.0, 2.0
-EXIT_OK, EXIT_FAILED = 0, 1
+# so the watchdog ping) for long: each call gives up after BROKER_TIMEOUT (and
+# the gate then skips routine calls for a while).
+BROKER_TIMEOUT = 2.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
 
 class Supervisor:
-    def __init__(self, config):
+    def __init__(self, config, clock=time.monotonic, spawn=handles.spawn, reap=handles.reap):
         self.cfg = config
+        self.clock, self._spawn, self._reap = clock, spawn, reap
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.notifier = Notifier()
-        self.workers: dict[int, pool.WorkerHandle] = {}
+        self.workers: dict[int, handles.WorkerHandle] = {}
         self.generation = 0
-        self.stopping = self.quick = False
+        self.stopping = self.quick = self.reloading = False
         self.stop_deadline = None
-        self.backoff: dict[tuple[str, int], tuple[int, float]] = {}
-        self.totals = {"done": 0, "failed": 0}
-        self.broker_ok = True
-        self.broker_retry_at = 0.0      # while the broker is down: no routine call before this
-        self.timers = {"heartbeat": 0.0, "reap": 0.0, "status": 0.0, "count": 0.0}
-        self.ready_jobs = None
+        self.backoff = BootBackoff(clock)
+        self.gate = BrokerGate(clock)
         self.watchdog_every = _watchdog_interval()
-        if self.watchdog_every:
-            self.timers["watchdog"] = 0.0
+        self.timers = Timers(clock, ["heartbeat", "reap", "status", "count"]
+                             + (["watchdog"] if self.watchdog_every else []))
+        self.totals = {"done": 0, "failed": 0}     # of workers gone since start
+        self.ready_jobs = None
         self.started_at = time.time()
         self.dead_at_boot: list = []
-        self.reloading = False
+        # Opened by run() (or given by a test through attach()):
+        self.lock_fd = self.reload_status = self.signals = None
+        self.broker = self.recovery = None
+        self.holdings: dict[tuple[str, str], object] = {}     # (queue, mode) -> Holding
 
     # -- start-up
     def run(self) -> int:
         self.lock_fd = lock.acquire(self.cfg.name)
         self.reload_status = reload.ReloadStatus(self.cfg.name)
-        self.signals = SignalQueue([signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD])
-        _set_title(f"mpqueue {self.cfg.name}: supervisor")
+        self.signals = SignalQueue(STOP_SIGNALS)
+        set_title(f"mpqueue {self.cfg.name}: supervisor")
         try:
-            self.broker = open_broker(self.cfg.broker, socket_timeout=BROKER_TIMEOUT)
+            broker = open_broker(self.cfg.broker, socket_timeout=BROKER_TIMEOUT)
         except BrokerError as exc:        # e.g. an SQLite file where we may not write
-            log.error("start-up failed: %s", exc)
-            self.notifier.fatal(f"failed: {exc}", errno=5)          # EIO
-            return EXIT_FAILED
-        self.recovery = Recovery(self.broker, self.cfg.queues)
-        self.dispatchers = {q.name: Dispatcher(self.broker, q, self.cfg.lease_grace, f"{self.node_id}/dispatch")
-                            for q in self.cfg.queues.values() if q.mode == "dispatch"}
+            return self.fatal(f"failed: {exc}", errno=5, code=ipc.EXIT_FAILED)     # EIO
+        self.attach(broker)
         if not self.wait_for_broker():
-            return EXIT_OK
+            return ipc.EXIT_OK
+        return self.start()
+
+    def attach(self, broker) -> None:
+        self.broker = broker
+        self.recovery = Recovery(broker, self.cfg.queues, self.clock)
+
+    def start(self) -> int:
         self.broker.add_queues(list(self.cfg.queues))
         for q in self.cfg.queues.values():
             for i in range(q.workers):
                 self.spawn(q, i)
         error = self.wait_until_booted()
         if error:
-            log.error("start-up failed: %s", error)
-            self.notifier.fatal(f"failed: {error}", errno=8)       # ENOEXEC: the task code won't load
             self.quick_stop()
-            return EXIT_BOOT_FAILED
+            return self.fatal(f"failed: {error}", errno=8, code=ipc.EX_SOFTWARE)    # ENOEXEC
         if self.stopping:
             return self.finish()
         log.info("started: %d workers on queues %s", len(self.workers), ", ".join(self.cfg.queues))
         self.notifier.ready(self.status_line())
         return self.loop()
+
+    def fatal(self, status: str, errno: int, code: int) -> int:
+        status = redact_text(status)
+        log.error("start-up %s", status)
+        self.notifier.fatal(status, errno=errno)
+        return code
 
     def wait_for_broker(self) -> bool:
         delay, logged = 0.1, False
@@ -101,7 +123,7 @@ class Supervisor:
             except BrokerError as exc:
                 if not logged:
                     log.warning("broker unreachable at start, retrying: %s", exc)
-                    self.notifier.status(f"waiting for broker: {exc}")
+                    self.notifier.status(redact_text(f"waiting for broker: {exc}"))
                     logged = True
             if self.sleep(delay) and self.stopping:
                 return False
@@ -114,8 +136,7 @@ class Supervisor:
                 return None
             failed = [h for h in self.dead_at_boot if h.boot_error]
             if failed:
-                h = failed[0]
-                return f"queue {h.queue}: {h.boot_error}"
+                return f"queue {failed[0].queue}: {failed[0].boot_error}"
         return None
 
     # -- the loop
@@ -133,17 +154,17 @@ class Supervisor:
         """Wait for anything, then handle signals, reports, dead children, dispatch."""
         self.dead_at_boot = []
         fds = [self.signals, *[h.report.fd for h in self.workers.values()]]
-        for d in self.dispatchers.values():
-            fds += d.fds()
+        for holding in self.holdings.values():
+            fds += holding.fds()
         readable = self.select(fds, timeout)
         for signum in self.signals.drain():
             self.handle_signal(signum)
         for h in list(self.workers.values()):
             if h.report.fd in readable:
                 self.on_reports(h)
-        for pid, status in pool.reap():
+        for pid, status in self._reap():
             self.on_exit(pid, status)
-        self.pump_dispatchers(readable)
+        self.pump(readable)
 
     def select(self, fds, timeout):
         try:
@@ -160,11 +181,11 @@ class Supervisor:
         return bool(signums)
 
     def next_timeout(self) -> float:
-        now = time.monotonic()
-        t = min(self.timers.values()) - now
+        """Until the next timer, job deadline, dispatcher turn or stop deadline; at most 1 s."""
+        now = self.clock()
         busy = [h.scoreboard.read() for h in self.workers.values()]
         deadlines = [s.deadline() - now for s in busy if s.busy]
-        t = min([t, 1.0, *deadlines, *(d.timeout(now) for d in self.dispatchers.values())])
+        t = min([self.timers.next_in(), 1.0, *deadlines, *(d.timeout(now) for d in self.holdings.values())])
         if self.stop_deadline is not None:
             t = min(t, self.stop_deadline - now)
         return max(0.0, t)
@@ -184,7 +205,6 @@ class Supervisor:
 
     # -- reload: a new generation of workers, overlapping the old one
     def begin_reload(self) -> None:
-        from .config import ConfigError, load_config
         self.notifier.reloading()
         self.reload_status.write("running")
         try:
@@ -196,20 +216,19 @@ class Supervisor:
         log.info("reloading: starting generation %d", self.generation + 1)
         self.generation += 1
         self.cfg = new
-        self.recovery.queues = {**self.recovery.queues, **new.queues}
-        from . import logsetup
+        self.recovery.configure(new.queues)
         logsetup.set_level(new.log.level)
         for q in new.queues.values():
-            if q.mode == "dispatch" and q.name in self.dispatchers:
-                self.dispatchers[q.name].configure(q, new.lease_grace)
-            elif q.mode == "dispatch":
-                self.dispatchers[q.name] = Dispatcher(self.broker, q, new.lease_grace, f"{self.node_id}/dispatch")
-        self.broker_call(lambda: self.broker.add_queues(list(new.queues)))
+            holding = self.holdings.get((q.name, q.mode))
+            if holding is not None:
+                holding.configure(q, new.lease_grace)
+        self.gate.call(lambda: self.broker.add_queues(list(new.queues)))
         self.reloading = True
 
     def end_reload(self, error: str = "") -> None:
         self.reloading = False
         if error:
+            error = redact_text(error)
             log.error("%s", error)
             self.reload_status.write("failed", error)
             self.notifier.send("READY=1", f"STATUS={error}")
@@ -218,11 +237,12 @@ class Supervisor:
             self.reload_status.write("done")
             self.notifier.ready(self.status_line())
 
+    # -- stopping
     def graceful_stop(self) -> None:
         """Stop reserving; running jobs may finish until shutdown_timeout."""
         log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
         self.stopping = True
-        self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout
+        self.stop_deadline = self.clock() + self.cfg.shutdown_timeout
         self.notifier.stopping(f"stopping: draining {busy_count(self.workers.values())} running jobs")
         for h in self.workers.values():
             h.stop()
@@ -233,37 +253,47 @@ class Supervisor:
         for h in self.workers.values():
             h.kill("shutdown")
         while self.workers:
-            for pid, status in pool.reap():
+            for pid, status in self._reap():
                 self.on_exit(pid, status)
             if self.workers:
                 self.select([], 0.01)
 
     def stop_step(self) -> None:
-        if time.monotonic() >= self.stop_deadline:
+        remaining = self.stop_deadline - self.clock()
+        if remaining <= 0:
             log.warning("shutdown_timeout reached: killing %d workers, their jobs go back to the queue",
                         len(self.workers))
             for h in self.workers.values():
                 h.kill("shutdown")
         else:
-            self.notifier.extend_timeout(max(5.0, self.stop_deadline - time.monotonic() + 5))
+            self.notifier.extend_timeout(max(5.0, remaining + 5))
 
     def finish(self) -> int:
-        for d in self.dispatchers.values():
-            try:
-                d.flush_acks()
-            except BrokerError as exc:
-                log.warning("could not ack the last jobs (they will run again): %s", exc)
-            d.close()
+        for holding in self.holdings.values():
+            holding.finish()
         self.recovery.flush()
         log.info("stopped")
-        return EXIT_OK
+        return ipc.EXIT_OK
 
     # -- workers
+    def holding_for(self, q):
+        """The fetch mode's holding for queue `q`, one per (queue, mode): old
+        workers of a queue whose mode a reload changed keep theirs."""
+        key = (q.name, q.mode)
+        if key not in self.holdings:
+            if q.mode == "dispatch":
+                self.holdings[key] = Dispatcher(self.broker, self.recovery, q, self.cfg.lease_grace,
+                                                f"{self.node_id}/dispatch", self.clock)
+            else:
+                self.holdings[key] = GrabHolding(self.broker, self.recovery)
+        return self.holdings[key]
+
     def spawn(self, queue_cfg, index: int) -> None:
-        inherited = [self.signals.fileno(), self.signals._w]
+        inherited = list(self.signals.fds()) if self.signals else []
         for h in self.workers.values():
             inherited += [h.report.fd, h.control.fd]
-        h = pool.spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited)
+        h = self._spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited, self.clock())
+        h.holding = self.holding_for(queue_cfg)
         self.workers[h.pid] = h
 
     def on_reports(self, h) -> None:
@@ -273,16 +303,15 @@ class Supervisor:
             messages = None
         for msg in messages or []:
             kind = msg.get("type")
-            if kind == "ready":
+            if kind == ipc.READY:
                 h.ready = True
-                self.backoff.pop((h.queue, h.index), None)
+                self.backoff.booted(h.slot)
                 self.recovery.tasks.update(msg.get("tasks", {}))
-                if h.mode == "dispatch":
-                    self.dispatchers[h.queue].worker_ready(h)
-            elif kind == "boot_failed":
+                h.holding.worker_ready(h)
+            elif kind == ipc.BOOT_FAILED:
                 h.boot_error = msg.get("error")
-            elif kind == "done" and h.mode == "dispatch":
-                self.dispatchers[h.queue].worker_done(h, msg)
+            elif kind == ipc.DONE:
+                h.holding.job_done(h, msg)
 
     def on_exit(self, pid: int, status: int) -> None:
         h = self.workers.pop(pid, None)
@@ -292,44 +321,26 @@ class Supervisor:
         slot = h.scoreboard.read()
         self.totals["done"] += slot.done
         self.totals["failed"] += slot.failed
-        if h.mode == "dispatch":
-            self.dispatchers[h.queue].worker_gone(h)
-        self.recover(h, status, slot)
+        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
+        h.holding.worker_gone(h, slot, kind)
         h.close()
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if not h.ready:
             self.dead_at_boot.append(h)
-            h.boot_error = h.boot_error or pool.describe(status)
+            h.boot_error = h.boot_error or handles.describe(status)
             self.note_boot_failure(h)
         elif not clean and not h.killed_for:
-            log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, pool.describe(status),
+            log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, handles.describe(status),
                       extra={"queue": h.queue, "worker": h.index, "pid": pid})
 
-    def recover(self, h, status, slot) -> None:
-        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
-        if h.current is not None:        # dispatch mode: we know what it held
-            if h.killed_for != "timeout":    # (a timed-out job was settled when we killed it)
-                from .brokers import Held
-                self.recovery.settle(h.queue, Held(h.current["id"], h.current["token"], "", h.current["envelope"]),
-                                     kind)
-        elif h.mode != "dispatch":
-            # Scan even after a clean-looking exit: a worker can die between reserving
-            # jobs and marking one busy, and holds the rest of its batch. The job it
-            # was running spends an attempt (unless a timeout already settled it);
-            # the rest go back unspent. The scan is one small read of held jobs.
-            running = slot.job_id if slot.busy and h.killed_for != "timeout" else None
-            self.recovery.settle_consumer(h.queue, h.consumer, kind, running)
-
     def note_boot_failure(self, h) -> None:
-        failures = self.backoff.get((h.queue, h.index), (0, 0.0))[0] + 1
-        delay = min(60.0, 0.5 * 2 ** (failures - 1))
-        self.backoff[(h.queue, h.index)] = (failures, time.monotonic() + delay)
+        delay = self.backoff.failed(h.slot)
         if self.reloading and h.generation == self.generation:
             self.end_reload(f"reload failed: queue {h.queue}: {h.boot_error}; the previous workers keep serving")
         if not self.stopping:
             log.error("worker %s/%d failed to boot (%s); retrying in %.1f s", h.queue, h.index, h.boot_error,
                       delay, extra={"queue": h.queue, "worker": h.index})
-            self.notifier.status(f"queue {h.queue}: {h.boot_error}")
+            self.notifier.status(redact_text(f"queue {h.queue}: {h.boot_error}"))
 
     # -- upkeep while running
     def maintain(self) -> None:
@@ -339,41 +350,33 @@ class Supervisor:
         if self.reloading and reload.complete(self.workers.values(), self.cfg, self.generation):
             self.end_reload()
         self.enforce_timeouts()
-        now = time.monotonic()
-        if now >= self.timers["reap"]:
-            self.timers["reap"] = now + self.reap_every()
-            self.broker_call(self.reap_expired)
-        if now >= self.timers["heartbeat"]:
-            self.timers["heartbeat"] = now + HEARTBEAT_EVERY
-            self.broker_call(self.heartbeat)
-        if self.recovery.pending() and self.broker_may_answer() and not self.recovery.flush():
-            self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
-        if now >= self.timers["count"]:
-            self.timers["count"] = now + COUNT_EVERY
-            if self.notifier.enabled:       # only STATUS= shows it
-                self.broker_call(self.count_ready)
-        if now >= self.timers["status"]:
-            self.timers["status"] = now + STATUS_EVERY
+        if self.timers.fire("reap", self.reap_every()):
+            self.gate.call(self.reap_expired)
+        if self.timers.fire("heartbeat", HEARTBEAT_EVERY):
+            self.gate.call(self.heartbeat)
+        if self.recovery.pending() and self.gate.may_call() and not self.recovery.flush():
+            self.gate.defer()
+        if self.timers.fire("count", COUNT_EVERY) and self.notifier.enabled:     # only STATUS= shows it
+            self.gate.call(self.count_ready)
+        if self.timers.fire("status", STATUS_EVERY):
             self.notifier.status(self.status_line())
-        if self.watchdog_every and now >= self.timers["watchdog"]:
+        if self.watchdog_every and self.timers.fire("watchdog", self.watchdog_every):
             # Only this loop pings, right after it has read every worker's scoreboard
             # (enforce_timeouts): a frozen or stuck supervisor falls silent and systemd
             # restarts it. A broker outage alone keeps the loop turning, so it keeps
             # pinging: restarting would not fix Redis.
-            self.timers["watchdog"] = now + self.watchdog_every
             self.notifier.watchdog()
 
     def top_up(self) -> None:
-        now = time.monotonic()
         for q in self.cfg.queues.values():
             present = {h.index for h in self.workers.values()
                        if h.queue == q.name and h.generation == self.generation and not h.retiring}
             for i in range(q.workers):
-                if i not in present and self.backoff.get((q.name, i), (0, 0.0))[1] <= now:
+                if i not in present and self.backoff.may_start((q.name, i)):
                     self.spawn(q, i)
 
     def enforce_timeouts(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for h in list(self.workers.values()):
             slot = h.scoreboard.read()
             if h.ready and not slot.busy and now - slot.beat > STALE_AFTER and h.killed_for is None:
@@ -384,31 +387,18 @@ class Supervisor:
                 h.kill("timeout")
                 log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
                           h.queue, h.index, extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
-                held = self.held_job(h, slot)
+                held = h.holding.running(h, slot)
                 if held is not None:
                     self.recovery.settle(h.queue, held, "timeout")
 
-    def held_job(self, h, slot):
-        if h.current is not None:
-            from .brokers import Held
-            return Held(h.current["id"], h.current["token"], "", h.current["envelope"])
-        try:
-            return next((x for x in self.broker.held(h.queue) if x.id == slot.job_id and x.token == slot.token), None)
-        except BrokerError:
-            self.recovery.settle_consumer(h.queue, h.consumer, "timeout", slot.job_id)
-            return None
-
-    def pump_dispatchers(self, readable) -> None:
-        for d in self.dispatchers.values():
+    def pump(self, readable) -> None:
+        for holding in self.holdings.values():
             try:
-                if d.pump(readable, self.stopping):
-                    self.set_broker_ok(True)
+                if holding.pump(readable, self.stopping):
+                    self.gate.record(True)
             except BrokerError as exc:
-                self.set_broker_ok(False, exc)
-                self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
-                d.close()
-                d.suspect = True
-                d.due_at = time.monotonic() + 1.0
+                self.gate.record(False, exc)
+                holding.broker_failed()
 
     def reap_expired(self) -> None:
         for q in self.cfg.queues:
@@ -427,30 +417,9 @@ class Supervisor:
         info = node_info(self.cfg, list(self.workers.values()), self.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
 
-    def broker_may_answer(self) -> bool:
-        return self.broker_ok or time.monotonic() >= self.broker_retry_at
-
-    def broker_call(self, fn) -> None:
-        """A routine call (heartbeat, reaping, counts): skipped while the broker is
-        known to be down, so one loop turn waits for at most one failing call."""
-        if not self.broker_may_answer():
-            return
-        try:
-            fn()
-            self.set_broker_ok(True)
-        except BrokerError as exc:
-            self.set_broker_ok(False, exc)
-            self.broker_retry_at = time.monotonic() + BROKER_RETRY_AFTER
-
-    def set_broker_ok(self, ok: bool, exc=None) -> None:
-        if ok != self.broker_ok:
-            (log.warning if ok else log.error)("broker %s%s", "reachable again" if ok else "unreachable: ",
-                                                "" if ok else exc)
-            self.broker_ok = ok
-
     # -- reporting (status.py)
     def status_line(self) -> str:
-        return status_line(self.cfg, list(self.workers.values()), self.totals, self.ready_jobs, self.broker_ok)
+        return status_line(self.cfg, list(self.workers.values()), self.totals, self.ready_jobs, self.gate.ok)
 
 
 def _watchdog_interval() -> float:
@@ -460,10 +429,3 @@ def _watchdog_interval() -> float:
         return 0.0
     return int(usec) / 2e6
 
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-        setproctitle.setproctitle(title)
-    except ImportError:
-        pass

@@ -1,34 +1,37 @@
 """The producer API: push jobs by task name. Needs only the broker, not a running
-service, and never imports task code."""
+service, and never imports task code (except inline, for `sync://`)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 
-from . import job as jobmod
-from .brokers import open_broker
-
-_default = None
+from ..brokers import open_broker
+from ..core import envelope as jobmod
+from ..core import names
+from ..core.config import load_config
 
 
 class Client:
-    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20):
+    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None):
         self.url = broker_url
-        self.broker = broker or open_broker(broker_url)
+        if broker is None and names.is_inline(broker_url):
+            from .inline import Inline      # only sync:// users pay for importing the runner
+            inline = Inline()
+        self.inline = inline                # runs each pushed job before push() returns
+        self.broker = broker or (inline.broker if inline else open_broker(broker_url))
         self.max_payload = max_payload
         self._known_queues: set[str] = set()
 
     @classmethod
     def from_config(cls, path) -> "Client":
-        from .config import load_config
         cfg = load_config(path)
-        broker = None
-        if cfg.broker.startswith("sync:"):
+        inline = None
+        if names.is_inline(cfg.broker):
             # Inline jobs follow the config's queue settings and import its task modules.
-            from .brokers.sync import SyncBroker
-            broker = SyncBroker(cfg.broker, service=cfg)
-        return cls(cfg.broker, broker=broker, max_payload=cfg.max_payload)
+            from .inline import Inline
+            inline = Inline(cfg)
+        return cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
+                   inline=inline)
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
              eta=None, priority: int = 0) -> str:
@@ -37,6 +40,8 @@ class Client:
         job_id, item = self._item(task, args, kwargs, delay, eta, priority)
         self._remember(queue)
         self.broker.push(queue, [item])
+        if self.inline:
+            self.inline.pushed(queue)
         return job_id
 
     def push_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
@@ -51,6 +56,8 @@ class Client:
         self._remember(queue)
         for i in range(0, len(items), chunk):
             self.broker.push(queue, items[i:i + chunk])
+        if self.inline and items:
+            self.inline.pushed(queue)
         return ids
 
     def _item(self, task, args, kwargs, delay, eta, priority):
@@ -68,9 +75,8 @@ class Client:
 
 
 def _check_queue_name(queue) -> None:
-    import re
-    if not isinstance(queue, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", queue):
-        raise jobmod.PayloadError(f"queue: expected a name of letters, digits, '_', '.', '-', got {queue!r}")
+    if not names.is_queue_name(queue):
+        raise jobmod.PayloadError(f"queue: expected {names.queue_rule()}, got {queue!r}")
 
 
 def _delay_seconds(delay, eta) -> float:
@@ -88,29 +94,3 @@ def _delay_seconds(delay, eta) -> float:
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
         raise jobmod.PayloadError(f"delay: expected seconds >= 0, got {delay!r}")
     return float(delay)
-
-
-def set_default_client(client: Client | None) -> None:
-    """The client `task.push()` uses in this process (workers set their service's)."""
-    global _default
-    _default = client
-
-
-def connect(broker_url_or_config: str) -> Client:
-    """Point `task.push()` in this process at a broker URL or a service's YAML file."""
-    if "://" in broker_url_or_config:
-        client = Client(broker_url_or_config)
-    else:
-        client = Client.from_config(broker_url_or_config)
-    set_default_client(client)
-    return client
-
-
-def default_client() -> Client:
-    if _default is None:
-        url, cfg = os.environ.get("MPQUEUE_BROKER"), os.environ.get("MPQUEUE_CONFIG")
-        if url or cfg:
-            return connect(url or cfg)
-        raise RuntimeError("no broker configured for task.push(): call mpqueue.connect(URL or "
-                           "config path) or set MPQUEUE_BROKER / MPQUEUE_CONFIG")
-    return _default

@@ -1,7 +1,7 @@
 """Run one reserved job inside a worker and decide its outcome.
 
 Returns an Ack for a success (the caller folds it into its next broker call);
-retries and failures are settled here through outcome.settle_failure.
+retries and failures are settled here (settle.py).
 """
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import logging
 import time
 import traceback
 
-from . import job as jobmod
-from . import outcome, registry
-from .brokers.base import Ack
-from .context import JobContext, Retry, reset_current, set_current
+from ..brokers.base import Ack
+from ..core import envelope as jobmod
+from ..core import failures, tasks
+from ..core.context import JobContext, Retry, reset_current, set_current
+from ..core.names import import_string
+from .settle import settle_failure
 
 log = logging.getLogger("mpqueue.job")
 # The built-in task that runs failure hooks: it runs only hooks this service configured.
-_HOOK_INFO = registry.TaskInfo(outcome.HOOK_TASK, None, registry.TaskOptions(), None)
+_HOOK_INFO = tasks.TaskInfo(failures.HOOK_TASK, None, tasks.TaskOptions(), None)
 
 
 class Runner:
@@ -26,22 +28,22 @@ class Runner:
         self.cfg = queue_cfg
         self.index = worker_index
         self.scoreboard = scoreboard
-        self.before_job = [outcome.import_string(s) for s in (queue_cfg.before_job,) if s]
+        self.before_job = [import_string(s) for s in (queue_cfg.before_job,) if s]
         self._effective: dict = {}    # task name -> the queue's settings with the task's overrides
 
     def _options(self, info):
-        cfg = self._effective[info.name] = registry.effective(self.cfg, info)
+        cfg = self._effective[info.name] = tasks.effective(self.cfg, info)
         return cfg
 
     def run(self, token: str, envelope: str) -> Ack | None:
         try:
             job = jobmod.decode(envelope, self.cfg.name, token)
         except jobmod.PayloadError as exc:
-            self._refuse(token, envelope, outcome.BAD_PAYLOAD, str(exc))
+            self._refuse(token, envelope, failures.BAD_PAYLOAD, str(exc))
             return None
-        info = _HOOK_INFO if job.task == outcome.HOOK_TASK else registry.lookup(job.task)
+        info = _HOOK_INFO if job.task == failures.HOOK_TASK else tasks.lookup(job.task)
         if info is None:
-            self._refuse_job(job, outcome.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports")
+            self._refuse_job(job, failures.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports")
             return None
         cfg = self._effective.get(info.name) or self._options(info)
         if cfg.timeout > self.cfg.timeout:
@@ -55,9 +57,9 @@ class Runner:
             ok = True
             ack = self._ack(job, value, started)
         except Retry as exc:
-            self._failed(job, info, cfg, outcome.ERROR, str(exc), "", started, exc.delay)
+            self._failed(job, info, cfg, failures.ERROR, str(exc), "", started, exc.delay)
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            self._failed(job, info, cfg, outcome.ERROR, f"{exc.__class__.__name__}: {exc}",
+            self._failed(job, info, cfg, failures.ERROR, f"{exc.__class__.__name__}: {exc}",
                          traceback.format_exc(), started)
         finally:
             self.scoreboard.finish(ok)
@@ -70,7 +72,7 @@ class Runner:
         try:
             for hook in self.before_job:
                 hook(job.info())
-            if job.task == outcome.HOOK_TASK:
+            if job.task == failures.HOOK_TASK:
                 return self._run_failure_hook(*job.args)
             return info.func(*job.args, **job.kwargs)
         finally:
@@ -79,12 +81,12 @@ class Runner:
     def _run_failure_hook(self, spec, task_name, job_info, error):
         """Only hooks this service configured can run: a forged hook job can't name code."""
         if spec == "task":
-            info = registry.lookup(task_name)
+            info = tasks.lookup(task_name)
             hook = info.on_failure if info else None
             if isinstance(hook, str):
-                hook = outcome.import_string(hook)
+                hook = import_string(hook)
         else:
-            hook = outcome.import_string(self.cfg.on_failure) if self.cfg.on_failure else None
+            hook = import_string(self.cfg.on_failure) if self.cfg.on_failure else None
         if hook is None:
             raise LookupError(f"no on_failure hook for {task_name!r} ({spec})")
         return hook(job_info, error)
@@ -106,14 +108,14 @@ class Runner:
 
     def _failed(self, job, info, cfg, kind, message, tb, started, delay=None):
         ms = (time.monotonic() - started) * 1000
-        result = outcome.settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
+        result = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
                                         info is not None and info.on_failure is not None, delay)
         level = logging.WARNING if result == "retried" else logging.ERROR
         log.log(level, "job %s: %s", result, message, extra=self._extra(job, ms, result))
 
     def _refuse_job(self, job, kind, message):
         self.scoreboard.finish(False)
-        outcome.settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
         log.error("job refused: %s", message, extra=self._extra(job, 0, kind))
 
     def _refuse(self, token, envelope, kind, message):

@@ -1,29 +1,35 @@
 """Dispatch mode (multi-process-queue's "dispatch"): one fetcher per queue, in the
 supervisor, reserves as many jobs as there are idle workers in one round trip,
-folding in the acks of the jobs just finished, and hands them out over pipes."""
+folding in the acks of the jobs just finished, and hands them out over pipes.
+It knows what each worker holds, so it settles a dead worker's job itself."""
 from __future__ import annotations
 
 import logging
 import time
 
-from .brokers import Ack, BrokerError
+from .. import ipc
+from ..brokers import FALLBACK_WAIT, Ack, BrokerError, Held
+from ..core import envelope as jobmod
+from .holding import Holding
 
 log = logging.getLogger("mpqueue.dispatch")
-FALLBACK_WAIT = 60.0         # re-check the broker this often even if every hint were lost
 
 
-class Dispatcher:
-    def __init__(self, broker, queue_cfg, lease_grace: float, consumer: str):
-        self.broker = broker
+class Dispatcher(Holding):
+    mode = "dispatch"
+
+    def __init__(self, broker, recovery, queue_cfg, lease_grace: float, consumer: str, clock=time.monotonic):
+        self.broker, self.recovery, self.clock = broker, recovery, clock
         self.configure(queue_cfg, lease_grace)
         self.consumer = consumer
         self.idle: list = []              # WorkerHandles waiting for a job
         self.workers: set = set()         # every live worker of this queue
+        self.handed: dict = {}            # WorkerHandle -> Held: the job it runs
         self.acks: list[Ack] = []
         self.waiter = None
         self.wanted = True                # there may be work: reserve at the next turn
         self.suspect = False              # a call failed mid-way: reconcile before reserving
-        self.due_at = time.monotonic()    # when to look again without a hint
+        self.due_at = clock()             # when to look again without a hint
 
     def configure(self, queue_cfg, lease_grace: float) -> None:
         self.cfg = queue_cfg
@@ -42,18 +48,29 @@ class Dispatcher:
         self.idle.append(handle)
         self.wanted = True
 
-    def worker_done(self, handle, msg: dict) -> None:
-        handle.current = None
+    def job_done(self, handle, msg: dict) -> None:
+        self.handed.pop(handle, None)
         if "token" in msg:
             self.acks.append(Ack(msg["id"], msg["token"], msg["record"], msg["ttl"], msg["first"]))
         if not handle.retiring:
             self.idle.append(handle)
         self.wanted = True
 
-    def worker_gone(self, handle) -> None:
+    def worker_gone(self, handle, slot, kind: str) -> None:
         self.workers.discard(handle)
         if handle in self.idle:
             self.idle.remove(handle)
+        held = self.handed.pop(handle, None)
+        if held is not None and kind != "timeout":    # a timed-out job was settled when we killed it
+            self.recovery.settle(handle.queue, held, kind)
+
+    def running(self, handle, slot):
+        return self.handed.get(handle)
+
+    def broker_failed(self) -> None:
+        self.close()
+        self.suspect = True
+        self.due_at = self.clock() + 1.0
 
     def pump(self, readable, stopping: bool) -> bool:
         """One turn: consume hints, then reserve-and-ack in one call if useful; True
@@ -62,7 +79,7 @@ class Dispatcher:
         if self.waiter is not None and self.waiter in readable:
             self.waiter.drain()
             self.wanted = True
-        if time.monotonic() >= self.due_at:
+        if self.clock() >= self.due_at:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
         if not self.acks and not (idle and self.wanted):
@@ -77,14 +94,14 @@ class Dispatcher:
             self._hand_out(idle.pop(0), item)
         self.wanted = not idle and bool(reserved)   # every idle worker got one: maybe more wait
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
-        self.due_at = time.monotonic() + wait
+        self.due_at = self.clock() + wait
         return True
 
     def reconcile(self) -> None:
         """After a failed call whose reply was lost, jobs may be held in our name that
         no worker got: hand them back unrun. Jobs our workers run, or whose ack we
         still owe, stay."""
-        busy = set(self.handed) | {a.id for a in self.acks}
+        busy = {held.id for held in self.handed.values()} | {a.id for a in self.acks}
         for held in self.broker.held(self.cfg.name):
             if held.consumer == self.consumer and held.id not in busy:
                 self.broker.release(self.cfg.name, held.id, held.token)
@@ -92,16 +109,12 @@ class Dispatcher:
                             extra={"queue": self.cfg.name, "job_id": held.id})
         self.suspect = False
 
-    @property
-    def handed(self) -> dict:
-        return {h.current["id"]: h for h in self.workers if h.current}
-
     def _hand_out(self, handle, item) -> None:
-        job_id = item.envelope.split(" ", 1)[0]
+        job_id = jobmod.job_id(item.envelope)
         self.idle.remove(handle)
-        handle.current = {"id": job_id, "token": item.token, "envelope": item.envelope}
-        if not handle.tell({"type": "job", "id": job_id, "token": item.token, "envelope": item.envelope}):
-            handle.current = None         # never reached it: back, unrun, attempt refunded
+        self.handed[handle] = Held(job_id, item.token, self.consumer, item.envelope)
+        if not handle.tell({"type": ipc.JOB, "id": job_id, "token": item.token, "envelope": item.envelope}):
+            del self.handed[handle]       # never reached it: back, unrun, attempt refunded
             try:
                 self.broker.release(self.cfg.name, job_id, item.token)
             except BrokerError:
@@ -111,6 +124,13 @@ class Dispatcher:
         if self.acks:
             self.broker.ack(self.cfg.name, self.acks)
             self.acks = []
+
+    def finish(self) -> None:
+        try:
+            self.flush_acks()
+        except BrokerError as exc:
+            log.warning("could not ack the last jobs (they will run again): %s", exc)
+        self.close()
 
     def close(self) -> None:
         if self.waiter is not None:

@@ -1,4 +1,5 @@
-"""The service's YAML file -> frozen, validated dataclasses.
+"""The configuration's shape: frozen dataclasses, and the validation of a parsed
+YAML mapping into them (config.py reads the file).
 
 Validation is strict and friendly: every problem raises ConfigError with one
 line naming the file, the key path and what was expected, e.g.
@@ -8,25 +9,17 @@ lost or stuck jobs.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import yaml
+from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule, redact
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "sqlite", "sync")
-CONFIG_DIR_ENV = "MPQUEUE_CONFIG_DIR"
-DEFAULT_CONFIG_DIR = "/etc/mpqueue"
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-QUEUE_NAME_MAX = 100
+BROKER_SCHEMES = ("redis", "rediss", "unix", "sqlite", INLINE_SCHEME)
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-NAME_CHARS = "letters, digits, '_', '.' and '-'"
 
 
 class ConfigError(Exception):
@@ -165,7 +158,7 @@ def _broker(v):
         raise _Bad(f"a valid URL with scheme {schemes}") from None
     if parts.scheme not in BROKER_SCHEMES:
         raise _Bad(expected)
-    if parts.scheme == "sync":
+    if parts.scheme == INLINE_SCHEME:
         if parts.netloc or parts.path.strip("/") or parts.query:
             raise _Bad("sync:// with nothing after it")
         return v
@@ -209,18 +202,9 @@ REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
 def _show(value) -> str:
     """repr, kept to one short line (a repr never contains a raw newline)."""
     if isinstance(value, str) and "://" in value:
-        value = _redact(value)
+        value = redact(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _redact(url: str) -> str:
-    """Hide a URL's password: error messages end up in the journal."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return url
-    return url.replace(f":{password}@", ":***@") if password else url
 
 
 def _key(path: str, key) -> str:
@@ -277,15 +261,15 @@ class _Checker:
         return data
 
     def service_name(self, value, from_file_name: bool) -> str:
-        if isinstance(value, str) and NAME_RE.fullmatch(value):
+        if is_name(value):
             return value
         hint = " (the default is the file name without .yaml; set name:)" if from_file_name else ""
         raise self.expected("name", f"a name of {NAME_CHARS}{hint}", value)
 
     def queue(self, name, settings, defaults: dict) -> QueueConfig:
         path = _key("queues", name)
-        if not (isinstance(name, str) and NAME_RE.fullmatch(name) and len(name) <= QUEUE_NAME_MAX):
-            raise self.expected(path, f"a queue name of {NAME_CHARS}, at most {QUEUE_NAME_MAX}", name)
+        if not is_queue_name(name):
+            raise self.expected(path, queue_rule(), name)
         own = self.fields(self.mapping(settings, path, QUEUE_FIELDS), QUEUE_FIELDS, path)
         q = QueueConfig(name=name, **{**defaults, **own})
         if q.max_retry_delay < q.retry_delay:
@@ -308,117 +292,3 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
     log = LogConfig(**check.fields(check.mapping(top.get("log"), "log", LOG_FIELDS), LOG_FIELDS, "log"))
     settings = check.fields(top, SERVICE_FIELDS, "")
     return ServiceConfig(name=name, log=log, queues=check.queues(top["queues"], defaults), **settings)
-
-
-# -- files -------------------------------------------------------------------
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: PyYAML silently keeps the last
-    one, so a second `emails:` queue would replace the first without a word."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *base` may legitimately repeat keys it merges
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-def _read_yaml(path: Path):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path.name}: cannot read the file: not UTF-8 text (at byte {exc.start})") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name}: invalid YAML: {_yaml_problem(exc)}") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    return where + " ".join(problem.split())
-
-
-def _anchor(entry: str, base: Path) -> str:
-    """Relative paths in the file mean relative to the file, not to wherever
-    the service was started from (systemd starts it in /)."""
-    return str(base / entry) if not os.path.isabs(entry) else entry
-
-
-def load_config(path) -> ServiceConfig:
-    """Read and validate a YAML file; raises ConfigError (one line) on any problem."""
-    path = Path(path)
-    cfg = parse_config(_read_yaml(path), path.name, path.stem)
-    base = path.resolve().parent
-    log = cfg.log
-    if log.file:
-        log = dataclasses.replace(log, file=_anchor(log.file, base))
-    broker = _anchor_sqlite(_with_password(cfg, path, base), base, cfg.name)
-    return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log, broker=broker,
-                               source=str(path.resolve()))
-
-
-def _with_password(cfg, path: Path, base: Path) -> str:
-    """The broker URL with the password from broker_password_file, if any. A password
-    written in the YAML itself is refused when other users can read the file."""
-    parts = urlsplit(cfg.broker)
-    in_url = parts.password is not None or "password=" in parts.query
-    if in_url and path.stat().st_mode & 0o004:
-        raise ConfigError(f"{path.name}: broker: the URL holds a password but the file is readable by other "
-                          f"users (mode {path.stat().st_mode & 0o777:04o}); chmod o-r it, or use "
-                          "broker_password_file with a systemd credential")
-    if not cfg.broker_password_file:
-        return cfg.broker
-    if in_url:
-        raise ConfigError(f"{path.name}: broker_password_file: the broker URL has a password already; give it once")
-    where = os.path.expandvars(cfg.broker_password_file)
-    if "$" in where:
-        raise ConfigError(f"{path.name}: broker_password_file: {cfg.broker_password_file!r} names an unset "
-                          "variable (under systemd, CREDENTIALS_DIRECTORY is set by LoadCredential=)")
-    try:
-        password = Path(_anchor(where, base)).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{path.name}: broker_password_file: cannot read {where}: {exc.strerror}") from None
-    user = quote(parts.username or "", safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
-
-
-def _anchor_sqlite(url: str, base: Path, name: str) -> str:
-    """In an sqlite: URL, `{name}` is the service's name (so one example file serves
-    every instance: sqlite:///var/lib/mpqueue/{name}/queue.db), and a relative path
-    is relative to the YAML file, so the service, its workers and mpqctl all open
-    the same database wherever they were started."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        return url
-    path = (parts.netloc + parts.path).replace("{name}", name)
-    if not path.startswith("/"):
-        path = str(base / path)
-    return f"sqlite://{path}" + (f"?{parts.query}" if parts.query else "")
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR)
-
-
-def config_path_for(name: str) -> Path:
-    """$MPQUEUE_CONFIG_DIR/NAME.yaml; the name never reaches the file system
-    unchecked, so `mpqueue run ../x` cannot read outside the directory."""
-    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
-        raise ConfigError(f"service name: expected a name of {NAME_CHARS}, got {_show(name)}")
-    return config_dir() / f"{name}.yaml"

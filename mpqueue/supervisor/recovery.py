@@ -12,22 +12,28 @@ import dataclasses
 import logging
 import time
 
-from . import job as jobmod
-from . import outcome
-from .brokers import BrokerError, Held
+from ..brokers import BrokerError, Held
+from ..core import envelope as jobmod
+from ..core import failures
+from ..execution.settle import settle_failure
 
 log = logging.getLogger("mpqueue.recovery")
 
 
 class Recovery:
-    def __init__(self, broker, queues: dict):
+    def __init__(self, broker, queues: dict, clock=time.monotonic):
         self.broker = broker
-        self.queues = queues             # name -> QueueConfig
+        self.clock = clock
+        self.queues = dict(queues)       # name -> QueueConfig (queues removed by a reload stay known)
         self.tasks: dict[str, dict] = {} # task name -> public options, from workers
         self.backlog: list[tuple[str, Held, str]] = []
         self.pending_consumers: list[tuple[str, str, str, str | None]] = []
         self.retry_at = 0.0
         self.waiting = False
+
+    def configure(self, queues: dict) -> None:
+        """A reload's queues; a removed queue's settings still serve its last jobs."""
+        self.queues.update(queues)
 
     def settle(self, queue: str, held: Held, kind: str) -> None:
         """kind: crashed | timeout | lost (attempt spent) or shutdown (handed back)."""
@@ -47,7 +53,7 @@ class Recovery:
     def flush(self, force: bool = False) -> bool:
         """Settle what is pending; True when nothing is left. While the broker is
         unreachable, retry at most once a second and log once per outage."""
-        if not force and time.monotonic() < self.retry_at:
+        if not force and self.clock() < self.retry_at:
             return not self.pending()
         try:
             while self.pending_consumers:
@@ -65,14 +71,14 @@ class Recovery:
                 log.warning("broker unreachable: %d dead workers' jobs will be recovered when it answers: %s",
                             len(self.backlog) + len(self.pending_consumers), exc)
             self.waiting = True
-            self.retry_at = time.monotonic() + 1.0
+            self.retry_at = self.clock() + 1.0
             return False
         self.waiting = False
         return True
 
     def reap_expired(self, queue: str) -> None:
         for held in self.broker.expired(queue):
-            self.settle(queue, held, outcome.LOST)
+            self.settle(queue, held, failures.LOST)
 
     def _settle_one(self, queue: str, held: Held, kind: str) -> None:
         if kind == "shutdown":
@@ -87,7 +93,7 @@ class Recovery:
         cfg, has_hook = self.policy(queue, job.task)
         message = {"crashed": "the worker running it died", "timeout": f"exceeded its timeout of {cfg.timeout:g} s",
                    "lost": "its lease expired (the node running it is gone)"}[kind]
-        result = outcome.settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
+        result = settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
         if result != "stale":
             log.error("job %s: %s (%s)", result, message, kind,
                       extra={"queue": queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,

@@ -1,14 +1,24 @@
 """`mpqueue`: run a service in the foreground, or check its configuration."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
+from pathlib import Path
 
 import click
+import yaml
 
-from . import __version__
-from .config import ConfigError, config_path_for, load_config
+from .. import __version__, ipc
+from ..core import names
+from ..core.config import ConfigError, config_path_for, load_config
+from ..supervisor.lock import read_pid
+from ..supervisor.notify import Notifier
+from ..supervisor.reload import ReloadStatus
+from .common import Fail, OneLineGroup, die
 
-EX_CONFIG = 78
+PROG = "mpqueue"
 
 
 def _load(name: str | None, config: str | None):
@@ -17,14 +27,13 @@ def _load(name: str | None, config: str | None):
     try:
         return load_config(config or config_path_for(name))
     except ConfigError as exc:
-        click.echo(f"mpqueue: {exc}", err=True)
-        from .notify import Notifier
-        Notifier().fatal(f"invalid configuration: {exc}", errno=22)   # EINVAL, for systemctl status
-        sys.exit(EX_CONFIG)
+        message = names.redact_text(str(exc))
+        Notifier().fatal(f"invalid configuration: {message}", errno=22)   # EINVAL, for systemctl status
+        die(PROG, message, ipc.EX_CONFIG)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mpqueue")
+@click.group(cls=OneLineGroup, name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
 def main():
     """mpqueue: a systemd-native, multi-process job queue.
 
@@ -41,24 +50,21 @@ def run(name, config):
 
     SIGTERM/SIGINT: graceful stop (running jobs finish, up to shutdown_timeout).
     SIGQUIT: immediate stop (running jobs go back to the queue).
-    Exit status: 0 stopped, 1 error, 3 workers failed to boot, 78 bad configuration.
+    Exit status: 0 stopped, 1 error, 70 workers failed to boot, 78 bad configuration.
     """
     cfg = _load(name, config)
-    if cfg.broker.startswith("sync:"):
-        click.echo(f"mpqueue: {cfg.source}: broker: sync:// runs jobs inside the pushing process, so there "
-                   "is no service to run; use sqlite:///PATH or redis://HOST for `mpqueue run`", err=True)
-        sys.exit(EX_CONFIG)
-    from . import logsetup
-    from .lock import AlreadyRunning
-    from .supervisor import Supervisor
+    if names.is_inline(cfg.broker):
+        die(PROG, f"{cfg.source}: broker: sync:// runs jobs inside the pushing process, so there is no "
+                  "service to run; use sqlite:///PATH or redis://HOST for `mpqueue run`", ipc.EX_CONFIG)
+    from .. import logsetup
+    from ..supervisor import Supervisor
+    from ..supervisor.lock import AlreadyRunning
     logsetup.setup_logging(cfg.log, cfg.name)
     try:
         sys.exit(Supervisor(cfg).run())
     except AlreadyRunning as exc:
-        click.echo(f"mpqueue: {exc}", err=True)
-        from .notify import Notifier
         Notifier().fatal(f"failed: {exc}", errno=16)    # EBUSY
-        sys.exit(1)
+        die(PROG, str(exc), ipc.EXIT_FAILED)
 
 
 @main.command("reload")
@@ -72,15 +78,10 @@ def reload_cmd(name, config, pid, timeout):
     Exit 0 when the new workers serve, 1 with the reason on stderr when the
     reload failed (e.g. an invalid YAML: the old workers keep serving).
     """
-    import os
-    import signal
-    import time
-    from .lock import read_pid
-    from .reload import ReloadStatus
     service = _service_name(name, config)
     pid = pid or read_pid(service)
     if not pid:
-        raise click.ClickException(f"service {service!r} is not running (no pid in its lock file)")
+        raise Fail(f"service {service!r} is not running (no pid in its lock file)")
     # A restarted supervisor counts reloads from 0 again: a status file left by
     # an earlier process (another pid) says nothing about this one.
     last = ReloadStatus.read(service)
@@ -88,18 +89,17 @@ def reload_cmd(name, config, pid, timeout):
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        raise click.ClickException(f"service {service!r} is not running (pid {pid} is gone)") from None
+        raise Fail(f"service {service!r} is not running (pid {pid} is gone)") from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = ReloadStatus.read(service)
         if status.get("pid") == pid and status["seq"] > before and status["state"] in ("done", "failed"):
             if status["state"] == "failed":
-                click.echo(f"mpqueue: {status['error']}", err=True)
-                sys.exit(1)
+                raise Fail(status["error"])
             click.echo(f"{service}: reloaded")
             return
         time.sleep(0.05)  # polling a status file the supervisor rewrites
-    raise click.ClickException(f"reload of {service!r} did not complete within {timeout:g} s")
+    raise Fail(f"reload of {service!r} did not complete within {timeout:g} s")
 
 
 @main.command()
@@ -109,7 +109,7 @@ def check(name, config):
     """Validate a configuration file without starting anything (exit 78 if invalid)."""
     cfg = _load(name, config)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
-    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {_redact(cfg.broker)}, queues {queues}")
+    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}")
 
 
 def _service_name(name: str | None, config: str | None) -> str:
@@ -119,24 +119,12 @@ def _service_name(name: str | None, config: str | None) -> str:
         raise click.UsageError("give a service NAME or --config FILE (one of them)")
     if name:
         return name
-    from pathlib import Path
-
-    import yaml
     try:
         data = yaml.safe_load(Path(config).read_text())
     except (OSError, yaml.YAMLError):
         data = None
     declared = data.get("name") if isinstance(data, dict) else None
     return declared if isinstance(declared, str) else Path(config).stem
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 if __name__ == "__main__":

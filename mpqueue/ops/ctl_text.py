@@ -4,10 +4,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_total")
+from ..brokers.base import COUNT_KEYS
 
 
-def _status_text(counts: dict, nodes: list) -> str:
+def status_text(counts: dict, nodes: list) -> str:
     rows = [[q] + [c[k] for k in COUNT_KEYS] for q, c in counts.items()]
     text = _table(["QUEUE"] + [k.upper() for k in COUNT_KEYS], rows) if rows else "no queues"
     rows = []
@@ -28,7 +28,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
                      for r in cells)
 
 
-def _failed_text(queue: str, jobs: list, tracebacks: bool) -> str:
+def failed_text(queue: str, jobs: list, tracebacks: bool) -> str:
     if not jobs:
         return f"no failed jobs in {queue}"
     rows = [[j["id"], j["task"] or "?", j["attempts"], j["error"]["type"] or "?",
@@ -52,7 +52,7 @@ def _when(epoch) -> str:
     return dt.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
 
 
-def _job_text(info: dict) -> str:
+def job_text(info: dict) -> str:
     lines = []
     for key, value in info.items():
         if key in ("due_at", "finished_at"):

@@ -1,0 +1,206 @@
+"""The SQLite broker's storage: one WAL database file, its data model, and the
+one way to write it (an flock-serialized BEGIN IMMEDIATE transaction).
+
+Every job of every queue is one row of `job`; a state change is an UPDATE of
+that row inside one write transaction, so a process killed at any point leaves
+each job where it was or where it was going. The data model (SCHEMA below):
+
+    state  ord (one index on (queue, state, ord) serves every lookup)
+    READY  (9 - priority) << 48 | seq   priority first, then FIFO
+    SCHED  due time, ms                 delayed jobs and retries
+    HELD   lease deadline, ms           reserved: token and consumer set
+    FAILED time of failure, ms          the failed store
+
+Writers serialize on an flock beside the database before BEGIN IMMEDIATE: the
+kernel wakes the next writer the moment the lock is free, where SQLite's own
+busy handler would sleep and poll. Time is the host's clock (every process of a
+service shares it; an SQLite file is for one host, never a network share).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from ..base import BrokerError
+from .wake import wake_fifos
+
+READY, SCHED, HELD, FAILED = 0, 1, 2, 3
+PRIO_SHIFT = 48
+SEQ_START = 1 << 47          # room to append and to put released jobs in front
+SYNCHRONOUS = ("normal", "full")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def band(prio: int) -> tuple[int, int]:
+    """The ord range of a priority's ready jobs."""
+    low = (9 - prio) << PRIO_SHIFT
+    return low, low + (1 << PRIO_SHIFT)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """sqlite:///abs/path.db or sqlite:relative.db (?synchronous=normal|full)
+    -> (path, synchronous)."""
+    parts = urlsplit(url)
+    path = (parts.netloc + parts.path) if parts.netloc else parts.path
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if not path:
+        raise BrokerError(f"broker: no database path in {url!r} (e.g. sqlite:///var/lib/mpqueue/orders.db)")
+    query = parse_qs(parts.query)
+    sync = query.pop("synchronous", ["normal"])[-1].lower()
+    if sync not in SYNCHRONOUS or query:
+        raise BrokerError(f"broker: {url!r}: the only option is synchronous=normal|full")
+    return path, sync
+
+
+class Database:
+    """The file, its write lock and connection; every write is one transaction."""
+
+    def __init__(self, url: str, **_ignored):
+        path, sync = parse_url(url)
+        self.memory = path == ":memory:"
+        self.path = path if self.memory else os.path.abspath(path)
+        self._pid = os.getpid()
+        self._lock = None
+        try:
+            if not self.memory:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                # Read-only is enough for flock, so a lock file another user made still works.
+                self._lock = os.open(self.path + "-lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            if not self.memory:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute(f"PRAGMA synchronous = {sync.upper()}")
+            with self._write() as db:
+                _create_schema(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise BrokerError(f"sqlite: cannot open {self.path}: {exc}") from exc
+        self._wake_dirs: dict[str, str] = {}
+
+    # -- plumbing
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction, serialized among every process by the flock."""
+        try:
+            if self._lock is not None:
+                fcntl.flock(self._lock, fcntl.LOCK_EX)
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            finally:
+                if self._lock is not None:
+                    fcntl.flock(self._lock, fcntl.LOCK_UN)
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:       # e.g. COMMIT failed on a full disk
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
+
+    def _read(self, sql: str, args=()) -> list:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
+
+    def _wake_dir(self, queue: str) -> str | None:
+        if self.memory:
+            return None
+        d = self._wake_dirs.get(queue)
+        if d is None:
+            d = self._wake_dirs[queue] = os.path.join(
+                self.path + "-wake", hashlib.sha1(queue.encode()).hexdigest()[:16])
+        return d
+
+    def _wake(self, queue: str) -> None:
+        d = self._wake_dir(queue)
+        if d:
+            wake_fifos(d)
+
+    # -- the state changes, each inside a caller's transaction
+    @staticmethod
+    def _has_ready(db, queue) -> bool:
+        return db.execute("SELECT 1 FROM job WHERE queue=? AND state=? LIMIT 1", (queue, READY)).fetchone() is not None
+
+    @staticmethod
+    def _ord(db, queue, prio, front=False) -> int:
+        low, high = band(prio)
+        agg = "min" if front else "max"
+        row = db.execute(f"SELECT {agg}(ord) FROM job WHERE queue=? AND state=? AND ord>=? AND ord<?",
+                         (queue, READY, low, high)).fetchone()
+        if row[0] is None:
+            return low + SEQ_START
+        return row[0] - 1 if front else row[0] + 1
+
+    @staticmethod
+    def _earliest(db, queue):
+        return db.execute("SELECT min(ord) FROM job WHERE queue=? AND state=?", (queue, SCHED)).fetchone()[0]
+
+    def _schedule_sooner(self, db, queue, due) -> bool:
+        """True when `due` will be the earliest delayed job: waiters must re-time."""
+        first = self._earliest(db, queue)
+        return first is None or due < first
+
+    @staticmethod
+    def _take_held(db, queue, job_id, token):
+        """The fence: the reservation's row if `token` still owns it."""
+        return db.execute("SELECT rowid, env FROM job WHERE queue=? AND id=? AND state=? AND token=?",
+                          (queue, job_id, HELD, token)).fetchone()
+
+    def ping(self):
+        self._read("SELECT 1")
+        if not self.memory and not os.path.exists(self.path):
+            raise BrokerError(f"sqlite: {self.path} has been removed")
+
+    def close(self):
+        if os.getpid() != self._pid:
+            return          # a forked child must not close its parent's connection
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS job (
+    queue    TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    state    INTEGER NOT NULL,      -- 0 ready, 1 scheduled, 2 held, 3 failed
+    ord      INTEGER NOT NULL,      -- see the module docstring
+    env      TEXT NOT NULL,         -- "<id> <attempts> <priority> <json body>"
+    token    TEXT,                  -- held: the reservation's fencing token
+    consumer TEXT,                  -- held: "<node>/<pid>"
+    error    TEXT                   -- failed: the error, waiting: the last error
+);
+CREATE INDEX IF NOT EXISTS job_order ON job(queue, state, ord);
+CREATE INDEX IF NOT EXISTS job_id ON job(queue, id);
+CREATE TABLE IF NOT EXISTS done (
+    queue TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL, expires INTEGER NOT NULL,
+    PRIMARY KEY (queue, id)
+);
+CREATE TABLE IF NOT EXISTS stats (
+    queue TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS node (id TEXT PRIMARY KEY, info TEXT NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
+"""
+
+
+def _create_schema(db) -> None:
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)

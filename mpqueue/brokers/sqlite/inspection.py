@@ -1,0 +1,101 @@
+"""The SQLite broker's inspection and administration (what mpqctl and status
+need): counts, the failed store, finding a job, nodes and queue names."""
+from __future__ import annotations
+
+import json
+
+from ...core import envelope as jobmod
+from ..base import Inspection as InspectionContract
+from .db import FAILED, HELD, READY, SCHED, now_ms
+
+
+class Inspection(InspectionContract):
+    """Mixed into SQLiteBroker, which provides _read, _write, _ord, _has_ready, _wake."""
+
+    def counts(self, queue):
+        by_state = dict(self._read("SELECT state, count(*) FROM job WHERE queue=? GROUP BY state", (queue,)))
+        stats = self._read("SELECT done, failed FROM stats WHERE queue=?", (queue,))
+        done, failed = stats[0] if stats else (0, 0)
+        return {"ready": by_state.get(READY, 0), "scheduled": by_state.get(SCHED, 0),
+                "running": by_state.get(HELD, 0), "failed": by_state.get(FAILED, 0),
+                "done_total": done, "failed_total": failed}
+
+    def ready_count(self, queue):
+        return self._read("SELECT count(*) FROM job WHERE queue=? AND state=?", (queue, READY))[0][0]
+
+    def failed(self, queue, limit=100):
+        return [tuple(r) for r in self._read(
+            "SELECT id, env, error FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?", (queue, FAILED, limit))]
+
+    def requeue_failed(self, queue, ids):
+        moved = 0
+        with self._write() as db:
+            if ids is None:
+                rows = db.execute("SELECT rowid, env FROM job WHERE queue=? AND state=? ORDER BY ord",
+                                  (queue, FAILED)).fetchall()
+            else:
+                rows = [r for i in ids for r in db.execute(
+                    "SELECT rowid, env FROM job WHERE queue=? AND id=? AND state=?", (queue, i, FAILED))]
+            wake = bool(rows) and not self._has_ready(db, queue)
+            for rowid, env in rows:
+                head = jobmod.header(env)
+                if not head:
+                    continue
+                db.execute("UPDATE job SET state=?, ord=?, env=?, error=NULL WHERE rowid=?",
+                           (READY, self._ord(db, queue, head.priority), jobmod.with_attempts(head, 0), rowid))
+                moved += 1
+        if wake and moved:
+            self._wake(queue)
+        return moved
+
+    def clean(self, queue):
+        with self._write() as db:
+            return db.execute("DELETE FROM job WHERE queue=? AND state IN (?, ?)", (queue, READY, SCHED)).rowcount
+
+    def purge_failed(self, queue):
+        with self._write() as db:
+            return db.execute("DELETE FROM job WHERE queue=? AND state=?", (queue, FAILED)).rowcount
+
+    def find(self, queue, job_id):
+        rows = self._read("SELECT state, ord, env, consumer, error FROM job WHERE queue=? AND id=? "
+                          "ORDER BY state DESC LIMIT 1", (queue, job_id))
+        if rows and rows[0][0] == HELD:
+            return {"state": "running", "envelope": rows[0][2], "consumer": rows[0][3]}
+        done = self._read("SELECT record FROM done WHERE queue=? AND id=? AND expires>?", (queue, job_id, now_ms()))
+        if done:
+            return {"state": "done", **json.loads(done[0][0] or "{}")}
+        if not rows:
+            return None
+        state, order, env, _, error = rows[0]
+        if state == FAILED:
+            return {"state": "failed", "envelope": env, "error": json.loads(error or "{}")}
+        extra = {"last_error": json.loads(error)} if error else {}
+        if state == SCHED:
+            return {"state": "scheduled", "envelope": env, "due_ms": order, **extra}
+        return {"state": "ready", "envelope": env, **extra}
+
+    def heartbeat(self, node_id, info, ttl):
+        now = now_ms()
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO node(id, info, expires) VALUES (?,?,?)",
+                       (node_id, json.dumps(info), now + int(ttl * 1000)))
+            db.execute("DELETE FROM node WHERE expires < ?", (now,))
+            # Done records past their result_ttl go here, on the node's timer, off the job path.
+            db.execute("DELETE FROM done WHERE expires < ?", (now,))
+
+    def nodes(self):
+        return [json.loads(r[0]) for r in self._read("SELECT info FROM node WHERE expires >= ? ORDER BY id",
+                                                     (now_ms(),))]
+
+    def add_queues(self, names):
+        if names:
+            with self._write() as db:
+                db.executemany("INSERT OR IGNORE INTO queue(name) VALUES (?)", [(n,) for n in names])
+
+    def queues(self):
+        return [r[0] for r in self._read("SELECT name FROM queue ORDER BY name")]
+
+    def promote_all(self, queue):
+        """Make every delayed job of `queue` due now (inline execution: nobody waits)."""
+        with self._write() as db:
+            db.execute("UPDATE job SET ord = 0 WHERE queue=? AND state=?", (queue, SCHED))

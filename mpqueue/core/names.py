@@ -1,0 +1,75 @@
+"""Naming and display rules used everywhere: what a queue or service may be
+called, how a URL is shown without its secrets, how 'module:attr' names an
+object. One home each, so the CLIs, the config and the client agree."""
+from __future__ import annotations
+
+import importlib
+import re
+from urllib.parse import urlsplit
+
+# A service or queue name: safe as a file name, a Redis key part and a unit instance.
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_CHARS = "letters, digits, '_', '.' and '-'"
+QUEUE_NAME_MAX = 100
+# Query options whose value is a secret (redis-py takes ?password=; Sentinel adds its own).
+_SECRET_OPTION = re.compile(r"(?i)((?:^|&)[^=&]*(?:password|secret|token)[^=&]*=)[^&]*")
+# user:password@ inside any URL found in free text (an exception's message, say).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s/]*@")
+_TEXT_OPTION = re.compile(r"(?i)([?&][^=&\s]*(?:password|secret|token)[^=&\s]*=)[^&\s'\"]*")
+
+
+def is_name(value) -> bool:
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def is_queue_name(value) -> bool:
+    return is_name(value) and len(value) <= QUEUE_NAME_MAX
+
+
+def queue_rule() -> str:
+    return f"a queue name of {NAME_CHARS}, at most {QUEUE_NAME_MAX}"
+
+
+def redact(url: str) -> str:
+    """The URL with any password (user-info, or a ?password=-style option) as ***;
+    everything else exactly as written."""
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return redact_text(url)
+    if password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        url = url.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    if parts.query:
+        query = _SECRET_OPTION.sub(r"\1***", parts.query)
+        url = url.replace("?" + parts.query, "?" + query, 1)
+    return url
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL password in it replaced by *** (for error messages,
+    logs and STATUS=, which other users can read)."""
+    if not isinstance(text, str):
+        return text
+    return _TEXT_OPTION.sub(r"\1***", _URL_USERINFO.sub(r"\1:***@", text))
+
+
+def import_string(spec: str):
+    """'package.module:attr.sub' -> the object."""
+    module, _, attr = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# `sync://` is not a broker but a way of running: each pushed job runs inline in
+# the pushing process (producer/inline.py). Only a producer can use it.
+INLINE_SCHEME = "sync"
+
+
+def is_inline(url) -> bool:
+    return isinstance(url, str) and urlsplit(url).scheme == INLINE_SCHEME

@@ -1,0 +1,20 @@
+"""The supervisor's periodic duties, on its injectable monotonic clock."""
+from __future__ import annotations
+
+
+class Timers:
+    def __init__(self, clock, names):
+        self.clock = clock
+        self._at = {name: 0.0 for name in names}     # every duty is due at the first turn
+
+    def fire(self, name: str, every: float) -> bool:
+        """True when `name` is due; it is then due again `every` seconds from now."""
+        now = self.clock()
+        if now < self._at[name]:
+            return False
+        self._at[name] = now + every
+        return True
+
+    def next_in(self) -> float:
+        """Seconds until the next duty is due (0 if one is overdue)."""
+        return max(0.0, min(self._at.values()) - self.clock())

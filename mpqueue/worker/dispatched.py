@@ -1,0 +1,31 @@
+"""Dispatch mode, the worker's side: the supervisor reserves jobs and hands them
+over the control pipe; this worker runs each and reports it done (with its ack,
+which the supervisor folds into its next reserve)."""
+from __future__ import annotations
+
+import select
+
+from .. import ipc
+from .process import BEAT_EVERY
+
+
+class DispatchedSource:
+    def __init__(self, worker):
+        self.w = worker
+
+    def serve(self) -> None:
+        w = self.w
+        while not w.stopping:
+            readable, _, _ = select.select([w.control.fd, w.signals.fileno()], [], [], BEAT_EVERY)
+            w.scoreboard.beat()
+            if w.signals.fileno() in readable and w.signals.drain():
+                w.stopping = True
+            if w.control.fd not in readable:
+                continue
+            for msg in w.on_control():
+                ack = w.runner.run(msg["token"], msg["envelope"])
+                reply = {"type": ipc.DONE, "id": msg["id"]}
+                if ack:
+                    reply.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)
+                w.report.send(reply)
+                w.after_job()

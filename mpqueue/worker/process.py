@@ -1,0 +1,153 @@
+"""A worker process: boot (import task code, run start hooks), then serve jobs
+from its source until told to stop or recycled. One worker serves one queue.
+
+Talks to its supervisor over two pipes (ipc.py): `report` (worker ->
+supervisor: ready, boot failure, and in dispatch mode finished jobs) and
+`control` (supervisor -> worker: stop, and in dispatch mode the jobs to run).
+Never notifies systemd. Where the jobs come from is the source's business:
+grab.py (this worker reserves) or dispatched.py (the supervisor hands them over).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+
+from .. import ipc, logsetup
+from ..brokers import open_broker
+from ..core import tasks
+from ..core.names import import_string
+from ..execution.runner import Runner
+from ..proc import SignalQueue, set_title
+from ..producer.client import Client
+from ..producer.default import set_default_client
+
+log = logging.getLogger("mpqueue.worker")
+BEAT_EVERY = 2.0             # liveness stamp while idle; the supervisor replaces a silent worker
+RSS_EVERY = 0.1             # memory_limit: read the resident size at most this often
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # If the supervisor is SIGKILLed, don't live on as an orphan running jobs.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class Worker:
+    def __init__(self, service, queue, index: int, node_id: str, report_fd: int, control_fd: int,
+                 scoreboard, parent_pid: int):
+        self.service, self.cfg, self.index = service, queue, index
+        self.consumer = f"{node_id}/{os.getpid()}"
+        self.report, self.control = ipc.Channel(report_fd), ipc.Channel(control_fd)
+        self.scoreboard = scoreboard
+        self.parent_pid = parent_pid
+        self.stopping = False
+        self.jobs = 0
+        self.broker = None
+        self.runner = None
+        self.signals = None
+        self._rss_checked = 0.0
+
+    # -- lifecycle
+    def main(self) -> int:
+        _die_with_parent(self.parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # the supervisor orchestrates ^C
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.signals = SignalQueue([signal.SIGTERM])
+        set_title(f"mpqueue {self.service.name}: {self.cfg.name} worker {self.index}")
+        try:
+            self.boot()
+        except BaseException as exc:  # noqa: BLE001 - report any boot failure, then exit
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.error("worker failed to boot: %s", text, extra={"queue": self.cfg.name},
+                      exc_info=True)
+            self.report.send({"type": ipc.BOOT_FAILED, "error": text})
+            return ipc.EXIT_BOOT_FAILED
+        self.report.send({"type": ipc.READY, "tasks": {n: t.public() for n, t in tasks.all_tasks().items()}})
+        self.source().serve()
+        return ipc.EXIT_OK
+
+    def source(self):
+        if self.cfg.mode == "dispatch":
+            from .dispatched import DispatchedSource
+            return DispatchedSource(self)
+        from .grab import GrabSource
+        return GrabSource(self)
+
+    def boot(self) -> None:
+        logsetup.setup_logging(self.service.log, self.service.name)
+        for entry in reversed(self.service.path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        self.broker = open_broker(self.service.broker)
+        # Jobs that push jobs use this worker's own broker connection.
+        set_default_client(Client(self.service.broker, broker=self.broker, max_payload=self.service.max_payload))
+        for name in self.service.imports:
+            __import__(name)
+        context = {"service": self.service.name, "queue": self.cfg.name, "worker_index": self.index}
+        for hook in (self.service.on_worker_start, self.cfg.on_worker_start):
+            if hook:
+                import_string(hook)(context)
+        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard)
+
+    # -- waiting: the control pipe, our own signals, and whatever a source adds
+    def select(self, extra, timeout):
+        fds = [self.control.fd, self.signals.fileno(), *extra]
+        readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        self.scoreboard.beat()
+        if self.signals.fileno() in readable and self.signals.drain():
+            self.stopping = True
+        if self.control.fd in readable:
+            self.on_control()
+        return readable
+
+    def on_control(self) -> list[dict]:
+        messages = self.control.receive()
+        if messages is None:               # supervisor gone
+            os._exit(1)
+        jobs = []
+        for msg in messages:
+            if msg["type"] == ipc.STOP:
+                self.stopping = True
+            elif msg["type"] == ipc.JOB:
+                jobs.append(msg)
+        return jobs
+
+    # -- recycling
+    def after_job(self) -> None:
+        self.jobs += 1
+        if self.cfg.max_jobs and self.jobs >= self.cfg.max_jobs:
+            log.info("recycling after %d jobs (max_jobs)", self.jobs, extra={"queue": self.cfg.name})
+            self.stopping = True
+        elif self.cfg.memory_limit and self.over_memory_limit():
+            self.stopping = True
+
+    def over_memory_limit(self) -> bool:
+        # Reading /proc costs more than a short job: look at most every RSS_EVERY
+        # seconds (after every job when jobs take longer than that).
+        now = time.monotonic()
+        if now - self._rss_checked < RSS_EVERY:
+            return False
+        self._rss_checked = now
+        rss = _rss_mb()
+        if rss <= self.cfg.memory_limit:
+            return False
+        log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", rss,
+                    self.cfg.memory_limit, extra={"queue": self.cfg.name})
+        return True
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)

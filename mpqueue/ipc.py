@@ -33,6 +33,9 @@ EX_CONFIG = 78           # invalid configuration: the unit does not restart on i
 EXIT_BOOT_FAILED = EX_SOFTWARE
 
 READY, BOOT_FAILED, DONE, STOP, JOB = "ready", "boot_failed", "done", "stop", "job"
+# An idle worker stamps its scoreboard this often; the supervisor replaces one
+# silent for many times longer (supervisor/loop.py STALE_AFTER).
+BEAT_EVERY = 2.0
 
 
 class Channel:

@@ -15,6 +15,8 @@ import os
 import sys
 from datetime import datetime, timezone
 
+from mpqueue.core.names import redact_text  # absolute: tests load this file on its own
+
 try:  # python-json-logger >= 3; importing the old name there warns
     from pythonjsonlogger.json import JsonFormatter
 except ImportError:  # 2.0.x, as Debian 12 ships it
@@ -27,8 +29,9 @@ _OURS = "_mpqueue_handler"  # marks handlers this module added
 
 
 class _ServiceFilter(logging.Filter):
-    """Stamps the service name on every record; on the handlers, so records from
-    any logger (libraries included) get it."""
+    """Stamps the service name on every record and hides any URL password in its
+    message; on the handlers, so records from any logger (libraries included)
+    get both."""
 
     def __init__(self, service: str):
         super().__init__()
@@ -36,6 +39,9 @@ class _ServiceFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = redact_text(message), ()
         return True
 
 

@@ -37,7 +37,7 @@ class QueueConfig:
     backoff: str = "fixed"              # "fixed" | "exponential"
     max_retry_delay: float = 3600.0     # cap for exponential backoff, >= retry_delay
     retry_on_timeout: bool = False
-    memory_limit: int = 128             # MB, 0 = none
+    memory_limit: int = 0               # MB resident, 0 = none
     max_jobs: int = 0                   # recycle a worker after N jobs, 0 = never
     prefetch: int = 16                  # grab mode: most jobs one reserve may take (1 = one at a time)
     result_ttl: int = 300               # seconds done jobs stay visible, 0 = not kept

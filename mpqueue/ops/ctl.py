@@ -11,113 +11,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from functools import cached_property
 
 import click
-import redis as redislib
 
 from .. import __version__
-from ..brokers import BrokerError, open_broker
 from ..core import envelope as jobmod
-from ..core.config import ConfigError, config_path_for, load_config
-from ..core.names import redact
-from ..ipc import EX_CONFIG, EX_USAGE
 from ..producer.client import Client
-from ..producer.default import ENV_BROKER, ENV_CONFIG, from_environment
 from .common import Fail as CtlError
-from .common import OneLineGroup
 from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
+from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
 
-DEFAULT_MAX_PAYLOAD = 1 << 20
-
-
-class _Group(OneLineGroup):
-    """Broker errors become one line naming the broker (its password hidden)."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (BrokerError, redislib.exceptions.RedisError) as exc:
-            url = redact(ctx.obj.url) if isinstance(ctx.obj, Target) else "?"
-            raise CtlError(f"broker {url}: {exc}") from None
-
-
-class Target:
-    """What the global options point at: an optional service config and a broker,
-    each opened on first use, so `push --broker URL` never reads a config.
-
-    Without options, the environment a producer's `task.push()` uses
-    (producer/default.py): MPQUEUE_BROKER, else the broker of MPQUEUE_CONFIG."""
-
-    def __init__(self, config_file: str | None, service: str | None, broker_url: str | None):
-        self.config_file, self.service, self.broker_url = config_file, service, broker_url
-        self.config_given = bool(config_file or service)     # on the command line
-        self.env_broker, env_config = from_environment()
-        if not (config_file or service or broker_url):
-            self.config_file = env_config
-
-    @cached_property
-    def config(self):
-        if not (self.config_file or self.service):
-            return None
-        try:
-            return load_config(self.config_file or config_path_for(self.service))
-        except ConfigError as exc:
-            raise CtlError(str(exc), EX_CONFIG) from None
-
-    @cached_property
-    def url(self) -> str:
-        given = self.broker_url or (self.config.broker if self.config_given else None)
-        url = given or self.env_broker or (self.config.broker if self.config else None)
-        if not url:
-            raise CtlError(f"no broker: give --broker URL, --config FILE or --service NAME, "
-                           f"or set {ENV_BROKER} or {ENV_CONFIG}", EX_USAGE)
-        return url
-
-    @cached_property
-    def broker(self):
-        try:
-            return open_broker(self.url)
-        except (BrokerError, ValueError) as exc:
-            message = str(exc).replace(self.url, redact(self.url))
-            raise CtlError(f"broker {redact(self.url)}: {message}") from None
-
-    @property
-    def max_payload(self) -> int:
-        return self.config.max_payload if self.config else DEFAULT_MAX_PAYLOAD
-
-    def config_queues(self) -> list[str]:
-        return list(self.config.queues) if self.config else []
-
-    def known_queues(self) -> list[str]:
-        return sorted(set(self.config_queues()) | set(self.broker.queues()))
-
-    def check_queue(self, queue: str) -> None:
-        """A queue nobody declared is most likely a typo: refuse rather than show zeros."""
-        if queue in self.config_queues():
-            return
-        known = self.known_queues()
-        if queue not in known:
-            raise CtlError(f"unknown queue {queue!r} (known: {', '.join(known) or 'none'})")
-
-    def close(self) -> None:
-        if "broker" in self.__dict__:
-            self.broker.close()
-
-
-pass_target = click.make_pass_decorator(Target)
-
-
-def _emit(data, human) -> None:
-    """Print `data` as JSON under --json, else `human` (a string or a callable making one)."""
-    if click.get_current_context().meta.get("mpqctl.json"):
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        click.echo(human() if callable(human) else human)
-
-
-@click.group(cls=_Group, name="mpqctl", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CtlGroup, name="mpqctl", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="The service's YAML file (gives the broker, queues and max_payload).")
 @click.option("--service", "-s", metavar="NAME", help="The service NAME, i.e. its config in the config directory.")
@@ -170,7 +75,7 @@ def push(target, queue, task, args_, kwargs, delay, eta, priority):
         job_id = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority)
     except jobmod.PayloadError as exc:
         raise CtlError(str(exc)) from None
-    _emit({"id": job_id}, job_id)
+    emit({"id": job_id}, job_id)
 
 
 @main.command()
@@ -198,7 +103,32 @@ def status(target, queues):
     now = time.time()
     nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1))
              for n in target.broker.nodes()]
-    _emit({"queues": counts, "nodes": nodes}, lambda: status_text(counts, nodes))
+    emit({"queues": counts, "nodes": nodes}, lambda: status_text(counts, nodes))
+
+
+@main.command()
+@click.option("--max-age", type=click.FloatRange(min=1), default=45.0, show_default=True, metavar="SECONDS",
+              help="A node whose last heartbeat is older than this counts as gone (heartbeats are every 15 s).")
+@json_option
+@pass_target
+def ping(target, max_age):
+    """Probe for monitoring and health checks: exit 0 when the broker answers and
+    at least one node of the service (of any service with --broker alone) has
+    sent a heartbeat within --max-age seconds; else exit 1 saying which.
+
+    \b
+    JSON: {"broker": "ok", "service": name or null, "nodes": n}
+    """
+    target.broker.ping()
+    service = target.config.name if target.config else None
+    now = time.time()
+    live = [n for n in target.broker.nodes() if (service is None or n.get("service") == service)
+            and now - n.get("heartbeat_at", 0) <= max_age]
+    if not live:
+        raise CtlError(f"broker ok, but no live node of {f'service {service}' if service else 'any service'} "
+                       f"(no heartbeat within {max_age:g} s)")
+    emit({"broker": "ok", "service": service, "nodes": len(live)},
+          f"ok: broker answers; {len(live)} live node(s){f' of {service}' if service else ''}")
 
 
 @main.command()
@@ -220,7 +150,7 @@ def failed(target, queue, limit, tracebacks):
     target.check_queue(queue)
     jobs = [_failed_entry(*row) for row in target.broker.failed(queue, limit)]
     jobs.sort(key=lambda j: j["error"].get("at") or 0)
-    _emit(jobs, lambda: failed_text(queue, jobs, tracebacks))
+    emit(jobs, lambda: failed_text(queue, jobs, tracebacks))
 
 
 def _failed_entry(job_id: str, envelope: str, error_json: str) -> dict:
@@ -275,7 +205,7 @@ def retry(target, queue, ids, all_):
             raise CtlError(f"no failed job {', '.join(missing)} in queue {queue}")
     if missing:
         click.echo(f"mpqctl: not in the failed store of {queue}: {', '.join(missing)}", err=True)
-    _emit({"queue": queue, "requeued": moved, "not_found": missing}, f"requeued {moved} job(s) of {queue}")
+    emit({"queue": queue, "requeued": moved, "not_found": missing}, f"requeued {moved} job(s) of {queue}")
 
 
 @main.command()
@@ -301,7 +231,7 @@ def job(target, job_id, queue):
         found = target.broker.find(q, job_id)
         if found:
             info = _job_info(job_id, q, found)
-            return _emit(info, lambda: job_text(info))
+            return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
 
 
@@ -342,7 +272,7 @@ def clean(target, queue, yes):
         c = target.broker.counts(queue)
         _confirm(f"Drop {c['ready'] + c['scheduled']} waiting job(s) of queue {queue}?", f"clean {queue}")
     n = target.broker.clean(queue)
-    _emit({"queue": queue, "dropped": n}, f"dropped {n} waiting job(s) of {queue}")
+    emit({"queue": queue, "dropped": n}, f"dropped {n} waiting job(s) of {queue}")
 
 
 @main.command("purge-failed")
@@ -361,7 +291,7 @@ def purge_failed(target, queue, yes):
         _confirm(f"Drop {target.broker.counts(queue)['failed']} failed job(s) of queue {queue}?",
                  f"purge-failed {queue}")
     n = target.broker.purge_failed(queue)
-    _emit({"queue": queue, "dropped": n}, f"dropped {n} failed job(s) of {queue}")
+    emit({"queue": queue, "dropped": n}, f"dropped {n} failed job(s) of {queue}")
 
 
 def _confirm(question: str, what: str) -> None:

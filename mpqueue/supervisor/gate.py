@@ -51,3 +51,23 @@ class BrokerGate:
     def defer(self) -> None:
         """Something failed that already said so itself: just hold off the next call."""
         self.retry_at = self.clock() + self.retry_after
+
+
+def wait_until_up(ping, give_up, on_down) -> bool:
+    """Ping with doubling delays (0.1 s to 5 s) until the broker answers (True), or
+    `give_up(delay)`, which waits, says to stop (False). The outage is logged once."""
+    delay, down = 0.1, False
+    while True:
+        try:
+            ping()
+            if down:
+                log.warning("broker reachable")
+            return True
+        except BrokerError as exc:
+            if not down:
+                log.warning("broker unreachable at start, retrying: %s", exc)
+                on_down(exc)
+                down = True
+        if give_up(delay):
+            return False
+        delay = min(5.0, delay * 2)

@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from ..ipc import STOP, Channel, Scoreboard
+from ..ipc import EXIT_FAILED, STOP, Channel, Scoreboard
 
 log = logging.getLogger("mpqueue.supervisor")
 
@@ -74,7 +74,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:                       # child
-        code = 1
+        code = EXIT_FAILED
         try:
             for fd in (report_r, control_w, *inherited_fds):
                 _close(fd)

@@ -1,15 +1,10 @@
 """The supervisor: the one process systemd watches. It forks the workers, restarts
 any that die, kills overdue jobs, hands back or recovers what dead workers held,
 and stops gracefully. Signal handlers only record; this loop does everything,
-so a stuck loop is visible (it stops sending WATCHDOG=1).
-
-Its roles live next door, each small and on the injectable `clock`, so its
-decisions are tested without processes (tests/unit/test_supervisor.py): the
-broker-health gate (gate.py), boot back-off (backoff.py), timers (timers.py),
-how each fetch mode holds and recovers jobs (holding.py, dispatcher.py),
-settling dead workers' jobs (recovery.py), reload by overlap (reload.py) and
-what it reports (status.py, notify.py). It never imports task code, so every
-new worker loads the current code."""
+so a stuck loop is visible (it stops sending WATCHDOG=1). Its roles live next
+door, one module each, on the injectable `clock`, so its decisions are tested
+without processes (tests/unit/test_supervisor.py). It never imports task code,
+so every new worker loads the current code."""
 from __future__ import annotations
 
 import logging
@@ -27,24 +22,20 @@ from ..proc import SignalQueue, set_title
 from . import handles, lock, reload
 from .backoff import BootBackoff
 from .dispatcher import Dispatcher
-from .gate import BrokerGate
+from .gate import BrokerGate, wait_until_up
 from .holding import GrabHolding
-from .notify import Notifier
+from .notify import Notifier, watchdog_interval
 from .recovery import Recovery
 from .status import busy_count, node_info, status_line
 from .timers import Timers
 
 log = logging.getLogger("mpqueue.supervisor")
-# Idle Redis cost is these calls alone (each script's inner commands count too):
-# node heartbeat and dead-node lease reaping every 15 s keep an idle service
-# under one Redis command per second; a dead node's jobs come back within 15 s
-# of their lease's end.
+# Idle Redis cost is these calls alone: heartbeat and dead-node lease reaping every
+# 15 s keep an idle service under one command a second; a dead node's jobs come back
+# within 15 s of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
 STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it
-# A broker that accepts connections but never answers must not hold the loop (and
-# so the watchdog ping) for long: each call gives up after BROKER_TIMEOUT (and
-# the gate then skips routine calls for a while).
-BROKER_TIMEOUT = 2.0
+BROKER_TIMEOUT = 2.0    # a hung broker must not hold the loop (and the watchdog ping): see gate.py
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
 
@@ -60,7 +51,7 @@ class Supervisor:
         self.stop_deadline = None
         self.backoff = BootBackoff(clock)
         self.gate = BrokerGate(clock)
-        self.watchdog_every = _watchdog_interval()
+        self.watchdog_every = watchdog_interval()
         self.timers = Timers(clock, ["heartbeat", "reap", "status", "count"]
                              + (["watchdog"] if self.watchdog_every else []))
         self.totals = {"done": 0, "failed": 0}     # of workers gone since start
@@ -107,27 +98,15 @@ class Supervisor:
         return self.loop()
 
     def fatal(self, status: str, errno: int, code: int) -> int:
-        status = redact_text(status)
-        log.error("start-up %s", status)
-        self.notifier.fatal(status, errno=errno)
+        log.error("start-up %s", redact_text(status))
+        self.notifier.fatal(redact_text(status), errno=errno)
         return code
 
     def wait_for_broker(self) -> bool:
-        delay, logged = 0.1, False
-        while True:
-            try:
-                self.broker.ping()
-                if logged:
-                    log.warning("broker reachable")
-                return True
-            except BrokerError as exc:
-                if not logged:
-                    log.warning("broker unreachable at start, retrying: %s", exc)
-                    self.notifier.status(redact_text(f"waiting for broker: {exc}"))
-                    logged = True
-            if self.sleep(delay) and self.stopping:
-                return False
-            delay = min(5.0, delay * 2)
+        """At start: True once the broker answers, False if told to stop meanwhile."""
+        def down(exc):
+            self.notifier.status(redact_text(f"waiting for broker: {exc}"))
+        return wait_until_up(self.broker.ping, lambda delay: self.sleep(delay) and self.stopping, down)
 
     def wait_until_booted(self) -> str | None:
         while not all(h.ready for h in self.workers.values()):
@@ -167,10 +146,7 @@ class Supervisor:
         self.pump(readable)
 
     def select(self, fds, timeout):
-        try:
-            return select.select(fds, [], [], max(0.0, timeout))[0]
-        except InterruptedError:
-            return []
+        return select.select(fds, [], [], max(0.0, timeout))[0]     # EINTR is retried (PEP 475)
 
     def sleep(self, seconds: float) -> bool:
         """Wait, still handling signals; True if a signal arrived."""
@@ -277,8 +253,7 @@ class Supervisor:
 
     # -- workers
     def holding_for(self, q):
-        """The fetch mode's holding for queue `q`, one per (queue, mode): old
-        workers of a queue whose mode a reload changed keep theirs."""
+        """One per (queue, mode): old workers of a queue whose mode a reload changed keep theirs."""
         key = (q.name, q.mode)
         if key not in self.holdings:
             if q.mode == "dispatch":
@@ -420,12 +395,4 @@ class Supervisor:
     # -- reporting (status.py)
     def status_line(self) -> str:
         return status_line(self.cfg, list(self.workers.values()), self.totals, self.ready_jobs, self.gate.ok)
-
-
-def _watchdog_interval() -> float:
-    """Half of systemd's WatchdogSec, if the watchdog is on for this process."""
-    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
-        return 0.0
-    return int(usec) / 2e6
 

@@ -53,3 +53,11 @@ class Notifier:
 
     def fatal(self, status: str, errno: int = 0) -> None:
         self.send(f"STATUS={status}", *([f"ERRNO={errno}"] if errno else []))
+
+
+def watchdog_interval() -> float:
+    """Half of systemd's WatchdogSec, if the watchdog is on for this process."""
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return 0.0
+    return int(usec) / 2e6

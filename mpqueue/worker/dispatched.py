@@ -6,7 +6,7 @@ from __future__ import annotations
 import select
 
 from .. import ipc
-from .process import BEAT_EVERY
+from ..ipc import BEAT_EVERY
 
 
 class DispatchedSource:

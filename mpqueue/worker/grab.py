@@ -8,9 +8,10 @@ import logging
 import os
 import time
 
+from .. import ipc
 from ..brokers import FALLBACK_WAIT, BrokerError
+from ..ipc import BEAT_EVERY
 from ..core import envelope as jobmod
-from .process import BEAT_EVERY
 
 log = logging.getLogger("mpqueue.worker")
 PREFETCH_BUDGET = 0.010      # reserve no more jobs at once than this many seconds of recent work
@@ -78,7 +79,7 @@ class GrabSource:
             # back when the broker answers again (its lease bounds the wait).
             log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
                         extra={"queue": self.queue})
-            os._exit(1)
+            os._exit(ipc.EXIT_FAILED)
         self.avg_run += (time.monotonic() - started - self.avg_run) * 0.2
         self.w.after_job()
         return [ack] if ack else []

@@ -26,9 +26,10 @@ from ..execution.runner import Runner
 from ..proc import SignalQueue, set_title
 from ..producer.client import Client
 from ..producer.default import set_default_client
+from .dispatched import DispatchedSource
+from .grab import GrabSource
 
 log = logging.getLogger("mpqueue.worker")
-BEAT_EVERY = 2.0             # liveness stamp while idle; the supervisor replaces a silent worker
 RSS_EVERY = 0.1             # memory_limit: read the resident size at most this often
 _PR_SET_PDEATHSIG = 1
 
@@ -40,7 +41,7 @@ def _die_with_parent(parent_pid: int) -> None:
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent_pid:
-        os._exit(1)
+        os._exit(ipc.EXIT_FAILED)
 
 
 class Worker:
@@ -56,6 +57,7 @@ class Worker:
         self.broker = None
         self.runner = None
         self.signals = None
+        self.memory_limit = queue.memory_limit
         self._rss_checked = 0.0
 
     # -- lifecycle
@@ -79,11 +81,7 @@ class Worker:
         return ipc.EXIT_OK
 
     def source(self):
-        if self.cfg.mode == "dispatch":
-            from .dispatched import DispatchedSource
-            return DispatchedSource(self)
-        from .grab import GrabSource
-        return GrabSource(self)
+        return DispatchedSource(self) if self.cfg.mode == "dispatch" else GrabSource(self)
 
     def boot(self) -> None:
         logsetup.setup_logging(self.service.log, self.service.name)
@@ -100,6 +98,17 @@ class Worker:
             if hook:
                 import_string(hook)(context)
         self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard)
+        self.memory_limit = self.checked_memory_limit()
+
+    def checked_memory_limit(self) -> int:
+        """memory_limit, or 0 when the worker is over it already after boot: every
+        job would recycle it (a fork and a full re-import each time)."""
+        limit = self.cfg.memory_limit
+        if limit and (rss := _rss_mb()) > limit:
+            log.error("memory_limit %d MB is below this worker's size after boot (%.0f MB): ignored, or every "
+                      "job would recycle the worker; raise it above that", limit, rss, extra={"queue": self.cfg.name})
+            return 0
+        return limit
 
     # -- waiting: the control pipe, our own signals, and whatever a source adds
     def select(self, extra, timeout):
@@ -115,7 +124,7 @@ class Worker:
     def on_control(self) -> list[dict]:
         messages = self.control.receive()
         if messages is None:               # supervisor gone
-            os._exit(1)
+            os._exit(ipc.EXIT_FAILED)
         jobs = []
         for msg in messages:
             if msg["type"] == ipc.STOP:
@@ -130,7 +139,7 @@ class Worker:
         if self.cfg.max_jobs and self.jobs >= self.cfg.max_jobs:
             log.info("recycling after %d jobs (max_jobs)", self.jobs, extra={"queue": self.cfg.name})
             self.stopping = True
-        elif self.cfg.memory_limit and self.over_memory_limit():
+        elif self.memory_limit and self.over_memory_limit():
             self.stopping = True
 
     def over_memory_limit(self) -> bool:
@@ -141,10 +150,10 @@ class Worker:
             return False
         self._rss_checked = now
         rss = _rss_mb()
-        if rss <= self.cfg.memory_limit:
+        if rss <= self.memory_limit:
             return False
         log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", rss,
-                    self.cfg.memory_limit, extra={"queue": self.cfg.name})
+                    self.memory_limit, extra={"queue": self.cfg.name})
         return True
 
 

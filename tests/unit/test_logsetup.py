@@ -246,3 +246,11 @@ def test_the_configured_level_filters_records_and_set_level_changes_it():
     logging.getLogger("x").debug("shown")
     assert [json.loads(line)["message"] for line in lines(out)] == ["shown"]
     assert logging.getLogger().level == logging.DEBUG
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_password_in_a_logged_url_never_reaches_the_log(fmt):
+    out = setup(format=fmt)
+    logging.getLogger("redis").error("cannot reach %s", "redis://:hunter2@db:6379/0 (or unix:///s?password=pw2)")
+    (line,) = lines(out)
+    assert "hunter2" not in line and "pw2" not in line and "redis://:***@db:6379/0" in line

@@ -1,0 +1,410 @@
+"""The supervisor's decisions, on a fake clock: no processes, no sleeping.
+
+The Supervisor is the real one; only the edges are stand-ins: a clock the test
+moves, a spawner that makes worker handles without forking, and a broker that
+records the calls the decisions make (a small fake of pure bookkeeping; the
+contract and e2e suites run the real brokers and processes)."""
+from __future__ import annotations
+
+import pytest
+
+from mpqueue import ipc
+from mpqueue.brokers import BrokerError, Held, Reserved
+from mpqueue.core import envelope as jobmod
+from mpqueue.core.config import QueueConfig, ServiceConfig
+from mpqueue.supervisor import Supervisor, loop, reload
+from mpqueue.supervisor.handles import WorkerHandle
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class Channel:
+    """A report or control pipe that keeps what is sent and hands out what is queued."""
+
+    def __init__(self):
+        self.fd, self.inbox, self.sent = -1, [], []
+
+    def receive(self):
+        out, self.inbox = self.inbox, []
+        return out
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+class Handle(WorkerHandle):
+    def kill(self, reason):          # no process: record the decision
+        self.killed_for = self.killed_for or reason
+
+    def close(self):
+        pass
+
+
+class Spawner:
+    def __init__(self, clock):
+        self.clock, self.next_pid, self.handles = clock, 100, []
+
+    def __call__(self, service, queue_cfg, index, node_id, generation, inherited, started_at):
+        self.next_pid += 1
+        h = Handle(self.next_pid, queue_cfg.name, index, generation, Channel(), Channel(),
+                   ipc.Scoreboard(self.clock), f"{node_id}/{self.next_pid}", started_at=started_at)
+        self.handles.append(h)
+        return h
+
+
+class Broker:
+    """Records every call; `down` makes each one fail as an unreachable broker would."""
+
+    def __init__(self):
+        self.calls, self.down, self.held_jobs, self.to_reserve = [], False, [], []
+
+    def _call(self, name, *args):
+        self.calls.append((name, *args))
+        if self.down:
+            raise BrokerError("redis: ConnectionError: down")
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+    def add_queues(self, names):
+        self._call("add_queues", names)
+
+    def heartbeat(self, node_id, info, ttl):
+        self._call("heartbeat")
+
+    def expired(self, queue, limit=100):
+        self._call("expired", queue)
+        return []
+
+    def held(self, queue):
+        self._call("held", queue)
+        return list(self.held_jobs)
+
+    def retry(self, queue, job_id, token, delay, error):
+        self._call("retry", job_id)
+        return True
+
+    def fail(self, queue, job_id, token, error, hook=None):
+        self._call("fail", job_id)
+        return True
+
+    def release(self, queue, job_id, token):
+        self._call("release", job_id)
+        return True
+
+    def ready_count(self, queue):
+        self._call("ready_count", queue)
+        return 0
+
+    def reserve(self, queue, consumer, count, lease, acks=(), **_):
+        self._call("reserve", count)
+        out, self.to_reserve = self.to_reserve[:count], self.to_reserve[count:]
+        return out, None
+
+    def waiter(self, queue, consumer=None):
+        return Waiter()
+
+
+class Waiter:
+    def fileno(self):
+        return -1
+
+    def drain(self):
+        return []
+
+    def close(self):
+        pass
+
+
+def envelope(job_id="j1", attempts=1):
+    _, env = jobmod.encode("tasks:work", job_id=job_id)
+    return jobmod.with_attempts(jobmod.header(env), attempts)
+
+
+def service(**queue):
+    q = QueueConfig("q", **{"workers": 1, **queue})
+    return ServiceConfig(name="svc", broker="redis://127.0.0.1:1/0", imports=("tasks",), queues={"q": q},
+                         shutdown_timeout=30.0, lease_grace=2.0)
+
+
+@pytest.fixture
+def sup(monkeypatch, tmp_path):
+    for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MPQUEUE_RUNTIME_DIR", str(tmp_path))
+
+    def make(cfg=None):
+        clock = Clock()
+        s = Supervisor(cfg or service(), clock=clock, spawn=Spawner(clock), reap=lambda: [])
+        s.attach(Broker())
+        s.reload_status = reload.ReloadStatus(s.cfg.name)
+        return s
+    return make
+
+
+def started(s):
+    """Every configured worker spawned and reported ready, as start() would leave it."""
+    s.top_up()
+    for h in list(s.workers.values()):
+        report_ready(s, h)
+    return list(s.workers.values())
+
+
+def report_ready(s, h):
+    h.report.inbox.append({"type": ipc.READY, "tasks": {}})
+    s.on_reports(h)
+
+
+def exit_status(code=0, signal_number=None):
+    return signal_number if signal_number else code << 8
+
+
+# -- timeouts
+def test_a_job_past_its_timeout_has_its_worker_killed_and_is_failed_as_timeout(sup):
+    s = sup(service(timeout=5))
+    h, = started(s)
+    s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
+    h.scoreboard.start("j1", "t1", 5.0)
+    s.clock.advance(4)
+    s.enforce_timeouts()
+    assert h.killed_for is None
+    s.clock.advance(1)
+    s.enforce_timeouts()
+    assert h.killed_for == "timeout"
+    assert ("fail", "j1") in s.broker.calls      # retry_on_timeout is off
+
+
+def test_a_timed_out_job_is_retried_when_the_queue_says_so(sup):
+    s = sup(service(timeout=5, retry_on_timeout=True))
+    h, = started(s)
+    s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
+    h.scoreboard.start("j1", "t1", 5.0)
+    s.clock.advance(5)
+    s.enforce_timeouts()
+    assert ("retry", "j1") in s.broker.calls
+
+
+def test_the_loop_wakes_no_later_than_the_next_job_deadline(sup):
+    s = sup(service(timeout=5))
+    h, = started(s)
+    s.maintain()                                  # every timer fired once
+    h.scoreboard.start("j1", "t1", 0.25)
+    assert s.next_timeout() == pytest.approx(0.25)
+
+
+# -- stale workers
+def test_an_idle_worker_silent_too_long_is_replaced_and_a_live_one_is_not(sup):
+    s = sup()
+    h, = started(s)
+    s.clock.advance(loop.STALE_AFTER - 1)
+    s.maintain()
+    assert h.killed_for is None
+    h.scoreboard.beat()                           # it shows life
+    s.clock.advance(loop.STALE_AFTER - 1)
+    s.maintain()
+    assert h.killed_for is None
+    s.clock.advance(2)
+    s.maintain()
+    assert h.killed_for == "stale"
+
+
+# -- boot back-off
+def test_a_worker_that_cannot_boot_is_restarted_after_doubling_delays(sup):
+    s = sup()
+    s.top_up()
+    delays = []
+    for _ in range(4):
+        h, = s.workers.values()
+        s.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+        waited = 0.0
+        while not s.workers:
+            s.clock.advance(0.25)
+            waited += 0.25
+            s.top_up()
+        delays.append(waited)
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_boot_back_off_is_capped_and_cleared_by_a_ready_worker(sup):
+    s = sup()
+    s.top_up()
+    for _ in range(10):
+        h, = s.workers.values()
+        s.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+        s.clock.advance(60)
+        s.top_up()
+    assert s.backoff.failed(("q", 0)) == 60.0      # the 11th failure waits no longer than the cap
+    s.backoff.booted(("q", 0))
+    h, = s.workers.values()
+    report_ready(s, h)
+    s.on_exit(h.pid, exit_status(1))               # a crash after boot: restarted at once
+    s.top_up()
+    assert len(s.workers) == 1
+
+
+# -- reaping dead nodes' leases
+def test_expired_leases_are_reaped_every_half_lease(sup):
+    s = sup(service(timeout=10))                    # lease 10 + 2: reap every 6 s
+    started(s)
+    s.maintain()
+    assert s.broker.names().count("expired") == 1
+    s.clock.advance(5)
+    s.maintain()
+    assert s.broker.names().count("expired") == 1
+    s.clock.advance(1)
+    s.maintain()
+    assert s.broker.names().count("expired") == 2
+
+
+def test_long_timeouts_still_reap_every_15_seconds(sup):
+    s = sup(service(timeout=3600))
+    assert s.reap_every() == loop.REAP_EVERY == 15.0
+
+
+# -- stopping
+def test_a_graceful_stop_asks_every_worker_then_kills_at_the_deadline(sup):
+    s = sup(service(workers=2))
+    handles = started(s)
+    s.graceful_stop()
+    assert all(h.control.sent == [{"type": ipc.STOP}] for h in handles)
+    s.clock.advance(29)
+    s.stop_step()
+    assert all(h.killed_for is None for h in handles)
+    s.clock.advance(1)
+    s.stop_step()
+    assert all(h.killed_for == "shutdown" for h in handles)
+
+
+def test_a_worker_killed_at_the_stop_deadline_hands_its_job_back_unspent(sup):
+    s = sup()
+    h, = started(s)
+    s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
+    h.scoreboard.start("j1", "t1", 120.0)
+    s.graceful_stop()
+    s.clock.advance(30)
+    s.stop_step()
+    s.on_exit(h.pid, exit_status(signal_number=9))
+    assert ("release", "j1") in s.broker.calls
+    assert not {"retry", "fail"} & set(s.broker.names())
+
+
+def test_a_crashed_worker_spends_the_attempt_of_the_job_it_ran_and_hands_back_the_rest(sup):
+    s = sup()
+    h, = started(s)
+    s.broker.held_jobs = [Held("j1", "b.1", h.consumer, envelope("j1")), Held("j2", "b.2", h.consumer, envelope("j2"))]
+    h.scoreboard.start("j1", "b.1", 120.0)
+    s.on_exit(h.pid, exit_status(signal_number=9))
+    assert ("retry", "j1") in s.broker.calls and ("release", "j2") in s.broker.calls
+
+
+# -- reload
+def write_yaml(tmp_path, workers):
+    path = tmp_path / "svc.yaml"
+    path.write_text(f"name: svc\nbroker: redis://127.0.0.1:1/0\nimports: [tasks]\nlease_grace: 2\n"
+                    f"queues: {{q: {{workers: {workers}}}}}\n")
+    return path
+
+
+def reloadable(sup, tmp_path, workers):
+    from mpqueue.core.config import load_config
+    return sup(load_config(write_yaml(tmp_path, workers)))
+
+
+def test_a_reload_retires_old_workers_only_as_new_ones_become_ready(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=2)
+    old = started(s)
+    s.begin_reload()
+    s.maintain()
+    new = [h for h in s.workers.values() if h.generation == 1]
+    assert len(new) == 2 and not any(h.retiring for h in old)
+    report_ready(s, new[0])
+    s.maintain()
+    assert sum(h.retiring for h in old) == 1 and s.reloading
+    report_ready(s, new[1])
+    s.maintain()
+    assert all(h.retiring for h in old) and not s.reloading
+    assert reload.ReloadStatus.read("svc")["state"] == "done"
+
+
+def test_a_reload_whose_workers_cannot_boot_fails_and_keeps_the_old_ones(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    old, = started(s)
+    s.begin_reload()
+    s.maintain()
+    new, = [h for h in s.workers.values() if h.generation == 1]
+    new.report.inbox.append({"type": ipc.BOOT_FAILED, "error": "ImportError: nope"})
+    s.on_exit(new.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+    status = reload.ReloadStatus.read("svc")
+    assert status["state"] == "failed" and "ImportError: nope" in status["error"]
+    assert not old.retiring and not s.reloading
+
+
+def test_an_invalid_yaml_on_reload_changes_nothing(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    (tmp_path / "svc.yaml").write_text("queues: [not, a, mapping]\n")
+    s.begin_reload()
+    assert s.generation == 0 and reload.ReloadStatus.read("svc")["state"] == "failed"
+
+
+# -- broker-down gating
+def test_after_a_failed_call_the_loop_makes_no_routine_call_until_the_retry_time(sup):
+    s = sup(service(timeout=1))                      # lease 1 + 2: reap every 1.5 s
+    started(s)
+    s.broker.down = True
+    s.maintain()                                     # reaping fails: the gate shuts for 2 s
+    assert s.broker.names() == ["expired"] and not s.gate.ok
+    s.clock.advance(1.5)
+    s.maintain()                                     # reaping is due, but the gate is shut
+    assert s.broker.names() == ["expired"]
+    s.broker.down = False
+    s.clock.advance(1.5)
+    s.maintain()                                     # due again, the gate open: the call goes through
+    assert s.broker.names().count("expired") == 2 and s.gate.ok
+    assert s.status_line().endswith("broker ok")
+
+
+def test_a_down_broker_shows_in_the_status_line(sup):
+    s = sup()
+    started(s)
+    s.broker.down = True
+    s.maintain()
+    assert s.status_line().endswith("broker unreachable")
+
+
+# -- dispatch mode: the supervisor holds the jobs it hands out
+def test_a_dispatched_job_of_a_crashed_worker_is_retried_from_what_the_supervisor_handed(sup):
+    s = sup(service(mode="dispatch"))
+    h, = started(s)
+    s.broker.to_reserve = [Reserved("t1", envelope("j1"))]
+    s.pump([])
+    assert h.control.sent == [{"type": ipc.JOB, "id": "j1", "token": "t1", "envelope": envelope("j1")}]
+    s.on_exit(h.pid, exit_status(signal_number=9))
+    assert ("retry", "j1") in s.broker.calls
+    assert "held" not in s.broker.names()            # no broker scan: it knew
+
+
+def test_a_dispatcher_whose_reserve_fails_backs_off_and_shuts_the_gate(sup):
+    s = sup(service(mode="dispatch"))
+    started(s)
+    s.broker.down = True
+    s.pump([])
+    assert not s.gate.ok
+    holding, = s.holdings.values()
+    assert holding.suspect and holding.due_at == s.clock() + 1.0
+
+
+def test_every_worker_handle_belongs_to_its_modes_holding(sup):
+    s = sup(ServiceConfig(name="svc", broker="redis://h/0", imports=("t",),
+                          queues={"a": QueueConfig("a", workers=1), "b": QueueConfig("b", workers=1, mode="dispatch")}))
+    s.top_up()
+    assert {(h.queue, h.holding.mode) for h in s.workers.values()} == {("a", "grab"), ("b", "dispatch")}

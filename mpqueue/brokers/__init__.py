@@ -21,7 +21,7 @@ def open_broker(url: str, **kw) -> Broker:
         from .sqlite import SQLiteBroker
         return SQLiteBroker(url, **kw)
     if scheme == INLINE_SCHEME:
-        raise BrokerError("broker: sync:// is not a broker: it runs each job inside the process that pushes "
+        raise BrokerError("sync:// is not a broker: it runs each job inside the process that pushes "
                           "it (mpqueue.connect or Client), so nothing else can see or run its jobs; use "
                           "sqlite:///PATH or redis://HOST")
     raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {redact(url)!r}")

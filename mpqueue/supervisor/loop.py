@@ -20,11 +20,9 @@ from ..core.config import ConfigError, load_config
 from ..core.names import redact_text
 from ..proc import SignalQueue, set_title
 from . import handles, lock, reload
-from .backoff import BootBackoff
-from .dispatcher import Dispatcher
 from .gate import BrokerGate, wait_until_up
-from .holding import GrabHolding
 from .notify import Notifier, watchdog_interval
+from .pool import Pool
 from .recovery import Recovery
 from .status import busy_count, node_info, status_line
 from .timers import Timers
@@ -34,7 +32,6 @@ log = logging.getLogger("mpqueue.supervisor")
 # 15 s keep an idle service under one command a second; a dead node's jobs come back
 # within 15 s of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
-STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it
 BROKER_TIMEOUT = 2.0    # a hung broker must not hold the loop (and the watchdog ping): see gate.py
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
@@ -45,23 +42,18 @@ class Supervisor:
         self.clock, self._spawn, self._reap = clock, spawn, reap
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.notifier = Notifier()
-        self.workers: dict[int, handles.WorkerHandle] = {}
         self.generation = 0
         self.stopping = self.quick = self.reloading = False
         self.stop_deadline = None
-        self.backoff = BootBackoff(clock)
         self.gate = BrokerGate(clock)
         self.watchdog_every = watchdog_interval()
         self.timers = Timers(clock, ["heartbeat", "reap", "status", "count"]
                              + (["watchdog"] if self.watchdog_every else []))
-        self.totals = {"done": 0, "failed": 0}     # of workers gone since start
         self.ready_jobs = None
         self.started_at = time.time()
-        self.dead_at_boot: list = []
         # Opened by run() (or given by a test through attach()):
         self.lock_fd = self.reload_status = self.signals = None
-        self.broker = self.recovery = None
-        self.holdings: dict[tuple[str, str], object] = {}     # (queue, mode) -> Holding
+        self.broker = self.recovery = self.pool = None
 
     # -- start-up
     def run(self) -> int:
@@ -81,19 +73,20 @@ class Supervisor:
     def attach(self, broker) -> None:
         self.broker = broker
         self.recovery = Recovery(broker, self.cfg.queues, self.clock)
+        self.pool = Pool(self.cfg, self.node_id, self.clock, self._spawn, self.recovery, self.on_boot_failure)
+        if self.signals is not None:
+            self.pool.close_in_child = list(self.signals.fds())
 
     def start(self) -> int:
         self.broker.add_queues(list(self.cfg.queues))
-        for q in self.cfg.queues.values():
-            for i in range(q.workers):
-                self.spawn(q, i)
+        self.pool.top_up()
         error = self.wait_until_booted()
         if error:
             self.quick_stop()
             return self.fatal(f"failed: {error}", errno=8, code=ipc.EX_SOFTWARE)    # ENOEXEC
         if self.stopping:
             return self.finish()
-        log.info("started: %d workers on queues %s", len(self.workers), ", ".join(self.cfg.queues))
+        log.info("started: %d workers on queues %s", len(self.pool.workers), ", ".join(self.cfg.queues))
         self.notifier.ready(self.status_line())
         return self.loop()
 
@@ -109,11 +102,11 @@ class Supervisor:
         return wait_until_up(self.broker.ping, lambda delay: self.sleep(delay) and self.stopping, down)
 
     def wait_until_booted(self) -> str | None:
-        while not all(h.ready for h in self.workers.values()):
+        while not self.pool.all_ready():
             self.turn(1.0)
             if self.stopping:
                 return None
-            failed = [h for h in self.dead_at_boot if h.boot_error]
+            failed = [h for h in self.pool.dead_at_boot if h.boot_error]
             if failed:
                 return f"queue {failed[0].queue}: {failed[0].boot_error}"
         return None
@@ -122,7 +115,7 @@ class Supervisor:
     def loop(self) -> int:
         while True:
             self.turn(self.next_timeout())
-            if self.stopping and not self.workers:
+            if self.stopping and not self.pool.workers:
                 return self.finish()
             if self.stopping:
                 self.stop_step()
@@ -131,18 +124,19 @@ class Supervisor:
 
     def turn(self, timeout: float) -> None:
         """Wait for anything, then handle signals, reports, dead children, dispatch."""
-        self.dead_at_boot = []
-        fds = [self.signals, *[h.report.fd for h in self.workers.values()]]
-        for holding in self.holdings.values():
+        pool = self.pool
+        pool.dead_at_boot = []
+        fds = [self.signals, *[h.report.fd for h in pool.handles()]]
+        for holding in pool.holdings.values():
             fds += holding.fds()
         readable = self.select(fds, timeout)
         for signum in self.signals.drain():
             self.handle_signal(signum)
-        for h in list(self.workers.values()):
+        for h in pool.handles():
             if h.report.fd in readable:
-                self.on_reports(h)
+                pool.on_reports(h)
         for pid, status in self._reap():
-            self.on_exit(pid, status)
+            pool.on_exit(pid, status)
         self.pump(readable)
 
     def select(self, fds, timeout):
@@ -159,9 +153,8 @@ class Supervisor:
     def next_timeout(self) -> float:
         """Until the next timer, job deadline, dispatcher turn or stop deadline; at most 1 s."""
         now = self.clock()
-        busy = [h.scoreboard.read() for h in self.workers.values()]
-        deadlines = [s.deadline() - now for s in busy if s.busy]
-        t = min([self.timers.next_in(), 1.0, *deadlines, *(d.timeout(now) for d in self.holdings.values())])
+        t = min([self.timers.next_in(), 1.0, self.pool.next_deadline(now),
+                 *(d.timeout(now) for d in self.pool.holdings.values())])
         if self.stop_deadline is not None:
             t = min(t, self.stop_deadline - now)
         return max(0.0, t)
@@ -193,11 +186,8 @@ class Supervisor:
         self.generation += 1
         self.cfg = new
         self.recovery.configure(new.queues)
+        self.pool.configure(new, self.generation)
         logsetup.set_level(new.log.level)
-        for q in new.queues.values():
-            holding = self.holdings.get((q.name, q.mode))
-            if holding is not None:
-                holding.configure(q, new.lease_grace)
         self.gate.call(lambda: self.broker.add_queues(list(new.queues)))
         self.reloading = True
 
@@ -219,97 +209,38 @@ class Supervisor:
         log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
         self.stopping = True
         self.stop_deadline = self.clock() + self.cfg.shutdown_timeout
-        self.notifier.stopping(f"stopping: draining {busy_count(self.workers.values())} running jobs")
-        for h in self.workers.values():
-            h.stop()
+        self.notifier.stopping(f"stopping: draining {busy_count(self.pool.handles())} running jobs")
+        self.pool.stop_all()
 
     def quick_stop(self) -> None:
         self.stopping = self.quick = True
         self.notifier.stopping("stopping now")
-        for h in self.workers.values():
-            h.kill("shutdown")
-        while self.workers:
+        self.pool.kill_all("shutdown")
+        while self.pool.workers:
             for pid, status in self._reap():
-                self.on_exit(pid, status)
-            if self.workers:
+                self.pool.on_exit(pid, status)
+            if self.pool.workers:
                 self.select([], 0.01)
 
     def stop_step(self) -> None:
         remaining = self.stop_deadline - self.clock()
         if remaining <= 0:
             log.warning("shutdown_timeout reached: killing %d workers, their jobs go back to the queue",
-                        len(self.workers))
-            for h in self.workers.values():
-                h.kill("shutdown")
+                        len(self.pool.workers))
+            self.pool.kill_all("shutdown")
         else:
             self.notifier.extend_timeout(max(5.0, remaining + 5))
 
     def finish(self) -> int:
-        for holding in self.holdings.values():
+        for holding in self.pool.holdings.values():
             holding.finish()
         self.recovery.flush()
         log.info("stopped")
         return ipc.EXIT_OK
 
     # -- workers
-    def holding_for(self, q):
-        """One per (queue, mode): old workers of a queue whose mode a reload changed keep theirs."""
-        key = (q.name, q.mode)
-        if key not in self.holdings:
-            if q.mode == "dispatch":
-                self.holdings[key] = Dispatcher(self.broker, self.recovery, q, self.cfg.lease_grace,
-                                                f"{self.node_id}/dispatch", self.clock)
-            else:
-                self.holdings[key] = GrabHolding(self.broker, self.recovery)
-        return self.holdings[key]
-
-    def spawn(self, queue_cfg, index: int) -> None:
-        inherited = list(self.signals.fds()) if self.signals else []
-        for h in self.workers.values():
-            inherited += [h.report.fd, h.control.fd]
-        h = self._spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited, self.clock())
-        h.holding = self.holding_for(queue_cfg)
-        self.workers[h.pid] = h
-
-    def on_reports(self, h) -> None:
-        try:
-            messages = h.report.receive()
-        except OSError:
-            messages = None
-        for msg in messages or []:
-            kind = msg.get("type")
-            if kind == ipc.READY:
-                h.ready = True
-                self.backoff.booted(h.slot)
-                self.recovery.tasks.update(msg.get("tasks", {}))
-                h.holding.worker_ready(h)
-            elif kind == ipc.BOOT_FAILED:
-                h.boot_error = msg.get("error")
-            elif kind == ipc.DONE:
-                h.holding.job_done(h, msg)
-
-    def on_exit(self, pid: int, status: int) -> None:
-        h = self.workers.pop(pid, None)
-        if h is None:
-            return
-        self.on_reports(h)               # its last words (e.g. a finished job) before we judge it
-        slot = h.scoreboard.read()
-        self.totals["done"] += slot.done
-        self.totals["failed"] += slot.failed
-        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
-        h.holding.worker_gone(h, slot, kind)
-        h.close()
-        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        if not h.ready:
-            self.dead_at_boot.append(h)
-            h.boot_error = h.boot_error or handles.describe(status)
-            self.note_boot_failure(h)
-        elif not clean and not h.killed_for:
-            log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, handles.describe(status),
-                      extra={"queue": h.queue, "worker": h.index, "pid": pid})
-
-    def note_boot_failure(self, h) -> None:
-        delay = self.backoff.failed(h.slot)
+    def on_boot_failure(self, h, delay: float) -> None:
+        """The pool saw a worker die before it was ready; it retries after `delay`."""
         if self.reloading and h.generation == self.generation:
             self.end_reload(f"reload failed: queue {h.queue}: {h.boot_error}; the previous workers keep serving")
         if not self.stopping:
@@ -319,12 +250,11 @@ class Supervisor:
 
     # -- upkeep while running
     def maintain(self) -> None:
-        self.top_up()
-        for h in reload.to_retire(list(self.workers.values()), self.cfg, self.generation):
-            h.stop()
-        if self.reloading and reload.complete(self.workers.values(), self.cfg, self.generation):
+        self.pool.top_up()
+        self.pool.retire_replaced()
+        if self.reloading and self.pool.generation_ready():
             self.end_reload()
-        self.enforce_timeouts()
+        self.pool.enforce_timeouts()
         if self.timers.fire("reap", self.reap_every()):
             self.gate.call(self.reap_expired)
         if self.timers.fire("heartbeat", HEARTBEAT_EVERY):
@@ -342,32 +272,8 @@ class Supervisor:
             # pinging: restarting would not fix Redis.
             self.notifier.watchdog()
 
-    def top_up(self) -> None:
-        for q in self.cfg.queues.values():
-            present = {h.index for h in self.workers.values()
-                       if h.queue == q.name and h.generation == self.generation and not h.retiring}
-            for i in range(q.workers):
-                if i not in present and self.backoff.may_start((q.name, i)):
-                    self.spawn(q, i)
-
-    def enforce_timeouts(self) -> None:
-        now = self.clock()
-        for h in list(self.workers.values()):
-            slot = h.scoreboard.read()
-            if h.ready and not slot.busy and now - slot.beat > STALE_AFTER and h.killed_for is None:
-                log.error("worker %s/%d (pid %d) silent for %.0f s while idle: replacing it", h.queue, h.index,
-                          h.pid, now - slot.beat, extra={"queue": h.queue, "worker": h.index})
-                h.kill("stale")
-            if slot.busy and now >= slot.deadline() and h.killed_for is None:
-                h.kill("timeout")
-                log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
-                          h.queue, h.index, extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
-                held = h.holding.running(h, slot)
-                if held is not None:
-                    self.recovery.settle(h.queue, held, "timeout")
-
     def pump(self, readable) -> None:
-        for holding in self.holdings.values():
+        for holding in self.pool.holdings.values():
             try:
                 if holding.pump(readable, self.stopping):
                     self.gate.record(True)
@@ -389,10 +295,10 @@ class Supervisor:
         self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)
 
     def heartbeat(self) -> None:
-        info = node_info(self.cfg, list(self.workers.values()), self.totals, self.node_id, self.started_at)
+        info = node_info(self.cfg, self.pool.handles(), self.pool.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
 
     # -- reporting (status.py)
     def status_line(self) -> str:
-        return status_line(self.cfg, list(self.workers.values()), self.totals, self.ready_jobs, self.gate.ok)
+        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok)
 

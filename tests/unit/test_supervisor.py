@@ -12,7 +12,7 @@ from mpqueue import ipc
 from mpqueue.brokers import BrokerError, Held, Reserved
 from mpqueue.core import envelope as jobmod
 from mpqueue.core.config import QueueConfig, ServiceConfig
-from mpqueue.supervisor import Supervisor, loop, reload
+from mpqueue.supervisor import Supervisor, loop, pool, reload
 from mpqueue.supervisor.handles import WorkerHandle
 
 
@@ -153,15 +153,15 @@ def sup(monkeypatch, tmp_path):
 
 def started(s):
     """Every configured worker spawned and reported ready, as start() would leave it."""
-    s.top_up()
-    for h in list(s.workers.values()):
+    s.pool.top_up()
+    for h in list(s.pool.workers.values()):
         report_ready(s, h)
-    return list(s.workers.values())
+    return list(s.pool.workers.values())
 
 
 def report_ready(s, h):
     h.report.inbox.append({"type": ipc.READY, "tasks": {}})
-    s.on_reports(h)
+    s.pool.on_reports(h)
 
 
 def exit_status(code=0, signal_number=None):
@@ -175,10 +175,10 @@ def test_a_job_past_its_timeout_has_its_worker_killed_and_is_failed_as_timeout(s
     s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
     h.scoreboard.start("j1", "t1", 5.0)
     s.clock.advance(4)
-    s.enforce_timeouts()
+    s.pool.enforce_timeouts()
     assert h.killed_for is None
     s.clock.advance(1)
-    s.enforce_timeouts()
+    s.pool.enforce_timeouts()
     assert h.killed_for == "timeout"
     assert ("fail", "j1") in s.broker.calls      # retry_on_timeout is off
 
@@ -189,7 +189,7 @@ def test_a_timed_out_job_is_retried_when_the_queue_says_so(sup):
     s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
     h.scoreboard.start("j1", "t1", 5.0)
     s.clock.advance(5)
-    s.enforce_timeouts()
+    s.pool.enforce_timeouts()
     assert ("retry", "j1") in s.broker.calls
 
 
@@ -205,11 +205,11 @@ def test_the_loop_wakes_no_later_than_the_next_job_deadline(sup):
 def test_an_idle_worker_silent_too_long_is_replaced_and_a_live_one_is_not(sup):
     s = sup()
     h, = started(s)
-    s.clock.advance(loop.STALE_AFTER - 1)
+    s.clock.advance(pool.STALE_AFTER - 1)
     s.maintain()
     assert h.killed_for is None
     h.scoreboard.beat()                           # it shows life
-    s.clock.advance(loop.STALE_AFTER - 1)
+    s.clock.advance(pool.STALE_AFTER - 1)
     s.maintain()
     assert h.killed_for is None
     s.clock.advance(2)
@@ -220,35 +220,35 @@ def test_an_idle_worker_silent_too_long_is_replaced_and_a_live_one_is_not(sup):
 # -- boot back-off
 def test_a_worker_that_cannot_boot_is_restarted_after_doubling_delays(sup):
     s = sup()
-    s.top_up()
+    s.pool.top_up()
     delays = []
     for _ in range(4):
-        h, = s.workers.values()
-        s.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+        h, = s.pool.workers.values()
+        s.pool.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
         waited = 0.0
-        while not s.workers:
+        while not s.pool.workers:
             s.clock.advance(0.25)
             waited += 0.25
-            s.top_up()
+            s.pool.top_up()
         delays.append(waited)
     assert delays == [0.5, 1.0, 2.0, 4.0]
 
 
 def test_boot_back_off_is_capped_and_cleared_by_a_ready_worker(sup):
     s = sup()
-    s.top_up()
+    s.pool.top_up()
     for _ in range(10):
-        h, = s.workers.values()
-        s.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+        h, = s.pool.workers.values()
+        s.pool.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
         s.clock.advance(60)
-        s.top_up()
-    assert s.backoff.failed(("q", 0)) == 60.0      # the 11th failure waits no longer than the cap
-    s.backoff.booted(("q", 0))
-    h, = s.workers.values()
+        s.pool.top_up()
+    assert s.pool.backoff.failed(("q", 0)) == 60.0      # the 11th failure waits no longer than the cap
+    s.pool.backoff.booted(("q", 0))
+    h, = s.pool.workers.values()
     report_ready(s, h)
-    s.on_exit(h.pid, exit_status(1))               # a crash after boot: restarted at once
-    s.top_up()
-    assert len(s.workers) == 1
+    s.pool.on_exit(h.pid, exit_status(1))               # a crash after boot: restarted at once
+    s.pool.top_up()
+    assert len(s.pool.workers) == 1
 
 
 # -- reaping dead nodes' leases
@@ -292,7 +292,7 @@ def test_a_worker_killed_at_the_stop_deadline_hands_its_job_back_unspent(sup):
     s.graceful_stop()
     s.clock.advance(30)
     s.stop_step()
-    s.on_exit(h.pid, exit_status(signal_number=9))
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
     assert ("release", "j1") in s.broker.calls
     assert not {"retry", "fail"} & set(s.broker.names())
 
@@ -302,7 +302,7 @@ def test_a_crashed_worker_spends_the_attempt_of_the_job_it_ran_and_hands_back_th
     h, = started(s)
     s.broker.held_jobs = [Held("j1", "b.1", h.consumer, envelope("j1")), Held("j2", "b.2", h.consumer, envelope("j2"))]
     h.scoreboard.start("j1", "b.1", 120.0)
-    s.on_exit(h.pid, exit_status(signal_number=9))
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
     assert ("retry", "j1") in s.broker.calls and ("release", "j2") in s.broker.calls
 
 
@@ -324,7 +324,7 @@ def test_a_reload_retires_old_workers_only_as_new_ones_become_ready(sup, tmp_pat
     old = started(s)
     s.begin_reload()
     s.maintain()
-    new = [h for h in s.workers.values() if h.generation == 1]
+    new = [h for h in s.pool.workers.values() if h.generation == 1]
     assert len(new) == 2 and not any(h.retiring for h in old)
     report_ready(s, new[0])
     s.maintain()
@@ -340,9 +340,9 @@ def test_a_reload_whose_workers_cannot_boot_fails_and_keeps_the_old_ones(sup, tm
     old, = started(s)
     s.begin_reload()
     s.maintain()
-    new, = [h for h in s.workers.values() if h.generation == 1]
+    new, = [h for h in s.pool.workers.values() if h.generation == 1]
     new.report.inbox.append({"type": ipc.BOOT_FAILED, "error": "ImportError: nope"})
-    s.on_exit(new.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+    s.pool.on_exit(new.pid, exit_status(ipc.EXIT_BOOT_FAILED))
     status = reload.ReloadStatus.read("svc")
     assert status["state"] == "failed" and "ImportError: nope" in status["error"]
     assert not old.retiring and not s.reloading
@@ -388,7 +388,7 @@ def test_a_dispatched_job_of_a_crashed_worker_is_retried_from_what_the_superviso
     s.broker.to_reserve = [Reserved("t1", envelope("j1"))]
     s.pump([])
     assert h.control.sent == [{"type": ipc.JOB, "id": "j1", "token": "t1", "envelope": envelope("j1")}]
-    s.on_exit(h.pid, exit_status(signal_number=9))
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
     assert ("retry", "j1") in s.broker.calls
     assert "held" not in s.broker.names()            # no broker scan: it knew
 
@@ -399,12 +399,12 @@ def test_a_dispatcher_whose_reserve_fails_backs_off_and_shuts_the_gate(sup):
     s.broker.down = True
     s.pump([])
     assert not s.gate.ok
-    holding, = s.holdings.values()
+    holding, = s.pool.holdings.values()
     assert holding.suspect and holding.due_at == s.clock() + 1.0
 
 
 def test_every_worker_handle_belongs_to_its_modes_holding(sup):
     s = sup(ServiceConfig(name="svc", broker="redis://h/0", imports=("t",),
                           queues={"a": QueueConfig("a", workers=1), "b": QueueConfig("b", workers=1, mode="dispatch")}))
-    s.top_up()
-    assert {(h.queue, h.holding.mode) for h in s.workers.values()} == {("a", "grab"), ("b", "dispatch")}
+    s.pool.top_up()
+    assert {(h.queue, h.holding.mode) for h in s.pool.workers.values()} == {("a", "grab"), ("b", "dispatch")}

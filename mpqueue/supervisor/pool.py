@@ -1,0 +1,156 @@
+"""The pool: this node's worker processes (Sidekiq's manager, gunicorn's
+manage_workers). It keeps every configured slot filled, reads the workers'
+reports, judges each exit, kills overdue and stale workers, and has the fetch
+mode's holding settle what a dead worker held. Only the supervisor's loop calls
+it; it decides on the injectable clock and forks through `spawn`, so tests
+drive it without processes."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from .. import ipc
+from . import handles, reload
+from .backoff import BootBackoff
+from .dispatcher import Dispatcher
+from .holding import GrabHolding
+
+log = logging.getLogger("mpqueue.supervisor")
+STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it (it beats every ipc.BEAT_EVERY)
+
+
+class Pool:
+    def __init__(self, cfg, node_id: str, clock, spawn, recovery, on_boot_failure):
+        self.cfg, self.generation = cfg, 0
+        self.node_id, self.clock, self._spawn = node_id, clock, spawn
+        self.recovery = recovery
+        self.on_boot_failure = on_boot_failure     # (handle, delay before the next try)
+        self.workers: dict[int, handles.WorkerHandle] = {}
+        self.holdings: dict[tuple[str, str], object] = {}     # (queue, mode) -> Holding
+        self.backoff = BootBackoff(clock)
+        self.totals = {"done": 0, "failed": 0}     # of workers gone since start
+        self.dead_at_boot: list = []
+        self.close_in_child: list[int] = []        # the supervisor's own descriptors
+
+    def handles(self) -> list:
+        return list(self.workers.values())
+
+    def configure(self, cfg, generation: int) -> None:
+        """A reload: the new configuration's workers are a new generation."""
+        self.cfg, self.generation = cfg, generation
+        for q in cfg.queues.values():
+            holding = self.holdings.get((q.name, q.mode))
+            if holding is not None:
+                holding.configure(q, cfg.lease_grace)
+
+    # -- starting workers
+    def holding_for(self, q):
+        """One per (queue, mode): old workers of a queue whose mode a reload changed keep theirs."""
+        key = (q.name, q.mode)
+        if key not in self.holdings:
+            broker = self.recovery.broker
+            if q.mode == "dispatch":
+                holding = Dispatcher(broker, self.recovery, q, self.cfg.lease_grace, f"{self.node_id}/dispatch",
+                                     self.clock)
+            else:
+                holding = GrabHolding(broker, self.recovery)
+            self.holdings[key] = holding
+        return self.holdings[key]
+
+    def spawn(self, queue_cfg, index: int) -> None:
+        inherited = list(self.close_in_child)
+        for h in self.workers.values():
+            inherited += [h.report.fd, h.control.fd]
+        h = self._spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited, self.clock())
+        h.holding = self.holding_for(queue_cfg)
+        self.workers[h.pid] = h
+
+    def top_up(self) -> None:
+        """Start a worker for every slot of the current generation that has none,
+        unless its boot back-off says wait."""
+        for q in self.cfg.queues.values():
+            present = {h.index for h in self.workers.values()
+                       if h.queue == q.name and h.generation == self.generation and not h.retiring}
+            for i in range(q.workers):
+                if i not in present and self.backoff.may_start((q.name, i)):
+                    self.spawn(q, i)
+
+    def all_ready(self) -> bool:
+        return all(h.ready for h in self.workers.values())
+
+    # -- what workers say, and how they end
+    def on_reports(self, h) -> None:
+        try:
+            messages = h.report.receive()
+        except OSError:
+            messages = None
+        for msg in messages or []:
+            kind = msg.get("type")
+            if kind == ipc.READY:
+                h.ready = True
+                self.backoff.booted(h.slot)
+                self.recovery.tasks.update(msg.get("tasks", {}))
+                h.holding.worker_ready(h)
+            elif kind == ipc.BOOT_FAILED:
+                h.boot_error = msg.get("error")
+            elif kind == ipc.DONE:
+                h.holding.job_done(h, msg)
+
+    def on_exit(self, pid: int, status: int) -> None:
+        h = self.workers.pop(pid, None)
+        if h is None:
+            return
+        self.on_reports(h)               # its last words (e.g. a finished job) before we judge it
+        slot = h.scoreboard.read()
+        self.totals["done"] += slot.done
+        self.totals["failed"] += slot.failed
+        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
+        h.holding.worker_gone(h, slot, kind)
+        h.close()
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if not h.ready:
+            self.dead_at_boot.append(h)
+            h.boot_error = h.boot_error or handles.describe(status)
+            self.on_boot_failure(h, self.backoff.failed(h.slot))
+        elif not clean and not h.killed_for:
+            log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, handles.describe(status),
+                      extra={"queue": h.queue, "worker": h.index, "pid": pid})
+
+    # -- judging the living
+    def enforce_timeouts(self) -> None:
+        now = self.clock()
+        for h in list(self.workers.values()):
+            slot = h.scoreboard.read()
+            if h.ready and not slot.busy and now - slot.beat > STALE_AFTER and h.killed_for is None:
+                log.error("worker %s/%d (pid %d) silent for %.0f s while idle: replacing it", h.queue, h.index,
+                          h.pid, now - slot.beat, extra={"queue": h.queue, "worker": h.index})
+                h.kill("stale")
+            if slot.busy and now >= slot.deadline() and h.killed_for is None:
+                h.kill("timeout")
+                log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
+                          h.queue, h.index, extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
+                held = h.holding.running(h, slot)
+                if held is not None:
+                    self.recovery.settle(h.queue, held, "timeout")
+
+    def retire_replaced(self) -> None:
+        """Ask old-generation workers to finish and exit as new ones are ready for their places."""
+        for h in reload.to_retire(self.handles(), self.cfg, self.generation):
+            h.stop()
+
+    def generation_ready(self) -> bool:
+        return reload.complete(self.workers.values(), self.cfg, self.generation)
+
+    def stop_all(self) -> None:
+        for h in self.workers.values():
+            h.stop()
+
+    def kill_all(self, reason: str) -> None:
+        for h in self.workers.values():
+            h.kill(reason)
+
+    def next_deadline(self, now: float) -> float:
+        """Seconds until the first running job's deadline (inf if none runs)."""
+        slots = [h.scoreboard.read() for h in self.workers.values()]
+        return min([math.inf, *(s.deadline() - now for s in slots if s.busy)])

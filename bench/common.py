@@ -28,8 +28,8 @@ class PrivateRedis:
              "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.results_url = f"redis://127.0.0.1:{self.port}/1"     # jobs record completion here
-        self.client = redis.Redis(port=self.port, decode_responses=True)
-        self.results = redis.Redis(port=self.port, db=1, decode_responses=True)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        self.results = redis.Redis(host="127.0.0.1", port=self.port, db=1, decode_responses=True)
         wait_until(lambda: self._ping(), 10, "redis-server")
 
     def _ping(self):

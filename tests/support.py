@@ -49,15 +49,19 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on a free port, persistence off."""
 
-    def __init__(self, port: int | None = None, durable: bool = False, start: bool = True):
+    def __init__(self, port: int | None = None, durable: bool = False, start: bool = True, unixsocket: bool = False):
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.dir = tempfile.mkdtemp(prefix="mpq-redis-")
         self.port = port or free_port()
         # durable: an append-only file synced on every write, so a restart keeps the data
         self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+        self.socket = os.path.join(self.dir, "redis.sock") if unixsocket else None
+        if self.socket:
+            self.persistence += ["--unixsocket", self.socket, "--unixsocketperm", "700"]
         import redis
-        self.client = redis.Redis(port=self.port, decode_responses=True)
+        # 127.0.0.1, not localhost: a minimal system has no /etc/hosts to resolve it
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
         self.proc = None
         if start:
             self.start()
@@ -67,7 +71,11 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
              "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._ping, 10, what="redis-server to answer")
+        try:
+            wait_for(self._ping, 10, what="redis-server to answer")
+        except BaseException:
+            self.halt()           # never leave a server behind, answering or not
+            raise
 
     @property
     def url(self) -> str:

@@ -148,9 +148,12 @@ class RedisBroker(Broker):
         # surrogateescape: bytes that are not UTF-8 (junk a foreign writer put in our
         # keys) decode without an error and encode back to the same bytes, so they
         # reach the failed store as bad_payload instead of killing whoever read them.
-        self.client = redislib.Redis.from_url(
-            url, decode_responses=True, encoding_errors="surrogateescape", socket_connect_timeout=5,
-            socket_timeout=socket_timeout, socket_keepalive=True, health_check_interval=30)
+        options = dict(socket_timeout=socket_timeout, health_check_interval=30)
+        if not url.startswith("unix:"):
+            # TCP only: redis-py's Unix socket connection refuses these options
+            options.update(socket_connect_timeout=5, socket_keepalive=True)
+        self.client = redislib.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape",
+                                              **options)
         self._scripts = _load_scripts(self.client)
         self._caller = resp.ScriptCaller(self.client)
         self._keys: dict[str, QueueKeys] = {}

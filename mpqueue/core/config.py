@@ -38,7 +38,7 @@ class _StrictLoader(yaml.SafeLoader):
                 continue  # unhashable: the base class reports it
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {_show(key)}", key_node.start_mark)
         return super().construct_mapping(node, deep)
 
 

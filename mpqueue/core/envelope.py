@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Strict JSON (no NaN or Infinity), kept readable (no \u escapes for non-ASCII).
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# Arguments nested deeper than this are refused at push: every process must be
+# able to decode what a producer encodes (json's decoder recurses per level).
+MAX_DEPTH = 100
 
 
 class PayloadError(ValueError):
@@ -67,16 +71,33 @@ def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | Non
         body["a"] = list(args)
     if kwargs:
         body["k"] = dict(kwargs)
+    check_depth(body, task)
     try:
         text = _DUMPS(body)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"arguments of {task}: not JSON-serialisable: {exc}") from None
+        data = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        why = "not valid UTF-8 (a lone surrogate?)" if isinstance(exc, UnicodeError) else \
+            f"not JSON-serialisable: {exc}"
+        raise PayloadError(f"arguments of {task}: {why}") from None
     job_id = job_id or new_id()
     envelope = f"{job_id} 0 {priority} {text}"
-    size = len(envelope.encode())
+    size = len(data) + len(envelope) - len(text)
     if size > max_payload:
         raise PayloadError(f"payload of {task}: {size} bytes exceeds max_payload {max_payload}")
     return job_id, envelope
+
+
+def check_depth(value, task: str) -> None:
+    """Refuse containers nested deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"arguments of {task}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, (list, tuple)):
+            stack += [(v, depth + 1) for v in item]
 
 
 def decode(envelope: str, queue: str = "", token: str = "") -> Job:
@@ -89,7 +110,7 @@ def decode(envelope: str, queue: str = "", token: str = "") -> Job:
         job = Job(id=head.id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
                   attempts=head.attempts, priority=head.priority, enqueued_ms=body.get("e", 0),
                   queue=queue, token=token, envelope=envelope)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None
     if not isinstance(job.task, str) or not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
         raise PayloadError(f"not a job envelope (wrong field types): {envelope[:200]!r}")

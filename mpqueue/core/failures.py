@@ -9,10 +9,12 @@ from . import envelope as jobmod
 
 HOOK_TASK = "mpqueue:failure_hook"
 
-# Error types recorded in the failed store.
-ERROR, TIMEOUT, CRASHED, LOST, UNKNOWN_TASK, BAD_PAYLOAD = (
-    "error", "timeout", "crashed", "lost", "unknown_task", "bad_payload")
-NO_RETRY = {UNKNOWN_TASK, BAD_PAYLOAD}
+# Error types recorded in the failed store. bad_result: the task ran, but what it
+# asked for can't be honoured (e.g. Retry(delay=inf)) or its outcome could not be
+# recorded; running it again would end the same way, so it is not retried.
+ERROR, TIMEOUT, CRASHED, LOST, UNKNOWN_TASK, BAD_PAYLOAD, BAD_RESULT = (
+    "error", "timeout", "crashed", "lost", "unknown_task", "bad_payload", "bad_result")
+NO_RETRY = {UNKNOWN_TASK, BAD_PAYLOAD, BAD_RESULT}
 
 
 def error_record(kind: str, message: str, traceback: str = "", attempts: int = 0) -> dict:

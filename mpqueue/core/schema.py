@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule, redact
 
@@ -166,7 +167,37 @@ def _broker(v):
         raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
     if not (parts.netloc or parts.path):
         raise _Bad(f"a URL with a host or a path after '{parts.scheme}:'")
+    if parts.scheme in ("redis", "rediss", "unix"):
+        _redis_url(parts)
     return v
+
+
+# The query options a redis://, rediss:// or unix:// URL may carry: what every
+# supported redis-py passes through (the timeouts and keepalive are mpqueue's own).
+REDIS_OPTIONS = ("db", "password", "username", "client_name")
+REDISS_OPTIONS = REDIS_OPTIONS + ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+
+
+def _redis_url(parts) -> None:
+    """A Redis URL we can serve, or _Bad: every URL `mpqueue check` accepts must work."""
+    allowed = REDISS_OPTIONS if parts.scheme == "rediss" else REDIS_OPTIONS
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise _Bad(f"a {parts.scheme}:// URL whose query options are among {', '.join(allowed)} "
+                   f"(not {', '.join(unknown)})")
+    db = query.get("db", [""])[-1]
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise _Bad("a unix:// URL with the socket's path, e.g. unix:///run/redis/redis.sock?db=0")
+    else:
+        if not parts.hostname:
+            raise _Bad(f"a {parts.scheme}:// URL with a host, e.g. {parts.scheme}://127.0.0.1:6379/0")
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise _Bad(f"a {parts.scheme}:// URL whose path is a database number, e.g. {parts.scheme}://host:6379/0")
+    if db and not db.isdigit():
+        raise _Bad("a Redis URL whose db option is a database number")
 
 
 QUEUE_FIELDS = {
@@ -199,16 +230,29 @@ REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "queues": "a mapping of one or more queue names to their settings"}
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """repr whose work and length are bounded whatever the value: a YAML alias
+    bomb (a list of lists of ... sharing nodes) would otherwise be expanded in
+    full before being cut, minutes and gigabytes for ten levels."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, 200, 200, 60
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 12
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def _show(value) -> str:
     """repr, kept to one short line (a repr never contains a raw newline)."""
     if isinstance(value, str) and "://" in value:
         value = redact(value)
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _key(path: str, key) -> str:
-    text = key if isinstance(key, str) and key.isprintable() else repr(key)
+    text = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 else _show(key)
     return f"{path}.{text}" if path else text
 
 

@@ -6,10 +6,11 @@ retries and failures are settled here (settle.py).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 
-from ..brokers.base import Ack
+from ..brokers.base import Ack, BrokerError
 from ..core import envelope as jobmod
 from ..core import failures, tasks
 from ..core.context import JobContext, Retry, reset_current, set_current
@@ -36,6 +37,10 @@ class Runner:
         return cfg
 
     def run(self, token: str, envelope: str) -> Ack | None:
+        """Run a reserved job and record exactly one outcome: an Ack to deliver
+        (done), or a retry or failure settled in the broker. The scoreboard says
+        busy until the outcome is recorded, so if recording fails and the worker
+        dies, the supervisor counts the death against this job's attempt."""
         try:
             job = jobmod.decode(envelope, self.cfg.name, token)
         except jobmod.PayloadError as exc:
@@ -51,19 +56,43 @@ class Runner:
             self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
         self.scoreboard.start(job.id, token, cfg.timeout)
         started = time.monotonic()
-        ok, ack = False, None
+        outcome = self._execute(job, info, cfg)
         try:
-            value = self._call(job, info, cfg)
-            ok = True
-            ack = self._ack(job, value, started)
-        except Retry as exc:
-            self._failed(job, info, cfg, failures.ERROR, str(exc), "", started, exc.delay)
-        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            self._failed(job, info, cfg, failures.ERROR, f"{exc.__class__.__name__}: {exc}",
-                         traceback.format_exc(), started)
-        finally:
-            self.scoreboard.finish(ok)
+            ack = self._record(job, info, cfg, outcome, started)
+        except BrokerError:
+            raise                     # the caller exits; the busy scoreboard spends the attempt
+        except Exception as exc:      # noqa: BLE001 - a bug of ours must not loop the job
+            log.exception("could not record the outcome of job %s", job.id, extra=self._extra(job, 0, "bad_result"))
+            self._failed(job, info, cfg, failures.BAD_RESULT, f"its outcome could not be recorded: {describe(exc)}",
+                         "", started)
+            ack = None
+        self.scoreboard.finish(ack is not None)
         return ack
+
+    def _execute(self, job, info, cfg) -> tuple:
+        """Run the task: ("done", value), ("retry", delay, message) or
+        ("error", message, traceback). Never raises, whatever the task does."""
+        try:
+            return ("done", self._call(job, info, cfg))
+        except Retry as exc:
+            return ("retry", exc.delay, describe(exc, with_type=False))
+        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
+            return ("error", describe(exc), clean_text(_traceback()))
+
+    def _record(self, job, info, cfg, outcome, started) -> Ack | None:
+        kind = outcome[0]
+        if kind == "done":
+            return self._ack(job, outcome[1], started)
+        if kind == "retry":
+            delay, message = outcome[1], outcome[2]
+            problem = retry_delay_problem(delay)
+            if problem:
+                self._failed(job, info, cfg, failures.BAD_RESULT, f"Retry({problem})", "", started)
+            else:
+                self._failed(job, info, cfg, failures.ERROR, message, "", started, delay)
+            return None
+        self._failed(job, info, cfg, failures.ERROR, outcome[1], outcome[2], started)
+        return None
 
     def _call(self, job, info, cfg):
         ctx = JobContext(job.id, job.queue, job.task, job.attempts, cfg.retries + 1, self.index,
@@ -97,11 +126,7 @@ class Runner:
         if self.cfg.result_ttl:
             fields = {"task": job.task, "attempts": job.attempts, "result": value,
                       "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
-            try:
-                record = jobmod.dumps(fields)
-            except (TypeError, ValueError):      # not JSON: keep what it looks like
-                fields["result"] = repr(value)[:1000]
-                record = jobmod.dumps(fields)
+            record = result_record(fields)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
@@ -114,8 +139,8 @@ class Runner:
         log.log(level, "job %s: %s", result, message, extra=self._extra(job, ms, result))
 
     def _refuse_job(self, job, kind, message):
-        self.scoreboard.finish(False)
         settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        self.scoreboard.finish(False)
         log.error("job refused: %s", message, extra=self._extra(job, 0, kind))
 
     def _refuse(self, token, envelope, kind, message):
@@ -127,3 +152,58 @@ class Runner:
     def _extra(self, job, ms, result):
         return {"queue": job.queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
                 "duration_ms": round(ms, 3), "outcome": result, "worker": self.index}
+
+
+MAX_RETRY_DELAY = 10 * 365 * 86400.0      # seconds; a later due time is surely a mistake
+
+
+def retry_delay_problem(delay) -> str | None:
+    """Why `Retry(delay=...)` can't be honoured, or None."""
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        return f"delay={delay!r:.80}: expected a number of seconds"
+    if not math.isfinite(delay) or not 0 <= delay <= MAX_RETRY_DELAY:
+        return f"delay={delay!r}: expected a finite number of seconds from 0 to {MAX_RETRY_DELAY:g}"
+    return None
+
+
+def result_record(fields: dict) -> str:
+    """The done record as JSON; a result that is not JSON (or not valid UTF-8)
+    is kept as its repr(), so recording a success can never fail."""
+    try:
+        record = jobmod.dumps(fields)
+        record.encode("utf-8")
+        return record
+    except (TypeError, ValueError, RecursionError):
+        fields = {**fields, "result": safe_repr(fields["result"])}
+        return jobmod.dumps(fields)
+
+
+def safe_repr(value, limit: int = 1000) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:      # noqa: BLE001 - a result's __repr__ may raise anything
+        text = f"<{type(value).__name__} whose repr() raised {type(exc).__name__}>"
+    return clean_text(text[:limit])
+
+
+def describe(exc: BaseException, with_type: bool = True) -> str:
+    """'Type: message' of an exception, even when its __str__ raises or holds lone surrogates."""
+    try:
+        text = str(exc)
+    except Exception as inner:    # noqa: BLE001
+        text = f"<str() raised {type(inner).__name__}>"
+    return clean_text(f"{type(exc).__name__}: {text}" if with_type else text)
+
+
+def clean_text(text: str) -> str:
+    """`text` as valid UTF-8 (lone surrogates escaped): records must encode."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _traceback() -> str:
+    try:
+        return traceback.format_exc()
+    except Exception:             # noqa: BLE001 - formatting calls the exception's __str__
+        return "(the traceback could not be formatted)"

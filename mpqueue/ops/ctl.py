@@ -144,7 +144,7 @@ def failed(target, queue, limit, tracebacks):
     JSON: [{"id": id, "task": name, "args": [...], "kwargs": {...}, "attempts": n,
             "error": {"type": kind, "message": text, "traceback": text,
                       "at": epoch, "attempts": n}}]
-    (type is error, timeout, crashed, lost, unknown_task or bad_payload; the
+    (type is error, timeout, crashed, lost, unknown_task, bad_payload or bad_result; the
     traceback is always in JSON; task/args/kwargs are null for an unreadable job)
     """
     target.check_queue(queue)

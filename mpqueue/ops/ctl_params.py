@@ -33,9 +33,11 @@ class JsonValue(click.ParamType):
             data = json.loads(value)
         except ValueError as exc:
             self.fail(f"not valid JSON ({exc})", param, ctx)
+        except RecursionError:
+            self.fail("nested too deep", param, ctx)
         if not isinstance(data, self.kind):
             want = "an array" if self.kind is list else "an object"
-            self.fail(f"expected {want}, got {type(data).__name__} {value!r}", param, ctx)
+            self.fail(f"expected {want}, got {type(data).__name__} {value!r:.80}", param, ctx)
         return data
 
 

@@ -3,6 +3,7 @@ service, and never imports task code (except inline, for `sync://`)."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 
 from ..brokers import open_broker
@@ -79,18 +80,33 @@ def _check_queue_name(queue) -> None:
         raise jobmod.PayloadError(f"queue: expected {names.queue_rule()}, got {queue!r}")
 
 
+MAX_DELAY = 10 * 365 * 86400.0      # seconds; a due time further out is surely a mistake
+
+
 def _delay_seconds(delay, eta) -> float:
     """A due time as seconds from now; the broker adds it to its own clock."""
     if delay is not None and eta is not None:
         raise jobmod.PayloadError("give delay or eta, not both")
     if eta is not None:
-        if isinstance(eta, dt.datetime):
-            if eta.tzinfo is None:
-                eta = eta.astimezone()
-            eta = eta.timestamp()
-        return max(0.0, float(eta) - time.time())
+        seconds = _eta_epoch(eta) - time.time()
+        if seconds > MAX_DELAY:
+            raise jobmod.PayloadError(f"eta: {eta!r:.80} is more than {MAX_DELAY:g} s from now")
+        return max(0.0, seconds)
     if delay is None:
         return 0.0
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-        raise jobmod.PayloadError(f"delay: expected seconds >= 0, got {delay!r}")
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) \
+            or not 0 <= delay <= MAX_DELAY:
+        raise jobmod.PayloadError(f"delay: expected a finite number of seconds from 0 to {MAX_DELAY:g}, "
+                                  f"got {delay!r:.80}")
     return float(delay)
+
+
+def _eta_epoch(eta) -> float:
+    if isinstance(eta, dt.datetime):
+        try:
+            return (eta if eta.tzinfo else eta.astimezone()).timestamp()
+        except (OverflowError, OSError, ValueError) as exc:
+            raise jobmod.PayloadError(f"eta: {eta!r:.80} is not a usable time ({exc})") from None
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
+        raise jobmod.PayloadError(f"eta: expected a datetime or finite epoch seconds, got {eta!r:.80}")
+    return float(eta)

@@ -282,8 +282,8 @@ class Supervisor:
                 holding.broker_failed()
 
     def reap_expired(self) -> None:
-        for q in self.cfg.queues:
-            self.recovery.reap_expired(q)
+        if any([self.recovery.reap_expired(q) for q in self.cfg.queues]):
+            self.timers.again("reap", 0.0)      # more leases have expired: go on at the next turn
 
     def reap_every(self) -> float:
         """Half the shortest lease, at most REAP_EVERY: a dead node's job comes back

@@ -18,6 +18,7 @@ from ..core import failures
 from ..execution.settle import settle_failure
 
 log = logging.getLogger("mpqueue.recovery")
+REAP_CHUNK, REAP_MOST = 100, 5000     # expired leases per broker read, and per call
 
 
 class Recovery:
@@ -76,9 +77,18 @@ class Recovery:
         self.waiting = False
         return True
 
-    def reap_expired(self, queue: str) -> None:
-        for held in self.broker.expired(queue):
-            self.settle(queue, held, failures.LOST)
+    def reap_expired(self, queue: str) -> bool:
+        """Settle every expired lease of `queue` as lost, REAP_CHUNK at a time; at
+        most REAP_MOST in one call, so a huge backlog can't hold the loop (and the
+        watchdog ping) for long. True when more may be left for the next turn."""
+        reaped = 0
+        while reaped < REAP_MOST:
+            batch = self.broker.expired(queue, REAP_CHUNK)
+            self.backlog += [(queue, held, failures.LOST) for held in batch]
+            if not self.flush(force=True) or len(batch) < REAP_CHUNK:
+                return False          # all done, or the broker stopped answering (the backlog waits)
+            reaped += len(batch)
+        return True
 
     def _settle_one(self, queue: str, held: Held, kind: str) -> None:
         if kind == "shutdown":

@@ -15,6 +15,10 @@ class Timers:
         self._at[name] = now + every
         return True
 
+    def again(self, name: str, after: float) -> None:
+        """Make `name` due `after` seconds from now, whatever its interval."""
+        self._at[name] = self.clock() + after
+
     def next_in(self) -> float:
         """Seconds until the next duty is due (0 if one is overdue)."""
         return max(0.0, min(self._at.values()) - self.clock())

@@ -204,3 +204,17 @@ def test_concurrent_consumers_never_get_the_same_job(broker):
     for t in threads:
         t.join()
     assert len(seen) == n and len(set(seen)) == n
+
+
+def test_every_expired_lease_is_recovered_in_one_reap_not_100_at_a_time(broker):
+    # Given 250 jobs held by a node that is gone: their leases (1 ms) have ended
+    from mpqueue.core.config import QueueConfig
+    from mpqueue.supervisor.recovery import Recovery
+    push(broker, *[f"j{i}" for i in range(250)])
+    take(broker, 250, consumer="dead-node/1", lease=0.001)
+    wait_for(lambda: len(broker.expired(Q, 1000)) == 250, 5, what="250 expired leases")
+    # When the supervisor reaps once
+    more = Recovery(broker, {Q: QueueConfig(name=Q, retries=3, retry_delay=0)}).reap_expired(Q)
+    # Then every one is back, an attempt spent, and nothing is left to reap
+    counts = broker.counts(Q)
+    assert (more, counts["running"], counts["ready"]) == (False, 0, 250)

@@ -64,3 +64,40 @@ def test_push_with_refuses_arguments_that_are_not_json(client):
         send.push_with(kwargs={"to": object()}, client=client)
     assert json.dumps(client.broker.counts("mail")) == json.dumps(
         {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "done_total": 0, "failed_total": 0})
+
+
+# -- hostile input at push time: one clear PayloadError each, nothing stored
+@pytest.mark.parametrize("delay, why", [
+    (float("inf"), "delay: expected a finite number"), (float("nan"), "delay: expected a finite number"),
+    (-1, "delay: expected a finite number"), ("5", "delay: expected a finite number"),
+    (True, "delay: expected a finite number"), (1e12, "delay: expected a finite number of seconds from 0 to"),
+])
+def test_a_bad_delay_is_one_clear_error(client, delay, why):
+    with pytest.raises(mpqueue.PayloadError, match=why):
+        client.push("mail", "tests.producer:send", delay=delay)
+    assert client.broker.counts("mail")["scheduled"] == 0
+
+
+@pytest.mark.parametrize("eta, why", [
+    (float("inf"), "eta: expected a datetime or finite epoch seconds"),
+    (float("nan"), "eta: expected a datetime or finite epoch seconds"),
+    ("2030-01-01", "eta: expected a datetime or finite epoch seconds"),
+    (4e10, "is more than"),
+])
+def test_a_bad_eta_is_one_clear_error(client, eta, why):
+    with pytest.raises(mpqueue.PayloadError, match=why):
+        client.push("mail", "tests.producer:send", eta=eta)
+
+
+def test_an_eta_in_the_past_runs_now(client):
+    job_id = client.push("mail", "tests.producer:send", eta=0)
+    assert client.broker.find("mail", job_id)["state"] == "ready"
+
+
+@pytest.mark.parametrize("args, why", [
+    (["caf\udce9"], "not valid UTF-8"), ([float("nan")], "not JSON-serialisable"),
+    ([float("inf")], "not JSON-serialisable"),
+])
+def test_arguments_that_would_not_decode_everywhere_are_refused(client, args, why):
+    with pytest.raises(mpqueue.PayloadError, match=why):
+        client.push("mail", "tests.producer:send", args=args)

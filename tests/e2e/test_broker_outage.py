@@ -14,14 +14,15 @@ def durable_redis():
 
 def test_service_waits_for_redis_at_start_and_then_becomes_ready(tmp_path):
     server = RedisServer(start=False)
+    svc = Service(tmp_path / "s", server.url)
     try:
-        svc = Service(tmp_path / "s", server.url).start(wait_ready=False)
+        svc.start(wait_ready=False)
         svc.wait_message("STATUS=waiting for broker", 20)
         server.start()
         svc.wait_message("READY=1", 30)
         assert svc.log().count("broker unreachable at start") == 1
-        svc.stop()
     finally:
+        svc.stop()
         server.stop()
 
 
@@ -53,8 +54,9 @@ def test_a_redis_that_hangs_does_not_silence_the_watchdog(tmp_path):
     import signal
     import time
     server = RedisServer()
+    svc = Service(tmp_path / "s", server.url)
     try:
-        svc = Service(tmp_path / "s", server.url).start(extra_env={"WATCHDOG_USEC": "4000000"})
+        svc.start(extra_env={"WATCHDOG_USEC": "4000000"})
         # When Redis hangs: it keeps its connections but answers nothing (SIGSTOP)
         server.proc.send_signal(signal.SIGSTOP)
         try:
@@ -76,6 +78,6 @@ def test_a_redis_that_hangs_does_not_silence_the_watchdog(tmp_path):
         # And when Redis answers again, jobs run
         Client(server.url).push("default", "testtasks:record", args=["after"])
         wait_for(lambda: server.client.llen("test:runs") == 1, 30, what="a job after Redis came back")
-        svc.stop()
     finally:
+        svc.stop()
         server.stop()

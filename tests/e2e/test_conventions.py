@@ -149,3 +149,33 @@ def test_a_memory_limit_below_the_boot_size_is_ignored_not_a_recycle_after_every
 def test_memory_limit_is_off_by_default(tmp_path):
     from mpqueue.core.config import load_config
     assert load_config(config(tmp_path, "redis://127.0.0.1:1/0")).queues["default"].memory_limit == 0
+
+
+# -- hostile mpqctl push arguments: one line, never a traceback
+@pytest.mark.parametrize("args, code, why", [
+    (['--args', '["\\ud800"]'], 1, "not valid UTF-8"),
+    (['--args', "[" * 5000 + "]" * 5000], 2, "nested too deep"),
+    (['--args', "[" * 200 + "]" * 200], 1, "nested more than 100 levels"),
+    (['--delay', 'inf'], 2, "expected a finite number of seconds"),
+    (['--delay', '1e12'], 1, "delay: expected a finite number of seconds from 0 to"),
+])
+def test_mpqctl_push_refuses_hostile_arguments_in_one_line(redis_url, args, code, why):
+    result = run("ctl", "--broker", redis_url, "push", "default", "mpqueue.examples.tasks:add", *args)
+    assert why in one_line(result, "mpqctl", code)
+
+
+# -- every broker URL `mpqueue check` accepts works
+def test_a_unix_socket_broker_url_works_for_mpqctl_and_the_service(tmp_path, service, rdb):
+    from tests.support import RedisServer
+    server = RedisServer(unixsocket=True)
+    try:
+        url = f"unix://{server.socket}?db=0"
+        assert run("cli", "check", "--config", str(config(tmp_path, url))).returncode == 0
+        pushed = run("ctl", "--broker", url, "push", "default", "testtasks:record", "--args", '["via-unix"]')
+        assert pushed.returncode == 0, pushed.stderr
+        service(broker=url).start()
+        wait_for(lambda: rdb.llen("test:runs") == 1, 20, what="the job pushed over the Unix socket")
+        status = json.loads(run("ctl", "--broker", url, "status", "--json").stdout)
+        assert status["queues"]["default"]["done_total"] == 1
+    finally:
+        server.stop()

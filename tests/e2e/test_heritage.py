@@ -364,7 +364,7 @@ def test_junk_that_is_not_utf8_goes_to_the_failed_store_and_the_service_survives
     svc = service().start()
     client = Client(broker_url)
     workers = set(svc.worker_pids())
-    raw = redis.Redis(port=redis_server.port)           # bytes in, bytes out
+    raw = redis.Redis(host="127.0.0.1", port=redis_server.port)     # bytes in, bytes out
     # When bytes that are not UTF-8 are put into the queue's list by a foreign writer, then a job is pushed
     raw.lpush("mpq:{default}:ready:0", b"\xff\xfe not utf-8")
     first = client.push("default", "testtasks:record", args=["first"])

@@ -1,5 +1,7 @@
 """mpqueue.config: YAML -> frozen, validated dataclasses, with one-line errors."""
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -327,3 +329,38 @@ def test_config_path_for_defaults_to_etc_mpqueue(monkeypatch):
 def test_config_path_for_refuses_names_that_could_escape_the_directory(name):
     with pytest.raises(ConfigError, match=r"^service name: expected a name of letters"):
         config.config_path_for(name)
+
+
+def test_a_yaml_alias_bomb_in_a_value_is_a_one_line_error_not_a_stall(tmp_path):
+    # Given ten levels of nine aliases each (9**10 items if expanded) where a number belongs
+    levels = ["  - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("broker: redis://h/0\nimports: [x]\nqueues: {q: {}}\nshutdown_timeout:\n" + "\n".join(levels) + "\n")
+    # When it is validated (in a child, so that a regression fails instead of eating the machine)
+    code = ("import sys; from mpqueue.core.config import load_config, ConfigError\n"
+            "try:\n    load_config(sys.argv[1])\nexcept ConfigError as e:\n    print(e)")
+    done = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=60)
+    # Then the error is one short line naming the key
+    line = done.stdout.strip()
+    assert line.startswith("bomb.yaml: shutdown_timeout: expected a number of seconds > 0, got [[1, 1, 1,")
+    assert len(line) < 200 and "\n" not in line
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://h/abc", "a redis:// URL whose path is a database number, e.g. redis://host:6379/0"),
+    ("redis://h:6379/0?foo=bar", "a redis:// URL whose query options are among db, password, username, "
+                                 "client_name (not foo)"),
+    ("unix:///run/redis.sock?db=x", "a Redis URL whose db option is a database number"),
+    ("unix:///run/redis.sock?socket_keepalive=1", "a unix:// URL whose query options are among db, password, "
+                                                  "username, client_name (not socket_keepalive)"),
+    ("redis:///0", "a redis:// URL with a host, e.g. redis://127.0.0.1:6379/0"),
+])
+def test_a_redis_url_that_could_not_be_served_is_refused_by_check(url, expected):
+    assert error_of(broker=url) == f"orders.yaml: broker: expected {expected}, got {url!r}"
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/3?password=p&client_name=orders", "unix:///run/redis.sock?db=2",
+                                 "rediss://h/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem"])
+def test_the_redis_url_options_every_redis_py_serves_are_accepted(url):
+    assert parse(broker=url).broker == url

@@ -58,12 +58,15 @@ def run(name, config):
                   "service to run; use sqlite:///PATH or redis://HOST for `mpqueue run`", ipc.EX_CONFIG)
     from .. import logsetup
     from ..supervisor import Supervisor
-    from ..supervisor.lock import AlreadyRunning
+    from ..supervisor.lock import AlreadyRunning, UnsafeRuntimeDir
     logsetup.setup_logging(cfg.log, cfg.name)
     try:
         sys.exit(Supervisor(cfg).run())
     except AlreadyRunning as exc:
         Notifier().fatal(f"failed: {exc}", errno=16)    # EBUSY
+        die(PROG, str(exc), ipc.EXIT_FAILED)
+    except UnsafeRuntimeDir as exc:
+        Notifier().fatal(f"failed: {exc}", errno=1)     # EPERM
         die(PROG, str(exc), ipc.EXIT_FAILED)
 
 

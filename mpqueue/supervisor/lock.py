@@ -3,11 +3,18 @@
 An flock on <runtime dir>/<name>.lock, holding the supervisor's pid. Workers
 inherit the locked descriptor, so while any process of an instance lives (even
 an orphan after the supervisor was SIGKILLed) a second instance can't start.
+
+The runtime directory is the service's own, the same from a shell as under
+systemd: $RUNTIME_DIRECTORY (RuntimeDirectory=mpqueue/%i, i.e. /run/mpqueue/NAME),
+else /run/mpqueue/NAME as root, else $TMPDIR/mpqueue-UID/NAME, which must be a
+real directory of ours that nobody else can write ($MPQUEUE_RUNTIME_DIR
+overrides it all, for tests). Files in it are opened without following links.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,24 +23,62 @@ class AlreadyRunning(Exception):
     pass
 
 
-def runtime_dir() -> Path:
+class UnsafeRuntimeDir(Exception):
+    """The runtime directory is a link, not ours, or writable by others (str(e) says which)."""
+
+
+def runtime_dir(name: str) -> Path:
     for candidate in (os.environ.get("MPQUEUE_RUNTIME_DIR"), os.environ.get("RUNTIME_DIRECTORY")):
         if candidate:
             return Path(candidate.split(":")[0])
     if os.geteuid() == 0 and os.path.isdir("/run"):
-        return Path("/run/mpqueue")
-    return Path(tempfile.gettempdir()) / f"mpqueue-{os.geteuid()}"
+        return Path("/run/mpqueue") / name
+    return Path(tempfile.gettempdir()) / f"mpqueue-{os.geteuid()}" / name
+
+
+def ensure_runtime_dir(name: str) -> Path:
+    """The runtime directory, made if missing, and refused if it is not a real
+    directory or others may write it; in a shared temp directory (0700 there)
+    it, and its parent, must also be ours: anyone could have made them first."""
+    path = runtime_dir(name)
+    shared = path.parent == Path(tempfile.gettempdir()) / f"mpqueue-{os.geteuid()}"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700 if shared else 0o755)
+    for d in (path.parent, path) if shared else (path,):
+        check_dir(d, must_own=shared)
+    return path
+
+
+def check_dir(d: Path, must_own: bool) -> None:
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRuntimeDir(f"runtime directory {d} is not a directory (a link?); remove it")
+    if must_own and st.st_uid != os.geteuid():
+        raise UnsafeRuntimeDir(f"runtime directory {d} belongs to uid {st.st_uid}, not to us ({os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise UnsafeRuntimeDir(f"runtime directory {d} is writable by other users (mode "
+                               f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
+
+
+def open_private(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that never follows a link and never opens anything but a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeRuntimeDir(f"{path} is not a regular file; remove it")
+    return fd
 
 
 def lock_path(name: str) -> Path:
-    return runtime_dir() / f"{name}.lock"
+    return runtime_dir(name) / f"{name}.lock"
 
 
 def acquire(name: str) -> int:
     """Take the lock or raise AlreadyRunning; returns the open descriptor."""
-    path = lock_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = ensure_runtime_dir(name) / f"{name}.lock"
+    try:
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        raise UnsafeRuntimeDir(f"cannot open the lock {path}: {exc.strerror} (a link?)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -48,6 +93,11 @@ def acquire(name: str) -> int:
 
 def read_pid(name: str) -> int | None:
     try:
-        return int(lock_path(name).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        fd = open_private(lock_path(name), os.O_RDONLY)
+    except (OSError, UnsafeRuntimeDir):
         return None
+    with os.fdopen(fd) as f:
+        try:
+            return int(f.read(64).split()[0])
+        except (ValueError, IndexError):
+            return None

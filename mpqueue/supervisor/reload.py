@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def complete(workers, cfg, generation: int) -> bool:
 
 
 def status_path(name: str) -> Path:
-    return lock.runtime_dir() / f"{name}.reload"
+    return lock.runtime_dir(name) / f"{name}.reload"
 
 
 class ReloadStatus:
@@ -69,14 +70,19 @@ class ReloadStatus:
     def write(self, state: str, error: str = "") -> None:
         if state == "running":
             self.seq += 1
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seq": self.seq, "state": state, "error": error, "at": time.time(),
-                                   "pid": os.getpid()}))
+        data = json.dumps({"seq": self.seq, "state": state, "error": error, "at": time.time(), "pid": os.getpid()})
+        # A fresh file of our own (O_EXCL), renamed over the old: nothing planted
+        # at either name is followed or truncated.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
         os.replace(tmp, self.path)
 
     @staticmethod
     def read(name: str) -> dict:
         try:
-            return json.loads(status_path(name).read_text())
-        except (OSError, ValueError):
+            fd = lock.open_private(status_path(name), os.O_RDONLY)
+            with os.fdopen(fd) as f:
+                return json.loads(f.read(1 << 16))
+        except (OSError, ValueError, lock.UnsafeRuntimeDir):
             return {"seq": 0, "state": "none"}

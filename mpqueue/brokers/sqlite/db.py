@@ -73,8 +73,11 @@ class Database:
         try:
             if not self.memory:
                 os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-                # Read-only is enough for flock, so a lock file another user made still works.
-                self._lock = os.open(self.path + "-lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                _create_private(self.path)
+                # Read-only is enough for flock, so a lock file the group's producers made
+                # still works; others can't read it, so they can't take it and stall writers.
+                self._lock = os.open(self.path + "-lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                     0o640)
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 30000")
             if not self.memory:
@@ -204,3 +207,14 @@ def _create_schema(db) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _create_private(path: str) -> None:
+    """Create the database file, if new, readable and writable by its owner and
+    group only whatever the umask: it holds every payload. (SQLite gives its
+    -wal and -shm files the database's own mode.)"""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o660)
+    except FileExistsError:
+        return
+    os.close(fd)

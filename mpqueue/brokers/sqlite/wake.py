@@ -28,7 +28,7 @@ class FifoWaiter(Waiter):
         # Made under a hidden name and renamed once open: a waker never sees it unopened
         # (it would take it for the FIFO of a dead process and remove it).
         os.mkfifo(hidden, fifo_mode)
-        self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         os.chmod(hidden, fifo_mode)
         os.rename(hidden, self.path)
 
@@ -61,6 +61,9 @@ def wake_modes(db_path: str) -> tuple[int, int]:
 
 
 def wake_fifos(directory: str) -> None:
+    """Write a byte to every consumer's FIFO in `directory`. Only FIFOs: a link or
+    any other file someone put there is never followed or written (whoever may
+    write the directory could otherwise make a root producer overwrite a file)."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -70,17 +73,16 @@ def wake_fifos(directory: str) -> None:
             continue
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             if exc.errno == errno.ENXIO:          # nobody reads it: its owner died
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             continue
         try:
-            os.write(fd, b"1")
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, b"1")
         except OSError:
             pass                                  # full: a wake-up is pending anyway
         finally:
             os.close(fd)
-
-

@@ -304,7 +304,8 @@ class Service:
                 pass
         return total
 
-    def start(self, wait_ready=True, extra_env=None):
+    def start(self, wait_ready=True, extra_env=None, prefix=()):
+        """`prefix`: a command to run `mpqueue run` under (e.g. ip netns exec NS)."""
         sock_path = str(self.tmp / "notify.sock")
         if os.path.exists(sock_path):
             os.unlink(sock_path)
@@ -321,7 +322,8 @@ class Service:
                    MPQUEUE_RUNTIME_DIR=str(self.tmp / "run"), PYTHONUNBUFFERED="1")
         env.update(extra_env or {})
         self.log_path = self.tmp / "service.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "mpqueue.ops.cli", "run", "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "mpqueue.ops.cli", "run", "--config",
+                                      str(self.config_path)],
                                      env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if wait_ready:

@@ -113,6 +113,11 @@ class Lifecycle(abc.ABC):
         """Move a reservation's lease deadline to `lease` seconds from now."""
 
     @abc.abstractmethod
+    def renew(self, queue: str, consumers: list[str], lease: float) -> int:
+        """Move the lease deadline of every job held by `consumers` to at least
+        `lease` seconds from now, in one step; returns how many were renewed."""
+
+    @abc.abstractmethod
     def held(self, queue: str) -> list[Held]:
         """Every current reservation of the queue."""
 

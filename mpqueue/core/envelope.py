@@ -138,6 +138,17 @@ def job_id(envelope: str) -> str:
     return envelope.split(" ", 1)[0]
 
 
+def peek_task(envelope: str) -> str:
+    """The task name of an envelope encode() wrote (its body starts with it),
+    without decoding the JSON, for hot loops; '' for anything else."""
+    head = header(envelope)
+    if head is not None and head.body.startswith('{"t":"'):
+        end = head.body.find('"', 6)
+        if end > 0:
+            return head.body[6:end]
+    return ""
+
+
 def with_attempts(head: Header, attempts: int) -> str:
     """The envelope of `head` with its attempt count replaced."""
     return f"{head.id} {attempts} {head.priority} {head.body}"

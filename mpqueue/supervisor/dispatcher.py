@@ -67,6 +67,9 @@ class Dispatcher(Holding):
     def running(self, handle, slot):
         return self.handed.get(handle)
 
+    def holders(self) -> list[str]:
+        return [self.consumer] if self.handed else []
+
     def broker_failed(self) -> None:
         self.close()
         self.suspect = True

@@ -37,6 +37,10 @@ class Holding:
     def configure(self, queue_cfg, lease_grace: float) -> None:
         """A reload changed the queue's settings."""
 
+    def holders(self) -> list[str]:
+        """Consumers of the supervisor's own that hold jobs now (their leases are renewed)."""
+        return []
+
     # -- for holdings that talk to the broker from the supervisor's loop
     def fds(self) -> list:
         return []

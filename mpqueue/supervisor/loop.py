@@ -32,6 +32,7 @@ log = logging.getLogger("mpqueue.supervisor")
 # 15 s keep an idle service under one command a second; a dead node's jobs come back
 # within 15 s of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
+RENEW_EVERY = 10.0      # lease renewal of running jobs; only queues with a busy worker cost a call
 BROKER_TIMEOUT = 2.0    # a hung broker must not hold the loop (and the watchdog ping): see gate.py
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
@@ -47,7 +48,7 @@ class Supervisor:
         self.stop_deadline = None
         self.gate = BrokerGate(clock)
         self.watchdog_every = watchdog_interval()
-        self.timers = Timers(clock, ["heartbeat", "reap", "status", "count"]
+        self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count"]
                              + (["watchdog"] if self.watchdog_every else []))
         self.ready_jobs = None
         self.started_at = time.time()
@@ -257,6 +258,8 @@ class Supervisor:
         self.pool.enforce_timeouts()
         if self.timers.fire("reap", self.reap_every()):
             self.gate.call(self.reap_expired)
+        if self.timers.fire("renew", self.renew_every()):
+            self.gate.call(self.renew_leases)
         if self.timers.fire("heartbeat", HEARTBEAT_EVERY):
             self.gate.call(self.heartbeat)
         if self.recovery.pending() and self.gate.may_call() and not self.recovery.flush():
@@ -290,6 +293,17 @@ class Supervisor:
         within 1.5 leases, and a service with long timeouts still idles cheaply."""
         shortest = min(q.timeout for q in self.cfg.queues.values()) + self.cfg.lease_grace
         return min(REAP_EVERY, shortest / 2)
+
+    def renew_every(self) -> float:
+        """A quarter of the shortest lease, at most RENEW_EVERY: a lease then never
+        ends while its node lives, however long the job or its batch takes."""
+        shortest = min(q.timeout for q in self.cfg.queues.values()) + self.cfg.lease_grace
+        return min(RENEW_EVERY, shortest / 4)
+
+    def renew_leases(self) -> None:
+        for queue, consumers in self.pool.holders().items():
+            q = self.recovery.queues.get(queue) or next(iter(self.cfg.queues.values()))
+            self.broker.renew(queue, consumers, q.timeout + self.cfg.lease_grace)
 
     def count_ready(self) -> None:
         self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)

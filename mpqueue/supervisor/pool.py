@@ -150,6 +150,23 @@ class Pool:
         for h in self.workers.values():
             h.kill(reason)
 
+    def holders(self) -> dict[str, list[str]]:
+        """queue -> the consumers whose held jobs must keep their leases: every live
+        worker of a queue where one is busy (a batch may be waiting in a worker's
+        hands), and a dispatcher that has jobs out. Queues with nothing running
+        are left out, so an idle service makes no renewal call."""
+        out: dict[str, list[str]] = {}
+        for h in self.workers.values():
+            if h.scoreboard.read().busy:
+                out.setdefault(h.queue, [])
+        for h in self.workers.values():
+            if h.queue in out and h.holding.mode == "grab":
+                out[h.queue].append(h.consumer)
+        for (queue, _), holding in self.holdings.items():
+            if holding.holders():
+                out.setdefault(queue, []).extend(holding.holders())
+        return {q: consumers for q, consumers in out.items() if consumers}
+
     def next_deadline(self, now: float) -> float:
         """Seconds until the first running job's deadline (inf if none runs)."""
         slots = [h.scoreboard.read() for h in self.workers.values()]

@@ -15,6 +15,7 @@ from ..core import envelope as jobmod
 
 log = logging.getLogger("mpqueue.worker")
 PREFETCH_BUDGET = 0.010      # reserve no more jobs at once than this many seconds of recent work
+SLOW = PREFETCH_BUDGET       # a job expected to take this long first delivers the acks owed
 
 
 class GrabSource:
@@ -26,6 +27,8 @@ class GrabSource:
         self.handed: list = []        # (token, envelope, received): reserved for us, not run yet
         self.avg_run = PREFETCH_BUDGET  # seconds per job, recent average (first reserve takes one)
         self.down_since = None        # monotonic time the broker stopped answering
+        self.task_avg: dict[str, float] = {}   # task name -> its recent run time, seconds
+        self.released: set[str] = set()   # tokens reclaim() handed back: a late hand-off message is void
 
     def serve(self) -> None:
         w = self.w
@@ -36,7 +39,10 @@ class GrabSource:
                 break
             self.collect_handed()
             if self.handed:              # prefetched, or handed to us by a push while we were idle
-                pending += self.run_one(*self.handed.pop(0))
+                token, envelope, received = self.handed.pop(0)
+                if pending and self.may_be_slow(envelope):
+                    pending = self.deliver(pending)     # finished jobs' acks never wait behind a slow one
+                pending += self.run_one(token, envelope, received)
                 continue
             try:
                 if self.down_since is not None:
@@ -65,6 +71,20 @@ class GrabSource:
             n = max(1, min(n, self.cfg.max_jobs - self.w.jobs))
         return n
 
+    def may_be_slow(self, envelope: str) -> bool:
+        """Whether the job may take longer than a batch's budget, judged by its task's
+        recent run time (a task not seen yet counts as slow)."""
+        return self.task_avg.get(jobmod.peek_task(envelope), SLOW) >= SLOW
+
+    def deliver(self, acks) -> list:
+        """Acknowledge now; on a broker error keep them for the next reserve."""
+        try:
+            self.broker.ack(self.queue, acks)
+            return []
+        except BrokerError as exc:
+            self.broker_down(exc)
+            return acks
+
     def run_one(self, token: str, envelope: str, received: float | None = None) -> list:
         """Run a reserved job; returns the ack to deliver (folded into the next reserve)."""
         started = time.monotonic()
@@ -80,7 +100,10 @@ class GrabSource:
             log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
                         extra={"queue": self.queue})
             os._exit(ipc.EXIT_FAILED)
-        self.avg_run += (time.monotonic() - started - self.avg_run) * 0.2
+        took = time.monotonic() - started
+        self.avg_run += (took - self.avg_run) * 0.2
+        task = jobmod.peek_task(envelope)
+        self.task_avg[task] = self.task_avg.get(task, took) * 0.8 + took * 0.2
         self.w.after_job()
         return [ack] if ack else []
 
@@ -88,7 +111,8 @@ class GrabSource:
         if self.waiter is not None:
             try:
                 now = time.monotonic()
-                self.handed += [(t, e, now) for t, e in self.waiter.drain()]
+                # A hand-off that arrives after reclaim() released its job is no longer ours.
+                self.handed += [(t, e, now) for t, e in self.waiter.drain() if t not in self.released]
             except BrokerError as exc:
                 self.drop_waiter()
                 self.broker_down(exc)
@@ -143,9 +167,11 @@ class GrabSource:
         in our name that we never saw. We run nothing now, so hand back, unrun, all we
         hold but the jobs in `keep` (finished, their ack still to deliver)."""
         self.handed = []
+        self.released = set()
         for held in self.broker.held(self.queue):
             if held.consumer == self.w.consumer and held.id not in keep \
                     and self.broker.release(self.queue, held.id, held.token):
+                self.released.add(held.token)
                 log.warning("handed back job %s reserved during the outage", held.id,
                             extra={"queue": self.queue, "job_id": held.id})
         log.warning("broker reachable again after %.1f s", time.monotonic() - self.down_since,
@@ -156,3 +182,4 @@ class GrabSource:
         if self.waiter is not None:
             self.waiter.close()
             self.waiter = None
+

@@ -218,3 +218,19 @@ def test_every_expired_lease_is_recovered_in_one_reap_not_100_at_a_time(broker):
     # Then every one is back, an attempt spent, and nothing is left to reap
     counts = broker.counts(Q)
     assert (more, counts["running"], counts["ready"]) == (False, 0, 250)
+
+
+def test_renew_keeps_the_leases_of_live_consumers_and_never_shortens_one(broker):
+    # Given jobs held by a live worker (c1), a dead one (c2), and one with a long lease (c3)
+    push(broker, "a", "b", "c", "d")
+    take(broker, 2, consumer="c1", lease=0.05)
+    (dead,), _ = take(broker, 1, consumer="c2", lease=0.05)
+    (long,), _ = take(broker, 1, consumer="c3", lease=60)
+    # When the live ones' leases are renewed (c3's to less than it has)
+    assert broker.renew(Q, ["c1", "c3"], 30) == 3
+    assert broker.renew(Q, ["c3"], 0.2) == 1
+    assert broker.renew(Q, [], 30) == 0
+    # Then only the dead worker's lease ends
+    wait_for(lambda: broker.expired(Q, 10), 5, what="the dead worker's lease to end")
+    time.sleep(0.3)  # ok: past the deadline a shortening renewal would have set
+    assert [h.id for h in broker.expired(Q, 10)] == [dead.id]

@@ -105,6 +105,10 @@ class Broker:
         self._call("ready_count", queue)
         return 0
 
+    def renew(self, queue, consumers, lease):
+        self._call("renew", queue, sorted(consumers), lease)
+        return len(consumers)
+
     def reserve(self, queue, consumer, count, lease, acks=(), **_):
         self._call("reserve", count)
         out, self.to_reserve = self.to_reserve[:count], self.to_reserve[count:]
@@ -263,6 +267,24 @@ def test_expired_leases_are_reaped_every_half_lease(sup):
     s.clock.advance(1)
     s.maintain()
     assert s.broker.names().count("expired") == 2
+
+
+# -- lease renewal: a lease ends only when its holder is gone
+def test_the_leases_of_a_queue_with_a_busy_worker_are_renewed_every_quarter_lease(sup):
+    s = sup(service(workers=2, timeout=10))          # lease 12 s: renew every 3 s
+    busy, idle = started(s)
+    s.maintain()
+    assert "renew" not in s.broker.names()           # nothing runs: no call at all
+    busy.scoreboard.start("j1", "t1", 10.0)
+    s.clock.advance(3)
+    s.maintain()
+    assert s.broker.calls[-1] == ("renew", "q", sorted([busy.consumer, idle.consumer]), 12.0)
+    s.clock.advance(2)
+    s.maintain()
+    assert s.broker.names().count("renew") == 1
+    s.clock.advance(1)
+    s.maintain()
+    assert s.broker.names().count("renew") == 2
 
 
 def test_long_timeouts_still_reap_every_15_seconds(sup):

@@ -169,6 +169,15 @@ class SQLiteBroker(Inspection, Database, Broker):
                              (now_ms() + int(lease * 1000), queue, job_id, HELD, token))
             return cur.rowcount == 1
 
+    def renew(self, queue, consumers, lease):
+        if not consumers:
+            return 0
+        marks = ",".join("?" * len(consumers))
+        with self._write() as db:
+            cur = db.execute(f"UPDATE job SET ord = max(ord, ?) WHERE queue=? AND state=? AND consumer IN ({marks})",
+                             (now_ms() + int(lease * 1000), queue, HELD, *consumers))
+            return cur.rowcount
+
     def held(self, queue):
         rows = self._read("SELECT id, token, consumer, env FROM job WHERE queue=? AND state=?", (queue, HELD))
         return [Held(*r) for r in rows]

@@ -140,13 +140,13 @@ def job_id(envelope: str) -> str:
 
 def peek_task(envelope: str) -> str:
     """The task name of an envelope encode() wrote (its body starts with it),
-    without decoding the JSON, for hot loops; '' for anything else."""
-    head = header(envelope)
-    if head is not None and head.body.startswith('{"t":"'):
-        end = head.body.find('"', 6)
-        if end > 0:
-            return head.body[6:end]
-    return ""
+    without decoding the JSON, for hot loops; '' if none is found. A guess for
+    estimates only: never use it to decide what runs."""
+    start = envelope.find(' {"t":"')
+    if start < 0:
+        return ""
+    end = envelope.find('"', start + 7)
+    return envelope[start + 7:end] if end > 0 else ""
 
 
 def with_attempts(head: Header, attempts: int) -> str:

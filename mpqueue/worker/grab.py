@@ -40,9 +40,10 @@ class GrabSource:
             self.collect_handed()
             if self.handed:              # prefetched, or handed to us by a push while we were idle
                 token, envelope, received = self.handed.pop(0)
-                if pending and self.may_be_slow(envelope):
+                task = jobmod.peek_task(envelope)
+                if pending and self.task_avg.get(task, SLOW) >= SLOW:
                     pending = self.deliver(pending)     # finished jobs' acks never wait behind a slow one
-                pending += self.run_one(token, envelope, received)
+                pending += self.run_one(token, envelope, received, task)
                 continue
             try:
                 if self.down_since is not None:
@@ -71,11 +72,6 @@ class GrabSource:
             n = max(1, min(n, self.cfg.max_jobs - self.w.jobs))
         return n
 
-    def may_be_slow(self, envelope: str) -> bool:
-        """Whether the job may take longer than a batch's budget, judged by its task's
-        recent run time (a task not seen yet counts as slow)."""
-        return self.task_avg.get(jobmod.peek_task(envelope), SLOW) >= SLOW
-
     def deliver(self, acks) -> list:
         """Acknowledge now; on a broker error keep them for the next reserve."""
         try:
@@ -85,8 +81,10 @@ class GrabSource:
             self.broker_down(exc)
             return acks
 
-    def run_one(self, token: str, envelope: str, received: float | None = None) -> list:
-        """Run a reserved job; returns the ack to deliver (folded into the next reserve)."""
+    def run_one(self, token: str, envelope: str, received: float | None = None, task: str = "") -> list:
+        """Run a reserved job; returns the ack to deliver (folded into the next reserve).
+        `task`: its name as peeked, for the run-time estimate that decides whether a
+        job may be slow (a task not seen yet counts as slow)."""
         started = time.monotonic()
         if received is not None and started - received > 1.0:
             # it waited in our hands: its lease has been running since then
@@ -102,7 +100,6 @@ class GrabSource:
             os._exit(ipc.EXIT_FAILED)
         took = time.monotonic() - started
         self.avg_run += (took - self.avg_run) * 0.2
-        task = jobmod.peek_task(envelope)
         self.task_avg[task] = self.task_avg.get(task, took) * 0.8 + took * 0.2
         self.w.after_job()
         return [ack] if ack else []

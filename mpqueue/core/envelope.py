@@ -71,7 +71,8 @@ def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | Non
         body["a"] = list(args)
     if kwargs:
         body["k"] = dict(kwargs)
-    check_depth(body, task)
+    if args or kwargs:               # a body without arguments is one level deep
+        check_depth(body, task)
     try:
         text = _DUMPS(body)
         data = text.encode("utf-8")
@@ -102,13 +103,14 @@ def check_depth(value, task: str) -> None:
 
 def decode(envelope: str, queue: str = "", token: str = "") -> Job:
     """Parse an envelope; raise PayloadError (with what was wrong) on junk."""
-    head = header(envelope)
+    head = _split(envelope)
     try:
         if head is None:
             raise ValueError("no '<id> <attempts> <priority>' header")
-        body = json.loads(head.body)
-        job = Job(id=head.id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
-                  attempts=head.attempts, priority=head.priority, enqueued_ms=body.get("e", 0),
+        job_id, attempts, priority, text = head
+        body = json.loads(text)
+        job = Job(id=job_id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
+                  attempts=attempts, priority=priority, enqueued_ms=body.get("e", 0),
                   queue=queue, token=token, envelope=envelope)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None
@@ -127,9 +129,16 @@ class Header(NamedTuple):
 def header(envelope: str) -> Header | None:
     """The envelope's header and body, or None for junk. The Lua scripts read the
     same header with the pattern '^(%S+) (%d+) (%d) (.*)$' (brokers/lua/_keys.lua)."""
+    parts = _split(envelope)
+    return Header._make(parts) if parts else None
+
+
+def _split(envelope: str):
+    """(id, attempts, priority, body) as a plain tuple, or None: header() without the
+    named tuple, for decode() on every job's hot path."""
     parts = envelope.split(" ", 3)
     if len(parts) == 4 and parts[0] and parts[1].isdigit() and len(parts[2]) == 1 and parts[2].isdigit():
-        return Header(parts[0], int(parts[1]), int(parts[2]), parts[3])
+        return parts[0], int(parts[1]), int(parts[2]), parts[3]
     return None
 
 

@@ -173,7 +173,8 @@ def result_record(fields: dict) -> str:
     is kept as its repr(), so recording a success can never fail."""
     try:
         record = jobmod.dumps(fields)
-        record.encode("utf-8")
+        if not record.isascii():
+            record.encode("utf-8")        # raises for a lone surrogate
         return record
     except (TypeError, ValueError, RecursionError):
         fields = {**fields, "result": safe_repr(fields["result"])}

@@ -48,7 +48,7 @@ def prop(tag, kind):
     if kind == "crash":
         os._exit(1)
     if kind == "slow":
-        time.sleep(0.2)
+        time.sleep(0.2)  # ok: the task is slow on purpose
     return tag
 '''
 

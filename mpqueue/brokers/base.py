@@ -42,11 +42,14 @@ class Ack:
 
 @dataclass(frozen=True)
 class Held:
-    """A reservation as the broker records it."""
+    """A reservation as the broker records it. `unconfirmed`: handed to an idle
+    consumer by a push, which has not confirmed taking it (if its lease ends,
+    nobody took it: recovery refunds its attempt)."""
     id: str
     token: str
     consumer: str
     envelope: str
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def extend(self, queue: str, job_id: str, token: str, lease: float) -> bool:
         """Move a reservation's lease deadline to `lease` seconds from now."""
+
+    def confirm(self, queue: str, job_id: str, token: str) -> None:
+        """The consumer took a job a push handed to it (sent without waiting; a
+        broker that never hands jobs over has nothing to confirm)."""
 
     @abc.abstractmethod
     def renew(self, queue: str, consumers: list[str], lease: float) -> int:

@@ -60,11 +60,18 @@ def _errors():
         raise BrokerError(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
 
+# Scripts on a worker's hot path that touch one key are sent that key alone, without
+# the data model's prelude (Redis parses every key and the prelude on each call).
+_STANDALONE = ("confirm",)
+
+
 def _load_scripts(client) -> dict:
     lua = resources.files(__package__).joinpath("lua")
     common = lua.joinpath("_keys.lua").read_text()
-    return {name: client.register_script(common + "\n" + lua.joinpath(f"{name}.lua").read_text())
-            for name in _SCRIPTS}
+    scripts = {name: client.register_script(common + "\n" + lua.joinpath(f"{name}.lua").read_text())
+               for name in _SCRIPTS}
+    scripts.update({name: client.register_script(lua.joinpath(f"{name}.lua").read_text()) for name in _STANDALONE})
+    return scripts
 
 
 class RedisWaiter(Waiter):
@@ -164,6 +171,7 @@ class RedisBroker(Broker):
                                               **options)
         self._scripts = _load_scripts(self.client)
         self._caller = resp.ScriptCaller(self.client)
+        self._receipts = resp.Sender(self.client)
         self._keys: dict[str, QueueKeys] = {}
 
     def keys(self, queue: str) -> QueueKeys:
@@ -219,6 +227,11 @@ class RedisBroker(Broker):
 
     def extend(self, queue, job_id, token, lease):
         return self._settle(queue, job_id, token, "extend", int(lease * 1000))
+
+    def confirm(self, queue, job_id, token):
+        # Sent without waiting for the reply: a hand-off must stay one round trip.
+        script = self._scripts["confirm"]
+        self._receipts.send(self._caller.packed(script, resp.bulk(self.keys(queue).held), 1, [job_id, token]), script)
 
     def renew(self, queue, consumers, lease):
         return self._call("renew", queue, [int(lease * 1000), *consumers]) if consumers else 0
@@ -339,10 +352,12 @@ class RedisBroker(Broker):
             self.client.ping()
 
     def close(self):
+        self._receipts.close()
         with contextlib.suppress(Exception):
             self.client.close()
 
 
 def _held(job_id: str, record: str) -> Held:
     token, consumer, envelope = record.split(" ", 2)
-    return Held(job_id, token, consumer, envelope)
+    unconfirmed = consumer.endswith("+")        # a hand-off its consumer has not confirmed taking
+    return Held(job_id, token, consumer.rstrip("+"), envelope, unconfirmed)

@@ -8,6 +8,7 @@ still parsed by redis-py), and wake-up frames are parsed here.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import redis as redislib
@@ -38,12 +39,17 @@ class ScriptCaller:
         except TypeError:
             self._connection = lambda: pool.get_connection("EVALSHA")
 
+    @staticmethod
+    def packed(script, keys: bytes, nkeys: int, args) -> bytes:
+        """The EVALSHA command; `keys`: the RESP encoding of the script's nkeys keys (see bulk)."""
+        count = str(nkeys).encode()
+        return b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n"
+                         % (3 + nkeys + len(args), script.sha.encode(), len(count), count),
+                         keys, *map(bulk, args)))
+
     def call(self, script, keys: bytes, nkeys: int, args) -> object:
         """`keys`: the RESP encoding of the script's nkeys keys (see bulk)."""
-        count = str(nkeys).encode()
-        command = b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n"
-                            % (3 + nkeys + len(args), script.sha.encode(), len(count), count),
-                            keys, *map(bulk, args)))
+        command = self.packed(script, keys, nkeys, args)
         try:
             return self._send(command)
         except redislib.exceptions.NoScriptError:      # a restarted or flushed Redis
@@ -65,6 +71,48 @@ class ScriptCaller:
             if not healthy:                # cut off mid-reply: never reuse it
                 conn.disconnect()
             pool.release(conn)
+
+
+class Sender:
+    """Commands nobody waits for (a hand-off's receipt), on a connection of their
+    own: each is sent at once, and their replies (a few bytes each) are left in the
+    socket and read only every UNREAD_MAX sends, off the path to the job's start;
+    one refused because Redis lost the script (a restart) is sent again once it is
+    loaded. A send that fails is lost, which only leaves a hand-off unconfirmed;
+    the connection is made again next time."""
+    UNREAD_MAX = 64
+
+    def __init__(self, client):
+        self.client, self.conn, self.inflight = client, None, []
+
+    def send(self, command: bytes, script) -> None:
+        try:
+            if self.conn is None:
+                self.conn = self.client.connection_pool.make_connection()
+                self.conn.connect()
+                self.client.script_load(script.script)     # once per connection: EVALSHA must find it
+            if len(self.inflight) >= self.UNREAD_MAX:
+                self.drain(script)
+            self.conn.send_packed_command([command])
+            self.inflight.append(command)
+        except (redislib.exceptions.RedisError, OSError):
+            self.close()
+
+    def drain(self, script) -> None:
+        while self.inflight:
+            command = self.inflight.pop(0)
+            try:
+                self.conn.read_response()
+            except redislib.exceptions.NoScriptError:     # Redis restarted meanwhile
+                self.client.script_load(script.script)
+                self.conn.send_packed_command([command])
+                self.inflight.append(command)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.disconnect()
+        self.conn, self.inflight = None, []
 
 
 def read_array(buf: bytes, pos: int):

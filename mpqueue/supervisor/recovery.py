@@ -91,6 +91,13 @@ class Recovery:
         return True
 
     def _settle_one(self, queue: str, held: Held, kind: str) -> None:
+        if kind == failures.LOST and held.unconfirmed:
+            # Handed to a consumer that never confirmed taking it (its host died while
+            # Redis still counted its subscription): it never ran, so no attempt is spent.
+            if self.broker.release(queue, held.id, held.token):
+                log.warning("job %s was handed to %s, which never took it: handed back", held.id, held.consumer,
+                            extra={"queue": queue, "job_id": held.id})
+            return
         if kind == "shutdown":
             if self.broker.release(queue, held.id, held.token):
                 log.info("job %s handed back to the queue", held.id, extra={"queue": queue, "job_id": held.id})

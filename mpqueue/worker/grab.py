@@ -109,7 +109,11 @@ class GrabSource:
             try:
                 now = time.monotonic()
                 # A hand-off that arrives after reclaim() released its job is no longer ours.
-                self.handed += [(t, e, now) for t, e in self.waiter.drain() if t not in self.released]
+                for token, envelope in self.waiter.drain():
+                    if token not in self.released:
+                        # Taken: confirm it now, before it runs (a loss from here on spends its attempt).
+                        self.broker.confirm(self.queue, jobmod.job_id(envelope), token)
+                        self.handed.append((token, envelope, now))
             except BrokerError as exc:
                 self.drop_waiter()
                 self.broker_down(exc)

@@ -53,3 +53,53 @@ def test_arguments_of_every_kind_arrive_intact(broker):
     broker.push(Q, [(env, 9, 0.0)])
     [r], _ = broker.reserve(Q, "c1", 1, 2 ** 31 - 1)
     assert jobmod.decode(r.envelope).args == ["żółć ✓", "", 2 ** 40]
+
+
+def ghost(rdb, redis_server, name, lease_ms):
+    """An idle consumer whose host is gone but whose subscription Redis still counts."""
+    import redis
+    sub = redis.Redis(host="127.0.0.1", port=redis_server.port).pubsub()
+    sub.subscribe(f"mpq:{{{Q}}}:wake:{name}")       # never read again
+    rdb.rpush(f"mpq:{{{Q}}}:idle", f"{name} {lease_ms}")
+    return sub
+
+
+def test_a_job_handed_to_a_consumer_that_never_took_it_comes_back_unspent(broker, rdb, redis_server):
+    # Given a push that hands its job to an idle consumer whose host is gone
+    from mpqueue.core.config import QueueConfig
+    from mpqueue.supervisor.recovery import Recovery
+    from tests.support import wait_for
+    sub = ghost(rdb, redis_server, "deadnode/1", 50)
+    try:
+        job_id, env = jobmod.encode("t:f", ["x"])
+        broker.push(Q, [(env, 0, 0.0)])
+        assert broker.find(Q, job_id)["consumer"] == "deadnode/1" and broker.held(Q)[0].unconfirmed
+        # When its lease ends unconfirmed and the reaper runs (no retries left)
+        wait_for(lambda: broker.expired(Q, 10), 5, what="the hand-off's lease to end")
+        Recovery(broker, {Q: QueueConfig(name=Q, retries=0)}).reap_expired(Q)
+        # Then it is ready again with its attempt refunded, not failed as lost
+        reserved, _ = broker.reserve(Q, "c1", 1, 30)
+        assert [jobmod.decode(r.envelope).attempts for r in reserved] == [1]
+        assert broker.counts(Q)["failed"] == 0
+    finally:
+        sub.close()
+
+
+def test_a_confirmed_hand_off_whose_node_dies_spends_its_attempt(broker, rdb, redis_server):
+    from mpqueue.core.config import QueueConfig
+    from mpqueue.supervisor.recovery import Recovery
+    from tests.support import wait_for
+    sub = ghost(rdb, redis_server, "node/2", 50)
+    try:
+        job_id, env = jobmod.encode("t:f", ["y"])
+        broker.push(Q, [(env, 0, 0.0)])
+        # Given the consumer took it (it confirms before running it), then its node died
+        broker.confirm(Q, job_id, broker.held(Q)[0].token)
+        wait_for(lambda: not broker.held(Q)[0].unconfirmed, 5, what="the receipt to arrive")
+        wait_for(lambda: broker.expired(Q, 10), 5, what="the lease to end")
+        Recovery(broker, {Q: QueueConfig(name=Q, retries=0)}).reap_expired(Q)
+        # Then it counts as a loss: with no retries left it is failed as lost (a job that
+        # kills its node can't loop)
+        assert broker.find(Q, job_id)["error"]["type"] == "lost"
+    finally:
+        sub.close()

@@ -71,6 +71,10 @@ end
 -- reserve.lua, and sent in the wake-up message itself, which saves the consumer
 -- a round trip. PUBLISH counts receivers: if the consumer is gone, the
 -- reservation is undone and the next idle consumer is tried. Returns true if handed.
+-- The count can lie (a subscriber whose host died counts until Redis notices), so the
+-- reservation is held as "<consumer>+", unconfirmed, until the consumer confirms it
+-- (confirm.lua) as it starts the job: an unconfirmed hand-off whose lease ends was
+-- never taken, and recovery hands it back without spending its attempt.
 local function hand_off(env, token, now)
   if not parse(env) then return false end
   while true do
@@ -78,7 +82,7 @@ local function hand_off(env, token, now)
     if not entry then return false end
     local consumer, lease = string.match(entry, '^(%S+) (%d+)$')
     if consumer then
-      local id, held = hold(env, token, consumer, tonumber(lease), now)
+      local id, held = hold(env, token, consumer .. '+', tonumber(lease), now)
       if redis.call('PUBLISH', KEYS[WAKE] .. ':' .. consumer, token .. ' ' .. held) > 0 then return true end
       redis.call('HDEL', KEYS[HELD], id)
       redis.call('ZREM', KEYS[LEASES], id)

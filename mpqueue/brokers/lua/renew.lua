@@ -11,6 +11,7 @@ local held = redis.call('HGETALL', KEYS[HELD])
 local renewed = 0
 for i = 1, #held, 2 do
   local consumer = string.match(held[i + 1], '^%S+ (%S+) ')
+  if string.sub(consumer, -1) == '+' then consumer = string.sub(consumer, 1, -2) end  -- unconfirmed hand-off
   if live[consumer] then
     local current = tonumber(redis.call('ZSCORE', KEYS[LEASES], held[i]) or '0')
     if deadline > current then redis.call('ZADD', KEYS[LEASES], deadline, held[i]) end

@@ -115,9 +115,10 @@ class Lifecycle(abc.ABC):
     def extend(self, queue: str, job_id: str, token: str, lease: float) -> bool:
         """Move a reservation's lease deadline to `lease` seconds from now."""
 
-    def confirm(self, queue: str, job_id: str, token: str) -> None:
-        """The consumer took a job a push handed to it (sent without waiting; a
-        broker that never hands jobs over has nothing to confirm)."""
+    def confirm(self, queue: str, job_id: str, token: str, lease: float) -> None:
+        """The consumer took a job a push handed to it: its lease becomes `lease`
+        seconds from now (sent without waiting; a broker that never hands jobs
+        over has nothing to confirm)."""
 
     @abc.abstractmethod
     def renew(self, queue: str, consumers: list[str], lease: float) -> int:

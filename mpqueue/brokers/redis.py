@@ -228,10 +228,11 @@ class RedisBroker(Broker):
     def extend(self, queue, job_id, token, lease):
         return self._settle(queue, job_id, token, "extend", int(lease * 1000))
 
-    def confirm(self, queue, job_id, token):
+    def confirm(self, queue, job_id, token, lease):
         # Sent without waiting for the reply: a hand-off must stay one round trip.
-        script = self._scripts["confirm"]
-        self._receipts.send(self._caller.packed(script, resp.bulk(self.keys(queue).held), 1, [job_id, token]), script)
+        script, keys = self._scripts["confirm"], self.keys(queue)
+        packed = resp.bulk(keys.held) + resp.bulk(keys.leases)
+        self._receipts.send(self._caller.packed(script, packed, 2, [job_id, token, int(lease * 1000)]), script)
 
     def renew(self, queue, consumers, lease):
         return self._call("renew", queue, [int(lease * 1000), *consumers]) if consumers else 0

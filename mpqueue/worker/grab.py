@@ -112,7 +112,7 @@ class GrabSource:
                 for token, envelope in self.waiter.drain():
                     if token not in self.released:
                         # Taken: confirm it now, before it runs (a loss from here on spends its attempt).
-                        self.broker.confirm(self.queue, jobmod.job_id(envelope), token)
+                        self.broker.confirm(self.queue, jobmod.job_id(envelope), token, self.lease)
                         self.handed.append((token, envelope, now))
             except BrokerError as exc:
                 self.drop_waiter()

@@ -94,12 +94,28 @@ def test_a_confirmed_hand_off_whose_node_dies_spends_its_attempt(broker, rdb, re
         job_id, env = jobmod.encode("t:f", ["y"])
         broker.push(Q, [(env, 0, 0.0)])
         # Given the consumer took it (it confirms before running it), then its node died
-        broker.confirm(Q, job_id, broker.held(Q)[0].token)
+        broker.confirm(Q, job_id, broker.held(Q)[0].token, 0.05)
         wait_for(lambda: not broker.held(Q)[0].unconfirmed, 5, what="the receipt to arrive")
         wait_for(lambda: broker.expired(Q, 10), 5, what="the lease to end")
         Recovery(broker, {Q: QueueConfig(name=Q, retries=0)}).reap_expired(Q)
         # Then it counts as a loss: with no retries left it is failed as lost (a job that
         # kills its node can't loop)
         assert broker.find(Q, job_id)["error"]["type"] == "lost"
+    finally:
+        sub.close()
+
+
+def test_an_unconfirmed_hand_off_has_a_short_lease_and_its_receipt_gives_it_the_consumers_own(broker, rdb,
+                                                                                             redis_server):
+    sub = ghost(rdb, redis_server, "node/3", 600000)      # the consumer's lease: 10 minutes
+    try:
+        job_id, env = jobmod.encode("t:f", ["z"])
+        broker.push(Q, [(env, 0, 0.0)])
+        now_ms = rdb.time()[0] * 1000
+        handed = rdb.zscore(f"mpq:{{{Q}}}:leases", job_id)
+        assert now_ms + 10_000 < handed <= now_ms + 16_000      # 15 s until confirmed
+        broker.confirm(Q, job_id, broker.held(Q)[0].token, 600)
+        from tests.support import wait_for
+        wait_for(lambda: rdb.zscore(f"mpq:{{{Q}}}:leases", job_id) > now_ms + 500_000, 5, what="the full lease")
     finally:
         sub.close()

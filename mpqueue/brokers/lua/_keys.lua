@@ -16,6 +16,7 @@
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local NKEYS = 19
+local HANDOFF_LEASE_MS = 15000   -- an unconfirmed hand-off's lease (see hand_off)
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -82,7 +83,9 @@ local function hand_off(env, token, now)
     if not entry then return false end
     local consumer, lease = string.match(entry, '^(%S+) (%d+)$')
     if consumer then
-      local id, held = hold(env, token, consumer .. '+', tonumber(lease), now)
+      -- A short lease until the receipt, which gives it the consumer's own: a hand-off
+      -- nobody took comes back within seconds, not after a whole job's timeout.
+      local id, held = hold(env, token, consumer .. '+', math.min(tonumber(lease), HANDOFF_LEASE_MS), now)
       if redis.call('PUBLISH', KEYS[WAKE] .. ':' .. consumer, token .. ' ' .. held) > 0 then return true end
       redis.call('HDEL', KEYS[HELD], id)
       redis.call('ZREM', KEYS[LEASES], id)

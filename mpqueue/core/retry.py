@@ -1,8 +1,20 @@
 """Retry policy: whether a failed attempt is retried, and after how long. Pure logic."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+# The one rule for any delay a producer or a task asks for (delay=, eta=, Retry(delay=)).
+MAX_DELAY = 10 * 365 * 86400.0      # seconds; a due time further out is surely a mistake
+
+
+def delay_problem(delay) -> str | None:
+    """What is wrong with `delay` seconds as a due time, or None if it is usable."""
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) \
+            or not 0 <= delay <= MAX_DELAY:
+        return f"expected a finite number of seconds from 0 to {MAX_DELAY:g}"
+    return None
 
 
 @dataclass(frozen=True)

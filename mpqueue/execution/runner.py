@@ -6,7 +6,6 @@ retries and failures are settled here (settle.py).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import traceback
 
@@ -15,6 +14,7 @@ from ..core import envelope as jobmod
 from ..core import failures, tasks
 from ..core.context import JobContext, Retry, reset_current, set_current
 from ..core.names import import_string
+from ..core.retry import delay_problem
 from .settle import settle_failure
 
 log = logging.getLogger("mpqueue.job")
@@ -154,18 +154,10 @@ class Runner:
                 "duration_ms": round(ms, 3), "outcome": result, "worker": self.index}
 
 
-MAX_RETRY_DELAY = 10 * 365 * 86400.0      # seconds; a later due time is surely a mistake
-
-
 def retry_delay_problem(delay) -> str | None:
-    """Why `Retry(delay=...)` can't be honoured, or None."""
-    if delay is None:
-        return None
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-        return f"delay={delay!r:.80}: expected a number of seconds"
-    if not math.isfinite(delay) or not 0 <= delay <= MAX_RETRY_DELAY:
-        return f"delay={delay!r}: expected a finite number of seconds from 0 to {MAX_RETRY_DELAY:g}"
-    return None
+    """Why `Retry(delay=...)` can't be honoured, or None (the producers' rule)."""
+    problem = None if delay is None else delay_problem(delay)
+    return f"delay={delay!r:.80}: {problem}" if problem else None
 
 
 def result_record(fields: dict) -> str:

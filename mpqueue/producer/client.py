@@ -10,6 +10,7 @@ from ..brokers import open_broker
 from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
+from ..core.retry import MAX_DELAY, delay_problem
 
 
 class Client:
@@ -80,9 +81,6 @@ def _check_queue_name(queue) -> None:
         raise jobmod.PayloadError(f"queue: expected {names.queue_rule()}, got {queue!r}")
 
 
-MAX_DELAY = 10 * 365 * 86400.0      # seconds; a due time further out is surely a mistake
-
-
 def _delay_seconds(delay, eta) -> float:
     """A due time as seconds from now; the broker adds it to its own clock."""
     if delay is not None and eta is not None:
@@ -94,10 +92,9 @@ def _delay_seconds(delay, eta) -> float:
         return max(0.0, seconds)
     if delay is None:
         return 0.0
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) \
-            or not 0 <= delay <= MAX_DELAY:
-        raise jobmod.PayloadError(f"delay: expected a finite number of seconds from 0 to {MAX_DELAY:g}, "
-                                  f"got {delay!r:.80}")
+    problem = delay_problem(delay)
+    if problem:
+        raise jobmod.PayloadError(f"delay: {problem}, got {delay!r:.80}")
     return float(delay)
 
 

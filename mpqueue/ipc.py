@@ -4,15 +4,17 @@ scoreboard. Imports nothing of mpqueue, so the supervisor loads no worker code.
 
 Messages (newline-delimited JSON objects, field "type"):
   worker -> supervisor (report pipe): READY {"tasks": {name: public options}},
-      BOOT_FAILED {"error"}, and in dispatch mode DONE {"id", and for an ack
-      "token", "record", "ttl", "first"}
+      BOOT_FAILED {"error"}, OVERDUE {} (a job overran and can't be stopped: its
+      scoreboard deadline is now, kill me), and in dispatch mode DONE {"id", and
+      for an ack "token", "record", "ttl", "first"}
   supervisor -> worker (control pipe): STOP {}, and in dispatch mode JOB
       {"id", "token", "envelope"}
 
-The scoreboard is a tiny shared-memory record per worker (Apache's idea): the
-worker writes what it is running; the supervisor reads it to enforce hard
-timeouts and count busy workers, without a message per job. Writes are guarded
-by a sequence number (odd while writing) so the reader never sees half a record.
+The scoreboard is a tiny shared-memory record per worker (Apache's idea), with a
+slot per job it may run at once: the worker writes what it is running; the
+supervisor reads it to enforce hard timeouts and count busy slots, without a
+message per job. Each record is guarded by a sequence number (odd while
+writing) so the reader never sees half a record.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ EX_CONFIG = 78           # invalid configuration: the unit does not restart on i
 # A worker that could not boot exits with this; its BOOT_FAILED message says why.
 EXIT_BOOT_FAILED = EX_SOFTWARE
 
-READY, BOOT_FAILED, DONE, STOP, JOB = "ready", "boot_failed", "done", "stop", "job"
+READY, BOOT_FAILED, DONE, OVERDUE, STOP, JOB = "ready", "boot_failed", "done", "overdue", "stop", "job"
 # An idle worker stamps its scoreboard this often; the supervisor replaces one
 # silent for many times longer (supervisor/loop.py STALE_AFTER).
 BEAT_EVERY = 2.0
@@ -60,63 +62,130 @@ class Channel:
         return [json.loads(line) for line in lines if line]
 
 
-_FMT = struct.Struct("<I B d d d Q Q 32s 32s")   # seq, busy, started, timeout, beat, done, failed, id, token
-SIZE = _FMT.size
+# The header (one writer: the worker's main thread): seq, beat, done, failed, busy slots.
+_HEAD = struct.Struct("<I d Q Q I")
+# A slot per job the worker may run at once: seq, busy, started, timeout, id, token.
+_SLOT = struct.Struct("<I B d d 32s 32s")
 
 
 @dataclass(frozen=True)
 class Slot:
     busy: bool
     started: float        # time.monotonic() of the job's start (system-wide clock on Linux)
-    timeout: float
-    beat: float           # time.monotonic() the worker last showed it is alive
-    done: int
-    failed: int
+    timeout: float        # the supervisor kills the worker at started + timeout
     job_id: str
     token: str
+    index: int = 0
 
     def deadline(self) -> float:
         return self.started + self.timeout
 
 
+_IDLE = Slot(False, 0.0, 0.0, "", "")
+
+
+@dataclass(frozen=True)
+class Board:
+    """A worker's scoreboard as read: when it last showed life, its totals, and
+    the jobs it runs now (`running`, one Slot each)."""
+    beat: float
+    done: int
+    failed: int
+    running: tuple = ()
+
+    @property
+    def busy(self) -> int:
+        return len(self.running)
+
+    # the first running job: what a worker with one slot runs
+    @property
+    def job_id(self) -> str:
+        return self.running[0].job_id if self.running else ""
+
+    def deadline(self) -> float:
+        return min((s.deadline() for s in self.running), default=float("inf"))
+
+
 class Scoreboard:
-    def __init__(self, clock=time.monotonic):
+    """Written by one thread of the worker, read by the supervisor. `slots`: the
+    most jobs the worker runs at once (its queue's concurrency)."""
+
+    def __init__(self, slots: int = 1, clock=time.monotonic):
         self.clock = clock                        # monotonic: system-wide on Linux, so both sides agree
-        self._mm = mmap.mmap(-1, mmap.PAGESIZE)   # anonymous + shared: survives fork
-        self._seq = 0
-        self._done = self._failed = 0
-        self._busy = (0, 0.0, 0.0, "", "")
-        self._write(*self._busy)          # a fresh worker counts as just heard from
+        self.size = slots
+        length = _HEAD.size + slots * _SLOT.size
+        self._mm = mmap.mmap(-1, -(-length // mmap.PAGESIZE) * mmap.PAGESIZE)   # anonymous + shared: survives fork
+        self._seq = [0] * (slots + 1)             # the header's, then each slot's
+        self._done = self._failed = self._busy = 0
+        self._write_head()                        # a fresh worker counts as just heard from
 
-    def _write(self, busy, started, timeout, job_id, token):
-        self._busy = (busy, started, timeout, job_id, token)
-        self._seq += 1
-        _FMT.pack_into(self._mm, 0, self._seq, busy, started, timeout, self.clock(), self._done,
-                       self._failed, job_id.encode()[:32], token.encode()[:32])
-        self._seq += 1
-        struct.pack_into("<I", self._mm, 0, self._seq)
+    def _write_head(self):
+        seq = self._seq[0] + 1
+        _HEAD.pack_into(self._mm, 0, seq, self.clock(), self._done, self._failed, self._busy)
+        self._seq[0] = seq + 1
+        struct.pack_into("<I", self._mm, 0, seq + 1)
 
-    def start(self, job_id: str, token: str, timeout: float) -> None:
-        self._write(1, self.clock(), timeout, job_id, token)
+    def _write_slot(self, slot, busy, started, timeout, job_id, token):
+        at = _HEAD.size + slot * _SLOT.size
+        seq = self._seq[slot + 1] + 1
+        _SLOT.pack_into(self._mm, at, seq, busy, started, timeout, job_id.encode()[:32], token.encode()[:32])
+        self._seq[slot + 1] = seq + 1
+        struct.pack_into("<I", self._mm, at, seq + 1)
 
-    def finish(self, ok: bool) -> None:
+    def start(self, job_id: str, token: str, timeout: float, slot: int = 0) -> None:
+        self._write_slot(slot, 1, self.clock(), timeout, job_id, token)
+        self._busy += 1
+        self._write_head()
+
+    def overdue(self, slot: int, job_id: str, token: str, started: float) -> None:
+        """The worker gave up on this job (it overran and can't be stopped): its
+        deadline becomes now, so the supervisor kills the worker at once."""
+        self._write_slot(slot, 1, started, max(0.0, self.clock() - started), job_id, token)
+        self._write_head()
+
+    def finish(self, ok: bool, slot: int = 0) -> None:
         if ok:
             self._done += 1
         else:
             self._failed += 1
-        self._write(0, 0.0, 0.0, "", "")
+        self._write_slot(slot, 0, 0.0, 0.0, "", "")
+        self._busy -= 1
+        self._write_head()
+
+    def count_failed(self) -> None:
+        """A job refused before it started (no slot was taken)."""
+        self._failed += 1
+        self._write_head()
 
     def beat(self) -> None:
         """Show the supervisor this worker is alive while it waits for work."""
-        self._write(*self._busy)
+        self._write_head()
 
-    def read(self) -> Slot:
-        for _ in range(100):
-            seq, busy, started, timeout, beat, done, failed, jid, tok = _FMT.unpack_from(self._mm, 0)
-            if seq % 2 == 0 and struct.unpack_from("<I", self._mm, 0)[0] == seq:
-                return Slot(bool(busy), started, timeout, beat, done, failed,
-                            jid.rstrip(b"\0").decode(), tok.rstrip(b"\0").decode())
-        return Slot(False, 0.0, 0.0, self.clock(), 0, 0, "", "")
+    def read(self) -> Board:
+        head = _read(self._mm, 0, _HEAD)
+        if head is None:
+            return Board(self.clock(), 0, 0)
+        _, beat, done, failed, busy = head
+        running = ()
+        if busy:
+            running = tuple(s for s in (self._slot(i) for i in range(self.size)) if s.busy)
+        return Board(beat, done, failed, running)
+
+    def _slot(self, i: int) -> Slot:
+        rec = _read(self._mm, _HEAD.size + i * _SLOT.size, _SLOT)
+        if rec is None:
+            return _IDLE
+        _, busy, started, timeout, jid, tok = rec
+        return Slot(bool(busy), started, timeout, jid.rstrip(b"\0").decode(), tok.rstrip(b"\0").decode(), i)
 
     def close(self) -> None:
         self._mm.close()
+
+
+def _read(mm, at: int, fmt: struct.Struct):
+    """One record, never half-written (its sequence number is odd while it is)."""
+    for _ in range(100):
+        rec = fmt.unpack_from(mm, at)
+        if rec[0] % 2 == 0 and struct.unpack_from("<I", mm, at)[0] == rec[0]:
+            return rec
+    return None

@@ -20,6 +20,7 @@ from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule
 
 BROKER_SCHEMES = ("redis", "rediss", "unix", "sqlite", INLINE_SCHEME)
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+MAX_CONCURRENCY = 1000     # each slot is a scoreboard record and, for plain tasks, a thread
 MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -41,6 +42,7 @@ class QueueConfig:
     memory_limit: int = 0               # MB resident, 0 = none
     max_jobs: int = 0                   # recycle a worker after N jobs, 0 = never
     prefetch: int = 16                  # grab mode: most jobs one reserve may take (1 = one at a time)
+    concurrency: int = 1                # most jobs one worker runs at once (async tasks, or threads), 1..1000
     result_ttl: int = 300               # seconds done jobs stay visible, 0 = not kept
     on_failure: str | None = None       # "module:function" hooks
     before_job: str | None = None
@@ -86,11 +88,11 @@ class _Bad(Exception):
         self.expected, self.where, self.value = expected, where, value
 
 
-def _integer(minimum: int):
+def _integer(minimum: int, maximum: int | None = None):
     def check(v):
         # bool is an int subclass, and `workers: yes` is a typo, not a 1.
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise _Bad(f"an integer >= {minimum}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
+            raise _Bad(f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}")
         return v
     return check
 
@@ -205,6 +207,7 @@ QUEUE_FIELDS = {
     "retries": _integer(0), "retry_delay": _seconds(0), "backoff": _choice("fixed", "exponential"),
     "max_retry_delay": _seconds(0), "retry_on_timeout": _boolean, "memory_limit": _integer(0),
     "max_jobs": _integer(0), "prefetch": _integer(1), "result_ttl": _integer(0),
+    "concurrency": _integer(1, MAX_CONCURRENCY),
     "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook,
 }
 LOG_FIELDS = {

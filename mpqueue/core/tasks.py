@@ -7,6 +7,7 @@ decorator and the `Task` base class (producer/tasks.py).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, replace
 
 _TASKS: dict[str, "TaskInfo"] = {}
@@ -33,6 +34,7 @@ class TaskInfo:
     func: object                  # callable run with the job's args
     options: TaskOptions
     on_failure: object | None     # callable(job_info, error_info) or None
+    is_async: bool = False        # func returns a coroutine: it runs on the worker's event loop
 
     def public(self) -> dict:
         """What a worker tells its supervisor about this task (no code crosses)."""
@@ -41,6 +43,8 @@ class TaskInfo:
 
 
 def register(info: TaskInfo) -> None:
+    if not info.is_async and inspect.iscoroutinefunction(info.func):
+        info = replace(info, is_async=True)
     _TASKS[info.name] = info
 
 

@@ -5,9 +5,12 @@ retries and failures are settled here (settle.py).
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 
 from ..brokers.base import Ack, BrokerError
 from ..core import envelope as jobmod
@@ -15,6 +18,7 @@ from ..core import failures, tasks
 from ..core.context import JobContext, Retry, reset_current, set_current
 from ..core.names import import_string
 from ..core.retry import delay_problem
+from .aio import EventLoop
 from .settle import settle_failure
 
 log = logging.getLogger("mpqueue.job")
@@ -22,13 +26,34 @@ log = logging.getLogger("mpqueue.job")
 _HOOK_INFO = tasks.TaskInfo(failures.HOOK_TASK, None, tasks.TaskOptions(), None)
 
 
+CANCEL_GRACE = 2.0    # an async job past its timeout has this long to finish cancelling
+
+
+class _Expired(Exception):
+    """Our timeout cancelled the job (not a CancelledError of the task's own)."""
+
+
+@dataclass(eq=False)
+class Started:
+    """A job from its start in a slot to its recorded outcome."""
+    job: jobmod.Job
+    info: tasks.TaskInfo
+    cfg: object               # the queue's settings with the task's overrides
+    started: float            # time.monotonic()
+    slot: int
+    is_async: bool
+    timed_out: bool = False   # its timeout cancelled it
+    task: object = None       # the asyncio.Task running it, for an async job
+
+
 class Runner:
-    def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard):
+    def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None):
         self.broker = broker
         self.service = service_cfg
         self.cfg = queue_cfg
         self.index = worker_index
         self.scoreboard = scoreboard
+        self.aio = aio or EventLoop(threaded=False)
         self.before_job = [import_string(s) for s in (queue_cfg.before_job,) if s]
         self._effective: dict = {}    # task name -> the queue's settings with the task's overrides
 
@@ -37,52 +62,93 @@ class Runner:
         return cfg
 
     def run(self, token: str, envelope: str) -> Ack | None:
-        """Run a reserved job and record exactly one outcome: an Ack to deliver
-        (done), or a retry or failure settled in the broker. The scoreboard says
-        busy until the outcome is recorded, so if recording fails and the worker
-        dies, the supervisor counts the death against this job's attempt."""
+        """Run a reserved job in this thread (an async one on the loop, here) and
+        record exactly one outcome: an Ack to deliver (done), or a retry or failure
+        settled in the broker. The scoreboard says busy until the outcome is
+        recorded, so if recording fails and the worker dies, the supervisor counts
+        the death against this job's attempt."""
+        s = self.begin(token, envelope)
+        if s is None:
+            return None
+        outcome = self.aio.run(self.execute_async(s)) if s.is_async else self.execute(s)
+        return self.end(s, outcome)
+
+    def begin(self, token: str, envelope: str, slot: int = 0, backstop: float = 0.0) -> Started | None:
+        """Decode and look up a reserved job and mark its slot busy; None when it was
+        refused (settled already). The supervisor kills the worker at the job's
+        timeout (after CANCEL_GRACE more for an async one, which is cancelled first),
+        plus `backstop` when the worker watches its jobs' deadlines itself."""
         try:
             job = jobmod.decode(envelope, self.cfg.name, token)
         except jobmod.PayloadError as exc:
-            self._refuse(token, envelope, failures.BAD_PAYLOAD, str(exc))
+            self._refuse(token, envelope, failures.BAD_PAYLOAD, str(exc), slot)
             return None
         info = _HOOK_INFO if job.task == failures.HOOK_TASK else tasks.lookup(job.task)
         if info is None:
-            self._refuse_job(job, failures.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports")
+            self._refuse_job(job, failures.UNKNOWN_TASK, f"task {job.task!r} is not registered in this service's imports",
+                             slot)
             return None
         cfg = self._effective.get(info.name) or self._options(info)
         if cfg.timeout > self.cfg.timeout:
             # The reservation's lease was sized for the queue's timeout.
             self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
-        self.scoreboard.start(job.id, token, cfg.timeout)
-        started = time.monotonic()
-        outcome = self._execute(job, info, cfg)
+        is_async = info.is_async
+        self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
+        return Started(job, info, cfg, time.monotonic(), slot, is_async)
+
+    def end(self, s: Started, outcome: tuple) -> Ack | None:
+        """Record the outcome of a job begun here; frees its slot."""
         try:
-            ack = self._record(job, info, cfg, outcome, started)
+            ack = self._record(s.job, s.info, s.cfg, outcome, s.started)
         except BrokerError:
             raise                     # the caller exits; the busy scoreboard spends the attempt
         except Exception as exc:      # noqa: BLE001 - a bug of ours must not loop the job
-            log.exception("could not record the outcome of job %s", job.id, extra=self._extra(job, 0, "bad_result"))
-            self._failed(job, info, cfg, failures.BAD_RESULT, f"its outcome could not be recorded: {describe(exc)}",
-                         "", started)
+            log.exception("could not record the outcome of job %s", s.job.id,
+                          extra=self._extra(s.job, 0, "bad_result"))
+            self._failed(s.job, s.info, s.cfg, failures.BAD_RESULT,
+                         f"its outcome could not be recorded: {describe(exc)}", "", s.started)
             ack = None
-        self.scoreboard.finish(ack is not None)
+        self.scoreboard.finish(ack is not None, s.slot)
         return ack
 
-    def _execute(self, job, info, cfg) -> tuple:
-        """Run the task: ("done", value), ("retry", delay, message) or
-        ("error", message, traceback). Never raises, whatever the task does."""
+    def execute(self, s: Started) -> tuple:
+        """Run a plain task (in any thread): ("done", value), ("retry", delay, message),
+        ("timeout",) or ("error", message, traceback). Never raises, whatever the task does."""
         try:
-            return ("done", self._call(job, info, cfg))
+            return ("done", self._call(s))
         except Retry as exc:
             return ("retry", exc.delay, describe(exc, with_type=False))
+        except _Expired:
+            return ("timeout",)
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
             return ("error", describe(exc), clean_text(_traceback()))
+
+    async def execute_async(self, s: Started) -> tuple:
+        """Run an async task on the running loop, cancelled at its timeout; the
+        outcome as execute() gives it. Never raises."""
+        s.task = asyncio.current_task()
+        timer = asyncio.get_running_loop().call_later(s.cfg.timeout, _expire, s)
+        try:
+            return ("done", await self._call_async(s))
+        except Retry as exc:
+            return ("retry", exc.delay, describe(exc, with_type=False))
+        except (asyncio.CancelledError, _Expired) as exc:
+            if s.timed_out:
+                return ("timeout",)
+            return ("error", describe(exc), clean_text(_traceback()))
+        except BaseException as exc:  # noqa: BLE001
+            return ("error", describe(exc), clean_text(_traceback()))
+        finally:
+            timer.cancel()
 
     def _record(self, job, info, cfg, outcome, started) -> Ack | None:
         kind = outcome[0]
         if kind == "done":
             return self._ack(job, outcome[1], started)
+        if kind == "timeout":
+            self._failed(job, info, cfg, failures.TIMEOUT, f"exceeded its timeout of {cfg.timeout:g} s (cancelled)",
+                         "", started)
+            return None
         if kind == "retry":
             delay, message = outcome[1], outcome[2]
             problem = retry_delay_problem(delay)
@@ -94,16 +160,40 @@ class Runner:
         self._failed(job, info, cfg, failures.ERROR, outcome[1], outcome[2], started)
         return None
 
-    def _call(self, job, info, cfg):
-        ctx = JobContext(job.id, job.queue, job.task, job.attempts, cfg.retries + 1, self.index,
-                         tuple(job.args), job.kwargs)
-        reset = set_current(ctx)
+    def _context(self, s: Started) -> JobContext:
+        job = s.job
+        return JobContext(job.id, job.queue, job.task, job.attempts, s.cfg.retries + 1, self.index,
+                          tuple(job.args), job.kwargs)
+
+    def _invoke(self, s: Started):
+        job = s.job
+        if job.task == failures.HOOK_TASK:
+            return self._run_failure_hook(*job.args)
+        return s.info.func(*job.args, **job.kwargs)
+
+    def _call(self, s: Started):
+        reset = set_current(self._context(s))
         try:
             for hook in self.before_job:
-                hook(job.info())
-            if job.task == failures.HOOK_TASK:
-                return self._run_failure_hook(*job.args)
-            return info.func(*job.args, **job.kwargs)
+                self.aio.call(hook, s.job.info())
+            value = self._invoke(s)
+            if inspect.isawaitable(value):        # a plain function that handed back a coroutine
+                value = self.aio.run(_bounded(value, s))
+            return value
+        finally:
+            reset_current(reset)
+
+    async def _call_async(self, s: Started):
+        reset = set_current(self._context(s))
+        try:
+            for hook in self.before_job:
+                result = hook(s.job.info())
+                if inspect.isawaitable(result):
+                    await result
+            value = self._invoke(s)
+            if inspect.isawaitable(value):
+                value = await value
+            return value
         finally:
             reset_current(reset)
 
@@ -138,20 +228,39 @@ class Runner:
         level = logging.WARNING if result == "retried" else logging.ERROR
         log.log(level, "job %s: %s", result, message, extra=self._extra(job, ms, result))
 
-    def _refuse_job(self, job, kind, message):
+    def _refuse_job(self, job, kind, message, slot=0):
         settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
-        self.scoreboard.finish(False)
+        self.scoreboard.count_failed()
         log.error("job refused: %s", message, extra=self._extra(job, 0, kind))
 
-    def _refuse(self, token, envelope, kind, message):
+    def _refuse(self, token, envelope, kind, message, slot=0):
         job_id, attempts = jobmod.split_header(envelope)
         job = jobmod.Job(id=job_id, task="?", attempts=attempts, queue=self.cfg.name,
                          token=token, envelope=envelope)
-        self._refuse_job(job, kind, message)
+        self._refuse_job(job, kind, message, slot)
 
     def _extra(self, job, ms, result):
         return {"queue": job.queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
                 "duration_ms": round(ms, 3), "outcome": result, "worker": self.index}
+
+
+def _expire(s: Started) -> None:
+    s.timed_out = True
+    s.task.cancel()
+
+
+async def _bounded(awaitable, s: Started):
+    """Await what a plain task handed back, cancelled at the job's timeout."""
+    s.task = asyncio.current_task()
+    timer = asyncio.get_running_loop().call_later(max(0.0, s.started + s.cfg.timeout - time.monotonic()), _expire, s)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if s.timed_out:
+            raise _Expired() from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def retry_delay_problem(delay) -> str | None:

@@ -1,7 +1,8 @@
 """Dispatch mode (multi-process-queue's "dispatch"): one fetcher per queue, in the
-supervisor, reserves as many jobs as there are idle workers in one round trip,
-folding in the acks of the jobs just finished, and hands them out over pipes.
-It knows what each worker holds, so it settles a dead worker's job itself."""
+supervisor, reserves as many jobs as its workers have free slots (one each with
+`concurrency: 1`) in one round trip, folding in the acks of the jobs just
+finished, and hands them out over pipes, one at a time round the workers. It
+knows what each worker holds, so it settles a dead worker's jobs itself."""
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,10 @@ class Dispatcher(Holding):
         self.broker, self.recovery, self.clock = broker, recovery, clock
         self.configure(queue_cfg, lease_grace)
         self.consumer = consumer
-        self.idle: list = []              # WorkerHandles waiting for a job
+        self.idle: list = []              # WorkerHandles with a free slot, in the order they freed one
         self.workers: set = set()         # every live worker of this queue
-        self.handed: dict = {}            # WorkerHandle -> Held: the job it runs
+        self.handed: dict = {}            # WorkerHandle -> {job id: Held}: what it was sent, in order
+        self.free: dict = {}              # WorkerHandle -> its free slots
         self.acks: list[Ack] = []
         self.waiter = None
         self.wanted = True                # there may be work: reserve at the next turn
@@ -45,30 +47,40 @@ class Dispatcher(Holding):
 
     def worker_ready(self, handle) -> None:
         self.workers.add(handle)
+        self.handed[handle] = {}
+        self.free[handle] = handle.scoreboard.size
         self.idle.append(handle)
         self.wanted = True
 
     def job_done(self, handle, msg: dict) -> None:
-        self.handed.pop(handle, None)
+        if self.handed.get(handle, {}).pop(msg["id"], None) is not None:
+            self.free[handle] += 1
         if "token" in msg:
             self.acks.append(Ack(msg["id"], msg["token"], msg["record"], msg["ttl"], msg["first"]))
-        if not handle.retiring:
+        if not handle.retiring and handle not in self.idle:
             self.idle.append(handle)
         self.wanted = True
 
-    def worker_gone(self, handle, slot, kind: str) -> None:
+    def worker_gone(self, handle, board, kind: str) -> None:
+        """Its running jobs spend an attempt if it crashed; the rest, and every job
+        of a worker stopped or killed for another job's timeout, go back unspent
+        (last sent first, so they keep their order)."""
         self.workers.discard(handle)
+        self.free.pop(handle, None)
         if handle in self.idle:
             self.idle.remove(handle)
-        held = self.handed.pop(handle, None)
-        if held is not None and kind != "timeout":    # a timed-out job was settled when we killed it
-            self.recovery.settle(handle.queue, held, kind)
+        running = {s.job_id for s in board.running}
+        for held in reversed(list(self.handed.pop(handle, {}).values())):
+            if held.id in handle.overdue:
+                continue                  # settled as a timeout when we killed it
+            spent = kind == "crashed" and held.id in running
+            self.recovery.settle(handle.queue, held, kind if spent else "shutdown")
 
     def running(self, handle, slot):
-        return self.handed.get(handle)
+        return self.handed.get(handle, {}).get(slot.job_id)
 
     def holders(self) -> list[str]:
-        return [self.consumer] if self.handed else []
+        return [self.consumer] if any(self.handed.values()) else []
 
     def broker_failed(self) -> None:
         self.close()
@@ -91,11 +103,18 @@ class Dispatcher(Holding):
             self.reconcile()
         if self.waiter is None and idle:
             self.waiter = self.broker.waiter(self.cfg.name)
-        reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, len(idle), self.lease, self.acks)
+        want = sum(self.free[h] for h in idle)
+        reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, want, self.lease, self.acks)
         self.acks = []
-        for item in reserved:
-            self._hand_out(idle.pop(0), item)
-        self.wanted = not idle and bool(reserved)   # every idle worker got one: maybe more wait
+        turn = 0
+        for item in reserved:                     # round the workers, one job each per round
+            handle = idle[turn % len(idle)]
+            self._hand_out(handle, item)
+            if not self.free.get(handle):
+                idle.remove(handle)
+            else:
+                turn += 1
+        self.wanted = bool(reserved) and len(reserved) == want   # every free slot got one: maybe more wait
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
         self.due_at = self.clock() + wait
         return True
@@ -104,7 +123,7 @@ class Dispatcher(Holding):
         """After a failed call whose reply was lost, jobs may be held in our name that
         no worker got: hand them back unrun. Jobs our workers run, or whose ack we
         still owe, stay."""
-        busy = {held.id for held in self.handed.values()} | {a.id for a in self.acks}
+        busy = {job_id for sent in self.handed.values() for job_id in sent} | {a.id for a in self.acks}
         for held in self.broker.held(self.cfg.name):
             if held.consumer == self.consumer and held.id not in busy:
                 self.broker.release(self.cfg.name, held.id, held.token)
@@ -114,10 +133,13 @@ class Dispatcher(Holding):
 
     def _hand_out(self, handle, item) -> None:
         job_id = jobmod.job_id(item.envelope)
-        self.idle.remove(handle)
-        self.handed[handle] = Held(job_id, item.token, self.consumer, item.envelope)
+        self.free[handle] -= 1
+        if not self.free[handle] and handle in self.idle:
+            self.idle.remove(handle)
+        self.handed[handle][job_id] = Held(job_id, item.token, self.consumer, item.envelope)
         if not handle.tell({"type": ipc.JOB, "id": job_id, "token": item.token, "envelope": item.envelope}):
-            del self.handed[handle]       # never reached it: back, unrun, attempt refunded
+            del self.handed[handle][job_id]   # never reached it: back, unrun, attempt refunded
+            self.free[handle] += 1
             try:
                 self.broker.release(self.cfg.name, job_id, item.token)
             except BrokerError:

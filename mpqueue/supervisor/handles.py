@@ -31,6 +31,7 @@ class WorkerHandle:
     retiring: bool = False            # asked to finish its job and exit
     killed_for: str | None = None     # "timeout" | "shutdown": we killed it, and why
     boot_error: str | None = None
+    overdue: set = field(default_factory=set)   # ids of its jobs settled as a timeout when we killed it
 
     @property
     def slot(self) -> tuple[str, int]:
@@ -70,7 +71,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     """Fork a worker for `queue_cfg`. The child never returns into the supervisor."""
     report_r, report_w = os.pipe()
     control_r, control_w = os.pipe()
-    board = Scoreboard()
+    board = Scoreboard(queue_cfg.concurrency)
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:                       # child

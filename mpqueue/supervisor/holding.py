@@ -24,14 +24,14 @@ class Holding:
     def job_done(self, handle, msg: dict) -> None:
         """A worker reported a finished job (dispatch mode only)."""
 
-    def worker_gone(self, handle, slot, kind: str) -> None:
-        """A worker exited; settle what it held. `slot` is its last scoreboard record;
-        `kind`: crashed, timeout or shutdown (see Recovery.settle)."""
+    def worker_gone(self, handle, board, kind: str) -> None:
+        """A worker exited; settle what it held. `board` is its last scoreboard
+        (ipc.Board); `kind`: crashed, timeout or shutdown (see Recovery.settle)."""
         raise NotImplementedError
 
     def running(self, handle, slot):
-        """The reservation (Held) of the job the worker is running, to fail it as
-        a timeout, or None when it can't be known now."""
+        """The reservation (Held) of the job in one of the worker's slots, to fail it
+        as a timeout, or None when it can't be known now."""
         raise NotImplementedError
 
     def configure(self, queue_cfg, lease_grace: float) -> None:
@@ -63,12 +63,13 @@ class GrabHolding(Holding):
     def __init__(self, broker, recovery):
         self.broker, self.recovery = broker, recovery
 
-    def worker_gone(self, handle, slot, kind: str) -> None:
+    def worker_gone(self, handle, board, kind: str) -> None:
         # Scan even after a clean-looking exit: a worker can die between reserving
-        # jobs and marking one busy, and holds the rest of its batch. The job it
-        # was running spends an attempt (unless a timeout already settled it);
-        # the rest go back unspent. The scan is one small read of held jobs.
-        running = slot.job_id if slot.busy and kind != "timeout" else None
+        # jobs and marking one busy, and holds the rest of its batch. If it crashed,
+        # the jobs it was running spend an attempt (one of them killed it); after
+        # a timeout kill the overdue job is settled already and its siblings did
+        # nothing wrong. The rest go back unspent. The scan is one small read.
+        running = {s.job_id for s in board.running} if kind == "crashed" else set()
         self.recovery.settle_consumer(handle.queue, handle.consumer, kind, running)
 
     def running(self, handle, slot):
@@ -77,5 +78,5 @@ class GrabHolding(Holding):
                          if x.id == slot.job_id and x.token == slot.token), None)
         except BrokerError:
             # Can't tell now: let recovery settle the worker's jobs once the broker answers.
-            self.recovery.settle_consumer(handle.queue, handle.consumer, "timeout", slot.job_id)
+            self.recovery.settle_consumer(handle.queue, handle.consumer, "timeout", {slot.job_id})
             return None

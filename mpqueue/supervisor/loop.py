@@ -224,6 +224,7 @@ class Supervisor:
                 self.select([], 0.01)
 
     def stop_step(self) -> None:
+        self.pool.enforce_timeouts()      # a job past its timeout is killed while others drain
         remaining = self.stop_deadline - self.clock()
         if remaining <= 0:
             log.warning("shutdown_timeout reached: killing %d workers, their jobs go back to the queue",

@@ -102,11 +102,11 @@ class Pool:
         if h is None:
             return
         self.on_reports(h)               # its last words (e.g. a finished job) before we judge it
-        slot = h.scoreboard.read()
-        self.totals["done"] += slot.done
-        self.totals["failed"] += slot.failed
+        board = h.scoreboard.read()
+        self.totals["done"] += board.done
+        self.totals["failed"] += board.failed
         kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
-        h.holding.worker_gone(h, slot, kind)
+        h.holding.worker_gone(h, board, kind)
         h.close()
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if not h.ready:
@@ -121,18 +121,27 @@ class Pool:
     def enforce_timeouts(self) -> None:
         now = self.clock()
         for h in list(self.workers.values()):
-            slot = h.scoreboard.read()
-            if h.ready and not slot.busy and now - slot.beat > STALE_AFTER and h.killed_for is None:
+            board = h.scoreboard.read()
+            if h.ready and not board.busy and now - board.beat > STALE_AFTER and h.killed_for is None:
                 log.error("worker %s/%d (pid %d) silent for %.0f s while idle: replacing it", h.queue, h.index,
-                          h.pid, now - slot.beat, extra={"queue": h.queue, "worker": h.index})
+                          h.pid, now - board.beat, extra={"queue": h.queue, "worker": h.index})
                 h.kill("stale")
-            if slot.busy and now >= slot.deadline() and h.killed_for is None:
-                h.kill("timeout")
-                log.error("job %s exceeded its timeout of %g s: killed worker %s/%d", slot.job_id, slot.timeout,
-                          h.queue, h.index, extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
-                held = h.holding.running(h, slot)
-                if held is not None:
-                    self.recovery.settle(h.queue, held, "timeout")
+            overdue = [s for s in board.running if now >= s.deadline()]
+            if overdue and h.killed_for is None:
+                self.kill_overdue(h, overdue, len(board.running))
+
+    def kill_overdue(self, h, overdue, running: int) -> None:
+        """Kill a worker for its overdue jobs: each fails as a timeout; whatever
+        else it was running goes back unspent when it is reaped."""
+        h.kill("timeout")
+        for slot in overdue:
+            log.error("job %s exceeded its timeout (%.3g s): killed worker %s/%d%s", slot.job_id, slot.timeout,
+                      h.queue, h.index, f", {running - 1} other running jobs go back unspent" if running > 1 else "",
+                      extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
+            h.overdue.add(slot.job_id)
+            held = h.holding.running(h, slot)
+            if held is not None:
+                self.recovery.settle(h.queue, held, "timeout")
 
     def retire_replaced(self) -> None:
         """Ask old-generation workers to finish and exit as new ones are ready for their places."""
@@ -169,5 +178,4 @@ class Pool:
 
     def next_deadline(self, now: float) -> float:
         """Seconds until the first running job's deadline (inf if none runs)."""
-        slots = [h.scoreboard.read() for h in self.workers.values()]
-        return min([math.inf, *(s.deadline() - now for s in slots if s.busy)])
+        return min([math.inf, *(h.scoreboard.read().deadline() - now for h in self.workers.values())])

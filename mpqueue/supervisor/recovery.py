@@ -28,7 +28,7 @@ class Recovery:
         self.queues = dict(queues)       # name -> QueueConfig (queues removed by a reload stay known)
         self.tasks: dict[str, dict] = {} # task name -> public options, from workers
         self.backlog: list[tuple[str, Held, str]] = []
-        self.pending_consumers: list[tuple[str, str, str, str | None]] = []
+        self.pending_consumers: list[tuple[str, str, str, set]] = []
         self.retry_at = 0.0
         self.waiting = False
 
@@ -41,10 +41,9 @@ class Recovery:
         self.backlog.append((queue, held, kind))
         self.flush(force=True)
 
-    def settle_consumer(self, queue: str, consumer: str, kind: str, running: str | None = None) -> None:
-        """Every job a (dead) grab-mode worker held: the one it was running (`running`,
-        from its scoreboard) as `kind`; the others, reserved in the same batch but
-        not started, are handed back unspent: they did not kill it."""
+    def settle_consumer(self, queue: str, consumer: str, kind: str, running=frozenset()) -> None:
+        """Every job a (dead) grab-mode worker held: those in `running` (ids, from its
+        scoreboard) as `kind`; the others are handed back unspent: they did not kill it."""
         self.pending_consumers.append((queue, consumer, kind, running))
         self.flush(force=True)
 
@@ -62,7 +61,7 @@ class Recovery:
                 # Last of a batch first: each release goes to the front, so FIFO holds.
                 held = sorted((h for h in self.broker.held(queue) if h.consumer == consumer),
                               key=_batch_position, reverse=True)
-                self.backlog += [(queue, h, kind if h.id == running else "shutdown") for h in held]
+                self.backlog += [(queue, h, kind if h.id in running else "shutdown") for h in held]
                 self.pending_consumers.pop(0)
             while self.backlog:
                 self._settle_one(*self.backlog[0])

@@ -9,7 +9,13 @@ import time
 
 
 def busy_count(handles) -> int:
-    return sum(1 for h in handles if h.scoreboard.read().busy)
+    """Jobs running now: busy slots (one per busy worker with `concurrency: 1`)."""
+    return sum(h.scoreboard.read().busy for h in handles)
+
+
+def slot_shape(cfg) -> str:
+    """'2x16' for 2 workers of 16 slots; '2x16+3x1' over several queues."""
+    return "+".join(f"{q.workers}x{q.concurrency}" for q in cfg.queues.values())
 
 
 def job_totals(handles, retired: dict) -> tuple[int, int]:
@@ -23,22 +29,31 @@ def job_totals(handles, retired: dict) -> tuple[int, int]:
 
 
 def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: bool) -> str:
-    """e.g. '8/8 workers, 3 busy; 12345 done, 2 failed; 41 ready; broker ok'."""
+    """e.g. '8/8 workers, 3 busy; 12345 done, 2 failed; 41 ready; broker ok', and
+    with concurrent workers the busy slots of the shape: '2/2 workers, 7/2x16 busy; ...'."""
     total = sum(q.workers for q in cfg.queues.values())
     up = sum(1 for h in handles if h.ready and not h.retiring)
     done, failed = job_totals(handles, retired)
     broker = "broker ok" if broker_ok else "broker unreachable"
     ready = "" if ready_jobs is None else f"{ready_jobs} ready; "
-    return f"{up}/{total} workers, {busy_count(handles)} busy; {done} done, {failed} failed; {ready}{broker}"
+    busy = busy_count(handles)
+    if any(q.concurrency > 1 for q in cfg.queues.values()):
+        busy = f"{busy}/{slot_shape(cfg)}"
+    return f"{up}/{total} workers, {busy} busy; {done} done, {failed} failed; {ready}{broker}"
 
 
 def node_info(cfg, handles, retired: dict, node_id: str, started_at: float) -> dict:
     queues = {}
     for q in cfg.queues.values():
         hs = [h for h in handles if h.queue == q.name]
-        busy = busy_count(hs)
-        queues[q.name] = {"workers": len(hs), "busy": busy, "idle": len(hs) - busy}
+        boards = [h.scoreboard.read() for h in hs]
+        busy = sum(1 for b in boards if b.busy)
+        queues[q.name] = {"workers": len(hs), "busy": busy, "idle": len(hs) - busy,
+                          "concurrency": q.concurrency, "slots": sum(h.scoreboard.size for h in hs),
+                          "busy_slots": sum(b.busy for b in boards)}
+    workers = [{"queue": h.queue, "index": h.index, "pid": h.pid,
+                "running": {str(s.index): s.job_id for s in h.scoreboard.read().running}} for h in handles]
     done, failed = job_totals(handles, retired)
     return {"node": node_id, "service": cfg.name, "host": socket.gethostname(), "pid": os.getpid(),
-            "queues": queues, "done": done, "failed": failed, "started_at": started_at,
+            "queues": queues, "workers": workers, "done": done, "failed": failed, "started_at": started_at,
             "heartbeat_at": time.time()}

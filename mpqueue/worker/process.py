@@ -22,10 +22,12 @@ from .. import ipc, logsetup
 from ..brokers import open_broker
 from ..core import tasks
 from ..core.names import import_string
+from ..execution.aio import EventLoop
 from ..execution.runner import Runner
 from ..proc import SignalQueue, set_title
 from ..producer.client import Client
 from ..producer.default import set_default_client
+from .concurrent import ConcurrentDispatchedSource, ConcurrentGrabSource
 from .dispatched import DispatchedSource
 from .grab import GrabSource
 
@@ -59,6 +61,8 @@ class Worker:
         self.signals = None
         self.memory_limit = queue.memory_limit
         self._rss_checked = 0.0
+        self.inbox: list[dict] = []       # dispatch mode: jobs sent, not yet taken
+        self.aio = EventLoop(threaded=queue.concurrency > 1)
 
     # -- lifecycle
     def main(self) -> int:
@@ -81,6 +85,8 @@ class Worker:
         return ipc.EXIT_OK
 
     def source(self):
+        if self.cfg.concurrency > 1:
+            return ConcurrentDispatchedSource(self) if self.cfg.mode == "dispatch" else ConcurrentGrabSource(self)
         return DispatchedSource(self) if self.cfg.mode == "dispatch" else GrabSource(self)
 
     def boot(self) -> None:
@@ -96,8 +102,8 @@ class Worker:
         context = {"service": self.service.name, "queue": self.cfg.name, "worker_index": self.index}
         for hook in (self.service.on_worker_start, self.cfg.on_worker_start):
             if hook:
-                import_string(hook)(context)
-        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard)
+                self.aio.call(import_string(hook), context)     # a coroutine runs on the jobs' loop
+        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio)
         self.memory_limit = self.checked_memory_limit()
 
     def checked_memory_limit(self) -> int:
@@ -118,8 +124,12 @@ class Worker:
         if self.signals.fileno() in readable and self.signals.drain():
             self.stopping = True
         if self.control.fd in readable:
-            self.on_control()
+            self.inbox += self.on_control()
         return readable
+
+    def take_jobs(self) -> list[dict]:
+        jobs, self.inbox = self.inbox, []
+        return jobs
 
     def on_control(self) -> list[dict]:
         messages = self.control.receive()

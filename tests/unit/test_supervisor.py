@@ -56,7 +56,7 @@ class Spawner:
     def __call__(self, service, queue_cfg, index, node_id, generation, inherited, started_at):
         self.next_pid += 1
         h = Handle(self.next_pid, queue_cfg.name, index, generation, Channel(), Channel(),
-                   ipc.Scoreboard(self.clock), f"{node_id}/{self.next_pid}", started_at=started_at)
+                   ipc.Scoreboard(queue_cfg.concurrency, self.clock), f"{node_id}/{self.next_pid}", started_at=started_at)
         self.handles.append(h)
         return h
 
@@ -90,15 +90,18 @@ class Broker:
         return list(self.held_jobs)
 
     def retry(self, queue, job_id, token, delay, error):
-        self._call("retry", job_id)
-        return True
+        return self._settle("retry", job_id, token)
 
     def fail(self, queue, job_id, token, error, hook=None):
-        self._call("fail", job_id)
-        return True
+        return self._settle("fail", job_id, token)
 
     def release(self, queue, job_id, token):
-        self._call("release", job_id)
+        return self._settle("release", job_id, token)
+
+    def _settle(self, name, job_id, token):
+        self._call(name, job_id)
+        # like a broker: a settled reservation is no longer held (fencing by token)
+        self.held_jobs = [h for h in self.held_jobs if (h.id, h.token) != (job_id, token)]
         return True
 
     def ready_count(self, queue):
@@ -410,9 +413,39 @@ def test_a_dispatched_job_of_a_crashed_worker_is_retried_from_what_the_superviso
     s.broker.to_reserve = [Reserved("t1", envelope("j1"))]
     s.pump([])
     assert h.control.sent == [{"type": ipc.JOB, "id": "j1", "token": "t1", "envelope": envelope("j1")}]
+    h.scoreboard.start("j1", "t1", 60.0)             # the worker started it
     s.pool.on_exit(h.pid, exit_status(signal_number=9))
     assert ("retry", "j1") in s.broker.calls
     assert "held" not in s.broker.names()            # no broker scan: it knew
+
+
+def test_dispatched_jobs_of_a_crashed_concurrent_worker_spend_only_what_ran(sup):
+    s = sup(service(mode="dispatch", concurrency=3))
+    h, = started(s)
+    s.broker.to_reserve = [Reserved(f"t{i}", envelope(f"j{i}")) for i in (1, 2, 3)]
+    s.pump([])
+    assert [m["id"] for m in h.control.sent] == ["j1", "j2", "j3"]     # one reserve filled its three slots
+    assert ("reserve", 3) in s.broker.calls
+    h.scoreboard.start("j1", "t1", 60.0, slot=0)
+    h.scoreboard.start("j2", "t2", 60.0, slot=1)     # j3 was sent, never started
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
+    settled = [c for c in s.broker.calls if c[0] in ("retry", "release")]
+    assert settled == [("release", "j3"), ("retry", "j2"), ("retry", "j1")]
+
+
+def test_a_concurrent_worker_past_one_jobs_timeout_is_killed_and_its_other_jobs_go_back_unspent(sup):
+    s = sup(service(concurrency=4))
+    h, = started(s)
+    s.broker.held_jobs = [Held(f"j{i}", f"b.{i}", h.consumer, envelope(f"j{i}")) for i in (1, 2, 3)]
+    h.scoreboard.start("j1", "b.1", 5.0, slot=0)
+    h.scoreboard.start("j2", "b.2", 60.0, slot=1)
+    s.clock.advance(5.0)
+    s.maintain()
+    assert h.killed_for == "timeout"
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
+    settled = [c for c in s.broker.calls if c[0] in ("retry", "release", "fail")]
+    assert settled[0] == ("fail", "j1")              # the overdue one: failed as timeout (no retry_on_timeout)
+    assert sorted(settled[1:]) == [("release", "j2"), ("release", "j3")]     # running or not, unspent
 
 
 def test_a_dispatcher_whose_reserve_fails_backs_off_and_shuts_the_gate(sup):

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +71,7 @@ class Database:
         self.path = path if self.memory else os.path.abspath(path)
         self._pid = os.getpid()
         self._lock = None
+        self._mutex = threading.RLock()     # threads of a worker with concurrency > 1 share the connection
         try:
             if not self.memory:
                 os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -92,7 +94,13 @@ class Database:
     # -- plumbing
     @contextlib.contextmanager
     def _write(self):
-        """One write transaction, serialized among every process by the flock."""
+        """One write transaction, serialized among every process by the flock and
+        among this process's threads by the mutex (a flock does not exclude threads
+        that share its descriptor, and the connection holds one transaction)."""
+        with self._mutex:
+            yield from self._write_locked()
+
+    def _write_locked(self):
         try:
             if self._lock is not None:
                 fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -115,7 +123,8 @@ class Database:
 
     def _read(self, sql: str, args=()) -> list:
         try:
-            return self.conn.execute(sql, args).fetchall()
+            with self._mutex:
+                return self.conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
 

@@ -90,7 +90,10 @@ def status(target, queues):
     JSON: {"queues": {"<queue>": {"ready": n, "scheduled": n, "running": n,
                                   "failed": n, "done_total": n, "failed_total": n}},
            "nodes": [{"node": id, "service": name, "host": name, "pid": n,
-                      "queues": {"<queue>": {"workers": n, "busy": n, "idle": n}},
+                      "queues": {"<queue>": {"workers": n, "busy": n, "idle": n,
+                                             "concurrency": n, "slots": n, "busy_slots": n}},
+                      "workers": [{"queue": name, "index": n, "pid": n,
+                                   "running": {"<slot>": job id}}],
                       "done": n, "failed": n, "started_at": epoch,
                       "heartbeat_at": epoch, "heartbeat_age": seconds}]}
     (a node is its service's last heartbeat as sent, plus heartbeat_age; ages
@@ -222,7 +225,9 @@ def job(target, job_id, queue):
            plus by state:
              scheduled: "due_at": epoch, "last_error": {...} or null
              ready:     "last_error": {...} or null
-             running:   "consumer": name of the holder (e.g. "<node>/<pid>")
+             running:   "consumer": name of the holder (e.g. "<node>/<pid>"), and from
+                        its node's last heartbeat "worker" ("<queue>/<index>"), "pid"
+                        and "slot" (null when the heartbeat does not list it yet)
              failed:    "error": {"type", "message", "traceback", "at", "attempts"}
              done:      "result": value, "finished_at": epoch, "duration_ms": n}
     (a done job keeps no arguments: args, kwargs and priority are null)
@@ -231,8 +236,25 @@ def job(target, job_id, queue):
         found = target.broker.find(q, job_id)
         if found:
             info = _job_info(job_id, q, found)
+            if info["state"] == "running":
+                info.update(_holder(target.broker.nodes(), info.get("consumer") or "", job_id))
             return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
+
+
+def _holder(nodes: list, consumer: str, job_id: str) -> dict:
+    """Which worker, and which of its slots, runs a job: from the holder's node's
+    last heartbeat (a dispatch-mode holder is the node's dispatcher)."""
+    node_id, _, pid = consumer.rpartition("/")
+    for node in nodes:
+        if node.get("node") != node_id:
+            continue
+        for w in node.get("workers") or []:
+            slot = next((k for k, v in (w.get("running") or {}).items() if v == job_id), None)
+            if slot is not None or str(w.get("pid")) == pid:
+                return {"worker": f"{w.get('queue')}/{w.get('index')}", "pid": w.get("pid"),
+                        "slot": int(slot) if slot is not None else None}
+    return {}
 
 
 def _job_info(job_id: str, queue: str, found: dict) -> dict:

@@ -13,9 +13,10 @@ def status_text(counts: dict, nodes: list) -> str:
     rows = []
     for n in nodes:
         for q, w in (n.get("queues") or {"-": {}}).items():
+            slots = f"{w.get('busy_slots', w.get('busy', 0))}/{w.get('slots', w.get('workers', 0))}"
             rows.append([n.get("host", "?"), n.get("pid", "?"), n.get("service", "?"), q,
-                         w.get("workers", 0), w.get("busy", 0), w.get("idle", 0), f"{n['heartbeat_age']:.0f}s"])
-    headers = ["HOST", "PID", "SERVICE", "QUEUE", "WORKERS", "BUSY", "IDLE", "HEARTBEAT"]
+                         w.get("workers", 0), w.get("busy", 0), w.get("idle", 0), slots, f"{n['heartbeat_age']:.0f}s"])
+    headers = ["HOST", "PID", "SERVICE", "QUEUE", "WORKERS", "BUSY", "IDLE", "SLOTS BUSY", "HEARTBEAT"]
     return text + "\n\n" + (_table(headers, rows) if rows else "no live nodes")
 
 

@@ -234,3 +234,42 @@ def test_renew_keeps_the_leases_of_live_consumers_and_never_shortens_one(broker)
     wait_for(lambda: broker.expired(Q, 10), 5, what="the dead worker's lease to end")
     time.sleep(0.3)  # ok: past the deadline a shortening renewal would have set
     assert [h.id for h in broker.expired(Q, 10)] == [dead.id]
+
+
+def test_one_broker_used_from_many_threads_at_once_loses_and_repeats_nothing(broker):
+    """A worker with concurrency > 1 shares its broker between its main thread and
+    the jobs' threads (which push): every call still one atomic step."""
+    pushed, taken, errors = [], [], []
+    lock = threading.Lock()
+
+    def producer(n):
+        try:
+            for i in range(50):
+                pushed.extend(push(broker, f"p{n}.{i}"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def consumer(n):
+        try:
+            idle_since = time.monotonic()
+            acks = []
+            while time.monotonic() - idle_since < 1.0:
+                jobs, _ = take(broker, count=3, consumer=f"c{n}", acks=acks)
+                acks = [ack_of(j) for j in jobs]
+                with lock:
+                    taken.extend(j.id for j in jobs)
+                if jobs:
+                    idle_since = time.monotonic()
+            broker.ack(Q, acks)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(4)] + \
+        [threading.Thread(target=consumer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(pushed) == 200 and sorted(taken) == sorted(pushed)      # each exactly once
+    assert broker.counts(Q)["done_total"] == 200 and broker.held(Q) == []

@@ -56,6 +56,12 @@ async def blocks_loop(tag):
     time.sleep(60)                              # an async def that blocks its loop
 
 @mpqueue.task(queue="default")
+async def waits_for_flag_gone(tag):
+    _start(tag)
+    while r().get("test:hang"):
+        await asyncio.sleep(0.05)
+
+@mpqueue.task(queue="default")
 async def hangs_while_flagged(tag):
     _start(tag)
     if r().get("test:hang"):
@@ -316,3 +322,30 @@ def test_a_plain_task_in_a_thread_pushes_through_the_workers_broker(service, cli
     child = final(client, parent)["result"]
     assert final(client, child)["state"] == "done"
     assert rdb.lrange("test:runs", 0, -1)[0].startswith(f"child {child} 1")
+
+
+def test_mpqctl_shows_busy_slots_and_a_running_jobs_worker_and_slot(service, client, rdb, broker_url):
+    import json
+    import subprocess
+    import sys
+    svc = service(conc(4), tasks=CONCURRENT).start()
+    rdb.set("test:hang", 1)
+    ids = [client.push("default", "testtasks:waits_for_flag_gone", args=[f"j{i}"]) for i in range(2)]
+    wait_for(lambda: rdb.llen("test:starts") == 2, 10, what="two jobs running")
+
+    def ctl(*args):
+        out = subprocess.run([sys.executable, "-m", "mpqueue.ops.ctl", "--broker", broker_url, *args, "--json"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def listed():        # the node's next heartbeat (every 15 s) lists what its workers run
+        info = ctl("job", ids[1])
+        return info.get("slot") is not None and info
+    info = wait_for(listed, 25, interval=0.5, what="the heartbeat listing the running job")
+    assert info["worker"] == "default/0" and info["pid"] == svc.worker_pids()[0] and info["slot"] in (0, 1)
+    first = ctl("job", ids[0])
+    assert {first["slot"], info["slot"]} == {0, 1}
+    node, = ctl("status")["nodes"]
+    assert (node["queues"]["default"]["slots"], node["queues"]["default"]["busy_slots"]) == (4, 2)
+    rdb.delete("test:hang")

@@ -5,7 +5,10 @@ worker, interleaved with SIGKILLs of a worker or of the whole supervisor (the
 service is then started again) and, on Redis, broker restarts. When it has all
 settled, every pushed job must be done or in the failed store, with a type that
 says why, having run no more often than its attempts allow (plus one for each
-kill that could have caught it between its work and its ack).
+kill that could have caught it between its work and its ack). Each scenario runs
+with one job per worker and with `concurrency: 4` (plain tasks in threads, async
+ones on the loop), where a crashing job also spends the attempts of the jobs
+running beside it.
 
 CI runs a small fixed corpus; before a release:
 MPQ_PROPERTY_EXAMPLES=200 MPQ_PROPERTY_RANDOM=1 pytest tests/property."""
@@ -50,9 +53,20 @@ def prop(tag, kind):
     if kind == "slow":
         time.sleep(0.2)  # ok: the task is slow on purpose
     return tag
+
+import asyncio
+
+@mpqueue.task(queue="default")
+async def aprop(tag, kind):
+    if kind == "slow":
+        await asyncio.sleep(0.2)
+        kind = "ok"
+    await asyncio.sleep(0)
+    return prop.func(tag, kind)
 '''
 
-push = st.tuples(st.just("push"), st.sampled_from(KINDS), st.integers(0, 9), st.sampled_from([0, 0, 0.3]))
+push = st.tuples(st.just("push"), st.sampled_from(KINDS), st.integers(0, 9), st.sampled_from([0, 0, 0.3]),
+                 st.sampled_from(["prop", "aprop"]))
 fault = st.sampled_from([("kill_worker",), ("kill_supervisor",), ("restart_broker",), ("pause",)])
 scenarios = st.lists(st.one_of(push, push, fault), min_size=4, max_size=12)
 SETTINGS = settings(max_examples=int(os.environ.get("MPQ_PROPERTY_EXAMPLES", "3")), deadline=None,
@@ -69,7 +83,7 @@ def durable_broker():
 class Run:
     """One scenario: a fresh service on a fresh broker, and what was done to it."""
 
-    def __init__(self, directory, broker_kind, durable, recorder):
+    def __init__(self, directory, broker_kind, durable, recorder, concurrency=1):
         self.durable, self.recorder = durable, recorder
         if broker_kind == "redis":
             durable.client.flushall()
@@ -77,7 +91,9 @@ class Run:
         else:
             url = f"sqlite://{directory}/broker.db"
         self.svc = Service(directory, recorder.url, {"lease_grace": 1, "queues": {"default": {
-            "workers": 2, "timeout": 2, "retries": RETRIES, "retry_delay": 0}}}, tasks=FAULT_TASKS, broker=url)
+            "workers": 2, "concurrency": concurrency, "timeout": 2, "retries": RETRIES, "retry_delay": 0}}},
+            tasks=FAULT_TASKS, broker=url)
+        self.concurrency = concurrency
         self.client = Client(url)
         self.kind, self.jobs, self.kills = broker_kind, {}, 0
         self.rng = random.Random(len(str(directory)))
@@ -88,10 +104,12 @@ class Run:
     def apply(self, action):
         name = action[0]
         if name == "push":
-            _, kind, prio, delay = action
+            _, kind, prio, delay, task = action
             tag = f"j{len(self.jobs)}"
-            job_id = self.client.push("default", "testtasks:prop", args=[tag, kind], priority=prio, delay=delay)
+            job_id = self.client.push("default", f"testtasks:{task}", args=[tag, kind], priority=prio, delay=delay)
             self.jobs[job_id] = (tag, kind)
+            if kind == "crash" and self.concurrency > 1:
+                self.kills += RETRIES + 1     # each of its runs kills the jobs running beside it
         elif name == "kill_worker" and self.svc.worker_pids():
             os.kill(self.rng.choice(self.svc.worker_pids()), signal.SIGKILL)
             self.kills += 1
@@ -132,14 +150,15 @@ class Run:
         self.client.close()
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
 @pytest.mark.parametrize("broker_kind", ["redis", "sqlite"])
 @SETTINGS
 @given(scenario=scenarios)
-def test_whatever_happens_every_job_ends_done_or_failed_for_a_reason(scenario, broker_kind, tmp_path_factory,
-                                                                      durable_broker, redis_server):
+def test_whatever_happens_every_job_ends_done_or_failed_for_a_reason(scenario, broker_kind, concurrency,
+                                                                      tmp_path_factory, durable_broker, redis_server):
     directory = tmp_path_factory.mktemp("faults")
     redis_server.client.delete("prop:runs")
-    run = Run(directory, broker_kind, durable_broker, redis_server)
+    run = Run(directory, broker_kind, durable_broker, redis_server, concurrency)
     try:
         run.start()
         for action in scenario:

@@ -275,6 +275,12 @@ def pushes_from_a_thread(tag):
 
 def testtasks_push(tag):
     return record.push(tag)
+
+class AsyncReport(mpqueue.Task):
+    queue = "default"
+    async def run(self, tag):
+        await asyncio.sleep(0.01)
+        return f"{tag} on the loop: {asyncio.get_running_loop() is not None}"
 '''
 
 
@@ -304,6 +310,13 @@ def test_an_async_task_with_one_slot_is_awaited_and_cancelled_at_its_timeout(ser
     assert (found["state"], found["error"]["type"]) == ("failed", "timeout")
     assert rdb.lrange("test:cancelled", 0, -1) == ["v"]
     assert svc.worker_pids() == pids
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_task_class_with_an_async_run_is_awaited(service, client, concurrency):
+    service(conc(concurrency), tasks=HOOKS).start()
+    job_id = client.push("default", "testtasks:AsyncReport", args=["r"])
+    assert final(client, job_id)["result"] == "r on the loop: True"
 
 
 def test_a_job_that_leaves_tasks_or_threads_running_keeps_no_slot(service, client, rdb):

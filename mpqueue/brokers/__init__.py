@@ -8,7 +8,7 @@ from ..core.names import INLINE_SCHEME, redact
 from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, Reserved, Waiter
 
 __all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "Reserved", "Waiter",
-           "open_broker"]
+           "open_async_pusher", "open_broker"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -25,3 +25,13 @@ def open_broker(url: str, **kw) -> Broker:
                           "it (mpqueue.connect or Client), so nothing else can see or run its jobs; use "
                           "sqlite:///PATH or redis://HOST")
     raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {redact(url)!r}")
+
+
+def open_async_pusher(broker: Broker):
+    """The awaitable push side of an open broker (push, add_queues, aclose, close):
+    redis.asyncio for Redis, the broker's own calls on a thread for the others."""
+    if urlsplit(getattr(broker, "url", "")).scheme in REDIS_SCHEMES:
+        from .redis_async import AsyncRedisPusher
+        return AsyncRedisPusher(broker)
+    from .threaded import ThreadedPusher
+    return ThreadedPusher(broker)

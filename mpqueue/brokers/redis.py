@@ -9,6 +9,7 @@ resp.py, which skips redis-py's per-argument packing on these hot paths.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -65,13 +66,37 @@ def _errors():
 _STANDALONE = ("confirm",)
 
 
-def _load_scripts(client) -> dict:
+@functools.lru_cache(maxsize=None)
+def script_source(name: str) -> str:
+    """A script's Lua as sent to Redis: the _keys.lua prelude, then its body (standalone ones alone)."""
     lua = resources.files(__package__).joinpath("lua")
-    common = lua.joinpath("_keys.lua").read_text()
-    scripts = {name: client.register_script(common + "\n" + lua.joinpath(f"{name}.lua").read_text())
-               for name in _SCRIPTS}
-    scripts.update({name: client.register_script(lua.joinpath(f"{name}.lua").read_text()) for name in _STANDALONE})
-    return scripts
+    body = lua.joinpath(f"{name}.lua").read_text()
+    return body if name in _STANDALONE else lua.joinpath("_keys.lua").read_text() + "\n" + body
+
+
+def _load_scripts(client) -> dict:
+    return {name: client.register_script(script_source(name)) for name in _SCRIPTS + _STANDALONE}
+
+
+def push_args(items) -> list:
+    """push.lua's ARGV for (envelope, priority, delay seconds) items."""
+    args = [os.urandom(6).hex() + ".", len(items)]
+    for envelope, priority, delay in items:
+        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
+    return args
+
+
+def client_options(url: str, socket_timeout: float) -> dict:
+    """redis-py client options, the same for the sync and the asyncio client."""
+    # surrogateescape: bytes that are not UTF-8 (junk a foreign writer put in our
+    # keys) decode without an error and encode back to the same bytes, so they
+    # reach the failed store as bad_payload instead of killing whoever read them.
+    options = dict(decode_responses=True, encoding_errors="surrogateescape", socket_timeout=socket_timeout,
+                   health_check_interval=30)
+    if not url.startswith("unix:"):
+        # TCP only: redis-py's Unix socket connection refuses these options
+        options.update(socket_connect_timeout=5, socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
+    return options
 
 
 class RedisWaiter(Waiter):
@@ -160,15 +185,8 @@ class RedisWaiter(Waiter):
 class RedisBroker(Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
-        # surrogateescape: bytes that are not UTF-8 (junk a foreign writer put in our
-        # keys) decode without an error and encode back to the same bytes, so they
-        # reach the failed store as bad_payload instead of killing whoever read them.
-        options = dict(socket_timeout=socket_timeout, health_check_interval=30)
-        if not url.startswith("unix:"):
-            # TCP only: redis-py's Unix socket connection refuses these options
-            options.update(socket_connect_timeout=5, socket_keepalive=True, socket_keepalive_options=KEEPALIVE)
-        self.client = redislib.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape",
-                                              **options)
+        self.options = client_options(url, socket_timeout)      # the async producer's client uses them too
+        self.client = redislib.Redis.from_url(url, **self.options)
         self._scripts = _load_scripts(self.client)
         self._caller = resp.ScriptCaller(self.client)
         self._receipts = resp.Sender(self.client)
@@ -189,10 +207,7 @@ class RedisBroker(Broker):
 
     # -- producers
     def push(self, queue, items):
-        args = [os.urandom(6).hex() + ".", len(items)]
-        for envelope, priority, delay in items:
-            args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
-        self._call("push", queue, args)
+        self._call("push", queue, push_args(items))
 
     # -- consumers
     def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):

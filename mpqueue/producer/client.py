@@ -1,12 +1,15 @@
-"""The producer API: push jobs by task name. Needs only the broker, not a running
-service, and never imports task code (except inline, for `sync://`)."""
+"""The producer API: push jobs by task name, from plain code (push, push_many) or
+async code (apush, apush_many). Needs only the broker, not a running service, and
+never imports task code (except inline, for `sync://`). Both ways build what they
+push with the same code, so they check and refuse exactly alike."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import time
 
-from ..brokers import open_broker
+from ..brokers import open_async_pusher, open_broker
 from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
@@ -23,6 +26,7 @@ class Client:
         self.broker = broker or (inline.broker if inline else open_broker(broker_url))
         self.max_payload = max_payload
         self._known_queues: set[str] = set()
+        self._async = None                  # the awaitable push side, made on the first apush
 
     @classmethod
     def from_config(cls, path) -> "Client":
@@ -40,40 +44,93 @@ class Client:
         """Enqueue one job; returns its id. `delay` seconds or `eta` (datetime or epoch
         seconds) for later; priority 0..9, higher first."""
         job_id, item = self._item(task, args, kwargs, delay, eta, priority)
-        self._remember(queue)
-        self.broker.push(queue, [item])
-        if self.inline:
-            self.inline.pushed(queue)
+        self._deliver(queue, [item])
         return job_id
 
     def push_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """Enqueue many jobs in few round trips. `jobs` yields dicts with the keys of
         push(): task, and optionally args, kwargs, delay, eta, priority."""
+        ids, items = self._items(jobs)
+        self._deliver(queue, items, chunk)
+        return ids
+
+    async def apush(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
+                    eta=None, priority: int = 0) -> str:
+        """push() for async code: the same checks, errors and id, without blocking the
+        event loop (redis.asyncio for Redis, a thread for SQLite; see _adeliver)."""
+        job_id, item = self._item(task, args, kwargs, delay, eta, priority)
+        await self._adeliver(queue, [item])
+        return job_id
+
+    async def apush_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
+        """push_many() for async code."""
+        ids, items = self._items(jobs)
+        await self._adeliver(queue, items, chunk)
+        return ids
+
+    # -- one way to build what is pushed, for both
+    def _item(self, task, args, kwargs, delay, eta, priority):
+        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload)
+        return job_id, (envelope, priority, _delay_seconds(delay, eta))
+
+    def _items(self, jobs) -> tuple[list[str], list]:
         ids, items = [], []
         for spec in jobs:
             job_id, item = self._item(spec["task"], spec.get("args", ()), spec.get("kwargs"),
                                       spec.get("delay"), spec.get("eta"), spec.get("priority", 0))
             ids.append(job_id)
             items.append(item)
-        self._remember(queue)
-        for i in range(0, len(items), chunk):
-            self.broker.push(queue, items[i:i + chunk])
-        if self.inline and items:
-            self.inline.pushed(queue)
-        return ids
+        return ids, items
 
-    def _item(self, task, args, kwargs, delay, eta, priority):
-        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload)
-        return job_id, (envelope, priority, _delay_seconds(delay, eta))
+    def _is_new(self, queue: str) -> bool:
+        """True for a queue this client has not registered yet (its name checked first)."""
+        if queue in self._known_queues:
+            return False
+        _check_queue_name(queue)
+        return True
 
-    def _remember(self, queue: str) -> None:
-        if queue not in self._known_queues:
-            _check_queue_name(queue)
+    # -- delivery: the same steps, blocking and awaitable
+    def _deliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+        if self._is_new(queue):
             self.broker.add_queues([queue])
             self._known_queues.add(queue)
+        for batch in _chunks(items, chunk):
+            self.broker.push(queue, batch)
+        if self.inline and items:
+            self.inline.pushed(queue)
+
+    async def _adeliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+        pusher = self._pusher()
+        if self._is_new(queue):
+            await pusher.add_queues([queue])
+            self._known_queues.add(queue)
+        for batch in _chunks(items, chunk):
+            await pusher.push(queue, batch)
+        if self.inline and items:
+            await self.inline.apushed(queue)
+
+    def _pusher(self):
+        # Made on the first apush: sync-only producers never load redis.asyncio.
+        if self._async is None:
+            self._async = open_async_pusher(self.broker)
+        return self._async
 
     def close(self) -> None:
+        if self._async is not None:
+            self._async.close()
         self.broker.close()
+
+    async def aclose(self) -> None:
+        """close() for async code: closes this loop's async connections on it."""
+        if self._async is not None:
+            await self._async.aclose()
+        # Closing an SQLite database may checkpoint its WAL into the file: not on the loop.
+        await asyncio.to_thread(self.broker.close)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def _check_queue_name(queue) -> None:

@@ -5,11 +5,13 @@ imported, and both can push a run of themselves.
 Two ways to push: `push(*args, **kwargs)` for the common case, where the
 keywords `delay`, `eta`, `priority`, `queue` and `client` are push options,
 and `push_with(args=..., kwargs=..., ...)`, which passes any keyword arguments
-to the task, those names included (RQ's old trap, its issue 98).
+to the task, those names included (RQ's old trap, its issue 98). From async
+code, `await apush(...)` and `await apush_with(...)` take the same arguments.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 
 from ..core.tasks import TaskInfo, TaskOptions, register
 from .default import default_client
@@ -20,8 +22,13 @@ def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=N
                                              delay=delay, eta=eta, priority=priority)
 
 
+async def _apush(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None):
+    return await (client or default_client()).apush(queue or options.queue, name, args=list(args), kwargs=kwargs,
+                                                    delay=delay, eta=eta, priority=priority)
+
+
 class FunctionTask:
-    """What `@task` turns a function into: still callable, plus `.push()`."""
+    """What `@task` turns a function into: still callable, plus `.push()` and `.apush()`."""
 
     def __init__(self, func, name, options, on_failure):
         functools.update_wrapper(self, func)
@@ -38,6 +45,15 @@ class FunctionTask:
     def push_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
         """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
         return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
+
+    async def apush(self, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
+        """push() for async code; returns the job id."""
+        return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
+
+    async def apush_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
+                         client=None) -> str:
+        """push_with() for async code."""
+        return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
 
 def task(func=None, *, name=None, queue="default", timeout=None, retries=None, retry_delay=None,
@@ -68,7 +84,9 @@ class Task:
         hook = None
         if "on_failure" in _defined(cls):
             hook = lambda job, error, _c=cls: _c().on_failure(job, error)  # noqa: E731
-        register(TaskInfo(cls.name, lambda *a, _c=cls, **k: _c().run(*a, **k), options, hook))
+        # An `async def run` makes it an async task, as `@task` on an `async def` does.
+        register(TaskInfo(cls.name, lambda *a, _c=cls, **k: _c().run(*a, **k), options, hook,
+                          is_async=inspect.iscoroutinefunction(cls.run)))
 
     def run(self, *args, **kwargs):
         raise NotImplementedError
@@ -81,6 +99,16 @@ class Task:
     def push_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
         """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
         return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
+
+    @classmethod
+    async def apush(cls, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
+        return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
+
+    @classmethod
+    async def apush_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
+                         client=None) -> str:
+        """push_with() for async code."""
+        return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
 
 
 def _defined(cls) -> set:

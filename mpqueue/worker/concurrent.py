@@ -78,11 +78,14 @@ class ConcurrentGrabSource(GrabSource):
         return want
 
     def start(self, token: str, envelope: str, received: float) -> None:
-        if time.monotonic() - received > 1.0:
-            # it waited in our hands: its lease has been running since then
-            if not self.broker.extend(self.queue, jobmod.job_id(envelope), token, self.lease):
-                return                   # no longer ours (its lease ran out): someone else has it
-        self.slots.start(token, envelope)
+        try:
+            if time.monotonic() - received > 1.0:
+                # it waited in our hands: its lease has been running since then
+                if not self.broker.extend(self.queue, jobmod.job_id(envelope), token, self.lease):
+                    return               # no longer ours (its lease ran out): someone else has it
+            self.slots.start(token, envelope)
+        except BrokerError as exc:       # refusing it, or stretching its lease, needs the broker
+            _exit_unsettled(exc, self.queue)
 
     def ended(self) -> list:
         """Acks of the jobs that ended since the last look (recycling counted)."""
@@ -150,7 +153,10 @@ class ConcurrentDispatchedSource:
             self.report_ended()
             while self.waiting and slots.free():
                 msg = self.waiting.pop(0)
-                slots.start(msg["token"], msg["envelope"])
+                try:
+                    slots.start(msg["token"], msg["envelope"])
+                except BrokerError as exc:
+                    _exit_unsettled(exc, w.cfg.name)
             slots.check(time.monotonic())
         # Jobs never started (we gave up on one, or stopped) go back with us: the
         # supervisor hands back what it sent and we did not run.

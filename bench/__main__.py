@@ -19,7 +19,7 @@ from . import report
 from .common import PrivateRedis
 from .systems import PEERS, SYSTEMS
 from .systems.base import Failed
-from .workloads import WORKLOADS, Sizes, labels, rows
+from .workloads import WORKLOADS, Sizes, derived, labels, rows
 
 
 def main() -> None:
@@ -104,7 +104,8 @@ def machine(redis, systems, args) -> str:
     return (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu or platform.machine()}), "
             f"Python {platform.python_version()}, Redis {server['redis_version']}; "
             f"{args.rounds} round{'s' if args.rounds > 1 else ''}{' (--quick sizes)' if args.quick else ''}; "
-            + ", ".join(f"{s.column} {s.version}" for s in systems if s.variant is None))
+            + ", ".join(f"{column} {version}" for column, version in
+                        {s.column: s.version for s in sorted(systems, key=lambda s: s.variant is None)}.items()))
 
 
 def footnotes(sizes, systems) -> list[str]:
@@ -118,6 +119,14 @@ def footnotes(sizes, systems) -> list[str]:
                      + ". Its jobs/s are comparable; set `--rq-drain 0` for the full sizes.")
     for s in systems:
         notes += [n for n in s.notes if n not in notes]
+    if any(s.runs("io50") for s in systems):
+        notes.append(f"io50: {sizes.io50:,} jobs of a 50 ms wait (asyncio.sleep in an async def, time.sleep in "
+                     "a thread or greenlet), queued, then the workers started; 64 jobs at once in all. Timed from "
+                     "the first job's start (its completion minus 50 ms) to the last job's completion, start-up "
+                     "left out; the ceiling is 64 / 0.05 s = 1,280 jobs/s. RSS: /proc/<pid>/statm of warm idle "
+                     "workers (after 4 probe jobs and 1 s), and the peak of each process over the io50 drain "
+                     "(sampled every 0.1 s); 'per job-running process' is the mean over the processes that run "
+                     "jobs (not a supervisor), 'all' adds every process of the system's.")
     notes.append("Bulk push n/a: the system has no bulk enqueue API. A SQLite-broker row has no Redis figures.")
     notes.append("SIGKILL: a process is picked among those whose job marked it as running; after the ticks the "
                  "benchmark waits until every job ran, or nothing progressed for "
@@ -128,17 +137,19 @@ def footnotes(sizes, systems) -> list[str]:
 
 
 def render(header, args, sizes, systems, results, duration) -> str:
+    results = {**results, **derived(results, systems, sizes)}
     lines = [header + f"; {duration / 60:.0f} min", "", report.table(results, systems, sizes), ""]
     lines += [f"{i}. {n}" for i, n in enumerate(footnotes(sizes, systems), 1)]
     return "\n".join(lines)
 
 
 def write_json(path, header, args, sizes, systems, results, started, partial: bool, table: str = "") -> None:
+    results = {**results, **derived(results, systems, sizes)}
     data = {
         "machine": header, "partial": partial, "duration_s": round(time.time() - started, 1),
         "argv": sys.argv[1:], "rounds": args.rounds, "sizes": vars(sizes),
-        "systems": {s.name: {"column": s.column, "variant": s.variant, "version": s.version,
-                             "settings": s.settings, "workloads": s.workloads or list(WORKLOADS)} for s in systems},
+        "systems": {s.name: {"column": s.column, "variant": s.variant, "version": s.version, "settings": s.settings,
+                             "workloads": [w for w in WORKLOADS if s.runs(w)]} for s in systems},
         "rows": [{"figure": label, "direction": direction, "system": s.name,
                   "samples": results[(label, s.name)]} for _, label, direction in rows(sizes)
                  for s in systems if (label, s.name) in results],

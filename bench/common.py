@@ -75,6 +75,15 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (/proc/<pid>/statm), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+
+
 def percentile(values, p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]

@@ -78,7 +78,7 @@ def table(results: dict, systems: list, sizes) -> str:
     variants = [s for s in systems if s.variant is not None]
     for _, label, direction in rows(sizes):
         peers = {s.name: results[(label, s.name)] for s in systems
-                 if s.column != MAIN and (label, s.name) in results}
+                 if s.column != MAIN and not s.reference and (label, s.name) in results}
         if any((label, s.name) in results for s in main):
             cells = [next((cell(results[(label, s.name)], direction) for s in main
                            if s.column == c and (label, s.name) in results), "") for c in columns]

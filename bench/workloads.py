@@ -18,6 +18,12 @@ from .systems.base import Failed
 
 HIGHER, LOWER, COUNT, INFO, TEXT = "higher", "lower", "count", "info", "text"
 
+# io50: every job waits 50 ms; every system runs 64 of them at once (2 processes),
+# so no system can drain faster than 64 / 0.05 s.
+IO50_WAIT, IO50_AT_ONCE = 0.05, 64
+IO50_CEILING = IO50_AT_ONCE / IO50_WAIT     # 1,280 jobs/s
+MIB = 1024 * 1024
+
 
 @dataclass
 class Sizes:
@@ -30,6 +36,7 @@ class Sizes:
     idle: float = 10.0          # seconds
     memory: int = 100_000
     io: int = 10000
+    io50: int = 10000           # jobs of a 50 ms wait, 64 at a time
     kill_jobs: int = 2000
     kill_ticks: int = 10
     quiet: float = 30.0         # SIGKILL: give up after this long without progress (plus the system's recovery_s)
@@ -41,7 +48,7 @@ class Sizes:
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(push=1000, bulk=5000, drain=2000, latency=100, delayed=100, idle=3.0, memory=10000, io=1000,
-                   kill_jobs=500, kill_ticks=4, quiet=10.0)
+                   io50=1500, kill_jobs=500, kill_ticks=4, quiet=10.0)
 
 
 def rows(z: Sizes) -> list[tuple[str, str, str]]:
@@ -50,6 +57,7 @@ def rows(z: Sizes) -> list[tuple[str, str, str]]:
         ("push", f"push one at a time, {z.push:,} no-op (jobs/s)", HIGHER),
         ("push", f"push bulk, {z.bulk:,} no-op (jobs/s)", HIGHER),
         ("drain", f"drain {z.drain:,} no-op (jobs/s)", HIGHER),
+        ("drain", f"drain {z.drain:,} no-op: % of the bare loop (same round)", HIGHER),
         ("drain", "drain: time to first job (s)", LOWER),
         ("latency", f"push-to-start p50 at {z.rate:g} jobs/s (ms)", LOWER),
         ("latency", f"push-to-start p99 at {z.rate:g} jobs/s (ms)", LOWER),
@@ -60,6 +68,12 @@ def rows(z: Sizes) -> list[tuple[str, str, str]]:
         ("memory", f"Redis bytes per waiting job, 100-byte argument ({z.memory:,} queued)", LOWER),
         ("drain", f"Redis bytes per waiting no-op job ({z.drain:,} queued)", LOWER),
         ("io", f"drain {z.io:,} jobs of 2 ms sleep (jobs/s)", HIGHER),
+        ("io50", f"io50: drain {z.io50:,} jobs of a 50 ms wait, {IO50_AT_ONCE} at a time (jobs/s)", HIGHER),
+        ("io50", f"io50: % of the {IO50_CEILING:,.0f} jobs/s ceiling ({IO50_AT_ONCE} / {IO50_WAIT:g} s)", HIGHER),
+        ("memory", "RSS per job-running process, idle (MiB)", LOWER),
+        ("io50", "RSS per job-running process, busy in io50 (MiB)", LOWER),
+        ("memory", "RSS of all the system's processes, idle (MiB)", LOWER),
+        ("io50", "RSS of all the system's processes, busy in io50 (MiB)", LOWER),
         ("sigkill", f"SIGKILL: processes killed ({z.kill_ticks} ticks)", INFO),
         ("sigkill", f"SIGKILL: jobs lost (of {z.kill_jobs:,})", COUNT),
         ("sigkill", "SIGKILL: jobs run twice", COUNT),
@@ -109,7 +123,7 @@ def _drain(s, n: int, workload: str) -> tuple[float, float]:
 def drain(s, z: Sizes) -> dict:
     """n no-op jobs queued, then the workers started: jobs/s until all are done, time to
     the first; and, from the fill, Redis bytes per waiting no-op job."""
-    rate_label, first_label, mem_label = labels("drain", z)
+    rate_label, _, first_label, mem_label = labels("drain", z)     # the % of the bare loop: derived()
     n = z.of(s, "drain")
     s.reset()
     before = s.redis.used_memory()
@@ -173,14 +187,31 @@ def idle(s, z: Sizes) -> dict:
 
 def memory(s, z: Sizes) -> dict:
     """Redis bytes per waiting job with one 100-byte string argument (used_memory
-    after the fill minus before, over n)."""
-    (label,) = labels("memory", z)
-    if not s.uses_redis_broker:
-        return {label: None}
-    s.reset()
-    before = s.redis.used_memory()
-    s.fill(z.memory, "payload")
-    return {label: (s.redis.used_memory() - before) / z.memory}
+    after the fill minus before, over n); and, for the configurations that run
+    io50, the RSS of warm, idle workers (after 4 probe jobs and 1 s)."""
+    label, per_process_label, total_label = labels("memory", z)
+    figures = {}
+    if s.variant is None:               # a variant queues the same jobs: no new figure
+        if not s.uses_redis_broker:
+            figures[label] = None
+        else:
+            s.reset()
+            before = s.redis.used_memory()
+            s.fill(z.memory, "payload")
+            figures[label] = (s.redis.used_memory() - before) / z.memory
+    if s.runs("io50"):
+        s.reset()
+        s.start_workers("memory")
+        try:
+            s.wait_ready()
+            per_process, total = s.rss()
+        finally:
+            s.stop_workers()
+        if not per_process:
+            raise Failed("no job-running process found")
+        figures[per_process_label] = sum(per_process.values()) / len(per_process) / MIB
+        figures[total_label] = total / MIB
+    return figures
 
 
 def io(s, z: Sizes) -> dict:
@@ -191,6 +222,76 @@ def io(s, z: Sizes) -> dict:
     s.fill(n, "io")
     rate, _ = _drain(s, n, "io")
     return {label: rate}
+
+
+def io50(s, z: Sizes) -> dict:
+    """n jobs that each wait 50 ms, queued, then the workers started (2 processes,
+    64 jobs at once in all). Timed from the first job's start (its completion
+    minus the 50 ms wait) to the last job's completion: start-up is left out, as
+    the figure is read against a steady-state ceiling, 64 / 0.05 s. Every 0.1 s
+    the RSS of the system's processes is sampled: per job-running process, its
+    peak over the drain (averaged over the processes), and the peak of the total."""
+    rate_label, pct_label, per_process_label, total_label = labels("io50", z)
+    n = z.io50
+    s.reset()
+    s.fill(n, "io50")
+    peaks, total_peak, next_sample = {}, 0, 0.0
+
+    def sample():
+        nonlocal total_peak, next_sample
+        now = time.monotonic()
+        if now >= next_sample:
+            next_sample = now + 0.1
+            per_process, total = s.rss()
+            for pid, rss in per_process.items():
+                peaks[pid] = max(peaks.get(pid, 0), rss)
+            total_peak = max(total_peak, total)
+
+    s.start_workers("io50")
+    try:
+        deadline = time.monotonic() + 60
+        while s.done() < 1:
+            if time.monotonic() > deadline:
+                raise Failed("no job done within 60 s of starting the workers")
+            sample()
+            time.sleep(0.001)
+        first_start = time.perf_counter() - IO50_WAIT
+        last, last_change = -1, time.monotonic()
+        while True:
+            count = s.done()
+            if count >= n:
+                rate = n / (time.perf_counter() - first_start)
+                break
+            if count != last:
+                last, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > 60:
+                raise Failed(f"stalled at {count:,} of {n:,} done")
+            sample()
+            time.sleep(0.005)
+    finally:
+        s.stop_workers()
+    return {rate_label: rate, pct_label: rate / IO50_CEILING * 100,
+            per_process_label: sum(peaks.values()) / len(peaks) / MIB if peaks else "no process sampled",
+            total_label: total_peak / MIB}
+
+
+def derived(results: dict, systems: list, z: Sizes) -> dict:
+    """Rows computed across systems after the run: each system's no-op drain as a
+    % of the bare loop's in the same round. {(label, system name): [samples]}."""
+    rate_label, pct_label = labels("drain", z)[:2]
+    bare = [s for s in systems if s.reference]
+    if not bare:
+        return {}
+    base = results.get((rate_label, bare[0].name), [])
+    out = {}
+    for s in systems:
+        mine = results.get((rate_label, s.name))
+        if s.reference or not mine:
+            continue
+        out[(pct_label, s.name)] = [
+            mine_r / base_r * 100 if all(isinstance(v, (int, float)) for v in (mine_r, base_r)) and base_r else
+            "n/a: a round failed" for mine_r, base_r in zip(mine, base)]
+    return out
 
 
 def sigkill(s, z: Sizes) -> dict:
@@ -244,4 +345,4 @@ def sigkill(s, z: Sizes) -> dict:
 
 
 WORKLOADS = {"push": push, "drain": drain, "latency": latency, "delayed": delayed, "idle": idle,
-             "memory": memory, "io": io, "sigkill": sigkill}
+             "memory": memory, "io": io, "io50": io50, "sigkill": sigkill}

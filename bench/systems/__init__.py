@@ -1,20 +1,30 @@
 """The systems under benchmark: name -> factory(redis). Columns of the table are
 the systems' `column`; a system with a `variant` adds rows to its column's
-figures (mpqueue's dispatch mode, RQ's SimpleWorker, Celery's reliable mode).
+figures (mpqueue's dispatch mode, RQ's SimpleWorker, Celery's reliable mode, the
+io50 configurations). `bare` is a reference column, not a queue (systems/bare.py).
 
 mpqueue on another broker is one more entry, e.g.
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker", workloads=(...)),
 (`{tmp}` is a fresh temporary directory; jobs still record into Redis db 1).
+
+The io50 configurations run 64 jobs at once in all, in 2 processes where the
+system's own flags allow (Celery's thread and gevent pools and Huey's thread
+workers run in one process: each is measured as the brief gave it, one process
+with 64, and as 2 processes with 32 each). They run the io50 and memory
+workloads only.
 """
 from __future__ import annotations
 
 from .arq import Arq
+from .bare import Bare
 from .celery import Celery
 from .dramatiq import Dramatiq
 from .huey import Huey
 from .mpqueue import Mpqueue
 from .rq import Rq
+
+IO50 = ("io50", "memory")
 
 SYSTEMS = {
     "mpqueue": lambda r: Mpqueue(r),
@@ -23,14 +33,37 @@ SYSTEMS = {
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker",
                                         workloads=("push", "drain", "latency", "delayed", "idle", "sigkill")),
-    "dramatiq": Dramatiq,
+    "mpqueue-async": lambda r: Mpqueue(r, concurrency=32, io50="async", name="mpqueue-async",
+                                       variant="async def, 2 workers × concurrency 32", workloads=IO50),
+    "mpqueue-threads": lambda r: Mpqueue(r, concurrency=32, io50="threads", name="mpqueue-threads",
+                                         variant="def in threads, 2 workers × concurrency 32", workloads=IO50),
+    "dramatiq": lambda r: Dramatiq(r),
+    "dramatiq-threads": lambda r: Dramatiq(r, threads=32, name="dramatiq-threads",
+                                           variant="--processes 2 --threads 32", workloads=IO50),
     "rq": lambda r: Rq(r),
     "rq-simple": lambda r: Rq(r, name="rq-simple", variant="RQ SimpleWorker", worker_class="rq.SimpleWorker",
                               workloads=("drain",)),
-    "huey": Huey,
+    "huey": lambda r: Huey(r),
+    "huey-threads": lambda r: Huey(r, kind="thread", workers=64, name="huey-threads",
+                                   variant="-k thread -w 64, 1 process", workloads=IO50),
+    "huey-threads-2p": lambda r: Huey(r, kind="thread", workers=32, consumers=2, name="huey-threads-2p",
+                                      variant="-k thread -w 32, 2 processes", workloads=IO50),
     "celery": lambda r: Celery(r),
     "celery-reliable": lambda r: Celery(r, reliable=True),
-    "arq": Arq,
+    "celery-threads": lambda r: Celery(r, pool="threads", concurrency=64, name="celery-threads",
+                                       variant="-P threads --concurrency 64, 1 process", workloads=IO50),
+    "celery-threads-2p": lambda r: Celery(r, pool="threads", concurrency=32, instances=2, name="celery-threads-2p",
+                                          variant="-P threads --concurrency 32, 2 processes", workloads=IO50),
+    "celery-gevent": lambda r: Celery(r, pool="gevent", concurrency=64, name="celery-gevent",
+                                      variant="-P gevent --concurrency 64, 1 process", workloads=IO50),
+    "celery-gevent-2p": lambda r: Celery(r, pool="gevent", concurrency=32, instances=2, name="celery-gevent-2p",
+                                         variant="-P gevent --concurrency 32, 2 processes", workloads=IO50),
+    "arq": lambda r: Arq(r),
+    "arq-async": lambda r: Arq(r, max_jobs=32, name="arq-async", variant="2 processes × max_jobs 32",
+                               workloads=IO50),
+    "bare": Bare,
 }
 
-PEERS = ("dramatiq", "rq", "rq-simple", "huey", "celery", "celery-reliable", "arq")
+PEERS = ("dramatiq", "dramatiq-threads", "rq", "rq-simple", "huey", "huey-threads", "huey-threads-2p", "celery",
+         "celery-reliable", "celery-threads", "celery-threads-2p", "celery-gevent", "celery-gevent-2p", "arq",
+         "arq-async")

@@ -22,7 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..common import alive, children, descendants, kill_tree, tree_cpu_seconds, wait_for
+from ..common import alive, children, descendants, kill_tree, rss_bytes, tree_cpu_seconds, wait_for
+
+# Workloads a system runs only when it names them in `workloads`: io50 needs a
+# system configured to run 64 jobs at once (the variants in systems/__init__.py).
+OPT_IN = ("io50",)
 
 # The job bodies. Every system's tasks call these, so every job costs the same
 # one extra round trip to record itself in Redis db 1 (the results db).
@@ -47,6 +51,21 @@ def _io(ms=2):
     R.incr("done")
 
 
+def _io50():
+    # the io50 workload, for thread pools (and gevent, which patches time.sleep):
+    # wait 50 ms, then record, like _io
+    time.sleep(0.05)
+    R.incr("done")
+
+
+async def _io50_async():
+    # the io50 workload, for asyncio: wait 50 ms on the loop, then record with the
+    # same blocking INCR as everyone's (one round trip, the loop waits for it)
+    import asyncio
+    await asyncio.sleep(0.05)
+    R.incr("done")
+
+
 def _victim(i):
     # the SIGKILL workload: mark this process as running a job, work 5 ms,
     # then record the run (HINCRBY, so a second run is countable) in one round trip
@@ -63,11 +82,11 @@ def _victim(i):
 DRIVER = '''
 
 def _args_of(kind, i):
-    return {"noop": (), "payload": ("x" * 100,), "io": (2,), "victim": (i,)}[kind]
+    return {"noop": (), "payload": ("x" * 100,), "io": (2,), "io50": (), "victim": (i,)}[kind]
 
 
 def _task_of(kind):
-    return {"noop": "noop", "payload": "noop", "io": "io", "victim": "victim"}[kind]
+    return {"noop": "noop", "payload": "noop", "io": "io", "io50": "io50", "victim": "victim"}[kind]
 
 
 def _main():
@@ -126,6 +145,8 @@ class System:
     MODULE = ""               # the system's own part of benchpeer.py
     settings = ""             # how it is run, for the README and the JSON
     notes: tuple = ()         # footnotes for the table
+    reference = False         # a reference row (the bare loop), not a peer: left out of "best peer"
+    probe_kind = "noop"       # the jobs wait_ready() runs to warm the workers up
 
     def __init__(self, redis, bin_dir: Path, broker: str | None = None):
         self.redis = redis
@@ -148,7 +169,9 @@ class System:
         return out.stdout.strip() or "?"
 
     def runs(self, workload: str) -> bool:
-        return self.workloads is None or workload in self.workloads
+        if self.workloads is None:
+            return workload not in OPT_IN
+        return workload in self.workloads
 
     def cleanup(self) -> None:
         self.stop_workers()
@@ -171,9 +194,10 @@ class System:
         log.close()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Serving and idle, judged the same way for everyone: 4 probe jobs done, then
-        1 s for every worker to reach its idle wait; the results db is then cleared."""
-        self.fill(4, "noop")
+        """Serving and idle, judged the same way for everyone: 4 probe jobs done (of the
+        kind the configuration is for: no-op, or 50 ms waits for the io50 variants),
+        then 1 s for every worker to reach its idle wait; the results db is then cleared."""
+        self.fill(4, self.probe_kind)
         if not wait_for(lambda: self.done() >= 4, timeout, 0.01):
             raise Failed(f"workers did not run 4 probe jobs within {timeout:g} s")
         time.sleep(1.0)  # ok: let each worker settle into its idle wait before measuring
@@ -188,6 +212,18 @@ class System:
         """Every live process of the system's (roots and descendants)."""
         pids = {p.pid for p in self.procs if p.poll() is None}
         return {q for p in list(pids) for q in descendants(p)} | pids
+
+    def job_pids(self) -> list[int]:
+        """The processes that run jobs: a supervisor's live children, else the roots."""
+        roots = [p.pid for p in self.procs if p.poll() is None]
+        if self.supervised:
+            return [c for r in roots for c in children(r) if alive(c)]
+        return [r for r in roots if alive(r)]
+
+    def rss(self) -> tuple[dict[int, int], int]:
+        """({job-running pid: RSS bytes}, RSS bytes of every process of the system's)."""
+        jobs = {pid: rss_bytes(pid) for pid in self.job_pids()}
+        return {p: b for p, b in jobs.items() if b}, sum(rss_bytes(pid) for pid in self.worker_pids())
 
     def cpu_seconds(self) -> float:
         return sum(tree_cpu_seconds(p.pid) for p in self.procs)
@@ -229,7 +265,7 @@ class System:
         return float(self._produce("bulk", n))
 
     def fill(self, n: int, kind: str) -> None:
-        """Queue n jobs of a kind (noop, payload, io, victim) the fastest way the
+        """Queue n jobs of a kind (noop, payload, io, io50, victim) the fastest way the
         system offers: its bulk API, else two producers pushing one at a time."""
         if self.has_bulk or n < 100:
             self._produce("fill", n, 0, kind)

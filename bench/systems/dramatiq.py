@@ -1,4 +1,5 @@
-"""Dramatiq: `dramatiq benchpeer --processes 2 --threads 1`, its RedisBroker, defaults otherwise."""
+"""Dramatiq: `dramatiq benchpeer --processes 2 --threads 1 --skip-logging`, its
+RedisBroker, defaults otherwise; `--threads 32` for the io50 workload."""
 from __future__ import annotations
 
 from .. import venvs
@@ -27,11 +28,16 @@ def io(ms=2):
 
 
 @dramatiq.actor(queue_name="bench")
+def io50():
+    _io50()
+
+
+@dramatiq.actor(queue_name="bench")
 def victim(i):
     _victim(i)
 
 
-TASKS = {"noop": noop, "stamp": stamp, "io": io, "victim": victim}
+TASKS = {"noop": noop, "stamp": stamp, "io": io, "io50": io50, "victim": victim}
 
 
 def send(task, args):
@@ -50,12 +56,22 @@ class Dramatiq(System):
     name = column = "dramatiq"
     MODULE = MODULE
     recovery_s = 60.0   # RedisBroker heartbeat_timeout: a dead worker's unacked messages are requeued after it
-    settings = "`dramatiq benchpeer --processes 2 --threads 1`, `RedisBroker(url=...)`, actors with default options"
     notes = ("Dramatiq: no bulk enqueue API. Delayed messages are pulled by a worker and held in its memory "
              "until due.",)
 
-    def __init__(self, redis):
+    def __init__(self, redis, threads: int = 1, name: str | None = None, variant: str | None = None,
+                 workloads=None):
+        self.threads = threads
+        self.name = name or self.name
+        self.variant, self.workloads = variant, workloads
+        if threads > 1:
+            self.probe_kind, self.notes = "io50", ()
+        # --skip-logging: its CLI has only INFO (default) and DEBUG; without its
+        # basicConfig, Python's default applies: WARNING and up, to stderr
+        self.settings = (f"`dramatiq benchpeer --processes 2 --threads {threads} --skip-logging`, "
+                         "`RedisBroker(url=...)`, actors with default options")
         super().__init__(redis, venvs.ensure_venv(venvs.PEERS))
 
     def worker_commands(self, workload):
-        return [[str(self.bin / "dramatiq"), "benchpeer", "--processes", "2", "--threads", "1"]]
+        return [[str(self.bin / "dramatiq"), "benchpeer", "--processes", "2", "--threads", str(self.threads),
+                 "--skip-logging"]]

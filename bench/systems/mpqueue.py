@@ -47,6 +47,23 @@ def bulk(task, argss):
     client.push_many("bench", ({"task": "benchpeer:" + task, "args": list(a)} for a in argss))
 '''
 
+# The io50 task of the two concurrency variants: an `async def` (run on the
+# worker's asyncio loop) or a plain `def` (run in the queue's thread pool).
+IO50 = {
+    "async": '''
+
+@mpqueue.task(queue="bench")
+async def io50():
+    await _io50_async()
+''',
+    "threads": '''
+
+@mpqueue.task(queue="bench")
+def io50():
+    _io50()
+''',
+}
+
 
 class Mpqueue(System):
     name = column = "mpqueue"
@@ -55,10 +72,16 @@ class Mpqueue(System):
     MODULE = MODULE
 
     def __init__(self, redis, broker: str | None = None, mode: str = "grab", name: str | None = None,
-                 variant: str | None = None, workloads=None):
+                 variant: str | None = None, workloads=None, concurrency: int | None = None,
+                 io50: str | None = None):
         """broker: any mpqueue broker URL; `{tmp}` in it is this system's temporary
-        directory (e.g. "sqlite:///{tmp}/queue.db"). Jobs record into Redis db 1 either way."""
+        directory (e.g. "sqlite:///{tmp}/queue.db"). Jobs record into Redis db 1 either way.
+        concurrency: the queue's `concurrency` key (None: not set, the default 1);
+        io50: "async" or "threads", the kind of io50 task the module defines."""
         self.mode = mode
+        if io50:
+            self.MODULE = MODULE + IO50[io50]
+            self.probe_kind = "io50"
         self.name = name or self.name
         self.variant = variant
         self.workloads = workloads
@@ -70,12 +93,19 @@ class Mpqueue(System):
         self.uses_redis_broker = broker is None or broker.startswith(("redis", "unix"))
         super().__init__(redis, Path(sys.executable).parent, broker)
         self.broker_dir = tmp
-        self.settings = (f"`mpqueue run` with `workers: 2`, `mode: {mode}`, everything else default "
+        queue = {"workers": self.workers, "mode": mode}
+        if concurrency is not None:
+            queue["concurrency"] = concurrency
+        self.settings = (f"`mpqueue run` with `workers: 2`, `mode: {mode}`"
+                         + (f", `concurrency: {concurrency}`" if concurrency is not None else "")
+                         + (f", an `{'async def' if io50 == 'async' else 'def'}` io50 task" if io50 else "")
+                         + ", `log: {level: warning}`, everything else default "
                          f"(retries 3, retry_delay 3 s); broker {self.broker.split('://')[0]}")
         self.config = self.dir / "bench.yaml"
         self.config.write_text(yaml.safe_dump({
             "name": f"bench-{self.name}", "broker": self.broker, "path": [str(self.dir)], "imports": ["benchpeer"],
-            "queues": {"bench": {"workers": self.workers, "mode": mode}}}))
+            "log": {"level": "warning"},   # the same quiet level as every system's: no line per job, warnings up
+            "queues": {"bench": queue}}))
         self.env["MPQUEUE_RUNTIME_DIR"] = str(self.dir / "run")
 
     def _version(self) -> str:

@@ -1,4 +1,4 @@
-"""RQ: two `rq worker` processes (the default forking Worker; a SimpleWorker variant)."""
+"""RQ: two `rq worker --quiet` processes (the default forking Worker; a SimpleWorker variant)."""
 from __future__ import annotations
 
 from .. import venvs
@@ -49,8 +49,8 @@ class Rq(System):
     MODULE = MODULE
     has_bulk = True
     supervised = False      # two independent `rq worker` parents; each forks a work horse per job
-    settings = ("two `rq worker -u URL bench` processes (the default Worker, a forked work horse per job); "
-                "`--with-scheduler` added for the delayed-jobs workload only")
+    settings = ("two `rq worker -u URL --quiet bench` processes (the default Worker, a forked work horse per job; "
+                "--quiet: logging at WARNING); `--with-scheduler` added for the delayed-jobs workload only")
     notes = ("RQ: the delayed workload runs the workers with `--with-scheduler` (needed for `enqueue_in`); "
              "the idle figures are for plain `rq worker`, without the scheduler's polling.",)
     worker_class = None
@@ -61,10 +61,10 @@ class Rq(System):
         self.variant, self.worker_class, self.workloads = variant, worker_class, workloads
         super().__init__(redis, venvs.ensure_venv(venvs.PEERS))
         if worker_class:
-            self.settings = f"two `rq worker -w {worker_class}` processes"
+            self.settings = f"two `rq worker -w {worker_class} --quiet` processes"
 
     def worker_commands(self, workload):
-        cmd = [str(self.bin / "rq"), "worker", "-u", self.broker]
+        cmd = [str(self.bin / "rq"), "worker", "-u", self.broker, "--quiet"]   # WARNING: no line per job
         if self.worker_class:
             cmd += ["-w", self.worker_class]
         if workload == "delayed":

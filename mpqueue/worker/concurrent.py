@@ -18,7 +18,7 @@ from .. import ipc
 from ..brokers import FALLBACK_WAIT, BrokerError
 from ..core import envelope as jobmod
 from ..ipc import BEAT_EVERY
-from .grab import GrabSource
+from .grab import PREFETCH_BUDGET, GrabSource
 from .slots import Slots
 
 log = logging.getLogger("mpqueue.worker")
@@ -35,6 +35,7 @@ class ConcurrentGrabSource(GrabSource):
     def __init__(self, worker):
         super().__init__(worker)
         self.slots = Slots(worker, worker.runner, worker.cfg.concurrency, time.monotonic)
+        self.slot_avg = None         # seconds per job, recent average (None: no job ended yet)
 
     def serve(self) -> None:
         w, slots = self.w, self.slots
@@ -48,6 +49,7 @@ class ConcurrentGrabSource(GrabSource):
             self.collect_handed()
             while self.handed and slots.free():
                 self.start(*self.handed.pop(0))
+            slots.kick()
             want = self.wanted()
             if want <= 0:
                 if pending:
@@ -71,8 +73,16 @@ class ConcurrentGrabSource(GrabSource):
         self.drain(pending)
 
     def wanted(self) -> int:
-        """How many jobs to reserve now: one per free slot (fewer near max_jobs)."""
-        want = self.slots.free() - len(self.handed)
+        """How many jobs to reserve now: one per free slot, plus a few to start the
+        moment a slot frees (no round trip first) when jobs are short: no more than
+        slots free up in about PREFETCH_BUDGET, judged by recent jobs, so a job
+        never waits long in our hands while another worker idles. Fewer near max_jobs."""
+        free = self.slots.free()
+        extra = 0
+        if free or self.handed:
+            if self.slot_avg is not None:
+                extra = min(self.cfg.prefetch - 1, int(PREFETCH_BUDGET * self.slots.size / max(self.slot_avg, 1e-6)))
+        want = free + max(0, extra) - len(self.handed)
         if self.cfg.max_jobs:
             want = min(want, self.cfg.max_jobs - self.w.jobs - len(self.slots.running) - len(self.handed))
         return want
@@ -94,9 +104,12 @@ class ConcurrentGrabSource(GrabSource):
         except BrokerError as exc:
             _exit_unsettled(exc, self.queue)
         acks = []
-        for _, ack in finished:
+        now = time.monotonic()
+        for s, ack in finished:
             if ack:
                 acks.append(ack)
+            took = now - s.started
+            self.slot_avg = took if self.slot_avg is None else self.slot_avg + (took - self.slot_avg) * 0.2
             self.w.after_job()
         return acks
 
@@ -157,6 +170,7 @@ class ConcurrentDispatchedSource:
                     slots.start(msg["token"], msg["envelope"])
                 except BrokerError as exc:
                     _exit_unsettled(exc, w.cfg.name)
+            slots.kick()
             slots.check(time.monotonic())
         # Jobs never started (we gave up on one, or stopped) go back with us: the
         # supervisor hands back what it sent and we did not run.

@@ -17,7 +17,7 @@ import logging
 import os
 import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 from .. import ipc
 from ..execution.aio import TICK
@@ -36,6 +36,8 @@ class Slots:
         self.overran = False        # gave up on a job: take no more, wait to be killed
         self._threads = None        # made on the first plain job
         self._done = queue.SimpleQueue()
+        self._to_loop: list[Started] = []
+        self._woken = False
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def fileno(self) -> int:
@@ -49,6 +51,7 @@ class Slots:
 
     # -- starting and ending
     def start(self, token: str, envelope: str) -> None:
+        """Begin a job in the lowest free slot; it runs once kick() hands it over."""
         slot = self.free_slots.pop()
         s = self.runner.begin(token, envelope, slot, backstop=BACKSTOP)
         if s is None:                   # refused and settled: the slot is free again
@@ -56,20 +59,35 @@ class Slots:
             return
         self.running[slot] = s
         if s.is_async:
-            future = self.runner.aio.submit(self.runner.execute_async(s))
+            self._to_loop.append(s)
         else:
             if self._threads is None:
-                self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="mpqueue-job")
-            future = self._threads.submit(self.runner.execute, s)
-        future.add_done_callback(lambda f, s=s: self._ended(s, f))
+                self._threads = _Threads(self.size, self.runner.execute, self._ended)
+            self._threads.submit(s, len(self.running))
 
-    def _ended(self, s: Started, future) -> None:
-        # On the job's thread (or the loop's): hand over and wake the main thread.
-        self._done.put((s, future))
-        try:
-            os.write(self._w, b"x")
-        except BlockingIOError:
-            pass                         # the pipe is full: the main thread is awake anyway
+    def kick(self) -> None:
+        """Hand the async jobs begun since the last kick to the loop, in one wake-up."""
+        if self._to_loop:
+            batch, self._to_loop = self._to_loop, []
+            self.runner.aio.ensure().call_soon_threadsafe(self._spawn, batch)
+
+    def _spawn(self, batch) -> None:
+        # On the loop's thread.
+        loop = self.runner.aio.loop
+        for s in batch:
+            task = loop.create_task(self.runner.execute_async(s))
+            task.add_done_callback(lambda t, s=s: self._ended(s, _outcome(t)))
+
+    def _ended(self, s: Started, outcome) -> None:
+        # On the job's thread (or the loop's): hand over, and wake the main thread
+        # unless a wake-up is already on its way (it clears the flag, then reads).
+        self._done.put((s, outcome))
+        if not self._woken:
+            self._woken = True
+            try:
+                os.write(self._w, b"x")
+            except BlockingIOError:
+                pass                     # the pipe is full: the main thread is awake anyway
 
     def collect(self) -> list[tuple[Started, object]]:
         """Record the outcome of every job that ended; (job, its Ack or None) each.
@@ -79,13 +97,14 @@ class Slots:
                 pass
         except BlockingIOError:
             pass
+        self._woken = False
         out = []
         while True:
             try:
-                s, future = self._done.get_nowait()
+                s, outcome = self._done.get_nowait()
             except queue.Empty:
                 return out
-            ack = self.runner.end(s, _outcome(future))
+            ack = self.runner.end(s, outcome)
             del self.running[s.slot]
             self.free_slots.append(s.slot)
             out.append((s, ack))
@@ -142,16 +161,38 @@ class Slots:
         return None
 
     def close(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=False)
         self.runner.aio.close()
 
 
 _JOB_CODES = {Runner.execute_async.__code__, Runner._call_async.__code__}
 
 
-def _outcome(future) -> tuple:
+def _outcome(task) -> tuple:
     try:
-        return future.result()
-    except BaseException as exc:  # noqa: BLE001 - execute() never raises; a cancelled future can
+        return task.result()
+    except BaseException as exc:  # noqa: BLE001 - execute_async() never raises; a cancelled task can
         return ("error", f"{type(exc).__name__}: the job was interrupted", "")
+
+
+class _Threads:
+    """The plain jobs' threads: each takes the next job from one queue, runs it and
+    hands the outcome back. Lighter per job than a ThreadPoolExecutor (no Future),
+    which counts when the main thread starts a burst of jobs. Threads are made as
+    the number of running jobs first needs them; daemons, so a job that never
+    returns can't hold the process's exit."""
+
+    def __init__(self, size: int, execute, ended):
+        self.size, self.execute, self.ended = size, execute, ended
+        self.jobs = queue.SimpleQueue()
+        self.threads = 0
+
+    def submit(self, s: Started, running: int) -> None:
+        if self.threads < min(self.size, running):
+            self.threads += 1
+            threading.Thread(target=self._serve, name=f"mpqueue-job-{self.threads}", daemon=True).start()
+        self.jobs.put(s)
+
+    def _serve(self) -> None:
+        while True:
+            s = self.jobs.get()
+            self.ended(s, self.execute(s))

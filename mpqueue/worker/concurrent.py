@@ -59,12 +59,15 @@ class ConcurrentGrabSource(GrabSource):
             try:
                 if self.down_since is not None:
                     self.reclaim(keep={a.id for a in pending} | slots.job_ids())
+                # Only a worker with a slot free now waits on the idle list: a push hands
+                # its job to the first there, which must be able to start it at once.
+                join = self.waiter is not None and slots.free() > len(self.handed)
                 reserved, next_due = self.broker.reserve(self.queue, w.consumer, want, self.lease, pending,
-                                                         leave_idle=idle, join_idle=self.waiter is not None)
+                                                         leave_idle=idle, join_idle=join)
             except BrokerError as exc:
                 self.broker_down(exc)
                 continue
-            pending, idle = [], not reserved and self.waiter is not None
+            pending, idle = [], not reserved and join
             if reserved:
                 now = time.monotonic()
                 self.handed += [(r.token, r.envelope, now) for r in reserved]

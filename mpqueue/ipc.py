@@ -97,11 +97,6 @@ class Board:
     def busy(self) -> int:
         return len(self.running)
 
-    # the first running job: what a worker with one slot runs
-    @property
-    def job_id(self) -> str:
-        return self.running[0].job_id if self.running else ""
-
     def deadline(self) -> float:
         return min((s.deadline() for s in self.running), default=float("inf"))
 

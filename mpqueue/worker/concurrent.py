@@ -11,30 +11,22 @@ memory_limit) takes no new jobs and waits for the running ones."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from .. import ipc
 from ..brokers import FALLBACK_WAIT, BrokerError
 from ..core import envelope as jobmod
 from ..ipc import BEAT_EVERY
-from .grab import PREFETCH_BUDGET, GrabSource
+from .grab import PREFETCH_BUDGET, GrabSource, exit_unsettled
 from .slots import Slots
 
 log = logging.getLogger("mpqueue.worker")
 
 
-def _exit_unsettled(exc, queue: str) -> None:
-    # A job ended but its outcome can't be recorded: exit, and the supervisor
-    # settles every running job when the broker answers again (leases bound the wait).
-    log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc, extra={"queue": queue})
-    os._exit(ipc.EXIT_FAILED)
-
-
 class ConcurrentGrabSource(GrabSource):
     def __init__(self, worker):
         super().__init__(worker)
-        self.slots = Slots(worker, worker.runner, worker.cfg.concurrency, time.monotonic)
+        self.slots = Slots(worker, worker.runner, worker.cfg.concurrency)
         self.slot_avg = None         # seconds per job, recent average (None: no job ended yet)
 
     def serve(self) -> None:
@@ -98,14 +90,14 @@ class ConcurrentGrabSource(GrabSource):
                     return               # no longer ours (its lease ran out): someone else has it
             self.slots.start(token, envelope)
         except BrokerError as exc:       # refusing it, or stretching its lease, needs the broker
-            _exit_unsettled(exc, self.queue)
+            exit_unsettled(exc, self.queue)
 
     def ended(self) -> list:
         """Acks of the jobs that ended since the last look (recycling counted)."""
         try:
             finished = self.slots.collect()
         except BrokerError as exc:
-            _exit_unsettled(exc, self.queue)
+            exit_unsettled(exc, self.queue)
         acks = []
         now = time.monotonic()
         for s, ack in finished:
@@ -158,7 +150,7 @@ class ConcurrentDispatchedSource:
 
     def __init__(self, worker):
         self.w = worker
-        self.slots = Slots(worker, worker.runner, worker.cfg.concurrency, time.monotonic)
+        self.slots = Slots(worker, worker.runner, worker.cfg.concurrency)
         self.waiting: list[dict] = []     # sent to us, not started (only while a slot is being freed)
 
     def serve(self) -> None:
@@ -172,7 +164,7 @@ class ConcurrentDispatchedSource:
                 try:
                     slots.start(msg["token"], msg["envelope"])
                 except BrokerError as exc:
-                    _exit_unsettled(exc, w.cfg.name)
+                    exit_unsettled(exc, w.cfg.name)
             slots.kick()
             slots.check(time.monotonic())
         # Jobs never started (we gave up on one, or stopped) go back with us: the
@@ -183,7 +175,7 @@ class ConcurrentDispatchedSource:
         try:
             finished = self.slots.collect()
         except BrokerError as exc:
-            _exit_unsettled(exc, self.w.cfg.name)
+            exit_unsettled(exc, self.w.cfg.name)
         for s, ack in finished:
             reply = {"type": ipc.DONE, "id": s.job.id}
             if ack:

@@ -3,15 +3,12 @@ over the control pipe; this worker runs each and reports it done (with its ack,
 which the supervisor folds into its next reserve)."""
 from __future__ import annotations
 
-import logging
-import os
 import select
 
 from .. import ipc
 from ..brokers import BrokerError
 from ..ipc import BEAT_EVERY
-
-log = logging.getLogger("mpqueue.worker")
+from .grab import exit_unsettled
 
 
 class DispatchedSource:
@@ -31,10 +28,7 @@ class DispatchedSource:
                 try:
                     ack = w.runner.run(msg["token"], msg["envelope"])
                 except BrokerError as exc:
-                    # Ran but can't be settled: exit; the supervisor settles it (it knows what it sent).
-                    log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
-                                extra={"queue": w.cfg.name})
-                    os._exit(ipc.EXIT_FAILED)
+                    exit_unsettled(exc, w.cfg.name)     # the supervisor knows what it sent
                 reply = {"type": ipc.DONE, "id": msg["id"]}
                 if ack:
                     reply.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)

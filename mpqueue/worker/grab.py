@@ -18,6 +18,13 @@ PREFETCH_BUDGET = 0.010      # reserve no more jobs at once than this many secon
 SLOW = PREFETCH_BUDGET       # a job expected to take this long first delivers the acks owed
 
 
+def exit_unsettled(exc, queue: str) -> None:
+    """A job ran but its outcome can't be recorded: exit, and the supervisor settles
+    what this worker held when the broker answers again (leases bound the wait)."""
+    log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc, extra={"queue": queue})
+    os._exit(ipc.EXIT_FAILED)
+
+
 class GrabSource:
     def __init__(self, worker):
         self.w = worker
@@ -93,11 +100,7 @@ class GrabSource:
         try:
             ack = self.w.runner.run(token, envelope)
         except BrokerError as exc:
-            # The job ran but can't be settled: exit, and the supervisor hands it
-            # back when the broker answers again (its lease bounds the wait).
-            log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc,
-                        extra={"queue": self.queue})
-            os._exit(ipc.EXIT_FAILED)
+            exit_unsettled(exc, self.queue)
         took = time.monotonic() - started
         self.avg_run += (took - self.avg_run) * 0.2
         self.task_avg[task] = self.task_avg.get(task, took) * 0.8 + took * 0.2

@@ -29,8 +29,8 @@ STALL_LIMIT = 10 * TICK  # a loop silent this long while its job's cancel is due
 
 
 class Slots:
-    def __init__(self, worker, runner: Runner, size: int, clock):
-        self.w, self.runner, self.size, self.clock = worker, runner, size, clock
+    def __init__(self, worker, runner: Runner, size: int):
+        self.w, self.runner, self.size = worker, runner, size
         self.free_slots = list(range(size - 1, -1, -1))      # pop() hands out the lowest
         self.running: dict[int, Started] = {}                 # slot -> its job
         self.overran = False        # gave up on a job: take no more, wait to be killed

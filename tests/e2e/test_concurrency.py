@@ -48,12 +48,12 @@ async def cancelled(tag):
 @mpqueue.task(queue="default", timeout=1)
 def overrun(tag):
     _start(tag)
-    time.sleep(60)
+    time.sleep(60)  # ok: the job overruns on purpose (a thread that cannot be interrupted)
 
 @mpqueue.task(queue="default", timeout=60)
 async def blocks_loop(tag):
     _start(tag)
-    time.sleep(60)                              # an async def that blocks its loop
+    time.sleep(60)  # ok: an async def that blocks its loop, on purpose
 
 @mpqueue.task(queue="default")
 async def waits_for_flag_gone(tag):

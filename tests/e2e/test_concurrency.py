@@ -184,8 +184,9 @@ def test_sigkill_of_a_worker_with_running_jobs_spends_exactly_their_attempts(ser
     running = [client.push("default", "testtasks:hangs_while_flagged", args=[f"r{i}"]) for i in range(4)]
     wait_for(lambda: rdb.llen("test:starts") == 4, 10, what="four jobs running")
     waiting = [client.push("default", "testtasks:hangs_while_flagged", args=[f"w{i}"]) for i in range(2)]
-    rdb.delete("test:hang")                    # the four running jobs hang on; their next runs won't
     os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pid not in svc.worker_pids(), 10, what="the killed worker reaped")
+    rdb.delete("test:hang")                    # only now: a job that saw it gone before the kill would finish
     for job_id in running + waiting:
         assert final(client, job_id)["state"] == "done"
     # each running job spent the attempt the crash took; the two that waited for a slot never started there

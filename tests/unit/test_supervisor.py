@@ -410,9 +410,10 @@ def test_a_down_broker_shows_in_the_status_line(sup):
 def test_a_dispatched_job_of_a_crashed_worker_is_retried_from_what_the_supervisor_handed(sup):
     s = sup(service(mode="dispatch"))
     h, = started(s)
-    s.broker.to_reserve = [Reserved("t1", envelope("j1"))]
+    env = envelope("j1")                             # once: an envelope carries the time it was made
+    s.broker.to_reserve = [Reserved("t1", env)]
     s.pump([])
-    assert h.control.sent == [{"type": ipc.JOB, "id": "j1", "token": "t1", "envelope": envelope("j1")}]
+    assert h.control.sent == [{"type": ipc.JOB, "id": "j1", "token": "t1", "envelope": env}]
     h.scoreboard.start("j1", "t1", 60.0)             # the worker started it
     s.pool.on_exit(h.pid, exit_status(signal_number=9))
     assert ("retry", "j1") in s.broker.calls

@@ -10,6 +10,38 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def sentinel_group():
+    """A master, a replica and three sentinels, for the whole session (tests that
+    fail it over leave it with a master and a replica again)."""
+    from tests.redis_deployments import SentinelGroup
+    group = SentinelGroup()
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """Three masters with a replica each, for the whole session."""
+    from tests.redis_deployments import ClusterNodes
+    cluster = ClusterNodes(masters=3, replicas=1)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def sentinel_url(sentinel_group):
+    sentinel_group.flush()
+    return sentinel_group.url()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster):
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    return redis_cluster.url()
+
+
 @pytest.fixture
 def redis_url(redis_server):
     """A clean database on our own server for each test."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..core.names import INLINE_SCHEME, redact
-from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, Reserved, Waiter
+from ..core.redis_url import SCHEMES as REDIS_SCHEMES
+from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, NotReplicated, Reserved, Waiter
 
-__all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "Reserved", "Waiter",
-           "open_async_pusher", "open_broker"]
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+__all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "NotReplicated", "Reserved",
+           "Waiter", "open_async_pusher", "open_broker"]
 
 
 def open_broker(url: str, **kw) -> Broker:
@@ -29,8 +29,11 @@ def open_broker(url: str, **kw) -> Broker:
 
 def open_async_pusher(broker: Broker):
     """The awaitable push side of an open broker (push, add_queues, aclose, close):
-    redis.asyncio for Redis, the broker's own calls on a thread for the others."""
-    if urlsplit(getattr(broker, "url", "")).scheme in REDIS_SCHEMES:
+    redis.asyncio for one Redis server, the broker's own calls on a thread for the
+    others (SQLite; Sentinel and Cluster, whose routing and failover live in the
+    sync broker; pushes that WAIT for replicas)."""
+    target = getattr(broker, "target", None)
+    if target is not None and target.kind == "single" and not target.wait_replicas:
         from .redis_async import AsyncRedisPusher
         return AsyncRedisPusher(broker)
     from .threaded import ThreadedPusher

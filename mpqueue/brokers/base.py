@@ -30,6 +30,11 @@ class BrokerError(Exception):
     """The broker could not be reached or answered with an error."""
 
 
+class NotReplicated(BrokerError):
+    """A push the broker's master holds, but fewer replicas than the URL's
+    wait_replicas confirmed within wait_timeout: a failover now could lose it."""
+
+
 @dataclass(frozen=True)
 class Ack:
     """A finished job to acknowledge: removes it from the broker for good."""

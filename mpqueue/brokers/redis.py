@@ -5,28 +5,31 @@ script's own body, loaded once and called by SHA. Every key of a queue is under
 the hash tag `mpq:{<queue>}:` and passed in KEYS, so the same scripts can run
 on Redis Cluster. Script calls and wake-up frames go over the wire through
 resp.py, which skips redis-py's per-argument packing on these hot paths.
+Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
+redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
+pub/sub, whose receiver count is exact on the queue's own shard.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import select
 import socket
 import time
 from importlib import resources
 
 import redis as redislib
 
+from ..core import redis_url
 from . import resp
-from .base import Broker, BrokerError, Held, Reserved, Waiter
+from .base import Broker, BrokerError, Held, NotReplicated, Reserved
+from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
+from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count")
 # Every script gets these keys of its queue, in this order (KEYS[1..19] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle")
-NODE_SET = "mpq:nodes"
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -50,15 +53,19 @@ class QueueKeys:
     def done(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
 
-QUEUE_SET = "mpq:queues"
 
 
-@contextlib.contextmanager
-def _errors():
-    try:
-        yield
-    except redislib.exceptions.RedisError as exc:
-        raise BrokerError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+class ServiceKeys:
+    """The service-wide records: the queue list and node heartbeats (under a hash
+    tag of their own on a Cluster, so one node holds them all)."""
+
+    def __init__(self, prefix: str):
+        self.queues = prefix + "queues"
+        self.nodes = prefix + "nodes"
+        self.node_prefix = prefix + "node:"
+
+    def node(self, node_id: str) -> str:
+        return self.node_prefix + node_id
 
 
 # Scripts on a worker's hot path that touch one key are sent that key alone, without
@@ -67,15 +74,21 @@ _STANDALONE = ("confirm",)
 
 
 @functools.lru_cache(maxsize=None)
-def script_source(name: str) -> str:
-    """A script's Lua as sent to Redis: the _keys.lua prelude, then its body (standalone ones alone)."""
+def script_source(name: str, sharded: bool = False) -> str:
+    """A script's Lua as sent to Redis: the _keys.lua prelude, then its body (standalone ones alone).
+    `sharded`: wake-ups and hand-offs over SPUBLISH (a Cluster), else PUBLISH."""
     lua = resources.files(__package__).joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    return body if name in _STANDALONE else lua.joinpath("_keys.lua").read_text() + "\n" + body
+    if name in _STANDALONE:
+        return body
+    prelude = lua.joinpath("_keys.lua").read_text()
+    if sharded:
+        prelude = prelude.replace("local PUBLISH = 'PUBLISH'", "local PUBLISH = 'SPUBLISH'", 1)
+    return prelude + "\n" + body
 
 
-def _load_scripts(client) -> dict:
-    return {name: client.register_script(script_source(name)) for name in _SCRIPTS + _STANDALONE}
+def _load_scripts(client, sharded: bool) -> dict:
+    return {name: client.register_script(script_source(name, sharded)) for name in _SCRIPTS + _STANDALONE}
 
 
 def push_args(items) -> list:
@@ -99,98 +112,24 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisWaiter(Waiter):
-    """Pub/sub on the queue's wake channel, and on the consumer's own channel for
-    jobs handed over by a push (see hand_off in _keys.lua).
-
-    Every idle consumer hears every hint (a broadcast also carries 'the next
-    delayed job is now sooner' to all). After SUBSCRIBE is sent, the socket is
-    read and its frames parsed here: redis-py's parser cost a quarter of a
-    millisecond per message on the push-to-start path, and reading only raw
-    bytes means none can sit unseen in another parser's buffer."""
-
-    def __init__(self, client, channel, consumer=None):
-        self._pubsub = client.pubsub()
-        self._hand = f"{channel}:{consumer}".encode() if consumer else None
-        channels = [channel] + ([self._hand.decode()] if consumer else [])
-        with _errors():
-            self._pubsub.subscribe(*channels)
-        self._sock = self._pubsub.connection._sock
-        self._buf = b""
-        self._confirm(len(channels))
-        # From here on only drain() reads it, and must never wait: a socket with a
-        # timeout (redis-py's) waits for data before recv(), whatever the flags.
-        self._sock.settimeout(0.0)
-
-    def _confirm(self, expected: int) -> None:
-        """Read the SUBSCRIBE confirmations, so that a readable socket means a message.
-        Any other frame (a job handed over already) stays buffered for drain()."""
-        seen, deadline = 0, time.monotonic() + 5
-        while True:
-            pos, kept = 0, b""
-            while True:
-                frame, end = resp.read_array(self._buf, pos)
-                if frame is None:
-                    break
-                if frame and frame[0] == b"subscribe":
-                    seen += 1
-                else:
-                    kept += self._buf[pos:end]
-                pos = end
-            self._buf = kept + self._buf[pos:]
-            if seen >= expected:
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError("redis: no confirmation of the wake-up subscription")
-            if select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                self._buf += self._sock.recv(65536)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def drain(self) -> list:
-        """Read what has arrived; returns the (token, envelope) pairs handed to us."""
-        try:
-            while True:
-                chunk = self._sock.recv(65536)
-                if not chunk:
-                    raise BrokerError("redis: the wake-up connection was closed")
-                self._buf += chunk
-                if len(chunk) < 65536:
-                    break
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise BrokerError(f"redis: wake-up connection: {exc}") from exc
-        return self._handed()
-
-    def _handed(self) -> list:
-        out, pos = [], 0
-        while True:
-            frame, end = resp.read_array(self._buf, pos)
-            if frame is None:
-                break
-            pos = end
-            if len(frame) == 3 and frame[0] == b"message" and frame[1] == self._hand:
-                token, _, envelope = frame[2].decode().partition(" ")
-                out.append((token, envelope))
-        self._buf = self._buf[pos:]
-        return out
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._pubsub.close()
-
-
 class RedisBroker(Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
+        try:
+            self.target = redis_url.parse(url)
+        except ValueError as exc:
+            raise BrokerError(f"broker: expected {exc}") from None
         self.options = client_options(url, socket_timeout)      # the async producer's client uses them too
-        self.client = redislib.Redis.from_url(url, **self.options)
-        self._scripts = _load_scripts(self.client)
-        self._caller = resp.ScriptCaller(self.client)
-        self._receipts = resp.Sender(self.client)
+        with broker_errors():
+            self.servers = open_nodes(self.target, self.options)
+        self.service = ServiceKeys(self.servers.service_prefix)
+        self._scripts = _load_scripts(self.servers.for_service().client, self.target.sharded)
         self._keys: dict[str, QueueKeys] = {}
+
+    @property
+    def client(self):
+        """The client of the node holding the service-wide records (one server: the only one)."""
+        return self.servers.for_service().client
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -198,16 +137,41 @@ class RedisBroker(Broker):
             keys = self._keys[queue] = QueueKeys(queue)
         return keys
 
-    def _call(self, script: str, queue: str, args, extra_keys=()):
+    def _on(self, queue, fn):
+        """fn(node) on the node serving `queue` (None: the service-wide records), again
+        after a redirect or during a slot migration for up to REDIRECT_PATIENCE;
+        any other failure is a BrokerError at once."""
+        deadline = None
+        while True:
+            node = self.servers.for_queue(queue) if queue is not None else self.servers.for_service()
+            try:
+                return fn(node)
+            except redislib.exceptions.RedisError as exc:
+                pause = self.servers.after_error(exc)
+                now = time.monotonic()
+                deadline = deadline or now + REDIRECT_PATIENCE
+                if pause is None or now + pause > deadline:
+                    raise BrokerError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+                time.sleep(pause)     # ok: a bounded wait for a migrating slot, not a test
+
+    def _call(self, script: str, queue: str, args, extra_keys=(), wait=None):
         packed = self.keys(queue).packed
         if extra_keys:
             packed += b"".join(map(resp.bulk, extra_keys))
-        with _errors():
-            return self._caller.call(self._scripts[script], packed, len(_KEY_NAMES) + len(extra_keys), args)
+        nkeys = len(_KEY_NAMES) + len(extra_keys)
+        return self._on(queue, lambda node: node.caller.call(self._scripts[script], packed, nkeys, args, wait))
 
     # -- producers
     def push(self, queue, items):
-        self._call("push", queue, push_args(items))
+        t = self.target
+        if not t.wait_replicas:
+            self._call("push", queue, push_args(items))
+            return
+        _, replicas = self._call("push", queue, push_args(items), wait=(t.wait_replicas, t.wait_timeout))
+        if replicas < t.wait_replicas:
+            raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
+                                f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
+                                "them; pushing them again may run them twice")
 
     # -- consumers
     def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):
@@ -247,14 +211,18 @@ class RedisBroker(Broker):
         # Sent without waiting for the reply: a hand-off must stay one round trip.
         script, keys = self._scripts["confirm"], self.keys(queue)
         packed = resp.bulk(keys.held) + resp.bulk(keys.leases)
-        self._receipts.send(self._caller.packed(script, packed, 2, [job_id, token, int(lease * 1000)]), script)
+        command = resp.ScriptCaller.packed(script, packed, 2, [job_id, token, int(lease * 1000)])
+        try:
+            node = self.servers.for_queue(queue)
+        except redislib.exceptions.RedisError:
+            return           # unconfirmed: its short lease ends and recovery refunds it
+        node.receipts.send(command, script)
 
     def renew(self, queue, consumers, lease):
         return self._call("renew", queue, [int(lease * 1000), *consumers]) if consumers else 0
 
     def held(self, queue):
-        with _errors():
-            records = self.client.hgetall(self.keys(queue).held)
+        records = self._on(queue, lambda node: node.client.hgetall(self.keys(queue).held))
         return [_held(job_id, rec) for job_id, rec in records.items()]
 
     def expired(self, queue, limit=100):
@@ -262,16 +230,26 @@ class RedisBroker(Broker):
         return [_held(out[i], out[i + 1]) for i in range(0, len(out), 2)]
 
     def waiter(self, queue, consumer=None):
-        return RedisWaiter(self.client, self.keys(queue).wake, consumer)
+        def subscribe(node):
+            try:
+                return RedisWaiter(node.client, self.keys(queue).wake, consumer, self.target.sharded)
+            except BrokerError as exc:
+                # refused (MOVED) or cut: the next attempt re-reads the slot map
+                self.servers.after_error(redislib.exceptions.ConnectionError(str(exc)))
+                raise
+        return self._on(queue, subscribe)
 
     # -- inspection and administration
     def counts(self, queue):
         k = self.keys(queue)
-        with _errors(), self.client.pipeline(transaction=True) as pipe:
-            for key in k.ready:
-                pipe.llen(key)
-            pipe.zcard(k.sched).hlen(k.held).hlen(k.failed).hgetall(k.stats)
-            res = pipe.execute()
+
+        def read(node):
+            with node.client.pipeline(transaction=True) as pipe:
+                for key in k.ready:
+                    pipe.llen(key)
+                pipe.zcard(k.sched).hlen(k.held).hlen(k.failed).hgetall(k.stats)
+                return pipe.execute()
+        res = self._on(queue, read)
         stats = res[13]
         return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
                 "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
@@ -280,19 +258,19 @@ class RedisBroker(Broker):
         return self._call("ready_count", queue, [])
 
     def failed(self, queue, limit=100):
-        with _errors():
+        def read(node):
             out = []
-            for job_id, rec in self.client.hscan_iter(self.keys(queue).failed, count=200):
+            for job_id, rec in node.client.hscan_iter(self.keys(queue).failed, count=200):
                 envelope, _, error = rec.partition("\n")
                 out.append((job_id, envelope, error))
                 if len(out) >= limit:
                     break
-        return out
+            return out
+        return self._on(queue, read)
 
     def requeue_failed(self, queue, ids):
-        with _errors():
-            if ids is None:
-                ids = list(self.client.hkeys(self.keys(queue).failed))
+        if ids is None:
+            ids = list(self._on(queue, lambda node: node.client.hkeys(self.keys(queue).failed)))
         moved = 0
         for i in range(0, len(ids), 500):
             moved += self._call("requeue", queue, ids[i:i + 500])
@@ -303,16 +281,16 @@ class RedisBroker(Broker):
 
     def purge_failed(self, queue):
         key = self.keys(queue).failed
-        with _errors(), self.client.pipeline(transaction=True) as pipe:
-            n, _ = pipe.hlen(key).delete(key).execute()
-        return n
+
+        def purge(node):
+            with node.client.pipeline(transaction=True) as pipe:
+                return pipe.hlen(key).delete(key).execute()[0]
+        return self._on(queue, purge)
 
     def find(self, queue, job_id):
-        with _errors():
-            return self._find(self.keys(queue), job_id)
+        return self._on(queue, lambda node: self._find(node.client, self.keys(queue), job_id))
 
-    def _find(self, k, job_id):
-        c = self.client
+    def _find(self, c, k, job_id):
         held = c.hget(k.held, job_id)
         if held:
             h = _held(job_id, held)
@@ -336,41 +314,42 @@ class RedisBroker(Broker):
         return None
 
     def heartbeat(self, node_id, info, ttl):
-        now = time.time()
-        with _errors(), self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(NODE_SET, {node_id: now})
-            pipe.set(f"mpq:node:{node_id}", json.dumps(info), ex=max(1, int(ttl)))
-            pipe.zremrangebyscore(NODE_SET, "-inf", now - 24 * 3600)
-            pipe.execute()
+        now, svc = time.time(), self.service
+
+        def beat(node):
+            with node.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(svc.nodes, {node_id: now})
+                pipe.set(svc.node(node_id), json.dumps(info), ex=max(1, int(ttl)))
+                pipe.zremrangebyscore(svc.nodes, "-inf", now - 24 * 3600)
+                pipe.execute()
+        self._on(None, beat)
+
+    def _read_nodes(self, node):
+        svc = self.service
+        ids = node.client.zrange(svc.nodes, 0, -1)
+        if not ids:
+            return []
+        values = node.client.mget([svc.node(i) for i in ids])
+        dead = [i for i, v in zip(ids, values) if v is None]
+        if dead:
+            node.client.zrem(svc.nodes, *dead)
+        return [json.loads(v) for v in values if v]
 
     def nodes(self):
-        with _errors():
-            ids = self.client.zrange(NODE_SET, 0, -1)
-            if not ids:
-                return []
-            values = self.client.mget([f"mpq:node:{i}" for i in ids])
-            dead = [i for i, v in zip(ids, values) if v is None]
-            if dead:
-                self.client.zrem(NODE_SET, *dead)
-        return [json.loads(v) for v in values if v]
+        return self._on(None, self._read_nodes)
 
     def add_queues(self, names):
         if names:
-            with _errors():
-                self.client.sadd(QUEUE_SET, *names)
+            self._on(None, lambda node: node.client.sadd(self.service.queues, *names))
 
     def queues(self):
-        with _errors():
-            return sorted(self.client.smembers(QUEUE_SET))
+        return sorted(self._on(None, lambda node: node.client.smembers(self.service.queues)))
 
     def ping(self):
-        with _errors():
-            self.client.ping()
+        self._on(None, lambda node: node.client.ping())
 
     def close(self):
-        self._receipts.close()
-        with contextlib.suppress(Exception):
-            self.client.close()
+        self.servers.close()
 
 
 def _held(job_id: str, record: str) -> Held:

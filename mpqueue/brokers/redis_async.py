@@ -15,7 +15,8 @@ import contextlib
 
 import redis.asyncio as aioredis
 
-from .redis import QUEUE_SET, _errors, push_args, script_source
+from .redis import push_args, script_source
+from .redis_nodes import broker_errors
 
 # A burst of concurrent pushes on one loop shares this many connections (waiting
 # for a free one) instead of opening one each.
@@ -26,7 +27,8 @@ class AsyncRedisPusher:
     """push() and add_queues() of a RedisBroker, awaitable. Errors are BrokerError."""
 
     def __init__(self, broker):
-        self.url = broker.url
+        self.url = broker.target.url                      # one server: the URL redis-py takes
+        self._queue_set = broker.service.queues
         self._keys = broker.keys                          # the broker's QueueKeys cache
         self._options = broker.options                    # the sync client's, timeouts included
         self._lua = script_source("push")
@@ -34,14 +36,14 @@ class AsyncRedisPusher:
 
     async def push(self, queue, items) -> None:
         client = await self._client()
-        with _errors():
+        with broker_errors():
             await _shielded(client.push(self._keys(queue).all, push_args(items)))
 
     async def add_queues(self, names) -> None:
         if names:
             client = await self._client()
-            with _errors():
-                await _shielded(client.redis.sadd(QUEUE_SET, *names))
+            with broker_errors():
+                await _shielded(client.redis.sadd(self._queue_set, *names))
 
     async def _client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()

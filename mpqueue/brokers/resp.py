@@ -47,26 +47,35 @@ class ScriptCaller:
                          % (3 + nkeys + len(args), script.sha.encode(), len(count), count),
                          keys, *map(bulk, args)))
 
-    def call(self, script, keys: bytes, nkeys: int, args) -> object:
-        """`keys`: the RESP encoding of the script's nkeys keys (see bulk)."""
+    def call(self, script, keys: bytes, nkeys: int, args, wait=None) -> object:
+        """`keys`: the RESP encoding of the script's nkeys keys (see bulk). `wait`:
+        (replicas, seconds): WAIT for that many replicas on the same connection,
+        in the same write; the reply is then (script's reply, replicas reached)."""
         command = self.packed(script, keys, nkeys, args)
+        if wait:
+            command += b"*3\r\n$4\r\nWAIT\r\n" + bulk(wait[0]) + bulk(max(1, int(wait[1] * 1000)))
         try:
-            return self._send(command)
+            replies = self._send(command, 2 if wait else 1)
         except redislib.exceptions.NoScriptError:      # a restarted or flushed Redis
             self.client.script_load(script.script)
-            return self._send(command)
+            replies = self._send(command, 2 if wait else 1)
+        return tuple(replies) if wait else replies[0]
 
-    def _send(self, command: bytes):
+    def _send(self, command: bytes, count: int = 1) -> list:
         pool = self.client.connection_pool
         conn, healthy = self._connection(), False
         try:
             conn.send_packed_command([command])
-            reply = conn.read_response()
+            replies, error = [], None
+            for _ in range(count):          # every reply read, even after an error: the connection stays in step
+                try:
+                    replies.append(conn.read_response())
+                except redislib.exceptions.ResponseError as exc:
+                    error = error or exc
             healthy = True
-            return reply
-        except redislib.exceptions.ResponseError:
-            healthy = True                 # an error reply: the connection is still in step
-            raise
+            if error is not None:
+                raise error
+            return replies
         finally:
             if not healthy:                # cut off mid-reply: never reuse it
                 conn.disconnect()

@@ -14,11 +14,12 @@ import math
 import re
 import reprlib
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
+from . import redis_url
 from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule, redact
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "sqlite", INLINE_SCHEME)
+BROKER_SCHEMES = (*redis_url.SCHEMES, "sqlite", INLINE_SCHEME)
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_CONCURRENCY = 1000     # each slot is a scoreboard record and, for plain tasks, a thread
 MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -156,7 +157,6 @@ def _broker(v):
         raise _Bad(expected)
     try:
         parts = urlsplit(v)
-        parts.port  # noqa: B018 - parsed lazily; raises ValueError on a bad port
     except ValueError:
         raise _Bad(f"a valid URL with scheme {schemes}") from None
     if parts.scheme not in BROKER_SCHEMES:
@@ -165,41 +165,17 @@ def _broker(v):
         if parts.netloc or parts.path.strip("/") or parts.query:
             raise _Bad("sync:// with nothing after it")
         return v
-    if parts.scheme == "sqlite" and parts.query not in ("", "synchronous=normal", "synchronous=full"):
-        raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
-    if not (parts.netloc or parts.path):
-        raise _Bad(f"a URL with a host or a path after '{parts.scheme}:'")
-    if parts.scheme in ("redis", "rediss", "unix"):
-        _redis_url(parts)
+    if parts.scheme == "sqlite":
+        if parts.query not in ("", "synchronous=normal", "synchronous=full"):
+            raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
+        if not (parts.netloc or parts.path):
+            raise _Bad("a URL with a host or a path after 'sqlite:'")
+        return v
+    try:
+        redis_url.parse(v)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
     return v
-
-
-# The query options a redis://, rediss:// or unix:// URL may carry: what every
-# supported redis-py passes through (the timeouts and keepalive are mpqueue's own).
-REDIS_OPTIONS = ("db", "password", "username", "client_name")
-REDISS_OPTIONS = REDIS_OPTIONS + ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
-
-
-def _redis_url(parts) -> None:
-    """A Redis URL we can serve, or _Bad: every URL `mpqueue check` accepts must work."""
-    allowed = REDISS_OPTIONS if parts.scheme == "rediss" else REDIS_OPTIONS
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(allowed))
-    if unknown:
-        raise _Bad(f"a {parts.scheme}:// URL whose query options are among {', '.join(allowed)} "
-                   f"(not {', '.join(unknown)})")
-    db = query.get("db", [""])[-1]
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise _Bad("a unix:// URL with the socket's path, e.g. unix:///run/redis/redis.sock?db=0")
-    else:
-        if not parts.hostname:
-            raise _Bad(f"a {parts.scheme}:// URL with a host, e.g. {parts.scheme}://127.0.0.1:6379/0")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise _Bad(f"a {parts.scheme}:// URL whose path is a database number, e.g. {parts.scheme}://host:6379/0")
-    if db and not db.isdigit():
-        raise _Bad("a Redis URL whose db option is a database number")
 
 
 QUEUE_FIELDS = {

@@ -5,10 +5,10 @@ import pytest
 from mpqueue.brokers import open_broker
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+@pytest.fixture(params=["redis", "sqlite", "sentinel", "cluster"])
 def broker(request, tmp_path):
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
+    if request.param in ("redis", "sentinel", "cluster"):
+        url = request.getfixturevalue(f"{request.param}_url")
     else:
         url = f"sqlite://{tmp_path}/contract.db"
     b = open_broker(url)

@@ -174,12 +174,14 @@ def test_junk_in_the_queue_is_reserved_with_an_id_so_it_can_be_failed(broker):
 
 def test_a_push_wakes_a_waiter(broker):
     waiter = broker.waiter(Q)
+    pusher = threading.Timer(0.05, lambda: push(broker, "a"))
     try:
-        threading.Timer(0.05, lambda: push(broker, "a")).start()
+        pusher.start()
         readable, _, _ = select.select([waiter], [], [], 5)
         assert readable
         waiter.drain()
     finally:
+        pusher.join()       # its reply may still be on the way when the wake-up arrives
         waiter.close()
 
 

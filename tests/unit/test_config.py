@@ -63,7 +63,7 @@ def test_sqlite_paths_are_anchored_at_the_file_and_name_the_service(tmp_path, ur
 @pytest.mark.parametrize("url, expected", [
     ("sqlite:///q.db?synchronous=off", "an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full"),
     ("sync://somewhere", "sync:// with nothing after it"),
-    ("postgres://h/db", "a URL with scheme redis, rediss, unix, sqlite or sync"),
+    ("postgres://h/db", "a URL with scheme redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster, sqlite or sync"),
 ])
 def test_a_bad_broker_url_is_one_line_naming_the_key(url, expected):
     assert error_of(broker=url) == f"orders.yaml: broker: expected {expected}, got {url!r}"
@@ -169,7 +169,7 @@ def test_the_spec_example_message_is_exact():
 
 def test_a_broker_with_another_scheme_names_the_accepted_ones():
     assert error_of(broker="http://x") == \
-        "orders.yaml: broker: expected a URL with scheme redis, rediss, unix, sqlite or sync, got 'http://x'"
+        "orders.yaml: broker: expected a URL with scheme redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster, sqlite or sync, got 'http://x'"
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -219,9 +219,9 @@ def test_a_broker_with_another_scheme_names_the_accepted_ones():
     ({"log": {"max_bytes": 100}}, "log.max_bytes: expected an integer >= 1024, got 100"),
     ({"log": {"file": ""}}, "log.file: expected a non-empty string or null, got ''"),
     ({"log": "debug"}, "log: expected a mapping, got 'debug'"),
-    ({"broker": 6379}, "broker: expected a URL with scheme redis, rediss, unix, sqlite or sync, got 6379"),
-    ({"broker": "redis://h:port/0"}, "broker: expected a valid URL with scheme redis, rediss, unix, sqlite or sync"),
-    ({"broker": "redis:"}, "broker: expected a URL with a host or a path after 'redis:', got 'redis:'"),
+    ({"broker": 6379}, "broker: expected a URL with scheme redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster, sqlite or sync, got 6379"),
+    ({"broker": "redis://h:port/0"}, "broker: expected a redis:// URL with a valid port"),
+    ({"broker": "redis:"}, "broker: expected a redis:// URL with a host, e.g. redis://127.0.0.1:6379/0, got 'redis:'"),
 ])
 def test_a_bad_value_is_named_with_its_key_path(changes, message):
     text = error_of(**changes)
@@ -354,17 +354,35 @@ def test_a_yaml_alias_bomb_in_a_value_is_a_one_line_error_not_a_stall(tmp_path):
 @pytest.mark.parametrize("url, expected", [
     ("redis://h/abc", "a redis:// URL whose path is a database number, e.g. redis://host:6379/0"),
     ("redis://h:6379/0?foo=bar", "a redis:// URL whose query options are among db, password, username, "
-                                 "client_name (not foo)"),
+                                 "client_name, wait_replicas, wait_timeout (not foo)"),
     ("unix:///run/redis.sock?db=x", "a Redis URL whose db option is a database number"),
     ("unix:///run/redis.sock?socket_keepalive=1", "a unix:// URL whose query options are among db, password, "
-                                                  "username, client_name (not socket_keepalive)"),
+                                                  "username, client_name, wait_replicas, wait_timeout (not socket_keepalive)"),
     ("redis:///0", "a redis:// URL with a host, e.g. redis://127.0.0.1:6379/0"),
+    ("redis+sentinel://h:26379", "a redis+sentinel:// URL naming the master after the sentinels, "
+                                 "e.g. redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0"),
+    ("redis+sentinel://h:26379/m/x", "a redis+sentinel:// URL naming the master after the sentinels, "
+                                     "e.g. redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0"),
+    ("redis+sentinel://h1:1,h2/m", "a redis+sentinel:// URL listing HOST:PORT of each seed node, "
+                                   "e.g. redis+sentinel://10.0.0.1:26379,10.0.0.2:26379"),
+    ("redis+cluster://h:99999", "a redis+cluster:// URL listing HOST:PORT of each seed node, "
+                                "e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000"),
+    ("redis+cluster://h:7000/0", "a redis+cluster:// URL with no path (a Cluster has one database and no "
+                                 "master name), e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000"),
+    ("redis+cluster://h:7000?db=1", "a redis+cluster:// URL whose query options are among client_name, "
+                                    "wait_replicas, wait_timeout (not db)"),
+    ("redis://h/0?wait_replicas=-1", "wait_replicas: a number of replicas from 0 to 100"),
+    ("redis://h/0?wait_replicas=1&wait_timeout=nan", "wait_timeout: a number of seconds above 0, at most 60"),
+    ("redis://h/0?wait_timeout=inf", "wait_timeout: a number of seconds above 0, at most 60"),
 ])
 def test_a_redis_url_that_could_not_be_served_is_refused_by_check(url, expected):
     assert error_of(broker=url) == f"orders.yaml: broker: expected {expected}, got {url!r}"
 
 
 @pytest.mark.parametrize("url", ["redis://h:6379/3?password=p&client_name=orders", "unix:///run/redis.sock?db=2",
-                                 "rediss://h/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem"])
+                                 "rediss://h/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem",
+                                 "redis+sentinel://h1:26379,[::1]:26380/mymaster/2?sentinel_password=x",
+                                 "rediss+sentinel://h1:26379/m?ssl_ca_certs=/etc/ssl/ca.pem&wait_replicas=1",
+                                 "redis+cluster://:pw@h1:7000,h2:7001?wait_replicas=1&wait_timeout=0.25"])
 def test_the_redis_url_options_every_redis_py_serves_are_accepted(url):
     assert parse(broker=url).broker == url

@@ -16,6 +16,10 @@
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local NKEYS = 19
+-- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
+-- own shard, and its receiver count is exact there (PUBLISH's counts only the
+-- clients of the node that ran the script, while every node delivers it).
+local PUBLISH = 'PUBLISH'
 local HANDOFF_LEASE_MS = 15000   -- an unconfirmed hand-off's lease (see hand_off)
 
 local function now_ms()
@@ -48,7 +52,7 @@ local function schedule(env, due)
 end
 
 local function wake()
-  redis.call('PUBLISH', KEYS[WAKE], '1')
+  redis.call(PUBLISH, KEYS[WAKE], '1')
 end
 
 -- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
@@ -86,7 +90,7 @@ local function hand_off(env, token, now)
       -- A short lease until the receipt, which gives it the consumer's own: a hand-off
       -- nobody took comes back within seconds, not after a whole job's timeout.
       local id, held = hold(env, token, consumer .. '+', math.min(tonumber(lease), HANDOFF_LEASE_MS), now)
-      if redis.call('PUBLISH', KEYS[WAKE] .. ':' .. consumer, token .. ' ' .. held) > 0 then return true end
+      if redis.call(PUBLISH, KEYS[WAKE] .. ':' .. consumer, token .. ' ' .. held) > 0 then return true end
       redis.call('HDEL', KEYS[HELD], id)
       redis.call('ZREM', KEYS[LEASES], id)
     end

@@ -120,8 +120,11 @@ class RedisBroker(Broker):
         except ValueError as exc:
             raise BrokerError(f"broker: expected {exc}") from None
         self.options = client_options(url, socket_timeout)      # the async producer's client uses them too
-        with broker_errors():
-            self.servers = open_nodes(self.target, self.options)
+        try:
+            with broker_errors():
+                self.servers = open_nodes(self.target, self.options)
+        except ValueError as exc:        # redis-py refusing an option: one line, never a traceback
+            raise BrokerError(f"broker: {exc}") from None
         self.service = ServiceKeys(self.servers.service_prefix)
         self._scripts = _load_scripts(self.servers.for_service().client, self.target.sharded)
         self._keys: dict[str, QueueKeys] = {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -71,7 +71,7 @@ def parse(url: str) -> RedisTarget:
     query = parse_qs(parts.query, keep_blank_values=True)
     durability = _durability(query)
     if parts.scheme in SINGLE_SCHEMES:
-        return _single(parts, query, durability)
+        return _single(url, parts, query, durability)
     if parts.scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
         raise ValueError(f"a Redis URL with scheme {', '.join(SCHEMES)}")
     kind = "sentinel" if parts.scheme in SENTINEL_SCHEMES else "cluster"
@@ -98,7 +98,7 @@ def parse(url: str) -> RedisTarget:
                        sentinel_auth=auth, **common)
 
 
-def _single(parts, query, durability) -> RedisTarget:
+def _single(url, parts, query, durability) -> RedisTarget:
     allowed = _SINGLE_OPTIONS + _DURABILITY + (_TLS_OPTIONS if parts.scheme == "rediss" else ())
     _only(parts.scheme, query, allowed)
     if parts.scheme == "unix":
@@ -119,8 +119,11 @@ def _single(parts, query, durability) -> RedisTarget:
     if db and not db.isdigit():
         raise ValueError("a Redis URL whose db option is a database number")
     # redis-py refuses options it does not know: hand it the URL without ours.
-    kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in _DURABILITY)
-    return RedisTarget("single", urlunsplit(parts._replace(query=kept)), **durability)
+    # (By hand, not urlunsplit: that would turn unix:///path into unix:/path.)
+    if any(k in query for k in _DURABILITY):
+        kept = "&".join(p for p in parts.query.split("&") if p and p.split("=", 1)[0] not in _DURABILITY)
+        url = url.split("?", 1)[0] + (f"?{kept}" if kept else "")
+    return RedisTarget("single", url, **durability)
 
 
 def _durability(query) -> dict:

@@ -193,3 +193,20 @@ def test_a_slot_migration_during_a_run_loses_and_duplicates_nothing(service, red
     counts = every_tag_ran(rdb, producer.acked)
     assert sum(counts.values()) == 1500, [t for t, n in counts.items() if n > 1][:10]
     assert svc.stop() == 0
+
+
+def test_async_pushes_reach_a_sentinel_master_and_a_cluster(sentinel_url, cluster_url):
+    import asyncio
+
+    async def push_fifty(url):
+        client = Client(url)
+        try:
+            return await asyncio.gather(*(client.apush("default", "t:f", args=[i]) for i in range(50)))
+        finally:
+            await client.aclose()
+    for url in (sentinel_url, cluster_url, sentinel_url + "?wait_replicas=1"):
+        ids = asyncio.run(push_fifty(url))
+        client = Client(url)
+        assert len(set(ids)) == 50 and all(client.broker.find("default", i)["state"] == "ready" for i in ids)
+        client.broker.clean("default")
+        client.close()

@@ -60,6 +60,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # "HOST:PORT" for Prometheus to scrape, or "unix": metrics.sock in the service's
+    # runtime directory (for `mpqctl metrics` on a host that opens no port). None: off.
+    listen: str | None = None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: str = "127.0.0.1:9809"       # beyond loopback only with token_file
+    token_file: str | None = None        # a file holding the access token (e.g. a systemd credential)
+    read_only: bool = False              # no retry, delete or purge
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     broker: str
@@ -72,6 +86,8 @@ class ServiceConfig:
     max_payload: int = 1048576
     lease_grace: float = 30.0
     broker_password_file: str | None = None   # as written in the YAML; its content is in `broker`
+    metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
     source: str | None = None
 
 
@@ -193,6 +209,20 @@ LOG_FIELDS = {
     # rotating handler never rotates and the file grows without bound.
     "max_bytes": _integer(1024), "backups": _integer(1),
 }
+def _listen(allow_unix: bool):
+    """HOST:PORT (an IPv6 host in brackets), or, if allowed, "unix"."""
+    def check(v):
+        if allow_unix and v in ("unix", None):      # metrics: None is off
+            return v
+        host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
+        if not (sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536) or any(c.isspace() for c in v):
+            raise _Bad("HOST:PORT such as 127.0.0.1:9808" + (', or "unix"' if allow_unix else ""))
+        return v
+    return check
+
+
+METRICS_FIELDS = {"listen": _listen(allow_unix=True)}
+WEB_FIELDS = {"listen": _listen(allow_unix=False), "token_file": _optional_text, "read_only": _boolean}
 SERVICE_FIELDS = {
     "broker": _broker,
     "path": _strings("a directory", "directories", lambda s: bool(s.strip())),
@@ -201,8 +231,8 @@ SERVICE_FIELDS = {
     "max_payload": _integer(1024), "lease_grace": _seconds(0, above=True),
     "broker_password_file": _optional_text,
 }
-TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "defaults",
-            "queues", "shutdown_timeout", "max_payload", "lease_grace")
+TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
+            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
 # What each required key holds, for the "missing" message.
 REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "imports": "one or more module names defining the tasks",
@@ -313,5 +343,9 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
     name = check.service_name(top.get("name", default_name), "name" not in top)
     defaults = check.fields(check.mapping(top.get("defaults"), "defaults", QUEUE_FIELDS), QUEUE_FIELDS, "defaults")
     log = LogConfig(**check.fields(check.mapping(top.get("log"), "log", LOG_FIELDS), LOG_FIELDS, "log"))
+    metrics = MetricsConfig(**check.fields(check.mapping(top.get("metrics"), "metrics", METRICS_FIELDS),
+                                           METRICS_FIELDS, "metrics"))
+    web = WebConfig(**check.fields(check.mapping(top.get("web"), "web", WEB_FIELDS), WEB_FIELDS, "web"))
     settings = check.fields(top, SERVICE_FIELDS, "")
-    return ServiceConfig(name=name, log=log, queues=check.queues(top["queues"], defaults), **settings)
+    return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=check.queues(top["queues"], defaults),
+                         **settings)

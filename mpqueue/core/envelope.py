@@ -42,6 +42,7 @@ class Job:
     attempts: int = 0           # runs started so far, this one included once reserved
     priority: int = 0
     enqueued_ms: int = 0        # producer's wall clock, for display only
+    due_ms: int = 0             # when it was due, producer's clock: enqueued_ms + its delay (metrics' wait time)
     queue: str = ""
     token: str = ""             # reservation token; fences ack/fail
     envelope: str = ""          # the stored form this job was decoded from
@@ -61,12 +62,15 @@ def check_priority(priority) -> int:
 
 
 def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | None = None,
-           max_payload: int = 1 << 20) -> tuple[str, str]:
-    """Return (job id, envelope) for a new job; raise PayloadError on bad input."""
+           max_payload: int = 1 << 20, delay: float = 0.0) -> tuple[str, str]:
+    """Return (job id, envelope) for a new job; raise PayloadError on bad input.
+    `delay` (seconds, already checked): recorded as the job's due time."""
     if not isinstance(task, str) or ":" not in task:
         raise PayloadError(f"task: expected a name like 'module:function', got {task!r}")
     check_priority(priority)
     body = {"t": task, "e": int(time.time() * 1000)}
+    if delay > 0:
+        body["d"] = body["e"] + int(delay * 1000)
     if args:
         body["a"] = list(args)
     if kwargs:
@@ -86,6 +90,12 @@ def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | Non
     if size > max_payload:
         raise PayloadError(f"payload of {task}: {size} bytes exceeds max_payload {max_payload}")
     return job_id, envelope
+
+
+def _ms(value) -> int:
+    """A time field of a body a foreign writer may have filled with anything."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and abs(value) < 1e15 else 0
 
 
 def check_depth(value, task: str) -> None:
@@ -110,7 +120,8 @@ def decode(envelope: str, queue: str = "", token: str = "") -> Job:
         job_id, attempts, priority, text = head
         body = json.loads(text)
         job = Job(id=job_id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
-                  attempts=attempts, priority=priority, enqueued_ms=body.get("e", 0),
+                  attempts=attempts, priority=priority, enqueued_ms=_ms(body.get("e", 0)),
+                  due_ms=_ms(body.get("d", body.get("e", 0))),
                   queue=queue, token=token, envelope=envelope)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None

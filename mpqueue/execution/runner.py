@@ -18,6 +18,7 @@ from ..core import failures, tasks
 from ..core.context import JobContext, Retry, reset_current, set_current
 from ..core.names import import_string
 from ..core.retry import delay_problem
+from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
 from .settle import settle_failure
 
@@ -47,12 +48,14 @@ class Started:
 
 
 class Runner:
-    def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None):
+    def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None,
+                 tally=None):
         self.broker = broker
         self.service = service_cfg
         self.cfg = queue_cfg
         self.index = worker_index
         self.scoreboard = scoreboard
+        self.tally = tally or NoTally()          # the metrics' counters (tally.py)
         self.aio = aio or EventLoop(threaded=False)
         self.before_job = [import_string(s) for s in (queue_cfg.before_job,) if s]
         self._effective: dict = {}    # task name -> the queue's settings with the task's overrides
@@ -94,6 +97,8 @@ class Runner:
             self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
         is_async = info.is_async
         self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
+        if job.attempts == 1 and job.due_ms > 0:     # a retry's due time is not in its envelope: first attempts only
+            self.tally.observe_wait(time.time() - job.due_ms / 1000.0)
         return Started(job, info, cfg, time.monotonic(), slot, is_async)
 
     def end(self, s: Started, outcome: tuple) -> Ack | None:
@@ -217,6 +222,8 @@ class Runner:
             fields = {"task": job.task, "attempts": job.attempts, "result": value,
                       "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
             record = result_record(fields)
+        self.tally.count(job.task, "done")
+        self.tally.observe_duration(job.task, ms / 1000)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
@@ -225,11 +232,15 @@ class Runner:
         ms = (time.monotonic() - started) * 1000
         result = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
                                         info is not None and info.on_failure is not None, delay)
+        if result != "stale":
+            self.tally.count(job.task if info is not None else UNREGISTERED, result, kind)
+            self.tally.observe_duration(job.task if info is not None else UNREGISTERED, ms / 1000)
         level = logging.WARNING if result == "retried" else logging.ERROR
         log.log(level, "job %s: %s", result, message, extra=self._extra(job, ms, result))
 
     def _refuse_job(self, job, kind, message, slot=0):
-        settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        if settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message) != "stale":
+            self.tally.count(UNREGISTERED, "failed", kind)     # a name nobody registered is no label
         self.scoreboard.count_failed()
         log.error("job refused: %s", message, extra=self._extra(job, 0, kind))
 

@@ -19,6 +19,7 @@ from ..core import envelope as jobmod
 from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
+from . import ctl_metrics
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
 
@@ -330,6 +331,8 @@ def _confirm(question: str, what: str) -> None:
     if not ok:
         raise CtlError(hint)
 
+
+main.add_command(ctl_metrics.metrics)     # a command in a module of its own
 
 if __name__ == "__main__":
     main()

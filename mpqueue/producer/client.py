@@ -70,8 +70,9 @@ class Client:
 
     # -- one way to build what is pushed, for both
     def _item(self, task, args, kwargs, delay, eta, priority):
-        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload)
-        return job_id, (envelope, priority, _delay_seconds(delay, eta))
+        seconds = _delay_seconds(delay, eta)
+        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
+        return job_id, (envelope, priority, seconds)
 
     def _items(self, jobs) -> tuple[list[str], list]:
         ids, items = [], []

@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from ..ipc import EXIT_FAILED, STOP, Channel, Scoreboard
+from ..tally import WorkerTally
 
 log = logging.getLogger("mpqueue.supervisor")
 
@@ -25,10 +26,12 @@ class WorkerHandle:
     control: Channel
     scoreboard: Scoreboard
     consumer: str
+    tally: WorkerTally | None = None  # its job counters, folded into the pool's totals when it is gone
     holding: object = None            # how its fetch mode holds its jobs (holding.py)
     started_at: float = field(default_factory=time.monotonic)
     ready: bool = False
     retiring: bool = False            # asked to finish its job and exit
+    replaced: bool = False            # ...because a reload replaces it
     killed_for: str | None = None     # "timeout" | "shutdown": we killed it, and why
     boot_error: str | None = None
     overdue: set = field(default_factory=set)   # ids of its jobs settled as a timeout when we killed it
@@ -64,6 +67,8 @@ class WorkerHandle:
             except OSError:
                 pass
         self.scoreboard.close()
+        if self.tally is not None:
+            self.tally.close()
 
 
 def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherited_fds,
@@ -72,6 +77,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     report_r, report_w = os.pipe()
     control_r, control_w = os.pipe()
     board = Scoreboard(queue_cfg.concurrency)
+    tally = WorkerTally(queue_cfg.name)
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:                       # child
@@ -82,7 +88,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
             for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(var, None)      # only the supervisor speaks to systemd
             from ..worker.process import Worker
-            code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent).main()
+            code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent, tally).main()
         except BaseException:  # noqa: BLE001 - nothing may escape into the supervisor's stack
             traceback.print_exc()
         finally:
@@ -92,7 +98,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     os.close(report_w)
     os.close(control_r)
     return WorkerHandle(pid, queue_cfg.name, index, generation, Channel(report_r), Channel(control_w),
-                        board, f"{node_id}/{pid}", started_at=started_at)
+                        board, f"{node_id}/{pid}", tally=tally, started_at=started_at)
 
 
 def _close(fd: int) -> None:

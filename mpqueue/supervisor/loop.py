@@ -20,6 +20,7 @@ from ..core.config import ConfigError, load_config
 from ..core.names import redact_text
 from ..proc import SignalQueue, set_title
 from . import handles, lock, reload
+from . import metrics as metricsmod
 from .gate import BrokerGate, wait_until_up
 from .notify import Notifier, watchdog_interval
 from .pool import Pool
@@ -49,12 +50,14 @@ class Supervisor:
         self.gate = BrokerGate(clock)
         self.watchdog_every = watchdog_interval()
         self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count"]
-                             + (["watchdog"] if self.watchdog_every else []))
+                             + (["watchdog"] if self.watchdog_every else [])
+                             + (["metrics"] if config.metrics.listen else []))
         self.ready_jobs = None
         self.started_at = time.time()
         # Opened by run() (or given by a test through attach()):
         self.lock_fd = self.reload_status = self.signals = None
         self.broker = self.recovery = self.pool = None
+        self.metrics = None               # the Prometheus endpoint (metrics.py), if configured
 
     # -- start-up
     def run(self) -> int:
@@ -62,6 +65,13 @@ class Supervisor:
         self.reload_status = reload.ReloadStatus(self.cfg.name)
         self.signals = SignalQueue(STOP_SIGNALS)
         set_title(f"mpqueue {self.cfg.name}: supervisor")
+        if self.cfg.metrics.listen:
+            try:
+                self.metrics = metricsmod.Endpoint(self.cfg.metrics.listen, lock.runtime_dir(self.cfg.name))
+            except OSError as exc:         # a port taken: one line, and no half-started service
+                return self.fatal(f"failed: metrics: cannot listen on {self.cfg.metrics.listen}: "
+                                  f"{exc.strerror or exc}", errno=98, code=ipc.EXIT_FAILED)   # EADDRINUSE
+            self.metrics.start()
         try:
             broker = open_broker(self.cfg.broker, socket_timeout=BROKER_TIMEOUT)
         except BrokerError as exc:        # e.g. an SQLite file where we may not write
@@ -77,6 +87,8 @@ class Supervisor:
         self.pool = Pool(self.cfg, self.node_id, self.clock, self._spawn, self.recovery, self.on_boot_failure)
         if self.signals is not None:
             self.pool.close_in_child = list(self.signals.fds())
+        if self.metrics is not None:
+            self.pool.close_in_child += self.metrics.fileno_for_children()
 
     def start(self) -> int:
         self.broker.add_queues(list(self.cfg.queues))
@@ -130,6 +142,8 @@ class Supervisor:
         fds = [self.signals, *[h.report.fd for h in pool.handles()]]
         for holding in pool.holdings.values():
             fds += holding.fds()
+        if self.metrics is not None:
+            fds += self.metrics.fds()
         readable = self.select(fds, timeout)
         for signum in self.signals.drain():
             self.handle_signal(signum)
@@ -139,6 +153,8 @@ class Supervisor:
         for pid, status in self._reap():
             pool.on_exit(pid, status)
         self.pump(readable)
+        if self.metrics is not None and self.metrics.wants_counts(readable):
+            self.read_counts_for_metrics()
 
     def select(self, fds, timeout):
         return select.select(fds, [], [], max(0.0, timeout))[0]     # EINTR is retried (PEP 475)
@@ -237,6 +253,8 @@ class Supervisor:
         for holding in self.pool.holdings.values():
             holding.finish()
         self.recovery.flush()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped")
         return ipc.EXIT_OK
 
@@ -269,6 +287,8 @@ class Supervisor:
             self.gate.call(self.count_ready)
         if self.timers.fire("status", STATUS_EVERY):
             self.notifier.status(self.status_line())
+        if self.metrics is not None and self.timers.fire("metrics", 1.0):
+            self.publish_metrics()
         if self.watchdog_every and self.timers.fire("watchdog", self.watchdog_every):
             # Only this loop pings, right after it has read every worker's scoreboard
             # (enforce_timeouts): a frozen or stuck supervisor falls silent and systemd
@@ -313,7 +333,21 @@ class Supervisor:
         info = node_info(self.cfg, self.pool.handles(), self.pool.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
 
-    # -- reporting (status.py)
+    # -- reporting (status.py, metrics.py)
+    def publish_metrics(self) -> None:
+        self.metrics.publish(metricsmod.snapshot(self.pool, self.recovery, self.known_queues(), self.gate.ok))
+
+    def read_counts_for_metrics(self) -> None:
+        """A scrape asked: the queue counts, in one broker call, for the endpoint's thread."""
+        self.publish_metrics()
+        counts = {}
+        ok = self.gate.call(lambda: counts.update(metricsmod.queue_counts(self.broker, self.known_queues())))
+        self.metrics.counts_read(counts if ok else None)
+
+    def known_queues(self) -> list[str]:
+        """This generation's queues, and those of older workers still draining."""
+        return list(dict.fromkeys([*self.cfg.queues, *(h.queue for h in self.pool.handles())]))
+
     def status_line(self) -> str:
         return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok)
 

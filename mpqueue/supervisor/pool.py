@@ -11,6 +11,7 @@ import math
 import os
 
 from .. import ipc
+from ..tally import Totals
 from . import handles, reload
 from .backoff import BootBackoff
 from .dispatcher import Dispatcher
@@ -30,6 +31,8 @@ class Pool:
         self.holdings: dict[tuple[str, str], object] = {}     # (queue, mode) -> Holding
         self.backoff = BootBackoff(clock)
         self.totals = {"done": 0, "failed": 0}     # of workers gone since start
+        self.retired = Totals()                    # the job counters of workers gone (metrics)
+        self.restarts: dict[tuple[str, str], int] = {}     # (queue, reason) -> workers replaced
         self.dead_at_boot: list = []
         self.close_in_child: list[int] = []        # the supervisor's own descriptors
 
@@ -107,8 +110,9 @@ class Pool:
         self.totals["failed"] += board.failed
         kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
         h.holding.worker_gone(h, board, kind)
-        h.close()
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        self.count_exit(h, clean)
+        h.close()
         if not h.ready:
             self.dead_at_boot.append(h)
             h.boot_error = h.boot_error or handles.describe(status)
@@ -116,6 +120,24 @@ class Pool:
         elif not clean and not h.killed_for:
             log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, handles.describe(status),
                       extra={"queue": h.queue, "worker": h.index, "pid": pid})
+
+    def count_exit(self, h, clean: bool) -> None:
+        """Fold a gone worker's job counters into the totals, and count why it was replaced."""
+        if h.tally is None:
+            return
+        self.retired.merge(h.tally.read())
+        if not h.ready:
+            reason = "boot_failed"
+        elif h.killed_for in ("timeout", "stale"):
+            reason = h.killed_for
+        elif h.killed_for == "shutdown":
+            return                                  # a stop, not a restart
+        elif not clean:
+            reason = "crashed"
+        else:
+            reason = h.tally.exit_reason() or ("reload" if h.replaced else "")
+        if reason:
+            self.restarts[(h.queue, reason)] = self.restarts.get((h.queue, reason), 0) + 1
 
     # -- judging the living
     def enforce_timeouts(self) -> None:
@@ -146,6 +168,7 @@ class Pool:
     def retire_replaced(self) -> None:
         """Ask old-generation workers to finish and exit as new ones are ready for their places."""
         for h in reload.to_retire(self.handles(), self.cfg, self.generation):
+            h.replaced = True
             h.stop()
 
     def generation_ready(self) -> bool:

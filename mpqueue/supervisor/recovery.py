@@ -16,6 +16,7 @@ from ..brokers import BrokerError, Held
 from ..core import envelope as jobmod
 from ..core import failures
 from ..execution.settle import settle_failure
+from ..tally import UNREGISTERED, Totals
 
 log = logging.getLogger("mpqueue.recovery")
 REAP_CHUNK, REAP_MOST = 100, 5000     # expired leases per broker read, and per call
@@ -27,6 +28,7 @@ class Recovery:
         self.clock = clock
         self.queues = dict(queues)       # name -> QueueConfig (queues removed by a reload stay known)
         self.tasks: dict[str, dict] = {} # task name -> public options, from workers
+        self.outcomes = Totals()         # what recovery settled, for the metrics
         self.backlog: list[tuple[str, Held, str]] = []
         self.pending_consumers: list[tuple[str, str, str, set]] = []
         self.retry_at = 0.0
@@ -111,6 +113,8 @@ class Recovery:
                    "lost": "its lease expired (the node running it is gone)"}[kind]
         result = settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
         if result != "stale":
+            # A task name from a payload is a label only if a worker registered it.
+            self.outcomes.count(queue, job.task if job.task in self.tasks else UNREGISTERED, result, kind)
             log.error("job %s: %s (%s)", result, message, kind,
                       extra={"queue": queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
                              "outcome": kind})

@@ -29,6 +29,9 @@ def check_compatible(old, new) -> None:
     if new.broker != old.broker:
         raise ReloadRefused("broker URL changed: a reload can't move running jobs to another broker; "
                             "restart the service to apply it")
+    if new.metrics != old.metrics:
+        raise ReloadRefused("metrics.listen changed: the metrics endpoint is bound at start; restart the "
+                            "service to apply it")
 
 
 def to_retire(workers, cfg, generation: int) -> list:

@@ -48,8 +48,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 class Worker:
     def __init__(self, service, queue, index: int, node_id: str, report_fd: int, control_fd: int,
-                 scoreboard, parent_pid: int):
+                 scoreboard, parent_pid: int, tally=None):
         self.service, self.cfg, self.index = service, queue, index
+        self.tally = tally                # the metrics' counters, shared with the supervisor
         self.consumer = f"{node_id}/{os.getpid()}"
         self.report, self.control = ipc.Channel(report_fd), ipc.Channel(control_fd)
         self.scoreboard = scoreboard
@@ -103,7 +104,7 @@ class Worker:
         for hook in (self.service.on_worker_start, self.cfg.on_worker_start):
             if hook:
                 self.aio.call(import_string(hook), context)     # a coroutine runs on the jobs' loop
-        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio)
+        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio, self.tally)
         self.memory_limit = self.checked_memory_limit()
 
     def checked_memory_limit(self) -> int:
@@ -148,9 +149,14 @@ class Worker:
         self.jobs += 1
         if self.cfg.max_jobs and self.jobs >= self.cfg.max_jobs:
             log.info("recycling after %d jobs (max_jobs)", self.jobs, extra={"queue": self.cfg.name})
-            self.stopping = True
+            self.recycle("max_jobs")
         elif self.memory_limit and self.over_memory_limit():
-            self.stopping = True
+            self.recycle("memory")
+
+    def recycle(self, reason: str) -> None:
+        self.stopping = True
+        if self.tally is not None:
+            self.tally.recycling(reason)      # the supervisor counts the restart by its reason
 
     def over_memory_limit(self) -> bool:
         # Reading /proc costs more than a short job: look at most every RSS_EVERY

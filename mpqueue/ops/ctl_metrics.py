@@ -1,0 +1,81 @@
+"""`mpqctl metrics`: the service's Prometheus metrics as text, for node_exporter's
+textfile collector on a host that opens no port:
+
+    mpqctl --service orders metrics > /var/lib/prometheus/node-exporter/orders.prom.$$ &&
+        mv /var/lib/prometheus/node-exporter/orders.prom.$$ /var/lib/prometheus/node-exporter/orders.prom
+
+With `metrics: {listen: ...}` in the service's YAML (a port, or "unix" for the
+socket in its runtime directory) it fetches what the running service serves.
+Otherwise, or while the service is down, it prints what the broker alone can
+tell (queue depths, broker_up): the job counters live in the service."""
+from __future__ import annotations
+
+import http.client
+import socket
+
+import click
+
+from ..brokers import BrokerError
+from ..supervisor.lock import runtime_dir
+from ..supervisor.metrics import Snapshot, render
+from .ctl_target import pass_target
+
+FETCH_TIMEOUT = 10.0
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=FETCH_TIMEOUT)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(FETCH_TIMEOUT)
+        self.sock.connect(self.unix_path)
+
+
+def fetch(listen: str, service: str) -> bytes:
+    """GET /metrics from a running service; OSError if it does not answer."""
+    if listen == "unix":
+        conn = _UnixConnection(str(runtime_dir(service) / "metrics.sock"))
+    else:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        conn = http.client.HTTPConnection("127.0.0.1" if host in ("0.0.0.0", "::") else host, int(port),
+                                          timeout=FETCH_TIMEOUT)
+    try:
+        conn.request("GET", "/metrics")
+        reply = conn.getresponse()
+        body = reply.read()
+        if reply.status != 200:
+            raise OSError(f"HTTP {reply.status}")
+        return body
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from None
+    finally:
+        conn.close()
+
+
+@click.command()
+@pass_target
+def metrics(target):
+    """Print Prometheus metrics (text format) to stdout.
+
+    The running service's own (with metrics.listen in its YAML), else the
+    broker's view only: mpqueue_queue_jobs and mpqueue_broker_up."""
+    cfg = target.config
+    if cfg is not None and cfg.metrics.listen:
+        try:
+            click.echo(fetch(cfg.metrics.listen, cfg.name).decode(), nl=False)
+            return
+        except OSError as exc:
+            reason = f"the service does not answer on {cfg.metrics.listen} ({exc})"
+    else:
+        reason = "no metrics.listen in the service's YAML"
+    queues = target.known_queues()
+    try:
+        counts = {q: target.broker.counts(q) for q in queues}
+    except BrokerError:
+        counts = None
+    click.echo(f"# mpqueue: {reason}: the broker's view only\n" + render(Snapshot(queues=tuple(queues)),
+                                                                          counts).decode(), nl=False)

@@ -1,0 +1,256 @@
+"""Prometheus metrics, served by the supervisor itself (`metrics: {listen: ...}`).
+
+A thread answers the scrapes, but it owns nothing and decides nothing: the
+loop publishes an immutable snapshot (job counters of live and gone workers
+and of recovery, worker states, restarts) at most once a second, and reads the
+queue counts from the broker for it when a scrape asks (woken through a pipe,
+at most once per COUNTS_TTL however many scrapers call, under the broker gate
+like every call of the loop). The thread renders the last snapshot; a slow
+scraper holds only the thread (each connection has a short timeout), never the
+loop, its watchdog ping or a worker. The thread never logs and takes no lock a
+forked worker could inherit held.
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import socketserver
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .. import __version__
+from ..tally import BUCKETS, Totals
+
+COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
+SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
+CONNECTION_TIMEOUT = 5.0  # a scraper that sends nothing is dropped after this
+QUEUE_STATES = ("ready", "scheduled", "running", "failed")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    totals: Totals = field(default_factory=Totals)
+    restarts: dict = field(default_factory=dict)       # (queue, reason) -> n
+    workers: dict = field(default_factory=dict)        # (queue, state) -> n
+    slots: dict = field(default_factory=dict)          # (queue, state) -> n
+    queues: tuple = ()
+    broker_up: bool = True
+
+
+def snapshot(pool, recovery, queues, broker_up: bool) -> Snapshot:
+    """What the loop knows now: read in the loop, rendered by the thread."""
+    totals = pool.retired.copy()
+    totals.merge(recovery.outcomes)
+    workers = {(q, s): 0 for q in queues for s in ("busy", "idle", "booting")}
+    slots = {(q, s): 0 for q in queues for s in ("busy", "free")}
+    for h in pool.handles():
+        if h.tally is not None:
+            totals.merge(h.tally.read())
+        board = h.scoreboard.read()
+        state = "booting" if not h.ready else "busy" if board.busy else "idle"
+        workers[(h.queue, state)] = workers.get((h.queue, state), 0) + 1
+        slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
+        slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up)
+
+
+def queue_counts(broker, queues) -> dict:
+    """Every queue's counts, in one round trip where the broker can (counts_many)."""
+    many = getattr(broker, "counts_many", None)
+    return many(list(queues)) if many else {q: broker.counts(q) for q in queues}
+
+
+def render(snap: Snapshot, counts: dict | None) -> bytes:
+    """The exposition text. `counts`: queue -> counts dict (None: the broker did not answer)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snap, counts))
+    return generate_latest(registry)
+
+
+class _Collector:
+    def __init__(self, snap: Snapshot, counts):
+        self.snap, self.counts = snap, counts
+
+    def collect(self):
+        s = self.snap
+        jobs = CounterMetricFamily("mpqueue_jobs", "Job attempts by their outcome (done, retried, failed) and "
+                                   "the failure type", labels=["queue", "task", "outcome", "reason"])
+        for (queue, task, outcome, reason), n in sorted(s.totals.jobs.items()):
+            jobs.add_metric([queue, task, outcome, reason], n)
+        yield jobs
+        yield _histogram("mpqueue_job_duration_seconds", "Run time of finished job attempts",
+                         ["queue", "task"], s.totals.durations)
+        yield _histogram("mpqueue_job_wait_seconds", "From due (push, or the due time of a delayed job) to "
+                         "start, first attempts", ["queue"], {(q,): h for q, h in s.totals.waits.items()})
+        yield from self.queue_gauges()
+        yield _gauge("mpqueue_workers", "Worker processes of this node by state", ["queue", "state"], s.workers)
+        yield _gauge("mpqueue_worker_slots", "Job slots of this node's workers (concurrency) by state",
+                     ["queue", "state"], s.slots)
+        restarts = CounterMetricFamily("mpqueue_worker_restarts", "Workers replaced, by why",
+                                       labels=["queue", "reason"])
+        for (queue, reason), n in sorted(s.restarts.items()):
+            restarts.add_metric([queue, reason], n)
+        yield restarts
+        up = self.counts is not None and s.broker_up
+        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
+        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def queue_gauges(self):
+        gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
+                                  labels=["queue", "state"])
+        for queue, counts in sorted((self.counts or {}).items()):
+            for state in QUEUE_STATES:
+                gauge.add_metric([queue, state], counts.get(state, 0))
+        yield gauge
+
+
+def _gauge(name, doc, labels, values: dict):
+    g = GaugeMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        g.add_metric(list(key), n)
+    return g
+
+
+def _histogram(name, doc, labels, table: dict):
+    h = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in sorted(table.items()):
+        running, buckets = 0, []
+        for bound, n in zip((*BUCKETS, float("inf")), hist.counts):
+            running += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        h.add_metric(list(key), buckets, hist.sum)
+    return h
+
+
+class Endpoint:
+    """The listening socket and its thread, and the loop's side of the handshake."""
+
+    def __init__(self, listen: str, runtime_dir):
+        self.listen = listen
+        self._server = _bind(listen, runtime_dir, self)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._snapshot = Snapshot()
+        self._counts, self._counts_at = None, -1e9
+        self._fresh = threading.Event()
+        self._wanted = False
+
+    def fileno_for_children(self) -> list[int]:
+        """Descriptors a forked worker must close."""
+        return [self._server.fileno(), self._wake_r, self._wake_w]
+
+    def start(self) -> None:
+        threading.Thread(target=self._server.serve_forever, name="mpqueue-metrics", daemon=True).start()
+
+    # -- the loop's side
+    def fds(self) -> list[int]:
+        return [self._wake_r]
+
+    def wants_counts(self, readable) -> bool:
+        if self._wake_r in readable:
+            try:
+                os.read(self._wake_r, 512)
+            except BlockingIOError:
+                pass
+        return self._wanted
+
+    def publish(self, snap: Snapshot) -> None:
+        self._snapshot = snap
+
+    def counts_read(self, counts: dict | None) -> None:
+        self._counts, self._counts_at, self._wanted = counts, time.monotonic(), False
+        self._fresh.set()
+
+    # -- the thread's side
+    def scrape(self) -> bytes:
+        if time.monotonic() - self._counts_at > COUNTS_TTL:
+            self._fresh.clear()
+            self._wanted = True
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:
+                pass                           # the loop has a wake-up pending already
+            self._fresh.wait(SCRAPE_WAIT)
+        return render(self._snapshot, self._counts)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        path = getattr(self._server, "path", None)
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    timeout = CONNECTION_TIMEOUT
+    server_version = "mpqueue"
+
+    def do_GET(self):
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._send(404, b"not found: the metrics are at /metrics\n")
+            return
+        self._send(200, self.server.endpoint.scrape(), CONTENT_TYPE)
+
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):       # no line per scrape, and no logging from this thread
+        pass
+
+
+class _TCPServer(http.server.HTTPServer):
+    allow_reuse_address = True
+
+
+class _TCP6Server(_TCPServer):
+    address_family = socket.AF_INET6
+
+
+class _UnixServer(socketserver.UnixStreamServer):
+    def get_request(self):
+        conn, _ = super().get_request()
+        return conn, ("unix", 0)        # the handler wants an address
+
+
+def _bind(listen: str, runtime_dir, endpoint):
+    if listen == "unix":
+        path = os.path.join(str(runtime_dir), "metrics.sock")
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):      # a socket left by a killed run; nothing else
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o117)                               # srw-rw----: the service's user and group
+        try:
+            server = _UnixServer(path, _Handler)
+        finally:
+            os.umask(old)
+        server.path = path
+    else:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        cls = _TCP6Server if ":" in host else _TCPServer
+        server = cls((host, int(port)), _Handler)
+    server.endpoint = endpoint
+    return server

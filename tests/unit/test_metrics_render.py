@@ -1,0 +1,66 @@
+"""The metrics' pure parts: a worker's tally as the supervisor reads and folds
+it, the exposition parsed back with prometheus_client's parser, and the Grafana
+dashboard naming only metrics that exist."""
+import json
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mpqueue.supervisor.metrics import Snapshot, render
+from mpqueue.tally import MAX_ROWS, OTHER, Totals, WorkerTally
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_tally_reads_back_what_its_worker_counted_and_folds_into_totals():
+    t = WorkerTally("q")
+    t.count("a:b", "done")
+    t.count("a:b", "done")
+    t.count("a:c", "retried", "error")
+    t.observe_duration("a:b", 0.02)
+    t.observe_wait(-3.0)                      # a producer's clock ahead: counted as no wait
+    t.recycling("max_jobs")
+    read = t.read()
+    assert read.jobs == {("q", "a:b", "done", ""): 2, ("q", "a:c", "retried", "error"): 1}
+    assert read.durations[("q", "a:b")].sum == 0.02 and sum(read.waits["q"].counts) == 1
+    assert t.exit_reason() == "max_jobs"
+    totals = Totals()
+    totals.merge(read)
+    totals.merge(read)
+    assert totals.jobs[("q", "a:b", "done", "")] == 4
+    t.close()
+
+
+def test_task_rows_are_bounded_whatever_the_names():
+    t = WorkerTally("q")
+    for i in range(MAX_ROWS + 50):
+        t.count(f"m:t{i}", "done")
+    names = {task for (_, task, _, _) in t.read().jobs}
+    assert len(names) == MAX_ROWS and OTHER in names
+    t.close()
+
+
+def test_the_exposition_parses_and_escapes_label_values():
+    totals = Totals()
+    totals.count("q", 'evil"\\\n:task', "failed", "timeout", 3)
+    text = render(Snapshot(totals=totals, queues=("q",)), {"q": {"ready": 5, "scheduled": 0, "running": 1,
+                                                                "failed": 2}}).decode()
+    by_name = {f.name: f for f in text_string_to_metric_families(text)}
+    sample, = by_name["mpqueue_jobs"].samples
+    assert sample.labels["task"] == 'evil"\\\n:task' and sample.value == 3
+    assert {s.labels["state"]: s.value for s in by_name["mpqueue_queue_jobs"].samples}["ready"] == 5
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_export():
+    totals = Totals()
+    totals.count("q", "a:b", "done")
+    totals.durations[("q", "a:b")] = __import__("mpqueue.tally").tally.Histogram()
+    totals.waits["q"] = __import__("mpqueue.tally").tally.Histogram()
+    text = render(Snapshot(totals=totals, queues=("q",), restarts={("q", "crashed"): 1},
+                           workers={("q", "idle"): 1}), {"q": {}}).decode()
+    exported = set(re.findall(r"^(mpqueue_\w+)", text, re.M))
+    dashboard = (ROOT / "packaging/grafana/mpqueue-dashboard.json").read_text()
+    used = set(re.findall(r"mpqueue_\w+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
+                                                   for t in p["targets"])))
+    assert used and used <= exported, used - exported

@@ -157,3 +157,16 @@ def test_promtool_accepts_the_output(service, client, rdb, tmp_path):
     done = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert svc.stop() == 0
+
+
+def test_a_reload_counts_its_replaced_workers_and_keeps_every_count(service, client, rdb):
+    port = free_port()
+    svc = metrics_service(service, port)
+    client.push("default", "testtasks:record", args=["before"])
+    wait_for(lambda: jobs(scrape(port), "done") == 1, 10, what="a job done")
+    svc.signal(signal.SIGHUP)
+    wait_for(lambda: value(scrape(port), "mpqueue_worker_restarts_total", queue="default", reason="reload") == 1,
+             30, what="the replaced worker counted")
+    client.push("default", "testtasks:record", args=["after"])
+    wait_for(lambda: jobs(scrape(port), "done") == 2, 10, what="the old generation's count kept")
+    assert svc.stop() == 0

@@ -152,11 +152,17 @@ class Lifecycle(abc.ABC):
 
 
 class Inspection(abc.ABC):
-    """Reading and administering queues (mpqctl, status, a dashboard)."""
+    """Reading and administering queues (mpqctl, status, metrics, the dashboard)."""
 
     @abc.abstractmethod
     def counts(self, queue: str) -> dict:
         """{key: int for key in COUNT_KEYS}."""
+
+    @abc.abstractmethod
+    def counts_many(self, queues: list[str]) -> dict[str, dict]:
+        """{queue: counts(queue)} for each of `queues`, read in one round trip where
+        the backend allows (one per server on a Redis Cluster): a dashboard or a
+        metrics scrape reads every queue at once."""
 
     @abc.abstractmethod
     def ready_count(self, queue: str) -> int:
@@ -165,6 +171,16 @@ class Inspection(abc.ABC):
     @abc.abstractmethod
     def failed(self, queue: str, limit: int = 100) -> list[tuple[str, str, str]]:
         """(id, envelope, error json) of failed jobs, up to `limit`."""
+
+    @abc.abstractmethod
+    def delete_failed(self, queue: str, ids: list[str]) -> int:
+        """Drop these jobs from the failed store, in one atomic step; returns how
+        many were there (ids not in the failed store are ignored)."""
+
+    @abc.abstractmethod
+    def scheduled(self, queue: str, limit: int = 100) -> list[tuple[str, str, int]]:
+        """(id, envelope, due_ms) of delayed jobs (retries waiting out their delay
+        included), next due first, up to `limit`; due_ms is on the broker's clock."""
 
     @abc.abstractmethod
     def requeue_failed(self, queue: str, ids: list[str] | None) -> int:

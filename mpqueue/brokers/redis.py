@@ -7,7 +7,8 @@ on Redis Cluster. Script calls and wake-up frames go over the wire through
 resp.py, which skips redis-py's per-argument packing on these hot paths.
 Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
 redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
-pub/sub, whose receiver count is exact on the queue's own shard.
+pub/sub, whose receiver count is exact on the queue's own shard. The batch reads
+of dashboards and metrics are in redis_inspection.py.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import redis as redislib
 from ..core import redis_url
 from . import resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved
+from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_waiter import RedisWaiter
 
@@ -112,7 +114,7 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisInspection, Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
         try:
@@ -244,18 +246,7 @@ class RedisBroker(Broker):
 
     # -- inspection and administration
     def counts(self, queue):
-        k = self.keys(queue)
-
-        def read(node):
-            with node.client.pipeline(transaction=True) as pipe:
-                for key in k.ready:
-                    pipe.llen(key)
-                pipe.zcard(k.sched).hlen(k.held).hlen(k.failed).hgetall(k.stats)
-                return pipe.execute()
-        res = self._on(queue, read)
-        stats = res[13]
-        return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
-                "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
+        return self.counts_many([queue])[queue]      # redis_inspection.py: one MULTI/EXEC
 
     def ready_count(self, queue):
         return self._call("ready_count", queue, [])

@@ -1,4 +1,5 @@
-"""`mpqueue`: run a service in the foreground, or check its configuration."""
+"""`mpqueue`: run a service in the foreground, check its configuration, or serve
+its web dashboard (mpqueue/web/)."""
 from __future__ import annotations
 
 import os
@@ -113,6 +114,31 @@ def check(name, config):
     cfg = _load(name, config)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
     click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
+@click.option("--listen", metavar="HOST:PORT", help="Where to listen; overrides web.listen (default 127.0.0.1:9809).")
+@click.option("--read-only", is_flag=True, help="Show everything, change nothing (as web.read_only: true).")
+def web(name, config, listen, read_only):
+    """Serve the web dashboard of a service: its queues, nodes, workers, scheduled
+    and failed jobs, read from the broker alone (it works while the service is down).
+
+    Beyond loopback only with web.token_file. Exit status: 0 stopped, 1 error
+    (e.g. the port is taken), 78 bad configuration or no Flask installed.
+    """
+    from .. import web as dashboard
+    if not dashboard.flask_available():
+        click.echo(dashboard.FLASK_MISSING, err=True)
+        sys.exit(ipc.EX_CONFIG)
+    cfg = _load(name, config)
+    try:
+        sys.exit(dashboard.run(cfg, listen, read_only))
+    except dashboard.SetupError as exc:
+        die(PROG, str(exc), ipc.EX_CONFIG)
+    except dashboard.ServeError as exc:
+        die(PROG, str(exc), ipc.EXIT_FAILED)
 
 
 def _service_name(name: str | None, config: str | None) -> str:

@@ -8,7 +8,6 @@ command's docstring gives its shape. Errors are never JSON: one line on stderr,
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -20,6 +19,7 @@ from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
 from . import ctl_metrics
+from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
 
@@ -152,32 +152,9 @@ def failed(target, queue, limit, tracebacks):
     traceback is always in JSON; task/args/kwargs are null for an unreadable job)
     """
     target.check_queue(queue)
-    jobs = [_failed_entry(*row) for row in target.broker.failed(queue, limit)]
+    jobs = [failed_entry(*row) for row in target.broker.failed(queue, limit)]
     jobs.sort(key=lambda j: j["error"].get("at") or 0)
     emit(jobs, lambda: failed_text(queue, jobs, tracebacks))
-
-
-def _failed_entry(job_id: str, envelope: str, error_json: str) -> dict:
-    try:
-        error = json.loads(error_json or "{}")
-    except ValueError:
-        error = {"message": error_json}
-    if not isinstance(error, dict):
-        error = {"message": str(error)}
-    error = {"type": None, "message": "", "traceback": "", "at": None, **error}
-    fields = _job_fields(envelope)
-    del fields["priority"]          # not part of the documented `failed` shape
-    return {"id": job_id, **fields, "error": error}
-
-
-def _job_fields(envelope: str) -> dict:
-    try:
-        job = jobmod.decode(envelope)
-    except jobmod.PayloadError:
-        return {"task": None, "args": None, "kwargs": None, "attempts": jobmod.split_header(envelope)[1],
-                "priority": None}
-    return {"task": job.task, "args": job.args, "kwargs": job.kwargs, "attempts": job.attempts,
-            "priority": job.priority}
 
 
 @main.command()
@@ -236,46 +213,11 @@ def job(target, job_id, queue):
     for q in [queue] if queue else target.known_queues():
         found = target.broker.find(q, job_id)
         if found:
-            info = _job_info(job_id, q, found)
+            info = job_info(job_id, q, found)
             if info["state"] == "running":
-                info.update(_holder(target.broker.nodes(), info.get("consumer") or "", job_id))
+                info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
             return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
-
-
-def _holder(nodes: list, consumer: str, job_id: str) -> dict:
-    """Which worker, and which of its slots, runs a job: from the holder's node's
-    last heartbeat (a dispatch-mode holder is the node's dispatcher)."""
-    node_id, _, pid = consumer.rpartition("/")
-    for node in nodes:
-        if node.get("node") != node_id:
-            continue
-        for w in node.get("workers") or []:
-            slot = next((k for k, v in (w.get("running") or {}).items() if v == job_id), None)
-            if slot is not None or str(w.get("pid")) == pid:
-                return {"worker": f"{w.get('queue')}/{w.get('index')}", "pid": w.get("pid"),
-                        "slot": int(slot) if slot is not None else None}
-    return {}
-
-
-def _job_info(job_id: str, queue: str, found: dict) -> dict:
-    state = found["state"]
-    info = {"id": job_id, "queue": queue, "state": state,
-            "task": None, "args": None, "kwargs": None, "attempts": None, "priority": None}
-    if found.get("envelope"):
-        info.update(_job_fields(found["envelope"]))
-    if state == "done":
-        info.update(task=found.get("task"), attempts=found.get("attempts"), result=found.get("result"),
-                    finished_at=found.get("finished_at"), duration_ms=found.get("duration_ms"))
-    elif state == "failed":
-        info["error"] = found.get("error")
-    elif state == "running":
-        info["consumer"] = found.get("consumer")
-    else:
-        if state == "scheduled":
-            info["due_at"] = found["due_ms"] / 1000.0
-        info["last_error"] = found.get("last_error")
-    return info
 
 
 @main.command()

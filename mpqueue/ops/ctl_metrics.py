@@ -74,7 +74,7 @@ def metrics(target):
         reason = "no metrics.listen in the service's YAML"
     queues = target.known_queues()
     try:
-        counts = {q: target.broker.counts(q) for q in queues}
+        counts = target.broker.counts_many(queues)
     except BrokerError:
         counts = None
     click.echo(f"# mpqueue: {reason}: the broker's view only\n" + render(Snapshot(queues=tuple(queues)),

@@ -341,7 +341,7 @@ class Supervisor:
         """A scrape asked: the queue counts, in one broker call, for the endpoint's thread."""
         self.publish_metrics()
         counts = {}
-        ok = self.gate.call(lambda: counts.update(metricsmod.queue_counts(self.broker, self.known_queues())))
+        ok = self.gate.call(lambda: counts.update(self.broker.counts_many(self.known_queues())))
         self.metrics.counts_read(counts if ok else None)
 
     def known_queues(self) -> list[str]:

@@ -61,12 +61,6 @@ def snapshot(pool, recovery, queues, broker_up: bool) -> Snapshot:
     return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up)
 
 
-def queue_counts(broker, queues) -> dict:
-    """Every queue's counts, in one round trip where the broker can (counts_many)."""
-    many = getattr(broker, "counts_many", None)
-    return many(list(queues)) if many else {q: broker.counts(q) for q in queues}
-
-
 def render(snap: Snapshot, counts: dict | None) -> bytes:
     """The exposition text. `counts`: queue -> counts dict (None: the broker did not answer)."""
     registry = CollectorRegistry(auto_describe=False)

@@ -275,3 +275,70 @@ def test_one_broker_used_from_many_threads_at_once_loses_and_repeats_nothing(bro
     assert not errors, errors
     assert len(pushed) == 200 and sorted(taken) == sorted(pushed)      # each exactly once
     assert broker.counts(Q)["done_total"] == 200 and broker.held(Q) == []
+
+
+# -- dashboard and metrics reads: counts_many, scheduled, delete_failed
+def push_to(broker, queue, *tags, delay=0.0):
+    ids = []
+    for tag in tags:
+        job_id, env = jobmod.encode("t:f", [tag])
+        broker.push(queue, [(env, 0, delay)])
+        ids.append(job_id)
+    return ids
+
+
+def test_counts_many_reads_each_queue_as_counts_does(broker):
+    # Given: a dozen queues (on a Cluster their slots lie on every master), each in another state
+    queues = [f"many{i}" for i in range(12)]
+    for i, queue in enumerate(queues):
+        push_to(broker, queue, *[f"{queue}.{n}" for n in range(i % 4)])
+        push_to(broker, queue, "later", delay=60 * (i % 2))
+        if i % 3 == 0:
+            (res,), _ = broker.reserve(queue, "c1", 1, 30)
+            broker.fail(queue, jobmod.job_id(res.envelope), res.token, "{}")
+    # When: they are read in one call, a never-used queue and a repeated name among them
+    asked = queues + ["never-used", queues[0]]
+    many = broker.counts_many(asked)
+    # Then: every queue asked for has exactly what counts() says of it
+    assert list(many) == list(dict.fromkeys(asked))
+    assert many == {q: broker.counts(q) for q in asked}
+    assert many["never-used"] == dict.fromkeys(many["never-used"], 0)
+    assert many["many3"]["failed"] == 1 and many["many3"]["failed_total"] == 1
+    assert broker.counts_many([]) == {}
+
+
+def test_scheduled_lists_delayed_jobs_next_due_first(broker):
+    # Given: delayed jobs pushed out of order, a retry waiting out its delay, and a ready job
+    late, soon, middle = (push(broker, tag, delay=delay)[0] for tag, delay in (("late", 90), ("soon", 30),
+                                                                               ("middle", 60)))
+    push(broker, "now")
+    (job,), _ = take(broker)
+    assert broker.retry(Q, job.id, job.token, 45, "{}")
+    # When / Then: scheduled() has them by due time, each with its envelope and due time
+    rows = broker.scheduled(Q)
+    assert [r[0] for r in rows] == [soon, job.id, middle, late]
+    assert all(jobmod.job_id(envelope) == job_id for job_id, envelope, _ in rows)
+    now_ms = time.time() * 1000
+    assert all(abs(due - (now_ms + delay * 1000)) < 5000 for (_, _, due), delay in zip(rows, (30, 45, 60, 90)))
+    assert [r[0] for r in broker.scheduled(Q, limit=2)] == [soon, job.id]
+    assert broker.scheduled(Q, limit=0) == [] and broker.scheduled("never-used") == []
+
+
+def test_delete_failed_drops_only_the_named_failed_jobs(broker):
+    # Given: three failed jobs and a ready one
+    failed = []
+    for tag in ("a", "b", "c"):
+        push(broker, tag)
+        (job,), _ = take(broker)
+        assert broker.fail(Q, job.id, job.token, "{}")
+        failed.append(job.id)
+    (ready,) = push(broker, "d")
+    # When: two of them, an unknown id and the ready job's id are deleted (one twice)
+    dropped = broker.delete_failed(Q, [failed[0], failed[1], failed[0], "no-such-job", ready])
+    # Then: exactly the two failed jobs are gone, the rest stays
+    assert dropped == 2
+    assert broker.find(Q, failed[0]) is None and broker.find(Q, failed[1]) is None
+    assert broker.find(Q, failed[2])["state"] == "failed" and broker.find(Q, ready)["state"] == "ready"
+    c = broker.counts(Q)
+    assert (c["failed"], c["ready"], c["failed_total"]) == (1, 1, 3)
+    assert broker.delete_failed(Q, []) == 0 and broker.delete_failed(Q, failed[:2]) == 0

@@ -3,23 +3,26 @@ this machine, run the installed unit under a throwaway systemd with Debian's own
 python3 and libraries, upgrade it, purge it, and check nothing is left behind.
 
 It changes /usr, /etc and /var/lib of the machine (and purges in a `finally`), so
-it runs only with MPQUEUE_DEB_TEST=1, as root, where the systemd harness works."""
+it runs only with MPQUEUE_DEB_TEST=1, as root, where the systemd harness works.
+The dashboard's unit, mpqueue-web@, runs beside the service and serves its page."""
 import grp
 import json
 import os
 import shutil
 import pwd
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support import RedisServer, wait_for
+from tests.support import RedisServer, free_port, wait_for
 from tests.systemd.harness import Systemd, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "mpqueue@debtest.service"
+WEB_UNIT = "mpqueue-web@debtest.service"
 CONFIG = Path("/etc/mpqueue/debtest.yaml")
 # Debian's tools and interpreter only: no pyenv, no virtualenv, no PYTHONPATH.
 DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
@@ -81,13 +84,22 @@ def job_done(job_id, result) -> bool:
     return job.get("state") == "done" and job.get("result") == result
 
 
-def write_config(broker_url: str) -> None:
-    # The shipped example, pointed at the test's own redis-server.
+def write_config(broker_url: str, web_port: int) -> None:
+    # The shipped example, pointed at the test's own redis-server; its dashboard on a free port.
     cfg = yaml.safe_load(Path("/etc/mpqueue/example.yaml").read_text())
     cfg.update(name="debtest", broker=broker_url, shutdown_timeout=5)
+    cfg["web"]["listen"] = f"127.0.0.1:{web_port}"
     CONFIG.write_text(yaml.safe_dump(cfg))
     os.chown(CONFIG, 0, grp.getgrnam("mpqueue").gr_gid)
     CONFIG.chmod(0o640)
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except OSError as exc:
+        return getattr(exc, "code", None) or 0, ""
 
 
 def allow_service_actions(sd, tmp_path) -> None:
@@ -106,7 +118,7 @@ def purge_leftovers(new_packages: set[str]) -> None:
     Path("/etc/mpqueue/orders.yaml").unlink(missing_ok=True)
     if package_state() not in ("", "not-installed"):
         sh("apt-get", "purge", "-y", "-q", "mpqueue", check=False)
-    # What `apt-get -f install` pulled in for this test only (python3-redis, ...).
+    # What apt-get pulled in for this test only (python3-redis, python3-flask, ...).
     extra = sorted(p.split()[1] for p in new_packages if p.startswith("installed ") and p.split()[1] != "mpqueue")
     if extra:
         sh("apt-get", "purge", "-y", "-q", *extra, check=False)
@@ -126,9 +138,9 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
     before = installed_packages()
     sd = redis = None
     try:
-        # When: it is installed as a user would, dependencies from Debian's archive
-        sh("dpkg", "-i", str(deb), check=False)
-        sh("apt-get", "-f", "install", "-y", "-q")
+        # When: it is installed as a user would (docs/packaging.md), dependencies and
+        # recommendations (Flask for the dashboard) from Debian's archive
+        sh("apt-get", "install", "-y", "-q", str(deb))
         assert package_state() == "installed"
 
         # Then: Debian's interpreter and libraries run it; the user and the files are there
@@ -136,9 +148,13 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
         where = sh("/usr/bin/python3", "-c", "import mpqueue, redis, click; "
                    "print(mpqueue.__file__, redis.__file__, click.__file__)").stdout.split()
         assert all(p.startswith("/usr/lib/python3/dist-packages/") for p in where), where
+        # and Debian's Flask, a Recommends
+        flask = sh("/usr/bin/python3", "-c", "import flask; print(flask.__file__)").stdout
+        assert flask.startswith("/usr/lib/python3/dist-packages/"), flask
         assert user_exists() and Path("/usr/lib/sysusers.d/mpqueue.conf").exists()
         etc = os.stat("/etc/mpqueue")
         assert (etc.st_mode & 0o777, grp.getgrgid(etc.st_gid).gr_name) == (0o750, "mpqueue")
+        assert Path("/lib/systemd/system/mpqueue-web@.service").exists()
         for page in ("mpqueue.1.gz", "mpqctl.1.gz"):
             assert Path("/usr/share/man/man1", page).exists()
         assert sh("/usr/bin/mpqueue", "check", "--config", "/etc/mpqueue/example.yaml").returncode == 0
@@ -148,10 +164,12 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
 
         # When: an instance of the installed unit runs under systemd, as the mpqueue user
         redis = RedisServer()
-        write_config(redis.url)
+        web_port = free_port()
+        write_config(redis.url, web_port)
         sd = Systemd().start()
         sd.install("mpqueue@.service", Path("/lib/systemd/system/mpqueue@.service").read_text())
         sd.install("mpqueue.target", Path("/lib/systemd/system/mpqueue.target").read_text())
+        sd.install("mpqueue-web@.service", Path("/lib/systemd/system/mpqueue-web@.service").read_text())
         sd.ctl("start", UNIT)
         assert sd.prop(UNIT, "ActiveState") == "active"
         main = sd.host_pid(int(sd.prop(UNIT, "MainPID")))
@@ -161,6 +179,20 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
         ids = [push(i, 10) for i in range(3)]
         for i, job_id in enumerate(ids):
             wait_for(lambda: job_done(job_id, i + 10), 20, interval=0.2, what=f"job {job_id} done")
+
+        # When: the installed dashboard unit of the same instance starts (Type=notify: ready once it listens)
+        sd.ctl("start", WEB_UNIT)
+        assert sd.prop(WEB_UNIT, "ActiveState") == "active", sd.journal(WEB_UNIT)
+        web_pid = sd.host_pid(int(sd.prop(WEB_UNIT, "MainPID")))
+        assert os.stat(f"/proc/{web_pid}").st_uid == pwd.getpwnam("mpqueue").pw_uid
+        # Then: its page, its script (package data) and its data come from the installed package
+        web = f"http://127.0.0.1:{web_port}"
+        status, page = fetch(web + "/")
+        assert status == 200 and "debtest" in page and "/static/dashboard.js" in page, (status, page[:500])
+        assert fetch(web + "/static/dashboard.js")[0] == 200
+        state = json.loads(fetch(web + "/api/state")[1])
+        counts = {q["name"]: q["counts"] for q in state["queues"]}
+        assert counts["default"]["done_total"] == 3 and [n["service"] for n in state["nodes"]["nodes"]] == ["debtest"]
 
         # When: the shipped example is copied unchanged, as the README says: its broker is
         # SQLite in the instance's state directory, no Redis involved
@@ -179,23 +211,27 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
 
         # When: the package is upgraded (reinstalled) while the instance runs
         allow_service_actions(sd, tmp_path)
-        old_pid = sd.prop(UNIT, "MainPID")
+        old_pid, old_web_pid = sd.prop(UNIT, "MainPID"), sd.prop(WEB_UNIT, "MainPID")
         in_systemd(sd, "dpkg", "-i", str(deb))
-        # Then: the running instance was restarted onto the new files, and serves
+        # Then: the running instance and its dashboard were restarted onto the new files, and serve
         assert sd.prop(UNIT, "ActiveState") == "active" and sd.prop(UNIT, "MainPID") != old_pid
+        assert sd.prop(WEB_UNIT, "ActiveState") == "active" and sd.prop(WEB_UNIT, "MainPID") != old_web_pid
+        assert fetch(f"http://127.0.0.1:{web_port}/api/state")[0] == 200
         job_id = push(20, 22)
         wait_for(lambda: job_done(job_id, 42), 20, interval=0.2, what="a job after the upgrade")
 
         # When: the package is purged while the instance runs
         CONFIG.unlink()
         in_systemd(sd, "apt-get", "purge", "-y", "-q", "mpqueue")
-        # Then: the instance was stopped and everything the package made is gone
+        # Then: the instance and its dashboard were stopped and everything the package made is gone
         assert sd.prop(UNIT, "ActiveState") in ("inactive", "failed")
+        assert sd.prop(WEB_UNIT, "ActiveState") in ("inactive", "failed")
         assert mpqueue_processes() == []
         assert package_state() in ("", "not-installed")
         assert user_exists() == user_before
         for path in ("/usr/bin/mpqueue", "/usr/bin/mpqctl", "/var/lib/mpqueue", "/etc/mpqueue",
-                     "/lib/systemd/system/mpqueue@.service", "/usr/lib/sysusers.d/mpqueue.conf"):
+                     "/lib/systemd/system/mpqueue@.service", "/lib/systemd/system/mpqueue-web@.service",
+                     "/usr/lib/sysusers.d/mpqueue.conf"):
             assert not Path(path).exists(), path
     finally:
         if sd is not None:

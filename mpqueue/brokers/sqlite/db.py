@@ -128,6 +128,18 @@ class Database:
         except sqlite3.Error as exc:
             raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
 
+    def _read_together(self, queries) -> list[list]:
+        """Several (sql, args) SELECTs read as one snapshot: one read transaction."""
+        try:
+            with self._mutex:
+                self.conn.execute("BEGIN")
+                try:
+                    return [self.conn.execute(sql, args).fetchall() for sql, args in queries]
+                finally:
+                    self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
+
     def _wake_dir(self, queue: str) -> str | None:
         if self.memory:
             return None

@@ -1,5 +1,6 @@
-"""The SQLite broker's inspection and administration (what mpqctl and status
-need): counts, the failed store, finding a job, nodes and queue names."""
+"""The SQLite broker's inspection and administration (what mpqctl, status, metrics
+and the dashboard need): counts, delayed jobs, the failed store, finding a job,
+nodes and queue names."""
 from __future__ import annotations
 
 import json
@@ -8,17 +9,52 @@ from ...core import envelope as jobmod
 from ..base import Inspection as InspectionContract
 from .db import FAILED, HELD, READY, SCHED, now_ms
 
+_CHUNK = 500      # ids or queue names per statement (SQLite limits a statement's variables)
+
+
+def _counts(queue: str, by_state: dict, totals: tuple) -> dict:
+    return {"ready": by_state.get((queue, READY), 0), "scheduled": by_state.get((queue, SCHED), 0),
+            "running": by_state.get((queue, HELD), 0), "failed": by_state.get((queue, FAILED), 0),
+            "done_total": totals[0], "failed_total": totals[1]}
+
 
 class Inspection(InspectionContract):
-    """Mixed into SQLiteBroker, which provides _read, _write, _ord, _has_ready, _wake."""
+    """Mixed into SQLiteBroker, which provides _read, _read_together, _write, _ord, _has_ready, _wake."""
 
     def counts(self, queue):
-        by_state = dict(self._read("SELECT state, count(*) FROM job WHERE queue=? GROUP BY state", (queue,)))
-        stats = self._read("SELECT done, failed FROM stats WHERE queue=?", (queue,))
-        done, failed = stats[0] if stats else (0, 0)
-        return {"ready": by_state.get(READY, 0), "scheduled": by_state.get(SCHED, 0),
-                "running": by_state.get(HELD, 0), "failed": by_state.get(FAILED, 0),
-                "done_total": done, "failed_total": failed}
+        return self.counts_many([queue])[queue]
+
+    def counts_many(self, queues):
+        names = list(dict.fromkeys(queues))
+        queries = []
+        for i in range(0, len(names), _CHUNK):       # SQLite caps the variables of one statement
+            chunk = names[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            queries += [(f"SELECT queue, state, count(*) FROM job WHERE queue IN ({marks}) GROUP BY queue, state",
+                         chunk),
+                        (f"SELECT queue, done, failed FROM stats WHERE queue IN ({marks})", chunk)]
+        results = self._read_together(queries)
+        by_state = {(q, state): n for rows in results[::2] for q, state, n in rows}
+        totals = {q: (done, failed) for rows in results[1::2] for q, done, failed in rows}
+        return {q: _counts(q, by_state, totals.get(q, (0, 0))) for q in queues}
+
+    def scheduled(self, queue, limit=100):
+        if limit <= 0:
+            return []
+        return [tuple(r) for r in self._read(
+            "SELECT id, env, ord FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?", (queue, SCHED, limit))]
+
+    def delete_failed(self, queue, ids):
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return 0
+        dropped = 0
+        with self._write() as db:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                dropped += db.execute(f"DELETE FROM job WHERE queue=? AND state=? AND id IN "
+                                      f"({','.join('?' * len(chunk))})", (queue, FAILED, *chunk)).rowcount
+        return dropped
 
     def ready_count(self, queue):
         return self._read("SELECT count(*) FROM job WHERE queue=? AND state=?", (queue, READY))[0][0]

@@ -1,0 +1,83 @@
+"""The dashboard's process: werkzeug's threaded WSGI server (no other server to
+install), the sampler thread, and a main thread that only waits for SIGTERM or
+SIGINT and then stops the rest. Ready for systemd (READY=1) once it listens."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .. import logsetup
+from ..supervisor.notify import Notifier
+from . import snapshot
+from .app import LazyBroker, create_app
+from .history import FirstSeen, History, Sampler
+from .settings import ServeError
+
+log = logging.getLogger("mpqueue.web")
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+class _Handler(WSGIRequestHandler):
+    """werkzeug's handler, without its and Python's versions in every response."""
+
+    def version_string(self) -> str:
+        return "mpqueue-web"
+
+
+def serve(cfg, settings) -> int:
+    logsetup.setup_logging(cfg.log, cfg.name)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)     # not a line per poll of every open page
+    broker = LazyBroker(cfg.broker)
+    history = History()
+    app = create_app(cfg, settings, broker, history, FirstSeen())
+    # Blocked before any thread starts, so every thread inherits the mask and the
+    # signals wait for the main thread's sigtimedwait: no handler runs anywhere.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    with _bind(settings) as sock:          # werkzeug serves a duplicate of it (socket.fromfd)
+        server = make_server(settings.host, settings.port, app, threaded=True, request_handler=_Handler,
+                             fd=sock.fileno())
+    sampler = Sampler(lambda: _all_counts(cfg, broker), history)
+    serving = threading.Thread(target=server.serve_forever, name="mpqueue-web-http", daemon=True)
+    sampler.start()
+    serving.start()
+    mode = ", ".join(m for m, on in (("read-only", settings.read_only), ("token", settings.token)) if on)
+    log.info("dashboard of %s on http://%s/%s", cfg.name, settings.address, f" ({mode})" if mode else "")
+    notifier = Notifier()
+    notifier.ready(f"serving on http://{settings.address}/")
+    try:
+        _wait_for_stop(serving)
+    finally:
+        notifier.stopping()
+        server.shutdown()
+        sampler.stop()
+        serving.join(10)
+        server.server_close()
+        broker.close()
+    log.info("dashboard of %s stopped", cfg.name)
+    return 0
+
+
+def _bind(settings) -> socket.socket:
+    """The listening socket. Bound here, not by werkzeug: werkzeug >= 2.3 prints two
+    lines and exits by itself when the port is taken."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        return socket.create_server((settings.host, settings.port), family=family, backlog=128)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {settings.address}: {exc.strerror or exc}") from None
+
+
+def _all_counts(cfg, broker: LazyBroker) -> dict:
+    b = broker.get()
+    return b.counts_many(snapshot.queue_names(cfg, b))
+
+
+def _wait_for_stop(serving: threading.Thread) -> None:
+    while serving.is_alive():
+        if signal.sigtimedwait(STOP_SIGNALS, 1.0) is not None:
+            return
+    log.error("dashboard: the HTTP server stopped by itself")

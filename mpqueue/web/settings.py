@@ -1,0 +1,98 @@
+"""What `mpqueue web` serves with: the listen address, the access token and the
+read-only switch, from the YAML's `web:` section and the command line.
+
+The rules are checked before anything listens, each failure one line
+(SetupError): beyond loopback only with a token, the token only from a file
+that other users cannot read, and never a token so short it could be guessed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.config import _anchor  # relative paths mean relative to the YAML, as for the broker's
+
+# A token is compared in constant time, but nothing limits how often a login is
+# tried: it must be too long to guess (`openssl rand -hex 32` gives 64).
+MIN_TOKEN = 16
+
+
+class SetupError(Exception):
+    """One line saying why the dashboard can't start with these settings."""
+
+
+class ServeError(Exception):
+    """The dashboard could not serve (e.g. its port is taken): one line."""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str
+    port: int
+    token: str | None = None
+    read_only: bool = False
+
+    @property
+    def address(self) -> str:
+        return address(self.host, self.port)
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"HOST:PORT" ("[::1]:9809" for IPv6) -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536) or any(c.isspace() for c in listen):
+        raise SetupError(f"--listen: expected HOST:PORT such as 127.0.0.1:9809, got {listen!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Only what surely stays on this host: 127.0.0.0/8, ::1 and the name localhost
+    (any other name may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: str, base: Path) -> str:
+    """The token in `token_file` (${VARS} expanded, relative to `base`), refused
+    when other users can read it or when it is too short to be a secret."""
+    where = os.path.expandvars(token_file)
+    if "$" in where:
+        raise SetupError(f"web.token_file: {token_file!r} names an unset variable (under systemd, "
+                         "CREDENTIALS_DIRECTORY is set by LoadCredential=)")
+    path = Path(_anchor(where, base))
+    try:
+        mode = path.stat().st_mode
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"web.token_file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if mode & 0o004:
+        raise SetupError(f"web.token_file: {path} is readable by other users (mode {mode & 0o777:04o}); "
+                         "chmod o-r it, or use a systemd credential (LoadCredential=)")
+    if len(token) < MIN_TOKEN or any(c.isspace() for c in token):
+        raise SetupError(f"web.token_file: {path} must hold one token of at least {MIN_TOKEN} characters "
+                         "without spaces (e.g. from `openssl rand -hex 32`)")
+    return token
+
+
+def resolve(cfg, listen: str | None = None, read_only: bool = False) -> WebSettings:
+    """The settings for service config `cfg`; `listen` and `read_only` come from
+    the command line (listen overrides web.listen; read_only adds to web.read_only)."""
+    web = cfg.web
+    host, port = parse_listen(listen or web.listen)
+    base = Path(cfg.source).parent if cfg.source else Path.cwd()
+    token = read_token(web.token_file, base) if web.token_file else None
+    if token is None and not is_loopback(host):
+        raise SetupError(f"refusing to listen on {address(host, port)} without authentication: beyond loopback the "
+                         "dashboard needs web.token_file (a file holding the access token)")
+    return WebSettings(host=host, port=port, token=token, read_only=bool(read_only or web.read_only))

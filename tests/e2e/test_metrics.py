@@ -181,3 +181,18 @@ def test_a_reload_counts_its_replaced_workers_and_keeps_every_count(service, cli
     client.push("default", "testtasks:record", args=["after"])
     wait_for(lambda: jobs(scrape(port), "done") == 2, 10, what="the old generation's count kept")
     assert svc.stop() == 0
+
+
+def test_a_silent_scraper_holds_neither_the_loop_nor_the_jobs(service, client, rdb):
+    port = free_port()
+    svc = metrics_service(service, port)
+    with socket.create_connection(("127.0.0.1", port)) as silent:     # connects, never sends a request
+        seen = len(svc.read_messages())
+        client.push("default", "testtasks:record", args=["while-silent"])
+        wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="the job to run")
+        wait_for(lambda: any(m.startswith("STATUS=") for m in svc.read_messages()[seen:]), 10,
+                 what="the loop to go on reporting")
+        # the endpoint drops the silent connection after its timeout and answers again
+        wait_for(lambda: jobs(scrape(port), "done") == 1, 15, what="a scrape after the silent one")
+        assert silent.recv(1) == b""                                    # it was closed on us
+    assert svc.stop() == 0

@@ -62,7 +62,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return where + " ".join(problem.split())
 
 
-def _anchor(entry: str, base: Path) -> str:
+def anchor(entry: str, base: Path) -> str:
     """Relative paths in the file mean relative to the file, not to wherever
     the service was started from (systemd starts it in /)."""
     return str(base / entry) if not os.path.isabs(entry) else entry
@@ -75,9 +75,9 @@ def load_config(path) -> ServiceConfig:
     base = path.resolve().parent
     log = cfg.log
     if log.file:
-        log = dataclasses.replace(log, file=_anchor(log.file, base))
+        log = dataclasses.replace(log, file=anchor(log.file, base))
     broker = _anchor_sqlite(_with_password(cfg, path, base), base, cfg.name)
-    return dataclasses.replace(cfg, path=tuple(_anchor(p, base) for p in cfg.path), log=log, broker=broker,
+    return dataclasses.replace(cfg, path=tuple(anchor(p, base) for p in cfg.path), log=log, broker=broker,
                                source=str(path.resolve()))
 
 
@@ -99,7 +99,7 @@ def _with_password(cfg, path: Path, base: Path) -> str:
         raise ConfigError(f"{path.name}: broker_password_file: {cfg.broker_password_file!r} names an unset "
                           "variable (under systemd, CREDENTIALS_DIRECTORY is set by LoadCredential=)")
     try:
-        password = Path(_anchor(where, base)).read_text().rstrip("\r\n")
+        password = Path(anchor(where, base)).read_text().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"{path.name}: broker_password_file: cannot read {where}: {exc.strerror}") from None
     user = quote(parts.username or "", safe="")

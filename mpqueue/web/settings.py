@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import _anchor  # relative paths mean relative to the YAML, as for the broker's
+from ..core.config import anchor  # relative paths mean relative to the YAML, as for the broker's
 
 # A token is compared in constant time, but nothing limits how often a login is
 # tried: it must be too long to guess (`openssl rand -hex 32` gives 64).
@@ -70,7 +70,7 @@ def read_token(token_file: str, base: Path) -> str:
     if "$" in where:
         raise SetupError(f"web.token_file: {token_file!r} names an unset variable (under systemd, "
                          "CREDENTIALS_DIRECTORY is set by LoadCredential=)")
-    path = Path(_anchor(where, base))
+    path = Path(anchor(where, base))
     try:
         mode = path.stat().st_mode
         token = path.read_text(encoding="utf-8").strip()

@@ -309,12 +309,14 @@ def test_the_loop_keeps_turning_while_sqlite_waits_for_its_write_lock(tmp_path):
 
 def test_apush_works_over_a_unix_socket():
     server = RedisServer(unixsocket=True)
-    client = Client(f"unix://{server.socket}?db=0")
+    client = None
     try:
+        client = Client(f"unix://{server.socket}?db=0")      # inside: a failure here must stop the server too
         job_id = asyncio.run(client.apush(Q, "m:f", args=["unix"]))
         assert stored(client, Q, job_id)[1].args == ["unix"]
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         server.stop()
 
 

@@ -38,9 +38,13 @@ class Hosts:
         self.service_ns, self.redis_ns, self.link = f"mpqsvc-{tag}", f"mpqredis-{tag}", f"mpq{tag}"
         self.dir = tempfile.mkdtemp(prefix="mpq-deaf-")
         self.socket, self.port, self.redis = os.path.join(self.dir, "redis.sock"), free_port(), None
-        ip("netns", "add", self.service_ns)
-        ip("link", "set", "lo", "up", ns=self.service_ns)
-        self.boot_redis_host()
+        try:
+            ip("netns", "add", self.service_ns)
+            ip("link", "set", "lo", "up", ns=self.service_ns)
+            self.boot_redis_host()
+        except BaseException:
+            self.close()          # a failed start leaves no server or namespace behind
+            raise
 
     def boot_redis_host(self):
         ip("netns", "add", self.redis_ns)
@@ -57,9 +61,13 @@ class Hosts:
              "--appendfsync", "always", "--dir", self.dir,
              "--protected-mode", "no"],     # reachable only over our own veth
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = Client(self.unix_url)
-        wait_for(lambda: _answers(client), 10, what="redis-server on its host")
-        client.close()
+        client = None
+        try:
+            client = Client(self.unix_url)
+            wait_for(lambda: _answers(client), 10, what="redis-server on its host")
+        finally:
+            if client is not None:
+                client.close()
 
     def reboot_redis_host(self):
         """Gone without a word to anyone, then back with the same address and data."""
@@ -104,8 +112,10 @@ def hosts():
         pytest.skip("network namespaces are not available here")
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     h = Hosts()
-    yield h
-    h.close()
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 def test_an_idle_worker_notices_its_redis_host_rebooted_and_takes_new_jobs(tmp_path, hosts):

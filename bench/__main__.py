@@ -83,9 +83,13 @@ def main() -> None:
                 if args.json:
                     write_json(args.json, header, args, sizes, systems, results, started, partial=True)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short and leave servers running
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         for s in systems:
             s.cleanup()
         redis.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     duration = time.time() - started
     out = render(header, args, sizes, systems, results, duration)
     print("\n" + out)
@@ -127,6 +131,15 @@ def footnotes(sizes, systems) -> list[str]:
                      "workers (after 4 probe jobs and 1 s), and the peak of each process over the io50 drain "
                      "(sampled every 0.1 s); 'per job-running process' is the mean over the processes that run "
                      "jobs (not a supervisor), 'all' adds every process of the system's.")
+    if any(s.runs("drain") for s in systems):
+        notes.append("drain CPU: CPU seconds (/proc/<pid>/stat, processes and their children) from the start "
+                     "command to the last job, over that wall time, as % of one core: the workers; every "
+                     "Redis server (the private one, which holds the results db and is the single-Redis rows' "
+                     "broker, and a deployment's masters, replicas and sentinels); the whole machine (% of all "
+                     "its cores, whoever used them), and everything else: its busy time less the workers' and "
+                     "the Redis servers' (the bench's polling, kernel threads, other users of the machine: a "
+                     "round disturbed by others shows there). The broker-master rows only where the broker is a server of "
+                     "its own (Sentinel, Cluster): a master runs commands on one thread, so 100% is its ceiling.")
     notes.append("Bulk push n/a: the system has no bulk enqueue API. A SQLite-broker row has no Redis figures.")
     notes.append("SIGKILL: a process is picked among those whose job marked it as running; after the ticks the "
                  "benchmark waits until every job ran, or nothing progressed for "
@@ -139,6 +152,9 @@ def footnotes(sizes, systems) -> list[str]:
 def render(header, args, sizes, systems, results, duration) -> str:
     results = {**results, **derived(results, systems, sizes)}
     lines = [header + f"; {duration / 60:.0f} min", "", report.table(results, systems, sizes), ""]
+    for extra in (report.versus(results, systems, sizes), report.cluster_estimate(results, systems, sizes)):
+        if extra:
+            lines += [extra, ""]
     lines += [f"{i}. {n}" for i, n in enumerate(footnotes(sizes, systems), 1)]
     return "\n".join(lines)
 
@@ -154,6 +170,7 @@ def write_json(path, header, args, sizes, systems, results, started, partial: bo
                   "samples": results[(label, s.name)]} for _, label, direction in rows(sizes)
                  for s in systems if (label, s.name) in results],
         "notes": footnotes(sizes, systems),
+        "cluster_estimate": report.cluster_estimate(results, systems, sizes),
         "table": table,
     }
     with open(path, "w") as f:

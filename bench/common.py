@@ -75,6 +75,13 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of every core since boot, from /proc/stat (busy: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process (/proc/<pid>/statm), 0 if it is gone."""
     try:

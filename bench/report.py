@@ -2,10 +2,11 @@
 rounds, and mpqueue over the best peer per row."""
 from __future__ import annotations
 
+import os
 import statistics
 
 from .common import fmt
-from .workloads import COUNT, HIGHER, INFO, TEXT, rows
+from .workloads import COUNT, HIGHER, INFO, LOWER, TEXT, rows
 
 MAIN = "mpqueue"
 
@@ -92,3 +93,58 @@ def table(results: dict, systems: list, sizes) -> str:
             lines.append(f"| {label}, {v.variant} | " + " | ".join(cells) +
                          f" | {ratio(direction, mine, peers)} |")
     return "\n".join(lines)
+
+
+def versus(results: dict, systems: list, sizes) -> str:
+    """The rows that name others to compare with (`versus`: the Sentinel and Cluster
+    rows against the single Redis of the same run, the durable rows against the
+    same deployment without the setting): one column per pair, its median over
+    the other's, for the jobs/s and ms rows. Empty when no such pair ran."""
+    by_name = {s.name: s for s in systems}
+    pairs = [(s.name, other) for s in systems for other in getattr(s, "versus", ()) if other in by_name]
+    if not pairs:
+        return ""
+    lines = ["| figure (median over median, same run) | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
+             "|---|" + "---:|" * len(pairs)]
+    for _, label, direction in rows(sizes):
+        if direction not in (HIGHER, LOWER):
+            continue
+        cells = []
+        for a, b in pairs:
+            mine, theirs = numbers(results.get((label, a), [])), numbers(results.get((label, b), []))
+            ok = mine and theirs and statistics.median(theirs) > 0
+            cells.append(f"{statistics.median(mine) / statistics.median(theirs):.2f}" if ok else "")
+        if any(cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cluster_estimate(results: dict, systems: list, sizes) -> str:
+    """What N masters on N machines would give, from the Cluster row's per-master
+    figures and the single-Redis row of the same run: an estimate, said so, with
+    its assumptions (bench/README.md, "Beyond one Redis"). Empty without both rows."""
+    from .workloads import labels
+    rate, _, _, _, _, machine, _, busiest, per_job, _ = labels("drain", sizes)
+
+    def median(label, name):
+        vals = numbers(results.get((label, name), []))
+        return statistics.median(vals) if vals else None
+
+    names = {s.name for s in systems}
+    single, cluster = median(rate, "mpqueue"), median(rate, "mpqueue-cluster")
+    hottest, cost = median(busiest, "mpqueue-cluster"), median(per_job, "mpqueue-cluster")
+    busy = median(machine, "mpqueue-cluster")
+    if "mpqueue" not in names or None in (single, cluster, hottest, cost, busy) or not cost:
+        return ""
+    ceiling = 1e6 / cost
+    return (f"Cluster on this machine: 3 masters drained {cluster:,.0f} jobs/s together, {cluster / 3:,.0f} per "
+            f"master, the busiest master at {hottest:.0f}% of one core while the machine was {busy:.0f}% busy: "
+            f"no master is near its ceiling; the {os.cpu_count()} cores that every master, replica, worker and "
+            "the results server share are what the drain waits for. A master "
+            f"spends {cost:.0f} µs of CPU per job of its queue, so its one command thread would saturate near "
+            f"{ceiling:,.0f} jobs/s. Estimate (not measured): N masters on N machines like this one, each running "
+            f"one master and its queue's 2 workers (as this machine runs the single-Redis row; replicas and "
+            f"producers elsewhere), give about N × {single:,.0f} jobs/s (the single-Redis drain of this run), "
+            f"{3 * single:,.0f} for N = 3; with workers on machines of their own, up to N × {ceiling:,.0f}. "
+            "It assumes the queues are equally loaded and a network round trip close to loopback's: each job "
+            "costs its worker round trips, so a slower network lowers the rate per worker, not the scaling in N.")

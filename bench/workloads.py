@@ -9,11 +9,12 @@ db 1 (INCR done, RPUSH starts, or HINCRBY runs).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
 
-from .common import percentile, wait_for
+from .common import machine_jiffies, percentile, wait_for
 from .systems.base import Failed
 
 HIGHER, LOWER, COUNT, INFO, TEXT = "higher", "lower", "count", "info", "text"
@@ -59,6 +60,12 @@ def rows(z: Sizes) -> list[tuple[str, str, str]]:
         ("drain", f"drain {z.drain:,} no-op (jobs/s)", HIGHER),
         ("drain", f"drain {z.drain:,} no-op: % of the bare loop (same round)", HIGHER),
         ("drain", "drain: time to first job (s)", LOWER),
+        ("drain", "drain: CPU of the workers, start to last job (% of one core)", INFO),
+        ("drain", "drain: CPU of every Redis server, start to last job (% of one core)", INFO),
+        ("drain", f"drain: the whole machine busy, start to last job (% of its {os.cpu_count()} cores)", INFO),
+        ("drain", "drain: CPU of everything else on the machine, start to last job (% of one core)", INFO),
+        ("drain", "drain: the busiest broker master (% of one core)", INFO),
+        ("drain", "drain: broker masters' CPU per job, summed over the masters (µs)", INFO),
         ("latency", f"push-to-start p50 at {z.rate:g} jobs/s (ms)", LOWER),
         ("latency", f"push-to-start p99 at {z.rate:g} jobs/s (ms)", LOWER),
         ("delayed", "delayed jobs due 1–3 s: lateness p50 (ms)", LOWER),
@@ -97,9 +104,10 @@ def push(s, z: Sizes) -> dict:
     return {one_label: one, bulk_label: s.push_bulk(z.bulk)}
 
 
-def _drain(s, n: int, workload: str) -> tuple[float, float]:
+def _drain(s, n: int, workload: str, on_done=None) -> tuple[float, float]:
     """Start the workers on n queued jobs; (jobs/s from the start command until the
-    n-th job recorded itself, seconds to the first)."""
+    n-th job recorded itself, seconds to the first). on_done() is called at that
+    instant, before the workers are stopped (so a CPU reading leaves their stop out)."""
     t0 = time.perf_counter()
     s.start_workers(workload)
     try:
@@ -110,7 +118,10 @@ def _drain(s, n: int, workload: str) -> tuple[float, float]:
         while True:
             count = s.done()
             if count >= n:
-                return n / (time.perf_counter() - t0), first
+                rate = n / (time.perf_counter() - t0)
+                if on_done:
+                    on_done()
+                return rate, first
             if count != last:
                 last, last_change = count, time.monotonic()
             elif time.monotonic() - last_change > 60:
@@ -120,17 +131,47 @@ def _drain(s, n: int, workload: str) -> tuple[float, float]:
         s.stop_workers()
 
 
+def _cpu_reading(s) -> tuple:
+    return time.perf_counter(), s.cpu_seconds(), s.redis_cpu(), machine_jiffies()
+
+
+def _cpu_figures(n: int, before: tuple, after: tuple, labels_: list[str]) -> dict:
+    """Where the drain's CPU went, as % of one core over its wall time: the workers,
+    every Redis server (the private one, and a deployment's masters, replicas and
+    sentinels), the whole machine, and the rest of it (the machine's busy time
+    less those two: the bench, the kernel's threads, other users); and, where the
+    broker is a server of its own (Sentinel, Cluster), its busiest master (a
+    master runs commands on one thread: 100% is its ceiling) and the masters' CPU
+    per job. Read so as to say what limits a row on this machine."""
+    workers_label, redis_label, machine_label, else_label, busiest_label, per_job_label = labels_
+    (t0, w0, r0, (b0, j0)), (t1, w1, r1, (b1, j1)) = before, after
+    wall = t1 - t0
+    workers, servers = (w1 - w0) / wall * 100, (r1["all"] - r0["all"]) / wall * 100
+    busy = (b1 - b0) / os.sysconf("SC_CLK_TCK") / wall * 100      # % of one core, all cores together
+    figures = {workers_label: workers, redis_label: servers, machine_label: (b1 - b0) / max(1, j1 - j0) * 100,
+               # the bench's own polling, the kernel's threads, and whoever else shares the machine:
+               # a run disturbed by others shows here
+               else_label: max(0.0, busy - workers - servers)}
+    if r1["per_master"] is not None:
+        spent = [r1["per_master"][port] - r0["per_master"][port] for port in r1["per_master"]]
+        figures[busiest_label] = max(spent) / wall * 100
+        figures[per_job_label] = sum(spent) / n * 1e6
+    return figures
+
+
 def drain(s, z: Sizes) -> dict:
     """n no-op jobs queued, then the workers started: jobs/s until all are done, time to
-    the first; and, from the fill, Redis bytes per waiting no-op job."""
-    rate_label, _, first_label, mem_label = labels("drain", z)     # the % of the bare loop: derived()
+    the first, where the CPU went meanwhile; and, from the fill, Redis bytes per
+    waiting no-op job."""
+    rate_label, _, first_label, *cpu_labels, mem_label = labels("drain", z)   # the % of the bare loop: derived()
     n = z.of(s, "drain")
     s.reset()
     before = s.redis.used_memory()
     s.fill(n, "noop")
     per_job = (s.redis.used_memory() - before) / n
-    rate, first = _drain(s, n, "drain")
-    figures = {rate_label: rate, first_label: first}
+    cpu, after = _cpu_reading(s), []
+    rate, first = _drain(s, n, "drain", lambda: after.append(_cpu_reading(s)))
+    figures = {rate_label: rate, first_label: first, **_cpu_figures(n, cpu, after[0], cpu_labels)}
     if s.variant is None and s.uses_redis_broker:     # the same jobs in a variant: no new figure
         figures[mem_label] = per_job
     return figures

@@ -8,6 +8,12 @@ mpqueue on another broker is one more entry, e.g.
                                         variant="SQLite broker", workloads=(...)),
 (`{tmp}` is a fresh temporary directory; jobs still record into Redis db 1).
 
+Sentinel and Cluster rows run on deployments the bench starts itself
+(systems/deployments.py); the results db stays on the private server. The
+Cluster row has 3 queues, one per master, of `workers: 1` each (3 workers:
+a queue cannot have fewer than 1), and `mpqueue-3q` is the same layout on the
+single Redis, so the broker is the only difference between the two.
+
 The io50 configurations run 64 jobs at once in all, in 2 processes where the
 system's own flags allow (Celery's thread and gevent pools and Huey's thread
 workers run in one process: each is measured as the brief gave it, one process
@@ -25,6 +31,8 @@ from .mpqueue import Mpqueue
 from .rq import Rq
 
 IO50 = ("io50", "memory")
+BEYOND = ("push", "drain", "latency")
+DURABLE = "wait_replicas=1&wait_timeout=1"      # each push WAITs for the one replica, 1 s at most
 
 SYSTEMS = {
     "mpqueue": lambda r: Mpqueue(r),
@@ -33,6 +41,25 @@ SYSTEMS = {
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker",
                                         workloads=("push", "drain", "latency", "delayed", "idle", "sigkill")),
+    # Beyond one Redis (bench/systems/deployments.py starts each deployment once, for every row on it).
+    "mpqueue-3q": lambda r: Mpqueue(r, queues=3, name="mpqueue-3q", versus=("mpqueue",),
+                                    variant="3 queues × 1 worker (the Cluster row's layout), single Redis",
+                                    workloads=BEYOND),
+    "mpqueue-sentinel": lambda r: Mpqueue(r, deployment="sentinel", name="mpqueue-sentinel", versus=("mpqueue",),
+                                          variant="Sentinel: through the master (1 replica, 3 sentinels)",
+                                          workloads=BEYOND),
+    "mpqueue-cluster": lambda r: Mpqueue(r, deployment="cluster", queues=3, name="mpqueue-cluster",
+                                         versus=("mpqueue-3q", "mpqueue"),
+                                         variant="Cluster: 3 masters (1 replica each), a queue × 1 worker on each",
+                                         workloads=BEYOND),
+    "mpqueue-durable": lambda r: Mpqueue(r, deployment="sentinel", query=DURABLE, name="mpqueue-durable",
+                                         versus=("mpqueue-sentinel", "mpqueue"),
+                                         variant="Sentinel, durable pushes (wait_replicas=1)",
+                                         workloads=("push", "drain")),
+    "mpqueue-cluster-durable": lambda r: Mpqueue(r, deployment="cluster", queues=3, query=DURABLE,
+                                                 name="mpqueue-cluster-durable", versus=("mpqueue-cluster",),
+                                                 variant="Cluster, durable pushes (wait_replicas=1)",
+                                                 workloads=("push", "drain")),
     "mpqueue-async": lambda r: Mpqueue(r, concurrency=32, io50="async", name="mpqueue-async",
                                        variant="async def, 2 workers × concurrency 32", workloads=IO50),
     "mpqueue-threads": lambda r: Mpqueue(r, concurrency=32, io50="threads", name="mpqueue-threads",

@@ -228,6 +228,13 @@ class System:
     def cpu_seconds(self) -> float:
         return sum(tree_cpu_seconds(p.pid) for p in self.procs)
 
+    def redis_cpu(self) -> dict:
+        """CPU seconds so far of every Redis server the row uses: {"all": the private
+        server's (plus a deployment's), "per_master": {port: seconds} of the broker's
+        masters, or None when the broker is the private server, which also holds the
+        results db (its CPU is not the broker's alone)}."""
+        return {"all": tree_cpu_seconds(self.redis.proc.pid), "per_master": None}
+
     def pool_state(self) -> tuple[bool, str]:
         """(intact, description): parent(s) alive and the job-running processes present."""
         roots = [p for p in self.procs if p.poll() is None and alive(p.pid)]

@@ -7,6 +7,8 @@ import select
 import socket
 import time
 
+import redis
+
 from . import resp
 from .base import BrokerError, Waiter
 from .redis_nodes import broker_errors
@@ -36,6 +38,7 @@ class RedisWaiter(Waiter):
         try:
             with broker_errors():
                 self._conn.connect()
+                self._on_a_master(channel)
                 self._conn.send_command("SSUBSCRIBE" if sharded else "SUBSCRIBE", *channels)
             self._sock = self._conn._sock
             self._buf = b""
@@ -46,6 +49,23 @@ class RedisWaiter(Waiter):
         # From here on only drain() reads it, and must never wait: a socket with a
         # timeout (redis-py's) waits for data before recv(), whatever the flags.
         self._sock.settimeout(0.0)
+
+    def _on_a_master(self, channel: str) -> None:
+        """Subscribe only on a master. A replica delivers what its master publishes,
+        but the master's receiver count (which a hand-off trusts) does not count
+        its subscribers: a waiter on a demoted master would run a job that the push
+        also enqueued. During a failover the sentinels may still name the old master
+        for a moment; Sentinel demotes it and closes its clients in one MULTI, so
+        this check and the SUBSCRIBE after it, on one connection, can't straddle it.
+        The check is a write that changes nothing (the channel's name is never a
+        key), which a replica refuses with READONLY: unlike ROLE, it needs no admin
+        rights beyond what the broker's user has on its own keys."""
+        self._conn.send_command("PEXPIRE", channel, 1)
+        try:
+            self._conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            raise BrokerError(f"redis: the wake-up connection did not reach a master ({exc}); "
+                              "subscribing again") from None
 
     def _confirm(self, expected: int) -> None:
         """Read the SUBSCRIBE confirmations, so that a readable socket means a message.

@@ -210,3 +210,22 @@ def test_async_pushes_reach_a_sentinel_master_and_a_cluster(sentinel_url, cluste
         assert len(set(ids)) == 50 and all(client.broker.find("default", i)["state"] == "ready" for i in ids)
         client.broker.clean("default")
         client.close()
+
+
+def test_a_wake_up_subscription_is_never_made_on_a_replica(sentinel_group, sentinel_url):
+    # A replica delivers its master's messages, but the master's receiver count (which
+    # a hand-off trusts) does not include its subscribers: a waiter there would run a
+    # job the push also enqueued. So the waiter refuses a replica, and tries again.
+    from mpqueue.brokers import open_broker
+    replica = next(p for p in sentinel_group.data_ports if p != sentinel_group.master_port())
+    broker = open_broker(f"redis://127.0.0.1:{replica}/0")
+    try:
+        with pytest.raises(BrokerError, match="did not reach a master"):
+            broker.waiter("default", "c1")
+    finally:
+        broker.close()
+    master = open_broker(sentinel_url)
+    try:
+        master.waiter("default", "c1").close()          # the master is fine
+    finally:
+        master.close()

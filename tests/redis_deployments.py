@@ -13,6 +13,9 @@ import redis
 
 from tests.support import free_port, wait_for
 
+# No persistence (a restarted node resyncs from whoever is master), and a full
+# sync starts at once rather than after the default 5 s wait for more replicas.
+DATA_NODE = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
 # Fast failure detection, so a test's failover takes seconds, not the defaults' 30 s.
 DOWN_AFTER_MS = 1000
 NODE_TIMEOUT_MS = 1000
@@ -87,8 +90,7 @@ class SentinelGroup(_Processes):
 
     def _start(self) -> None:
         master, replica = self.data_ports
-        # No persistence: a restarted node must resync from whoever is master.
-        data = ("--save", "", "--appendonly", "no")
+        data = DATA_NODE
         self.spawn(master, *data)
         self.spawn(replica, *data, "--replicaof", "127.0.0.1", str(master))
         wait_for(lambda: all(self.answers(p) for p in self.data_ports), 10, what="the data nodes")
@@ -158,10 +160,12 @@ class SentinelGroup(_Processes):
         master = self.master_port()
         for port in self.data_ports:
             if port != master and not self.answers(port):
-                self.spawn(port, "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", str(master))
+                self.spawn(port, *DATA_NODE, "--replicaof", "127.0.0.1", str(master))
+        # A full resync, which Sentinel may restart once as it converts the old master:
+        # seconds, but a loaded CI machine has been seen to need more than 30.
         wait_for(lambda: self.answers(master) and replicas_online(self.client(master)) >= 1,
-                 30, 0.1, what="the old master back as a replica, in sync")
-        wait_for(lambda: all(self._sees_everyone(p) for p in self.sentinel_ports), 30, 0.1,
+                 120, 0.1, what="the old master back as a replica, in sync")
+        wait_for(lambda: all(self._sees_everyone(p) for p in self.sentinel_ports), 60, 0.1,
                  what="the sentinels to see the replica")
 
     def flush(self) -> None:
@@ -196,7 +200,7 @@ class ClusterNodes(_Processes):
     def node(self, port: int) -> None:
         self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                    "--cluster-port", str(self.bus_ports[port]),
-                   "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "no",
+                   "--cluster-node-timeout", str(NODE_TIMEOUT_MS), *DATA_NODE,
                    "--cluster-require-full-coverage", "yes")
 
     def wait_healthy(self, timeout: float = 30) -> None:
@@ -277,7 +281,7 @@ class ClusterNodes(_Processes):
         """A killed master comes back (its nodes.conf kept) and rejoins as a replica."""
         self.node(port)
         wait_for(lambda: self.answers(port), 10, what="the node back")
-        self.wait_healthy()
+        self.wait_healthy(120)       # a full resync: seconds, more on a loaded machine
 
     def migrate_slot(self, key: str, to_port: int, batch: int = 10) -> None:
         """Move the slot of `key` to `to_port` by hand, key batch by key batch, as

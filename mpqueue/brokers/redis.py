@@ -28,10 +28,10 @@ from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_waiter import RedisWaiter
 
-_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count")
-# Every script gets these keys of its queue, in this order (KEYS[1..19] of _keys.lua).
+_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed")
+# Every script gets these keys of its queue, in this order (KEYS[1..20] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
-    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle")
+    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -49,7 +49,7 @@ class QueueKeys:
         self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
         self.ready = self.all[:10]                                 # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
-         self.wake, self.idle) = self.all[10:]
+         self.wake, self.idle, self.failed_at) = self.all[10:]
         self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
 
     def done(self, job_id: str) -> str:
@@ -251,17 +251,6 @@ class RedisBroker(RedisInspection, Broker):
     def ready_count(self, queue):
         return self._call("ready_count", queue, [])
 
-    def failed(self, queue, limit=100):
-        def read(node):
-            out = []
-            for job_id, rec in node.client.hscan_iter(self.keys(queue).failed, count=200):
-                envelope, _, error = rec.partition("\n")
-                out.append((job_id, envelope, error))
-                if len(out) >= limit:
-                    break
-            return out
-        return self._on(queue, read)
-
     def requeue_failed(self, queue, ids):
         if ids is None:
             ids = list(self._on(queue, lambda node: node.client.hkeys(self.keys(queue).failed)))
@@ -274,11 +263,11 @@ class RedisBroker(RedisInspection, Broker):
         return self._call("clean", queue, [])
 
     def purge_failed(self, queue):
-        key = self.keys(queue).failed
+        k = self.keys(queue)
 
         def purge(node):
             with node.client.pipeline(transaction=True) as pipe:
-                return pipe.hlen(key).delete(key).execute()[0]
+                return pipe.hlen(k.failed).delete(k.failed, k.failed_at).execute()[0]
         return self._on(queue, purge)
 
     def find(self, queue, job_id):

@@ -1,6 +1,6 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
 beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, deleting failed jobs.
+queue's delayed jobs, the failed store oldest first, deleting failed jobs.
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -9,6 +9,9 @@ are grouped by node and each group is one pipeline.
 from __future__ import annotations
 
 from ..core import envelope as jobmod
+
+# Ids per index_failed.lua call and per HSCAN/ZSCAN step while indexing old failures.
+_INDEX_CHUNK = 500
 
 # Commands per queue in a counts pipeline: LLEN x10 (one list per priority), ZCARD sched,
 # HLEN held, HLEN failed, HGETALL stats.
@@ -30,7 +33,7 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, scheduled and delete_failed of the Inspection contract."""
+    """counts_many, scheduled, failed and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
         pending = list(dict.fromkeys(queues))
@@ -64,9 +67,62 @@ class RedisInspection:
         rows = self._on(queue, lambda node: node.client.zrange(key, 0, limit - 1, withscores=True))
         return [(jobmod.job_id(envelope), envelope, int(due)) for envelope, due in rows]
 
+    def failed(self, queue, limit=100):
+        # Oldest failure first, from the failed_at index (a ZSET kept by the scripts
+        # that write the failed HASH). Without it the oldest N of 100k failures means
+        # reading all 100k records (each a whole envelope) on every `mpqctl failed` and
+        # every dashboard refresh; with it, one ZADD per failure buys O(log N + limit).
+        if limit <= 0:
+            return []
+        k = self.keys(queue)
+
+        def read(node):
+            c = node.client
+            with c.pipeline(transaction=True) as pipe:
+                indexed, stored = pipe.zcard(k.failed_at).hlen(k.failed).execute()
+            if indexed != stored:
+                self._index_failed(node, queue)
+            ids = c.zrange(k.failed_at, 0, limit - 1)
+            records = c.hmget(k.failed, ids) if ids else []
+            # a record retried or deleted between the two reads is skipped
+            return [(job_id, *_split_failed(rec)) for job_id, rec in zip(ids, records) if rec is not None]
+        return self._on(queue, read)
+
+    def _index_failed(self, node, queue) -> None:
+        """Mend the index where it and the HASH disagree: failures written before the
+        index existed, or by an older node during a rolling upgrade. Chunked, each
+        chunk one atomic script; runs only while the counts differ."""
+        k = self.keys(queue)
+        def hash_ids(cursor):
+            cursor, found = node.client.hscan(k.failed, cursor, count=_INDEX_CHUNK)
+            return cursor, list(found)
+
+        def index_ids(cursor):
+            cursor, found = node.client.zscan(k.failed_at, cursor, count=_INDEX_CHUNK)
+            return cursor, [job_id for job_id, _ in found]
+
+        for scan in (hash_ids, index_ids):
+            cursor = 0
+            while True:
+                cursor, ids = scan(cursor)
+                if ids:
+                    self._call("index_failed", queue, ids)
+                if cursor == 0:
+                    break
+
     def delete_failed(self, queue, ids):
         ids = list(dict.fromkeys(ids))
         if not ids:
             return 0
-        key = self.keys(queue).failed
-        return self._on(queue, lambda node: node.client.hdel(key, *ids))     # one HDEL: atomic
+        k = self.keys(queue)
+
+        def delete(node):
+            with node.client.pipeline(transaction=True) as pipe:     # the record and its index entry together
+                return pipe.hdel(k.failed, *ids).zrem(k.failed_at, *ids).execute()[0]
+        return self._on(queue, delete)
+
+
+def _split_failed(record: str) -> tuple[str, str]:
+    """A failed-store record, "<envelope>\n<error json>", as (envelope, error)."""
+    envelope, _, error = record.partition("\n")
+    return envelope, error

@@ -1,7 +1,7 @@
 """The Redis wire protocol (RESP) on the two hot paths, done by hand.
 
 redis-py's generic packer costs about a microsecond per argument, and a
-reserve carries dozens (19 queue keys, 5 per folded ack); its pub/sub parser
+reserve carries dozens (20 queue keys, 5 per folded ack); its pub/sub parser
 cost a quarter of a millisecond per message. So: the queue's keys are encoded
 once, a script call is one bytes object sent on a pooled connection (the reply
 still parsed by redis-py), and wake-up frames are parsed here.

@@ -1,5 +1,6 @@
 """The broker contract: every state change atomic, fenced, and nothing lost."""
 import json
+import random
 import select
 import threading
 import time
@@ -342,3 +343,39 @@ def test_delete_failed_drops_only_the_named_failed_jobs(broker):
     c = broker.counts(Q)
     assert (c["failed"], c["ready"], c["failed_total"]) == (1, 1, 3)
     assert broker.delete_failed(Q, []) == 0 and broker.delete_failed(Q, failed[:2]) == 0
+
+
+def _fail_all(broker, jobs):
+    for job in jobs:
+        assert broker.fail(Q, job.id, job.token, json.dumps({"type": "error", "at": time.time()}))
+
+
+def _clock_moves_on():
+    # failure times are in ms: let the clock pass a tick so the groups cannot tie
+    start = time.time()
+    wait_for(lambda: time.time() - start > 0.003, 1, 0.001, what="the clock to advance")
+
+
+def test_failed_lists_the_oldest_failures_first_however_many_there_are(broker):
+    # Given 300 failures (enough for Redis to keep them in a hash table, whose scan
+    # order is arbitrary), failed in three groups, in an order unlike the push order
+    push(broker, *range(300))
+    jobs, _ = take(broker, 300)
+    random.Random(18).shuffle(jobs)
+    oldest, middle, rest = jobs[:5], jobs[5:55], jobs[55:]
+    for group in (oldest, middle):
+        _fail_all(broker, group)
+        _clock_moves_on()
+    _fail_all(broker, rest)
+    # When the failed store is read with a limit
+    # Then it is the oldest failures, oldest first, whatever the limit
+    assert {row[0] for row in broker.failed(Q, 5)} == {j.id for j in oldest}
+    first = [row[0] for row in broker.failed(Q, 55)]
+    assert set(first[:5]) == {j.id for j in oldest} and set(first[5:]) == {j.id for j in middle}
+    every = broker.failed(Q, 1000)
+    assert len(every) == 300 and [r[0] for r in every[:55]] == first
+    # and after a retry and a delete the order still holds, without the gone ones
+    broker.requeue_failed(Q, [oldest[0].id])
+    broker.delete_failed(Q, [oldest[1].id])
+    assert {row[0] for row in broker.failed(Q, 3)} == {j.id for j in oldest[2:]}
+    assert broker.failed(Q, 0) == [] and broker.failed("never-used") == []

@@ -1,5 +1,7 @@
 """The Redis broker's own wire path (brokers/resp.py): script calls packed by
 hand must behave like redis-py's own, on a real redis-server."""
+import json
+
 import pytest
 
 from mpqueue.core import envelope as jobmod
@@ -119,3 +121,22 @@ def test_an_unconfirmed_hand_off_has_a_short_lease_and_its_receipt_gives_it_the_
         wait_for(lambda: rdb.zscore(f"mpq:{{{Q}}}:leases", job_id) > now_ms + 500_000, 5, what="the full lease")
     finally:
         sub.close()
+
+
+def test_failures_stored_before_the_order_index_existed_are_listed_oldest_first(broker, rdb):
+    # Given a failed store written by a version without the failed_at index (records
+    # only), two of them old, and one failure recorded by today's code
+    keys = broker.keys(Q)
+    for tag, at in (("new", 3000.0), ("oldest", 1000.0), ("old", 2000.0)):
+        job_id, env = jobmod.encode("t:f", [tag])
+        rdb.hset(keys.failed, job_id, f"{env}\n" + json.dumps({"type": "error", "at": at}))
+    _, env = jobmod.encode("t:f", ["today"])
+    broker.push(Q, [(env, 0, 0.0)])
+    (held,), _ = broker.reserve(Q, "c1", 1, 30)
+    broker.fail(Q, jobmod.job_id(held.envelope), held.token, json.dumps({"type": "error", "at": 4000.0}))
+    rdb.zadd(keys.failed_at, {"gone-long-ago": 1})       # an entry whose record an old node dropped
+    # When the store is listed
+    rows = broker.failed(Q, 10)
+    # Then every record is there, oldest first, and the index now matches the records
+    assert [jobmod.decode(env).args[0] for _, env, _ in rows] == ["oldest", "old", "new", "today"]
+    assert rdb.zcard(keys.failed_at) == rdb.hlen(keys.failed) == 4

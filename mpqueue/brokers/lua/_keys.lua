@@ -12,10 +12,13 @@
 --   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers;
 --                           "<wake>:<consumer>" is that consumer's channel for handed-over jobs
 --   KEYS[19]    idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
--- KEYS[20..]   script-specific (done:<id> keys for acks)
+--   KEYS[20]    failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
+--                           order, written with the failed HASH in the same script
+-- KEYS[21..]   script-specific (done:<id> keys for acks)
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
-local NKEYS = 19
+local FAILED_AT = 20
+local NKEYS = 20
 -- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).

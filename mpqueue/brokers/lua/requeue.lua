@@ -9,6 +9,7 @@ for _, id in ipairs(ARGV) do
     if jid then
       if enqueue(jid .. ' 0 ' .. prio .. ' ' .. body, tonumber(prio), false) then need_wake = true end
       redis.call('HDEL', KEYS[FAILED], id)
+      redis.call('ZREM', KEYS[FAILED_AT], id)
       moved = moved + 1
     end
   end

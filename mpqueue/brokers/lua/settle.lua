@@ -32,6 +32,7 @@ elseif action == 'release' then
   if enqueue(env, prio, true) then wake() end
 else -- fail
   redis.call('HSET', KEYS[FAILED], id, env .. '\n' .. record)
+  redis.call('ZADD', KEYS[FAILED_AT], now_ms(), id)
   redis.call('HINCRBY', KEYS[STATS], 'failed', 1)
   redis.call('HDEL', KEYS[ERRORS], id)
   if hook ~= '' and enqueue(hook, 9, false) then wake() end

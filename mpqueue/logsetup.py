@@ -45,8 +45,17 @@ class _ServiceFilter(logging.Filter):
         return True
 
 
+# Line breaks json.dumps leaves raw with ensure_ascii=False; journald and
+# readers that split on str.splitlines() would cut a record there.
+_JSON_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 class _JsonLines(JsonFormatter):
     """One JSON object per line: time, level, logger, message, service, then extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # These characters only occur inside JSON strings, where the escape is valid.
+        return super().format(record).translate(_JSON_BREAKS)
 
     def __init__(self):
         # Fields named in the format are always present; other `extra=` values

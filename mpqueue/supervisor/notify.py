@@ -1,9 +1,16 @@
 """sd_notify messages to systemd; silent when NOTIFY_SOCKET is unset.
-Only the supervisor's main loop calls this (workers never notify)."""
+Only the supervisor's main loop calls this (workers never notify).
+
+Every field goes through `one_line` in `send`, the one place the rule lives:
+systemd reads a datagram as one field per line, so a multi-line STATUS= (a
+SyntaxError's text) would keep only its first line and the real error is lost.
+"""
 from __future__ import annotations
 
 import os
 import time
+
+from ..core.names import redact_text
 
 
 class Notifier:
@@ -23,9 +30,9 @@ class Notifier:
     def enabled(self) -> bool:
         return self._sock is not None
 
-    def send(self, *lines: str) -> None:
+    def send(self, *fields: str) -> None:
         if self._sock is not None:
-            self._sock.notify("\n".join(lines))
+            self._sock.notify("\n".join(one_line(f) for f in fields))
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
@@ -61,3 +68,11 @@ def watchdog_interval() -> float:
     if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
         return 0.0
     return int(usec) / 2e6
+
+
+def one_line(field: str) -> str:
+    """A notify field as one line, URL passwords hidden: its lines (stripped,
+    blank ones dropped) joined with ' | ', so a traceback's last line
+    ("SyntaxError: invalid syntax") survives. Every line break str.splitlines
+    knows counts, not only \\n."""
+    return " | ".join(part.strip() for part in redact_text(field).splitlines() if part.strip())

@@ -59,3 +59,21 @@ def env():
     Client(redis_url).push("default", "testtasks:env")
     wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="env job")
     assert rdb.lrange("test:runs", 0, -1) == ["- -"]
+
+
+def status_fields(svc):
+    """The STATUS= fields as systemd reads them: one field per line of a datagram."""
+    return [line[len("STATUS="):] for m in svc.read_messages() for line in m.split("\n") if line.startswith("STATUS=")]
+
+
+def test_a_syntax_error_at_boot_reaches_status_on_one_line(service):
+    svc = service(tasks="import mpqueue\ndef broken(:\n    pass\n").start(wait_ready=False)
+    status = wait_for(lambda: next((s for s in status_fields(svc) if "SyntaxError" in s), None), 20,
+                      what="STATUS= naming the SyntaxError")
+    assert "testtasks.py" in status and "line 2" in status and " | " in status
+
+
+def test_one_line_joins_every_kind_of_line_break_and_hides_passwords():
+    from mpqueue.supervisor.notify import one_line
+    assert one_line("a\n  b\r\n\nc\u2028d\x85e") == "a | b | c | d | e"
+    assert one_line("waiting for broker: redis://:s3cret@h:6379/0\nerr") == "waiting for broker: redis://:***@h:6379/0 | err"

@@ -254,3 +254,10 @@ def test_a_password_in_a_logged_url_never_reaches_the_log(fmt):
     logging.getLogger("redis").error("cannot reach %s", "redis://:hunter2@db:6379/0 (or unix:///s?password=pw2)")
     (line,) = lines(out)
     assert "hunter2" not in line and "pw2" not in line and "redis://:***@db:6379/0" in line
+
+
+def test_unicode_line_breaks_stay_inside_one_json_line():
+    out = setup()
+    logging.getLogger("x").info("a\u2028b\u2029c\x85d")
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["message"] == "a\u2028b\u2029c\x85d"

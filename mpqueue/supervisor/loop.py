@@ -98,7 +98,7 @@ class Supervisor:
             self.quick_stop()
             return self.fatal(f"failed: {error}", errno=8, code=ipc.EX_SOFTWARE)    # ENOEXEC
         if self.stopping:
-            return self.finish()
+            return self.loop()     # a stop during start-up drains the running jobs like any other stop
         log.info("started: %d workers on queues %s", len(self.pool.workers), ", ".join(self.cfg.queues))
         self.notifier.ready(self.status_line())
         return self.loop()

@@ -113,6 +113,8 @@ class Pool:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         self.count_exit(h, clean)
         h.close()
+        if not h.ready and h.killed_for == "shutdown":
+            return                       # stopped while booting: not a boot failure
         if not h.ready:
             self.dead_at_boot.append(h)
             h.boot_error = h.boot_error or handles.describe(status)
@@ -126,12 +128,12 @@ class Pool:
         if h.tally is None:
             return
         self.retired.merge(h.tally.read())
+        if h.killed_for == "shutdown":
+            return                                  # a stop, not a restart
         if not h.ready:
             reason = "boot_failed"
         elif h.killed_for in ("timeout", "stale"):
             reason = h.killed_for
-        elif h.killed_for == "shutdown":
-            return                                  # a stop, not a restart
         elif not clean:
             reason = "crashed"
         else:
@@ -175,8 +177,13 @@ class Pool:
         return reload.complete(self.workers.values(), self.cfg, self.generation)
 
     def stop_all(self) -> None:
+        """Ask every worker to finish and exit. One still booting (a slow start hook)
+        holds no job and would read the request only once booted: it is killed."""
         for h in self.workers.values():
-            h.stop()
+            if h.ready:
+                h.stop()
+            else:
+                h.kill("shutdown")
 
     def kill_all(self, reason: str) -> None:
         for h in self.workers.values():

@@ -24,7 +24,7 @@ import redis as redislib
 from ..core import redis_url
 from . import resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved
-from .redis_inspection import RedisInspection
+from .redis_inspection import RedisInspection, split_failed
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_waiter import RedisWaiter
 
@@ -283,7 +283,7 @@ class RedisBroker(RedisInspection, Broker):
             return {"state": "done", **json.loads(done)}
         failed = c.hget(k.failed, job_id)
         if failed:
-            envelope, _, error = failed.partition("\n")
+            envelope, error = split_failed(failed)
             return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
         last_error = c.hget(k.errors, job_id)
         extra = {"last_error": json.loads(last_error)} if last_error else {}

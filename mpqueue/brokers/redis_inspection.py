@@ -85,7 +85,7 @@ class RedisInspection:
             ids = c.zrange(k.failed_at, 0, limit - 1)
             records = c.hmget(k.failed, ids) if ids else []
             # a record retried or deleted between the two reads is skipped
-            return [(job_id, *_split_failed(rec)) for job_id, rec in zip(ids, records) if rec is not None]
+            return [(job_id, *split_failed(rec)) for job_id, rec in zip(ids, records) if rec is not None]
         return self._on(queue, read)
 
     def _index_failed(self, node, queue) -> None:
@@ -122,7 +122,7 @@ class RedisInspection:
         return self._on(queue, delete)
 
 
-def _split_failed(record: str) -> tuple[str, str]:
+def split_failed(record: str) -> tuple[str, str]:
     """A failed-store record, "<envelope>\n<error json>", as (envelope, error)."""
     envelope, _, error = record.partition("\n")
     return envelope, error

@@ -174,9 +174,16 @@ class RedisBroker(RedisInspection, Broker):
             return
         _, replicas = self._call("push", queue, push_args(items), wait=(t.wait_replicas, t.wait_timeout))
         if replicas < t.wait_replicas:
+            self._not_replicated(queue)
             raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
                                 f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
                                 "them; pushing them again may run them twice")
+
+    def _not_replicated(self, queue) -> None:
+        # The likeliest cause is a failover in progress: the replicas now follow another
+        # master while this one still takes writes (Sentinel demotes it only seconds
+        # later). Drop its connections so the next call asks where the master is.
+        self.servers.suspect(queue)
 
     # -- consumers
     def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):
@@ -185,7 +192,21 @@ class RedisBroker(RedisInspection, Broker):
         keys = self.keys(queue)
         for a in acks:
             args += [a.id, a.token, a.record, a.ttl, "1" if a.first_attempt else "0"]
-        return self._call("reserve", queue, args, [keys.done(a.id) for a in acks])
+        t = self.target
+        if not t.wait_replicas:
+            return self._call("reserve", queue, args, [keys.done(a.id) for a in acks])
+        # Durable (wait_replicas): a job starts only once the replicas know it is
+        # reserved, and an ack counts only once they have it. Otherwise a failover
+        # would hand the new master a queue where those jobs still wait (or are
+        # still held), and they would run again: for every job the old master
+        # handed out until Sentinel demoted it, seconds later.
+        out, replicas = self._call("reserve", queue, args, [keys.done(a.id) for a in acks],
+                                   wait=(t.wait_replicas, t.wait_timeout))
+        if replicas < t.wait_replicas and (acks or len(out) > 2):
+            self._not_replicated(queue)
+            raise NotReplicated(f"redis: a reserve reached {replicas} of {t.wait_replicas} replicas within "
+                                f"{t.wait_timeout:g} s: its jobs are not run and its acks are sent again")
+        return out
 
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
         idle = ("L" if leave_idle else "") + ("E" if join_idle else "")

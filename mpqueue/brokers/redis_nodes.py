@@ -85,6 +85,10 @@ class Nodes:
         """Seconds to wait before trying the call again, or None to give up."""
         return None
 
+    def suspect(self, queue: str | None) -> None:
+        """The server serving `queue` answered, but may no longer be the master (its
+        replicas did not confirm a write): the next call asks again where to go."""
+
     def close(self) -> None:
         self.node.close()
 
@@ -103,6 +107,12 @@ class SentinelNodes(Nodes):
         auth = {k: v for k, v in (("username", t.username), ("password", t.password),
                                   ("client_name", t.client_name)) if v is not None}
         return Node(self.sentinel.master_for(t.master, db=t.db, **auth, **tls, **options))
+
+    def suspect(self, queue: str | None) -> None:
+        # Sentinel's pool asks the sentinels for the master on each new connection,
+        # but keeps the ones it has: a master being replaced still takes writes
+        # until it is demoted, seconds after the sentinels name its successor.
+        self.node.close()
 
     def close(self) -> None:
         super().close()
@@ -191,6 +201,9 @@ class ClusterNodes(Nodes):
         if isinstance(exc, (redislib.exceptions.ConnectionError, redislib.exceptions.TimeoutError)):
             self._stale = True            # a master may have died: the next call re-reads the map
         return None
+
+    def suspect(self, queue: str | None) -> None:
+        self._stale = True                # a failover may have moved the slot to another master
 
     def close(self) -> None:
         for node in self._by_addr.values():

@@ -160,6 +160,9 @@ class GrabSource:
 
     # -- broker outages
     def broker_down(self, exc) -> None:
+        # The wake-up subscription goes too: it may be on a server that is no longer
+        # the master (a failover), where no hand-off or wake-up will ever come.
+        self.drop_waiter()
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning("broker unreachable, retrying: %s", exc, extra={"queue": self.queue})

@@ -14,6 +14,7 @@ from ..core import envelope as jobmod
 from .holding import Holding
 
 log = logging.getLogger("mpqueue.dispatch")
+BACKOFF_MAX = 2.0       # seconds between tries while the broker fails
 
 
 class Dispatcher(Holding):
@@ -32,6 +33,8 @@ class Dispatcher(Holding):
         self.wanted = True                # there may be work: reserve at the next turn
         self.suspect = False              # a call failed mid-way: reconcile before reserving
         self.due_at = clock()             # when to look again without a hint
+        self.failures = 0                 # broker calls failed in a row
+        self.retry_at = None              # after a failed call: not before then
 
     def configure(self, queue_cfg, lease_grace: float) -> None:
         self.cfg = queue_cfg
@@ -41,6 +44,8 @@ class Dispatcher(Holding):
         return [self.waiter] if self.waiter is not None and self.idle else []
 
     def timeout(self, now: float) -> float:
+        if self.retry_at is not None and now < self.retry_at:
+            return self.retry_at - now
         if self.acks or (self.idle and self.wanted):
             return 0.0
         return max(0.0, self.due_at - now) if self.idle else FALLBACK_WAIT
@@ -83,9 +88,12 @@ class Dispatcher(Holding):
         return [self.consumer] if any(self.handed.values()) else []
 
     def broker_failed(self) -> None:
+        # Acks owed and idle workers would make every loop turn try again at once:
+        # back off as a grab-mode worker does, from 50 ms doubling to BACKOFF_MAX.
         self.close()
         self.suspect = True
-        self.due_at = self.clock() + 1.0
+        self.failures += 1
+        self.retry_at = self.due_at = self.clock() + min(BACKOFF_MAX, 0.05 * 2 ** min(10, self.failures - 1))
 
     def pump(self, readable, stopping: bool) -> bool:
         """One turn: consume hints, then reserve-and-ack in one call if useful; True
@@ -94,6 +102,8 @@ class Dispatcher(Holding):
         if self.waiter is not None and self.waiter in readable:
             self.waiter.drain()
             self.wanted = True
+        if self.retry_at is not None and self.clock() < self.retry_at:
+            return False
         if self.clock() >= self.due_at:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
@@ -105,7 +115,7 @@ class Dispatcher(Holding):
             self.waiter = self.broker.waiter(self.cfg.name)
         want = sum(self.free[h] for h in idle)
         reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, want, self.lease, self.acks)
-        self.acks = []
+        self.acks, self.failures, self.retry_at = [], 0, None
         turn = 0
         for item in reserved:                     # round the workers, one job each per round
             handle = idle[turn % len(idle)]

@@ -1,4 +1,6 @@
 """Redis unreachable at start, or going away mid-run: retry, log once, resume, lose nothing."""
+import os
+
 import pytest
 
 from mpqueue import Client
@@ -76,6 +78,38 @@ def test_a_redis_that_hangs_does_not_silence_the_watchdog(tmp_path):
         finally:
             server.proc.send_signal(signal.SIGCONT)
         # And when Redis answers again, jobs run
+        Client(server.url).push("default", "testtasks:record", args=["after"])
+        wait_for(lambda: server.client.llen("test:runs") == 1, 30, what="a job after Redis came back")
+    finally:
+        svc.stop()
+        server.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")     # utime + stime
+
+
+@pytest.mark.parametrize("mode", ["grab", "dispatch"])
+def test_while_redis_is_down_nobody_spins(tmp_path, mode):
+    # Given a service whose workers sit idle, in either fetch mode
+    import time
+    server = RedisServer()
+    svc = Service(tmp_path / "s", server.url, {"queues": {"default": {"workers": 2, "mode": mode}}})
+    try:
+        svc.start()
+        # When Redis goes away
+        server.halt()
+        svc.wait_message("broker unreachable", 20)
+        # Then the processes back off instead of retrying on every turn: over a few
+        # seconds they use a small fraction of one core (a spin uses all of it)
+        pids = [svc.proc.pid, *svc.worker_pids()]
+        before, start = sum(map(_cpu_seconds, pids)), time.monotonic()
+        time.sleep(3)  # ok: CPU use is measured over a window, not waited for
+        used = sum(map(_cpu_seconds, pids)) - before
+        assert used < 0.1 * (time.monotonic() - start) * len(pids), (used, mode)
+        # And when Redis is back, jobs run
+        server.start()
         Client(server.url).push("default", "testtasks:record", args=["after"])
         wait_for(lambda: server.client.llen("test:runs") == 1, 30, what="a job after Redis came back")
     finally:

@@ -37,9 +37,10 @@ class WorkerHandle:
     overdue: set = field(default_factory=set)   # ids of its jobs settled as a timeout when we killed it
 
     @property
-    def slot(self) -> tuple[str, int]:
-        """Its place in the configuration: (queue, worker index)."""
-        return self.queue, self.index
+    def boot_slot(self) -> tuple[str, int, int]:
+        """What its boot back-off is kept for: (queue, worker index, generation), so a
+        new generation that cannot boot never delays the replacement of an old worker."""
+        return self.queue, self.index, self.generation
 
     def tell(self, msg: dict) -> bool:
         try:

@@ -220,6 +220,13 @@ class Supervisor:
             self.reload_status.write("done")
             self.notifier.ready(self.status_line())
 
+    def revert_reload(self) -> None:
+        """Back to the configuration that served before the reload, all of it."""
+        self.pool.revert()
+        self.cfg = self.pool.cfg
+        self.recovery.configure(self.cfg.queues)
+        logsetup.set_level(self.cfg.log.level)
+
     # -- stopping
     def graceful_stop(self) -> None:
         """Stop reserving; running jobs may finish until shutdown_timeout."""
@@ -263,6 +270,8 @@ class Supervisor:
         """The pool saw a worker die before it was ready; it retries after `delay`."""
         if self.reloading and h.generation == self.generation:
             self.end_reload(f"reload failed: queue {h.queue}: {h.boot_error}; the previous workers keep serving")
+            self.revert_reload()
+            return
         if not self.stopping:
             log.error("worker %s/%d failed to boot (%s); retrying in %.1f s", h.queue, h.index, h.boot_error,
                       delay, extra={"queue": h.queue, "worker": h.index})
@@ -272,7 +281,7 @@ class Supervisor:
     def maintain(self) -> None:
         self.pool.top_up()
         self.pool.retire_replaced()
-        if self.reloading and self.pool.generation_ready():
+        if self.pool.generation_ready() and self.reloading:
             self.end_reload()
         self.pool.enforce_timeouts()
         if self.timers.fire("reap", self.reap_every()):

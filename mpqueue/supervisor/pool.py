@@ -24,6 +24,10 @@ STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it (
 class Pool:
     def __init__(self, cfg, node_id: str, clock, spawn, recovery, on_boot_failure):
         self.cfg, self.generation = cfg, 0
+        # The last configuration whose every worker was ready, and its generation: until
+        # a reload completes its workers keep a full complement (keep_serving), and a
+        # reload that fails goes back to it (revert).
+        self.serving = (cfg, 0)
         self.node_id, self.clock, self._spawn = node_id, clock, spawn
         self.recovery = recovery
         self.on_boot_failure = on_boot_failure     # (handle, delay before the next try)
@@ -47,6 +51,16 @@ class Pool:
             if holding is not None:
                 holding.configure(q, cfg.lease_grace)
 
+    def revert(self) -> None:
+        """A reload failed: the configuration that served before it is the current one
+        again. The new generation's workers still booting are stopped; those already
+        ready retire as the serving configuration's workers replace them."""
+        cfg, generation = self.serving
+        for h in self.workers.values():
+            if h.generation == self.generation and not h.ready:
+                h.kill("shutdown")
+        self.configure(cfg, generation)
+
     # -- starting workers
     def holding_for(self, q):
         """One per (queue, mode): old workers of a queue whose mode a reload changed keep theirs."""
@@ -61,11 +75,12 @@ class Pool:
             self.holdings[key] = holding
         return self.holdings[key]
 
-    def spawn(self, queue_cfg, index: int) -> None:
+    def spawn(self, queue_cfg, index: int, cfg=None, generation: int | None = None) -> None:
         inherited = list(self.close_in_child)
         for h in self.workers.values():
             inherited += [h.report.fd, h.control.fd]
-        h = self._spawn(self.cfg, queue_cfg, index, self.node_id, self.generation, inherited, self.clock())
+        cfg, generation = cfg or self.cfg, self.generation if generation is None else generation
+        h = self._spawn(cfg, queue_cfg, index, self.node_id, generation, inherited, self.clock())
         h.holding = self.holding_for(queue_cfg)
         self.workers[h.pid] = h
 
@@ -76,8 +91,25 @@ class Pool:
             present = {h.index for h in self.workers.values()
                        if h.queue == q.name and h.generation == self.generation and not h.retiring}
             for i in range(q.workers):
-                if i not in present and self.backoff.may_start((q.name, i)):
+                if i not in present and self.backoff.may_start((q.name, i, self.generation)):
                     self.spawn(q, i)
+        if self.serving[1] != self.generation:
+            self.keep_serving()
+
+    def keep_serving(self) -> None:
+        """During a reload: an old worker that exits (max_jobs, memory_limit, a crash)
+        while the new generation is not yet ready to take its place is replaced under
+        the configuration that served, so a reload whose workers never boot does not
+        let the queue run dry."""
+        cfg, generation = self.serving
+        for q in cfg.queues.values():
+            keep = min(q.workers, reload.others_to_keep(self.handles(), self.cfg, self.generation, q.name))
+            live = {h.index for h in self.workers.values()
+                    if h.queue == q.name and h.generation != self.generation and not h.retiring}
+            free = [i for i in range(q.workers) if i not in live]
+            for i in free[:max(0, keep - len(live))]:
+                if self.backoff.may_start((q.name, i, generation)):
+                    self.spawn(q, i, cfg, generation)
 
     def all_ready(self) -> bool:
         return all(h.ready for h in self.workers.values())
@@ -92,7 +124,7 @@ class Pool:
             kind = msg.get("type")
             if kind == ipc.READY:
                 h.ready = True
-                self.backoff.booted(h.slot)
+                self.backoff.booted(h.boot_slot)
                 self.recovery.tasks.update(msg.get("tasks", {}))
                 h.holding.worker_ready(h)
             elif kind == ipc.BOOT_FAILED:
@@ -118,7 +150,7 @@ class Pool:
         if not h.ready:
             self.dead_at_boot.append(h)
             h.boot_error = h.boot_error or handles.describe(status)
-            self.on_boot_failure(h, self.backoff.failed(h.slot))
+            self.on_boot_failure(h, self.backoff.failed(h.boot_slot))
         elif not clean and not h.killed_for:
             log.error("worker %s/%d (pid %d) %s; restarting it", h.queue, h.index, pid, handles.describe(status),
                       extra={"queue": h.queue, "worker": h.index, "pid": pid})
@@ -174,7 +206,12 @@ class Pool:
             h.stop()
 
     def generation_ready(self) -> bool:
-        return reload.complete(self.workers.values(), self.cfg, self.generation)
+        """Every slot of the current configuration has a ready worker of its generation:
+        it is the serving one from now on."""
+        if not reload.complete(self.workers.values(), self.cfg, self.generation):
+            return False
+        self.serving = (self.cfg, self.generation)
+        return True
 
     def stop_all(self) -> None:
         """Ask every worker to finish and exit. One still booting (a slow start hook)

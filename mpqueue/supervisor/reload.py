@@ -34,19 +34,27 @@ def check_compatible(old, new) -> None:
                             "service to apply it")
 
 
+def others_to_keep(workers, cfg, generation: int, queue: str) -> int:
+    """How many workers of `queue` from other generations than the current one must
+    keep serving: as many as the current configuration's slots that have no ready
+    worker yet (none for a queue it dropped)."""
+    if queue not in cfg.queues:
+        return 0
+    ready = sum(1 for h in workers if h.queue == queue and h.generation == generation and h.ready)
+    return max(0, cfg.queues[queue].workers - ready)
+
+
 def to_retire(workers, cfg, generation: int) -> list:
-    """Old-generation workers that may now be asked to stop: every one whose queue
-    is gone, and per queue as many as there are new workers ready to replace them."""
+    """Workers of other generations that may now be asked to stop: every one whose
+    queue is gone, and per queue as many as there are current workers ready to
+    replace them (an old generation's during a reload; after a failed reload, the
+    abandoned one's)."""
     out = []
     for queue in {h.queue for h in workers}:
-        old = sorted((h for h in workers if h.queue == queue and h.generation < generation and not h.retiring),
-                     key=lambda h: h.started_at)
-        if queue not in cfg.queues:
-            out += old
-            continue
-        ready_new = sum(1 for h in workers if h.queue == queue and h.generation == generation and h.ready)
-        keep = max(0, cfg.queues[queue].workers - ready_new)
-        out += old[:max(0, len(old) - keep)]
+        others = sorted((h for h in workers if h.queue == queue and h.generation != generation and not h.retiring),
+                        key=lambda h: h.started_at)
+        keep = others_to_keep(workers, cfg, generation, queue)
+        out += others[:max(0, len(others) - keep)]
     return out
 
 

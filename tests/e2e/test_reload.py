@@ -94,3 +94,22 @@ def test_reload_waits_for_the_running_supervisor_even_after_a_restart(service, r
     result = reload_cmd(svc, timeout=15)
     assert result.returncode == 0, result.stderr
     assert "reloaded" in result.stdout
+
+
+def test_after_a_failed_reload_recycled_workers_are_replaced(service, redis_url, rdb):
+    # Given one worker that recycles itself every 2 jobs
+    svc = service({"queues": {"default": {"workers": 1, "max_jobs": 2}}}).start()
+    # When a reload fails: the new configuration imports a module that does not exist
+    imports = yaml.safe_load(svc.config_path.read_text())["imports"]
+    edit(svc, imports=[*imports, "no_such_module_anywhere"])
+    result = reload_cmd(svc)
+    assert result.returncode == 1 and "no_such_module_anywhere" in result.stderr
+    # Then the old configuration keeps a full complement: six jobs need three workers in turn
+    client = Client(redis_url)
+    for i in range(6):
+        client.push("default", "testtasks:record", args=[f"j{i}"])
+    wait_for(lambda: rdb.llen("test:runs") == 6, 30, what="all six jobs, across recycled workers")
+    pids = {line.split()[4] for line in rdb.lrange("test:runs", 0, -1)}
+    assert len(pids) == 3, pids
+    assert "retrying in" not in svc.log()         # the failed configuration is dropped, not retried
+    assert svc.stop() == 0

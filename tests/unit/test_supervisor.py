@@ -249,8 +249,8 @@ def test_boot_back_off_is_capped_and_cleared_by_a_ready_worker(sup):
         s.pool.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
         s.clock.advance(60)
         s.pool.top_up()
-    assert s.pool.backoff.failed(("q", 0)) == 60.0      # the 11th failure waits no longer than the cap
-    s.pool.backoff.booted(("q", 0))
+    assert s.pool.backoff.failed(("q", 0, 0)) == 60.0      # the 11th failure waits no longer than the cap
+    s.pool.backoff.booted(("q", 0, 0))
     h, = s.pool.workers.values()
     report_ready(s, h)
     s.pool.on_exit(h.pid, exit_status(1))               # a crash after boot: restarted at once
@@ -371,6 +371,78 @@ def test_a_reload_whose_workers_cannot_boot_fails_and_keeps_the_old_ones(sup, tm
     status = reload.ReloadStatus.read("svc")
     assert status["state"] == "failed" and "ImportError: nope" in status["error"]
     assert not old.retiring and not s.reloading
+
+
+def boot_fails(s, h, error="ImportError: nope"):
+    h.report.inbox.append({"type": ipc.BOOT_FAILED, "error": error})
+    s.pool.on_exit(h.pid, exit_status(ipc.EXIT_BOOT_FAILED))
+
+
+def test_after_a_failed_reload_an_old_worker_that_exits_is_replaced_under_the_old_configuration(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    old, = started(s)
+    write_yaml(tmp_path, workers=2)
+    s.begin_reload()
+    s.maintain()
+    new = [h for h in s.pool.workers.values() if h.generation == 1]
+    assert len(new) == 2
+    boot_fails(s, new[0])
+    # The reload failed: back to the old configuration, the other new worker stopped
+    assert not s.reloading and s.cfg.queues["q"].workers == 1 and s.pool.generation == 0
+    assert new[1].killed_for == "shutdown"
+    s.pool.on_exit(new[1].pid, exit_status(signal_number=9))
+    # When the old worker exits (max_jobs), a worker of the old configuration replaces it at once
+    s.pool.on_exit(old.pid, exit_status(0))
+    s.maintain()
+    replacement, = s.pool.workers.values()
+    assert replacement.generation == 0 and replacement.index == 0
+    assert [h.generation for h in s._spawn.handles[-1:]] == [0]
+
+
+def test_while_new_workers_boot_an_old_worker_that_exits_is_replaced(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=2)
+    old = started(s)
+    s.begin_reload()
+    s.maintain()
+    booting = [h for h in s.pool.workers.values() if h.generation == 1]
+    s.pool.on_exit(old[0].pid, exit_status(0))         # max_jobs, mid-reload
+    s.maintain()
+    serving = [h for h in s.pool.workers.values() if h.generation == 0]
+    assert len(serving) == 2 and {h.index for h in serving} == {0, 1}
+    # As the new ones become ready, the old ones retire, replacements included, and none comes back
+    for h in booting:
+        report_ready(s, h)
+    s.maintain()
+    assert all(h.retiring for h in serving) and not s.reloading
+    for h in serving:
+        s.pool.on_exit(h.pid, exit_status(0))
+    s.maintain()
+    assert sorted(h.generation for h in s.pool.workers.values()) == [1, 1]
+
+
+def test_a_reload_that_fails_on_one_queue_reverts_the_queue_that_had_switched(sup, tmp_path):
+    from mpqueue.core.config import load_config
+    path = tmp_path / "svc.yaml"
+    base = "name: svc\nbroker: redis://127.0.0.1:1/0\nimports: [tasks]\nlease_grace: 2\n"
+    path.write_text(base + "queues: {a: {workers: 1}, b: {workers: 1}}\n")
+    s = sup(load_config(path))
+    old = {h.queue: h for h in started(s)}
+    path.write_text(base + "queues: {a: {workers: 1, timeout: 7}, b: {workers: 1, timeout: 7}}\n")
+    s.begin_reload()
+    s.maintain()
+    new = {h.queue: h for h in s.pool.workers.values() if h.generation == 1}
+    report_ready(s, new["a"])
+    s.maintain()
+    assert old["a"].retiring and not old["b"].retiring
+    boot_fails(s, new["b"])
+    assert s.cfg.queues["a"].timeout != 7                   # the old configuration, all of it
+    s.pool.on_exit(old["a"].pid, exit_status(0))
+    s.maintain()
+    again, = [h for h in s.pool.workers.values() if h.queue == "a" and h.generation == 0]
+    assert not new["a"].retiring                            # serves until the old configuration's is ready
+    report_ready(s, again)
+    s.maintain()
+    assert new["a"].retiring and not old["b"].retiring
 
 
 def test_an_invalid_yaml_on_reload_changes_nothing(sup, tmp_path):

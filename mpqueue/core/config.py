@@ -77,8 +77,11 @@ def load_config(path) -> ServiceConfig:
     if log.file:
         log = dataclasses.replace(log, file=anchor(log.file, base))
     broker = _anchor_sqlite(_with_password(cfg, path, base), base, cfg.name)
+    # `source` is the path as named, links and all: a reload re-reads it, so a deploy
+    # that flips a `current -> release-N` link is seen; relative paths inside the
+    # file are anchored at the file it names now (base).
     return dataclasses.replace(cfg, path=tuple(anchor(p, base) for p in cfg.path), log=log, broker=broker,
-                               source=str(path.resolve()))
+                               source=str(path.absolute()))
 
 
 def _with_password(cfg, path: Path, base: Path) -> str:
@@ -123,6 +126,19 @@ def _anchor_sqlite(url: str, base: Path, name: str) -> str:
 
 def config_dir() -> Path:
     return Path(os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR)
+
+
+def load_service(name: str) -> ServiceConfig:
+    """The named service's configuration, $MPQUEUE_CONFIG_DIR/NAME.yaml. A `name:` in
+    it must be NAME: systemd knows the service as mpqueue@NAME, and its lock (which
+    `mpqueue reload NAME` looks for), its runtime and state directories and `{name}`
+    in an SQLite URL all follow one name."""
+    path = config_path_for(name)
+    cfg = load_config(path)
+    if cfg.name != name:
+        raise ConfigError(f"{path.name}: name: {cfg.name!r} is not the service's name {name!r} (its file's "
+                          f"name, the instance of mpqueue@{name}); remove `name:` or set it to {name!r}")
+    return cfg
 
 
 def config_path_for(name: str) -> Path:

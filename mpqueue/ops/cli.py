@@ -13,8 +13,8 @@ import yaml
 
 from .. import __version__, ipc
 from ..core import names
-from ..core.config import ConfigError, config_path_for, load_config
-from ..supervisor.lock import read_pid
+from ..core.config import ConfigError, load_config, load_service
+from ..supervisor import lock
 from ..supervisor.notify import Notifier
 from ..supervisor.reload import ReloadStatus
 from .common import Fail, OneLineGroup, die
@@ -26,7 +26,7 @@ def _load(name: str | None, config: str | None):
     if bool(name) == bool(config):
         raise click.UsageError("give a service NAME or --config FILE (one of them)")
     try:
-        return load_config(config or config_path_for(name))
+        return load_config(config) if config else load_service(name)
     except ConfigError as exc:
         message = names.redact_text(str(exc))
         Notifier().fatal(f"invalid configuration: {message}", errno=22)   # EINVAL, for systemctl status
@@ -83,9 +83,9 @@ def reload_cmd(name, config, pid, timeout):
     reload failed (e.g. an invalid YAML: the old workers keep serving).
     """
     service = _service_name(name, config)
-    pid = pid or read_pid(service)
+    pid = pid or lock.holder(service)
     if not pid:
-        raise Fail(f"service {service!r} is not running (no pid in its lock file)")
+        raise Fail(f"service {service!r} is not running (no process holds its lock {lock.lock_path(service)})")
     # A restarted supervisor counts reloads from 0 again: a status file left by
     # an earlier process (another pid) says nothing about this one.
     last = ReloadStatus.read(service)

@@ -9,7 +9,7 @@ import click
 import redis as redislib
 
 from ..brokers import BrokerError, open_broker
-from ..core.config import ConfigError, config_path_for, load_config
+from ..core.config import ConfigError, load_config, load_service
 from ..core.names import redact
 from ..ipc import EX_CONFIG, EX_USAGE
 from ..producer.default import ENV_BROKER, ENV_CONFIG, from_environment
@@ -49,7 +49,7 @@ class Target:
         if not (self.config_file or self.service):
             return None
         try:
-            return load_config(self.config_file or config_path_for(self.service))
+            return load_config(self.config_file) if self.config_file else load_service(self.service)
         except ConfigError as exc:
             raise CtlError(str(exc), EX_CONFIG) from None
 

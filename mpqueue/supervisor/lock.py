@@ -101,3 +101,59 @@ def read_pid(name: str) -> int | None:
             return int(f.read(64).split()[0])
         except (ValueError, IndexError):
             return None
+
+
+def holder(name: str) -> int | None:
+    """The pid in the service's lock file if that process holds the lock now, else
+    None. A pid left behind by an instance that is gone (a stop outside systemd, a
+    SIGKILL) may belong to any process by now: it is never to be signalled."""
+    pid = read_pid(name)
+    if pid is None:
+        return None
+    try:
+        st = os.stat(lock_path(name), follow_symlinks=False)
+    except OSError:
+        return None
+    lockers = _flock_pids(st)
+    if lockers is not None and pid not in lockers:
+        return None
+    return pid if _has_open(pid, st) is not False else None
+
+
+def _flock_pids(st) -> set[int] | None:
+    """Pids that hold an flock on the file `st` describes, from /proc/locks (None
+    where there is no such file to read)."""
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    pids = set()
+    for line in lines:
+        # "3: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"; a waiter's line has "->"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+            pids.add(int(fields[4]))
+    return pids
+
+
+def _has_open(pid: int, st) -> bool | None:
+    """Whether process `pid` has the file `st` describes open (None: we may not look).
+    /proc/locks keeps the pid of whoever took the lock; after that process died and
+    a worker it forked kept the lock, the number may have been reused."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            other = os.stat(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False

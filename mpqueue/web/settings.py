@@ -90,7 +90,9 @@ def resolve(cfg, listen: str | None = None, read_only: bool = False) -> WebSetti
     the command line (listen overrides web.listen; read_only adds to web.read_only)."""
     web = cfg.web
     host, port = parse_listen(listen or web.listen)
-    base = Path(cfg.source).parent if cfg.source else Path.cwd()
+    # Relative to the file itself, as every other path in it (config.load_config): a
+    # `current -> release` link's target directory
+    base = Path(cfg.source).resolve().parent if cfg.source else Path.cwd()
     token = read_token(web.token_file, base) if web.token_file else None
     if token is None and not is_loopback(host):
         raise SetupError(f"refusing to listen on {address(host, port)} without authentication: beyond loopback the "

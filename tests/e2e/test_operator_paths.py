@@ -1,0 +1,80 @@
+"""The operator's paths around a running service: the name systemd knows it by,
+a deploy by symlink, and a pid file that outlived its process. Real `mpqueue` and
+`mpqctl` processes throughout."""
+import os
+import subprocess
+import sys
+
+import yaml
+
+from tests.e2e.test_reload import reload_cmd
+from tests.support import wait_for
+
+
+def tool(module, *args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", f"mpqueue.ops.{module}", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_a_named_service_whose_name_key_differs_is_refused_by_every_tool(tmp_path, redis_url):
+    # Given /etc/mpqueue/orders.yaml saying `name: shop`: systemd runs it as mpqueue@orders,
+    # while the lock, the reload and `{name}` in an SQLite URL would follow "shop"
+    (tmp_path / "orders.yaml").write_text(yaml.safe_dump(
+        {"name": "shop", "broker": redis_url, "imports": ["json"], "queues": {"default": {"workers": 1}}}))
+    env = {"MPQUEUE_CONFIG_DIR": str(tmp_path), "MPQUEUE_RUNTIME_DIR": str(tmp_path / "run")}
+    for module, args in (("cli", ["check", "orders"]), ("cli", ["run", "orders"]),
+                         ("ctl", ["-s", "orders", "status"])):
+        result = tool(module, *args, env=env)
+        # Then each refuses it in one line, naming the key, as a configuration error (78)
+        assert result.returncode == 78, (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "name: 'shop'" in lines[0] and "'orders'" in lines[0], lines
+    # And a file without `name:`, or with the same name, is accepted
+    (tmp_path / "orders.yaml").write_text(yaml.safe_dump(
+        {"name": "orders", "broker": redis_url, "imports": ["json"], "queues": {"default": {"workers": 1}}}))
+    assert tool("cli", "check", "orders", env=env).returncode == 0
+
+
+def test_reload_after_a_deploy_by_symlink_reads_the_release_the_link_names_now(service, redis_url):
+    # Given a service started from current/svc.yaml, current -> releases/r1
+    svc = service({"queues": {"default": {"workers": 1}}})
+    text = svc.config_path.read_text()
+    for release, workers in (("r1", 1), ("r2", 3)):
+        (svc.tmp / "releases" / release).mkdir(parents=True)
+        cfg = yaml.safe_load(text)
+        cfg["queues"]["default"]["workers"] = workers
+        (svc.tmp / "releases" / release / "svc.yaml").write_text(yaml.safe_dump(cfg))
+    os.symlink("releases/r1", svc.tmp / "current")
+    svc.config_path = svc.tmp / "current" / "svc.yaml"
+    svc.start()
+    assert len(svc.worker_pids()) == 1
+    # When the deploy flips the link (atomically, as deploy tools do) and reloads
+    os.symlink("releases/r2", svc.tmp / "current.new")
+    os.replace(svc.tmp / "current.new", svc.tmp / "current")
+    result = reload_cmd(svc)
+    # Then the new release's file is the one applied
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: len(svc.worker_pids()) == 3, 20, what="the 3 workers of release r2")
+    assert svc.stop() == 0
+
+
+def test_reload_never_signals_a_process_that_does_not_hold_the_lock(service, tmp_path):
+    # Given a lock file left by an instance stopped outside systemd, whose pid now
+    # belongs to an unrelated process
+    svc = service()
+    (svc.tmp / "run").mkdir(parents=True, exist_ok=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (svc.tmp / "run" / "svc.lock").write_text(f"{bystander.pid}\n")
+        # When the operator reloads the service
+        result = reload_cmd(svc, timeout=5)
+        # Then it says the service is not running, and the bystander lives
+        assert result.returncode == 1 and "not running" in result.stderr, result.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    # And against a running service it still works
+    svc.start()
+    assert reload_cmd(svc).returncode == 0
+    assert svc.stop() == 0

@@ -8,10 +8,13 @@ and leaves anyone else's alone.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
-import logging.handlers
 import os
+import stat
 import sys
 from datetime import datetime, timezone
 
@@ -134,6 +137,108 @@ def _to_journal(stream) -> bool:
     return journal == f"{st.st_dev}:{st.st_ino}"
 
 
+class SharedRotatingFile(logging.Handler):
+    """A size-rotated log file that every process of a service writes: the
+    supervisor, each worker, the dashboard. Each record is written under an flock
+    on `<file>.lock`, and only after checking that the file is still the one at
+    the path (another process may have rotated it: then reopen) and that it has
+    room (else rotate, once, with the lock held). So the history kept is
+    max_bytes x backups whatever the number of writers; a RotatingFileHandler per
+    process rotated the same file again and again and lost most of it.
+
+    Files are created 0640 and never opened through a link."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int):
+        super().__init__()
+        self.path, self.max_bytes, self.backups = os.path.abspath(path), max_bytes, backups
+        self.lock_fd = _open_private(self.path + ".lock", os.O_RDWR)
+        self.fd = _open_private(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                self._reopen_if_moved()
+                size = os.fstat(self.fd).st_size
+                if self.max_bytes and self.backups and size and size + len(data) > self.max_bytes:
+                    self._rotate()
+                os.write(self.fd, data)
+            finally:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            here = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            here = None
+        mine = os.fstat(self.fd)
+        if here is None or (here.st_dev, here.st_ino) != (mine.st_dev, mine.st_ino):
+            self._reopen()
+
+    def _rotate(self) -> None:
+        for i in range(self.backups - 1, 0, -1):
+            older = f"{self.path}.{i}"
+            if os.path.lexists(older):
+                os.replace(older, f"{self.path}.{i + 1}")
+        os.replace(self.path, self.path + ".1")
+        self._reopen()
+
+    def _reopen(self) -> None:
+        fd = _open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        os.close(self.fd)
+        self.fd = fd
+
+    def close(self) -> None:
+        for fd in (self.fd, self.lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fd = self.lock_fd = -1
+        super().close()
+
+
+def _open_private(path: str, flags: int) -> int:
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def log_file_problem(log, service: str) -> str | None:
+    """Why the service could not write its log.file, in one line, or None. For
+    `mpqueue check`, which may run as another user than the service: it judges by
+    access(2), which also sees a read-only mount (ProtectSystem=strict)."""
+    if not log.file:
+        return None
+    path = os.path.abspath(log.file)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return f"log.file: {path}: the directory {directory} does not exist{_log_dir_hint(service)}"
+    for candidate in (path, path + ".lock"):
+        if os.path.islink(candidate):
+            return f"log.file: {candidate} is a symbolic link; name the file itself"
+        if os.path.lexists(candidate) and not os.path.isfile(candidate):
+            return f"log.file: {candidate} is not a regular file"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"log.file: {path}: the directory {directory} is not writable{_log_dir_hint(service)}"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"log.file: {path} is not writable"
+    return None
+
+
+def open_problem(exc: OSError, log, service: str) -> str:
+    """One line for a log.file that failed to open at start-up."""
+    return f"log.file: cannot open {os.path.abspath(log.file)}: {exc.strerror or exc}{_log_dir_hint(service)}"
+
+
+def _log_dir_hint(service: str) -> str:
+    return (f"; under systemd the unit may write only its own directories: give it one with a drop-in "
+            f"saying LogsDirectory=mpqueue/{service}, and log.file: /var/log/mpqueue/{service}/{service}.log")
+
+
 def _remove_ours(root: logging.Logger) -> None:
     for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
@@ -149,8 +254,7 @@ def setup_logging(log, service: str, stream=None) -> None:
     console.setFormatter(_JournalPrefix(_formatter(log.format)) if _to_journal(stream) else _formatter(log.format))
     handlers = [console]
     if log.file:
-        rotating = logging.handlers.RotatingFileHandler(log.file, maxBytes=log.max_bytes,
-                                                        backupCount=log.backups, encoding="utf-8")
+        rotating = SharedRotatingFile(log.file, log.max_bytes, log.backups)   # OSError: see open_problem
         rotating.setFormatter(_formatter(log.format))
         handlers.append(rotating)
     for handler in handlers:

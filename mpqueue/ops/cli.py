@@ -60,7 +60,12 @@ def run(name, config):
     from .. import logsetup
     from ..supervisor import Supervisor
     from ..supervisor.lock import AlreadyRunning, UnsafeRuntimeDir
-    logsetup.setup_logging(cfg.log, cfg.name)
+    try:
+        logsetup.setup_logging(cfg.log, cfg.name)
+    except OSError as exc:                 # a log.file the service can't write: no restart loop
+        message = logsetup.open_problem(exc, cfg.log, cfg.name)
+        Notifier().fatal(message, errno=exc.errno or 5)
+        die(PROG, message, ipc.EX_CONFIG)
     try:
         sys.exit(Supervisor(cfg).run())
     except AlreadyRunning as exc:
@@ -112,6 +117,10 @@ def reload_cmd(name, config, pid, timeout):
 def check(name, config):
     """Validate a configuration file without starting anything (exit 78 if invalid)."""
     cfg = _load(name, config)
+    from .. import logsetup
+    problem = logsetup.log_file_problem(cfg.log, cfg.name)
+    if problem:
+        die(PROG, f"{cfg.source}: {problem}", ipc.EX_CONFIG)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
     click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}")
 

@@ -15,7 +15,7 @@ from ..supervisor.notify import Notifier
 from . import snapshot
 from .app import LazyBroker, create_app
 from .history import FirstSeen, History, Sampler
-from .settings import ServeError
+from .settings import ServeError, SetupError
 
 log = logging.getLogger("mpqueue.web")
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -29,7 +29,10 @@ class _Handler(WSGIRequestHandler):
 
 
 def serve(cfg, settings) -> int:
-    logsetup.setup_logging(cfg.log, cfg.name)
+    try:
+        logsetup.setup_logging(cfg.log, cfg.name)
+    except OSError as exc:
+        raise SetupError(logsetup.open_problem(exc, cfg.log, cfg.name)) from None
     logging.getLogger("werkzeug").setLevel(logging.WARNING)     # not a line per poll of every open page
     broker = LazyBroker(cfg.broker)
     history = History()

@@ -78,3 +78,24 @@ def test_reload_never_signals_a_process_that_does_not_hold_the_lock(service, tmp
     svc.start()
     assert reload_cmd(svc).returncode == 0
     assert svc.stop() == 0
+
+
+def test_an_unwritable_log_file_is_one_line_and_exit_78_from_check_and_run(tmp_path, redis_url):
+    env = {"MPQUEUE_RUNTIME_DIR": str(tmp_path / "run")}
+    (tmp_path / "target.log").write_text("")
+    os.symlink(tmp_path / "target.log", tmp_path / "link.log")
+    cases = {"check": {"missing": "does not exist", "link": "is a symbolic link"},
+             "run": {"missing": "No such file or directory", "link": "Too many levels of symbolic links"}}
+    for case, log_file in (("missing", tmp_path / "no" / "such" / "svc.log"), ("link", tmp_path / "link.log")):
+        config = tmp_path / "svc.yaml"
+        config.write_text(yaml.safe_dump({"name": "svc", "broker": redis_url, "imports": ["json"],
+                                          "log": {"file": str(log_file)}, "queues": {"default": {"workers": 1}}}))
+        for command in ("check", "run"):
+            result = tool("cli", command, "--config", str(config), env=env)
+            lines = result.stderr.strip().splitlines()
+            # One line naming the key and the cause, exit 78 (no restart loop), never a traceback
+            assert result.returncode == 78, (command, result.returncode, result.stderr)
+            assert len(lines) == 1 and "log.file" in lines[0] and cases[command][case] in lines[0], lines
+            if case == "missing":
+                assert "LogsDirectory=mpqueue/svc" in lines[0]      # how to give the unit a log directory
+    assert (tmp_path / "target.log").read_text() == ""          # nothing written through the link

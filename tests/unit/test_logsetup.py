@@ -219,8 +219,8 @@ def test_a_log_file_is_size_rotated_and_never_gets_the_journal_prefix(monkeypatc
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     path = tmp_path / "svc.log"
     logsetup.setup_logging(LogConfig(file=str(path), max_bytes=4096, backups=2), "orders")
-    (rotating,) = [h for h in ours() if isinstance(h, logging.handlers.RotatingFileHandler)]
-    assert (rotating.maxBytes, rotating.backupCount) == (4096, 2)
+    (rotating,) = [h for h in ours() if isinstance(h, logsetup.SharedRotatingFile)]
+    assert (rotating.max_bytes, rotating.backups) == (4096, 2)
     logging.getLogger("x").warning("to both")
     assert json.loads(path.read_text())["message"] == "to both"
     assert sys.stderr.getvalue().startswith("<4>{")
@@ -228,9 +228,9 @@ def test_a_log_file_is_size_rotated_and_never_gets_the_journal_prefix(monkeypatc
 
 def test_setting_up_again_closes_the_previous_log_file(tmp_path):
     setup(file=str(tmp_path / "a.log"))
-    (first,) = [h for h in ours() if isinstance(h, logging.FileHandler)]
+    (first,) = [h for h in ours() if isinstance(h, logsetup.SharedRotatingFile)]
     setup(file=str(tmp_path / "b.log"))
-    assert first.stream is None and first not in logging.getLogger().handlers
+    assert first.fd == first.lock_fd == -1 and first not in logging.getLogger().handlers
 
 
 def test_records_from_any_logger_carry_the_service_name():
@@ -261,3 +261,41 @@ def test_unicode_line_breaks_stay_inside_one_json_line():
     logging.getLogger("x").info("a\u2028b\u2029c\x85d")
     (line,) = out.getvalue().splitlines()
     assert json.loads(line)["message"] == "a\u2028b\u2029c\x85d"
+
+
+WRITER = """
+import logging, sys
+from mpqueue import logsetup
+from mpqueue.core.config import LogConfig
+logsetup.setup_logging(LogConfig(file=sys.argv[1], max_bytes=int(sys.argv[2]), backups=5, format="text"), "svc",
+                       stream=open("/dev/null", "w"))
+for i in range(int(sys.argv[3])):
+    logging.getLogger("w").warning("writer=%s seq=%d %s", sys.argv[4], i, "x" * 60)
+"""
+
+
+def test_rotation_by_many_processes_keeps_the_whole_promised_history(tmp_path):
+    # Given 12 processes writing one log file with 5 backups of 8 KiB, 4x more than it keeps
+    import subprocess
+    path, max_bytes, per_writer = tmp_path / "svc.log", 8192, 200
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(max_bytes), str(per_writer), str(w)])
+               for w in range(12)]
+    assert all(p.wait(60) == 0 for p in writers)
+    files = [path] + [tmp_path / f"svc.log.{i}" for i in range(1, 6)]
+    assert all(f.exists() for f in files) and not (tmp_path / "svc.log.6").exists()
+    kept = {}
+    for f in files:
+        data = f.read_text()
+        assert len(data.encode()) <= max_bytes
+        for line in data.splitlines():
+            m = re.search(r"writer=(\d+) seq=(\d+) x{60}$", line)
+            assert m, line                                   # whole lines only, never two interleaved
+            kept.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    # Then the backups hold what was promised (every file but the newest nearly full)...
+    sizes = [f.stat().st_size for f in files[1:]]
+    assert min(sizes) > max_bytes - 200, sizes
+    # ...and what was kept is the newest history of every writer, without holes
+    for w, seqs in kept.items():
+        assert sorted(seqs) == list(range(per_writer - len(seqs), per_writer)), w
+    for f in files:
+        assert f.stat().st_mode & 0o077 == f.stat().st_mode & 0o040    # 0640 at most: no one else writes it

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
+from . import secrets
 from .names import NAME_CHARS, is_name
 from .schema import (LOG_FIELDS, QUEUE_FIELDS, TOP_KEYS, ConfigError, LogConfig,  # noqa: F401 - the public face
                      QueueConfig, ServiceConfig, _show, parse_config)
@@ -97,10 +98,10 @@ def _with_password(cfg, path: Path, base: Path) -> str:
         return cfg.broker
     if in_url:
         raise ConfigError(f"{path.name}: broker_password_file: the broker URL has a password already; give it once")
-    where = os.path.expandvars(cfg.broker_password_file)
-    if "$" in where:
-        raise ConfigError(f"{path.name}: broker_password_file: {cfg.broker_password_file!r} names an unset "
-                          "variable (under systemd, CREDENTIALS_DIRECTORY is set by LoadCredential=)")
+    try:
+        where = secrets.expand(cfg.broker_password_file, "broker_password_file", (f"mpqueue@{cfg.name}.service",))
+    except secrets.SecretPathError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from None
     try:
         password = Path(anchor(where, base)).read_text().rstrip("\r\n")
     except OSError as exc:

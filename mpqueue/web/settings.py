@@ -8,10 +8,10 @@ that other users cannot read, and never a token so short it could be guessed.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import secrets
 from ..core.config import anchor  # relative paths mean relative to the YAML, as for the broker's
 
 # A token is compared in constant time, but nothing limits how often a login is
@@ -63,13 +63,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_token(token_file: str, base: Path) -> str:
-    """The token in `token_file` (${VARS} expanded, relative to `base`), refused
-    when other users can read it or when it is too short to be a secret."""
-    where = os.path.expandvars(token_file)
-    if "$" in where:
-        raise SetupError(f"web.token_file: {token_file!r} names an unset variable (under systemd, "
-                         "CREDENTIALS_DIRECTORY is set by LoadCredential=)")
+def read_token(token_file: str, base: Path, service: str) -> str:
+    """The token in `token_file` (${VARS} expanded as core/secrets.py says, relative
+    to `base`), refused when other users can read it or when it is too short to be
+    a secret."""
+    try:
+        where = secrets.expand(token_file, "web.token_file", (f"mpqueue-web@{service}.service",))
+    except secrets.SecretPathError as exc:
+        raise SetupError(str(exc)) from None
     path = Path(anchor(where, base))
     try:
         mode = path.stat().st_mode
@@ -93,7 +94,7 @@ def resolve(cfg, listen: str | None = None, read_only: bool = False) -> WebSetti
     # Relative to the file itself, as every other path in it (config.load_config): a
     # `current -> release` link's target directory
     base = Path(cfg.source).resolve().parent if cfg.source else Path.cwd()
-    token = read_token(web.token_file, base) if web.token_file else None
+    token = read_token(web.token_file, base, cfg.name) if web.token_file else None
     if token is None and not is_loopback(host):
         raise SetupError(f"refusing to listen on {address(host, port)} without authentication: beyond loopback the "
                          "dashboard needs web.token_file (a file holding the access token)")

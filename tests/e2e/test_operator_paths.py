@@ -2,13 +2,16 @@
 a deploy by symlink, and a pid file that outlived its process. Real `mpqueue` and
 `mpqctl` processes throughout."""
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.e2e.test_reload import reload_cmd
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 
 def tool(module, *args, env=None, timeout=60):
@@ -99,3 +102,72 @@ def test_an_unwritable_log_file_is_one_line_and_exit_78_from_check_and_run(tmp_p
             if case == "missing":
                 assert "LogsDirectory=mpqueue/svc" in lines[0]      # how to give the unit a log directory
     assert (tmp_path / "target.log").read_text() == ""          # nothing written through the link
+
+
+@pytest.fixture
+def redis_with_password(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--requirepass", "s3cret/pw", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL)
+    import redis
+    probe = redis.Redis(host="127.0.0.1", port=port, password="s3cret/pw")
+    try:
+        wait_for(lambda: _answers(probe), 10, 0.05, what="redis-server with a password")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(client) -> bool:
+    import redis
+    try:
+        return client.ping()
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+PUSH = "import mpqueue, sys; c = mpqueue.connect(sys.argv[1]); print(c.push('default', 'x:y'))"
+
+
+def test_the_readmes_credential_setup_works_for_the_tools_outside_the_unit(tmp_path, redis_with_password):
+    # Given the README's setup: the password only in a credential, named through
+    # ${CREDENTIALS_DIRECTORY}, which systemd sets inside the unit and nowhere else
+    name = f"credtest{os.getpid()}"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({"broker": f"redis://127.0.0.1:{redis_with_password}/0",
+                                      "broker_password_file": "${CREDENTIALS_DIRECTORY}/redis-password",
+                                      "imports": ["json"], "queues": {"default": {"workers": 1}}}))
+    config.chmod(0o640)
+    base = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "MPQUEUE_CREDENTIALS_DIR")}
+    base.update(MPQUEUE_CONFIG_DIR=str(etc), MPQUEUE_RUNTIME_DIR=str(tmp_path / "run"))
+
+    def tools(env):
+        return [subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+                for command in ([sys.executable, "-m", "mpqueue.ops.cli", "check", name],
+                                [sys.executable, "-m", "mpqueue.ops.ctl", "-s", name, "status"],
+                                [sys.executable, "-c", PUSH, str(config)])]
+
+    # With no credential anywhere: one line saying what to do, exit 78 for the CLIs
+    for result in tools(base)[:2]:
+        assert result.returncode == 78 and "MPQUEUE_CREDENTIALS_DIR" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    # With MPQUEUE_CREDENTIALS_DIR naming a directory holding the same file: every tool works
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    (creds / "redis-password").write_text("s3cret/pw\n")
+    for result in tools({**base, "MPQUEUE_CREDENTIALS_DIR": str(creds)}):
+        assert result.returncode == 0, result.stderr
+    # As root while the unit runs: from where systemd keeps its credentials
+    if os.geteuid() == 0 and os.access("/run", os.W_OK):
+        unit_dir = Path("/run/credentials") / f"mpqueue@{name}.service"
+        unit_dir.mkdir(parents=True, mode=0o700)
+        try:
+            (unit_dir / "redis-password").write_text("s3cret/pw\n")
+            for result in tools(base):
+                assert result.returncode == 0, result.stderr
+        finally:
+            shutil.rmtree(unit_dir)

@@ -308,8 +308,10 @@ class RedisBroker(RedisInspection, Broker):
             return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
         last_error = c.hget(k.errors, job_id)
         extra = {"last_error": json.loads(last_error)} if last_error else {}
-        for envelope, due in c.zscan_iter(k.sched, match=f"{job_id} *"):
-            return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
+        # The id is a pattern to ZSCAN: escape it, and take only an exact match
+        for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
+            if envelope.startswith(job_id + " "):
+                return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
         for key in k.ready:
             for start in range(0, c.llen(key), 1000):
                 for envelope in c.lrange(key, start, start + 999):
@@ -354,6 +356,11 @@ class RedisBroker(RedisInspection, Broker):
 
     def close(self):
         self.servers.close()
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis MATCH pattern (glob: * ? [ ] and \\)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _held(job_id: str, record: str) -> Held:

@@ -26,6 +26,20 @@ def is_queue_name(value) -> bool:
     return is_name(value) and len(value) <= QUEUE_NAME_MAX
 
 
+JOB_ID_MAX = 128
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def is_job_id(value) -> bool:
+    """What a job id may be wherever one is typed or passed in: generated ids are 16
+    lowercase hex digits; the rule leaves room for ids a caller chooses."""
+    return isinstance(value, str) and len(value) <= JOB_ID_MAX and _JOB_ID_RE.fullmatch(value) is not None
+
+
+def job_id_rule() -> str:
+    return f"a job id of letters, digits, '_', '.', ':' and '-', at most {JOB_ID_MAX}"
+
+
 def queue_rule() -> str:
     return f"a queue name of {NAME_CHARS}, at most {QUEUE_NAME_MAX}"
 

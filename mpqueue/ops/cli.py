@@ -18,6 +18,7 @@ from ..supervisor import lock
 from ..supervisor.notify import Notifier
 from ..supervisor.reload import ReloadStatus
 from .common import Fail, OneLineGroup, die
+from .ctl_params import FiniteFloat
 
 PROG = "mpqueue"
 
@@ -80,7 +81,8 @@ def run(name, config):
 @click.argument("name", required=False)
 @click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
 @click.option("--pid", type=int, help="Supervisor pid (default: from the service's lock file).")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the outcome.")
+@click.option("--timeout", type=FiniteFloat(min=0, min_open=True), default=120.0, show_default=True,
+              help="Seconds to wait for the outcome.")
 def reload_cmd(name, config, pid, timeout):
     """Reload a running service (SIGHUP) and wait until the reload has completed.
 

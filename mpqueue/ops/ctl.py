@@ -17,11 +17,15 @@ from .. import __version__
 from ..core import envelope as jobmod
 from ..producer.client import Client
 from .common import Fail as CtlError
-from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
+from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
+                         yes_option)
 from . import ctl_metrics
 from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
+
+LIMIT_MAX = 1_000_000     # `failed --limit`: a larger N means every one, and must not overflow a broker's integer
+
 
 @click.group(cls=CtlGroup, name="mpqctl", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -56,21 +60,27 @@ def main(ctx, config_file, service, broker):
 @click.argument("task")
 @click.option("--args", "args_", type=JsonValue(list), help="Positional arguments, a JSON array.")
 @click.option("--kwargs", type=JsonValue(dict), help="Keyword arguments, a JSON object.")
-@click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than this.")
+@click.option("--delay", type=FiniteFloat(min=0), metavar="SECONDS", help="Run no sooner than this.")
 @click.option("--eta", type=IsoTime(), help="Run at this time (no offset: local time).")
 @click.option("--priority", type=click.IntRange(jobmod.MIN_PRIORITY, jobmod.MAX_PRIORITY), default=0,
               show_default=True, help="Higher runs first.")
+@click.option("--new-queue", is_flag=True,
+              help="Push even though no service declares QUEUE (yet): it is registered from now on.")
 @json_option
 @pass_target
-def push(target, queue, task, args_, kwargs, delay, eta, priority):
+def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue):
     """Enqueue a job of TASK ('module:function') on QUEUE; print its id.
+
+    A QUEUE that neither the given config nor any service that ran on this
+    broker declares is most likely a typo: refused (exit 1) unless --new-queue.
+    (A broker no service has used yet knows no queue: anything goes there.)
 
     \b
     JSON: {"id": "<job id>"}
     """
     check_push_options(task, delay, eta)
-    if target.config and queue not in target.config_queues():
-        click.echo(f"mpqctl: warning: service {target.config.name} has no queue {queue!r}", err=True)
+    if not new_queue and (target.config or target.broker.queues()):
+        target.check_queue(queue, hint="; --new-queue pushes anyway")
     client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
     try:
         job_id = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority)
@@ -111,7 +121,7 @@ def status(target, queues):
 
 
 @main.command()
-@click.option("--max-age", type=click.FloatRange(min=1), default=45.0, show_default=True, metavar="SECONDS",
+@click.option("--max-age", type=FiniteFloat(min=1), default=45.0, show_default=True, metavar="SECONDS",
               help="A node whose last heartbeat is older than this counts as gone (heartbeats are every 15 s).")
 @json_option
 @pass_target
@@ -137,7 +147,8 @@ def ping(target, max_age):
 
 @main.command()
 @click.argument("queue", type=QueueName())
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most N jobs.")
+@click.option("--limit", type=click.IntRange(min=1, max=LIMIT_MAX, clamp=True), default=100, show_default=True,
+              help="Show at most N jobs (oldest first).")
 @click.option("--traceback", "tracebacks", is_flag=True, help="Show each job's traceback.")
 @json_option
 @pass_target
@@ -159,7 +170,7 @@ def failed(target, queue, limit, tracebacks):
 
 @main.command()
 @click.argument("queue", type=QueueName())
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, type=JobId())
 @click.option("--all", "all_", is_flag=True, help="Retry every failed job of QUEUE.")
 @json_option
 @pass_target
@@ -190,7 +201,7 @@ def retry(target, queue, ids, all_):
 
 
 @main.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", type=JobId())
 @click.option("--queue", "-q", type=QueueName(), help="Look only in this queue (default: every known queue).")
 @json_option
 @pass_target

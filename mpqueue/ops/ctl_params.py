@@ -8,7 +8,7 @@ import math
 
 import click
 
-from ..core.names import is_queue_name
+from ..core.names import is_job_id, is_queue_name, job_id_rule
 
 
 class QueueName(click.ParamType):
@@ -17,6 +17,25 @@ class QueueName(click.ParamType):
     def convert(self, value, param, ctx):
         if not is_queue_name(value):
             self.fail(f"{value!r} is not a queue name (letters, digits, '_', '.', '-')", param, ctx)
+        return value
+
+
+class JobId(click.ParamType):
+    name = "id"
+
+    def convert(self, value, param, ctx):
+        if not is_job_id(value):
+            self.fail(f"{value!r} is not {job_id_rule()}", param, ctx)
+        return value
+
+
+class FiniteFloat(click.FloatRange):
+    """Seconds: a FloatRange that also refuses nan and inf (which pass its bounds checks)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"expected a finite number of seconds, got {value}", param, ctx)
         return value
 
 
@@ -51,8 +70,15 @@ class IsoTime(click.ParamType):
             when = dt.datetime.fromisoformat(value)
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time such as 2030-01-31T08:00:00+01:00", param, ctx)
-        # A time without an offset is local time, as a person typing it means.
-        return when if when.tzinfo else when.astimezone()
+        try:
+            # A time without an offset is local time, as a person typing it means; the
+            # first and last days of the calendar have no local time (nor an epoch second).
+            when = when if when.tzinfo else when.astimezone()
+            when.timestamp()
+        except (ValueError, OverflowError, OSError):
+            self.fail(f"{value!r} is outside the times this host can convert: give one within years 2..9998, "
+                      "or with an offset such as +00:00", param, ctx)
+        return when
 
 
 def _json_flag(ctx, param, value):

@@ -80,13 +80,13 @@ class Target:
     def known_queues(self) -> list[str]:
         return sorted(set(self.config_queues()) | set(self.broker.queues()))
 
-    def check_queue(self, queue: str) -> None:
+    def check_queue(self, queue: str, hint: str = "") -> None:
         """A queue nobody declared is most likely a typo: refuse rather than show zeros."""
         if queue in self.config_queues():
             return
         known = self.known_queues()
         if queue not in known:
-            raise CtlError(f"unknown queue {queue!r} (known: {', '.join(known) or 'none'})")
+            raise CtlError(f"unknown queue {queue!r} (known: {', '.join(known) or 'none'}){hint}")
 
     def close(self) -> None:
         if "broker" in self.__dict__:

@@ -146,7 +146,7 @@ def _delay_seconds(delay, eta) -> float:
     if eta is not None:
         seconds = _eta_epoch(eta) - time.time()
         if seconds > MAX_DELAY:
-            raise jobmod.PayloadError(f"eta: {eta!r:.80} is more than {MAX_DELAY:g} s from now")
+            raise jobmod.PayloadError(f"eta: {_show_eta(eta)} is more than {MAX_DELAY / 86400 / 365:g} years from now")
         return max(0.0, seconds)
     if delay is None:
         return 0.0
@@ -156,12 +156,16 @@ def _delay_seconds(delay, eta) -> float:
     return float(delay)
 
 
+def _show_eta(eta) -> str:
+    return eta.isoformat() if isinstance(eta, dt.datetime) else f"{eta!r:.80}"
+
+
 def _eta_epoch(eta) -> float:
     if isinstance(eta, dt.datetime):
         try:
             return (eta if eta.tzinfo else eta.astimezone()).timestamp()
         except (OverflowError, OSError, ValueError) as exc:
-            raise jobmod.PayloadError(f"eta: {eta!r:.80} is not a usable time ({exc})") from None
+            raise jobmod.PayloadError(f"eta: {_show_eta(eta)} is not a usable time ({exc})") from None
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
         raise jobmod.PayloadError(f"eta: expected a datetime or finite epoch seconds, got {eta!r:.80}")
     return float(eta)

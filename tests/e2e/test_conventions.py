@@ -45,7 +45,7 @@ def config(tmp_path, broker, name="svc", mode=0o600, extra=""):
 def test_mpqueue_reload_of_a_service_that_is_not_running_is_one_line(tmp_path):
     result = run("cli", "reload", "nosuchservice", env={"MPQUEUE_RUNTIME_DIR": str(tmp_path)})
     line = one_line(result, "mpqueue", 1)
-    assert line == "mpqueue: service 'nosuchservice' is not running (no pid in its lock file)"
+    assert line == f"mpqueue: service 'nosuchservice' is not running (no process holds its lock {tmp_path}/nosuchservice.lock)"
 
 
 def test_mpqueue_usage_errors_are_one_line_with_status_2():
@@ -158,6 +158,8 @@ def test_memory_limit_is_off_by_default(tmp_path):
     (['--args', "[" * 200 + "]" * 200], 1, "nested more than 100 levels"),
     (['--delay', 'inf'], 2, "expected a finite number of seconds"),
     (['--delay', '1e12'], 1, "delay: expected a finite number of seconds from 0 to"),
+    (['--eta', '0001-01-01T00:00:00'], 2, "outside the times this host can convert"),
+    (['--eta', '9999-12-31T23:59:59'], 1, "eta: 9999-12-31T23:59:59"),
 ])
 def test_mpqctl_push_refuses_hostile_arguments_in_one_line(redis_url, args, code, why):
     result = run("ctl", "--broker", redis_url, "push", "default", "mpqueue.examples.tasks:add", *args)
@@ -179,3 +181,56 @@ def test_a_unix_socket_broker_url_works_for_mpqctl_and_the_service(tmp_path, ser
         assert status["queues"]["default"]["done_total"] == 1
     finally:
         server.stop()
+
+
+# -- odd arguments to the other commands: one line, never a traceback
+@pytest.mark.parametrize("args, code, why", [
+    (["ping", "--max-age", "nan"], 2, "expected a finite number of seconds, got nan"),
+    (["ping", "--max-age", "inf"], 2, "expected a finite number of seconds, got inf"),
+    (["job", "*"], 2, "'*' is not a job id"),
+    (["job", "a" * 129], 2, "at most 128"),
+    (["retry", "default", "x[1]"], 2, "is not a job id"),
+])
+def test_mpqctl_refuses_odd_arguments_in_one_line(broker_url, args, code, why):
+    assert why in one_line(run("ctl", "--broker", broker_url, *args), "mpqctl", code)
+
+
+def test_mpqueue_reload_refuses_a_timeout_that_is_not_a_number_of_seconds(tmp_path):
+    for value in ("nan", "inf", "0"):
+        line = one_line(run("cli", "reload", "svc", "--timeout", value, env={"MPQUEUE_RUNTIME_DIR": str(tmp_path)}),
+                        "mpqueue", 2)
+        assert "--timeout" in line
+
+
+def test_a_huge_failed_limit_means_every_failed_job(broker_url):
+    from mpqueue import Client
+    Client(broker_url).push("default", "testtasks:record", args=["x"])      # registers the queue
+    result = run("ctl", "--broker", broker_url, "failed", "default", "--limit", "9" * 20, "--json")
+    assert result.returncode == 0 and json.loads(result.stdout) == [], result.stderr
+
+
+def test_a_job_id_is_never_a_pattern(broker_url):
+    # Given a scheduled job: the Redis broker scans the schedule for it by id
+    from mpqueue import Client
+    client = Client(broker_url)
+    job_id = client.push("default", "testtasks:record", args=["later"], delay=3600)
+    # Then only its exact id finds it: a glob, or a prefix, finds nothing
+    assert client.broker.find("default", job_id)["state"] == "scheduled"
+    for probe in ("*", job_id[:4] + "*", job_id[:-1] + "?", "[0-9a-f]" + job_id[1:]):
+        assert client.broker.find("default", probe) is None, probe
+    assert one_line(run("ctl", "--broker", broker_url, "job", job_id[:4] + "*"), "mpqctl", 2)
+
+
+def test_mpqctl_push_to_a_queue_no_service_declares_is_refused(broker_url, tmp_path):
+    from mpqueue import Client
+    Client(broker_url).push("default", "testtasks:record", args=["x"])      # a service's queue: known
+    line = one_line(run("ctl", "--broker", broker_url, "push", "defualt", "m:f"), "mpqctl", 1)
+    assert line == "mpqctl: unknown queue 'defualt' (known: default); --new-queue pushes anyway"
+    # the typo was not registered: later commands still refuse it
+    assert "unknown queue" in one_line(run("ctl", "--broker", broker_url, "status", "defualt"), "mpqctl", 1)
+    # With --new-queue it is pushed, and known from then on
+    assert run("ctl", "--broker", broker_url, "push", "--new-queue", "fresh", "m:f").returncode == 0
+    assert run("ctl", "--broker", broker_url, "status", "fresh").returncode == 0
+    # A queue of the service named by --config is known even before the service ever ran
+    cfg = config(tmp_path, broker_url, extra="")
+    assert run("ctl", "--config", str(cfg), "push", "default", "m:f").returncode == 0

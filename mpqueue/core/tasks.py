@@ -35,6 +35,7 @@ class TaskInfo:
     options: TaskOptions
     on_failure: object | None     # callable(job_info, error_info) or None
     is_async: bool = False        # func returns a coroutine: it runs on the worker's event loop
+    origin: str = ""              # "module:qualname" of what defined it, to tell two definitions apart
 
     def public(self) -> dict:
         """What a worker tells its supervisor about this task (no code crosses)."""
@@ -42,9 +43,20 @@ class TaskInfo:
                 **self.options.overrides()}
 
 
+class DuplicateTaskName(Exception):
+    """Two definitions claim one task name (str(e): one line naming both)."""
+
+
 def register(info: TaskInfo) -> None:
+    """Add a task to the table. The same definition again (its module imported
+    twice, a reload) replaces itself; another definition under a name already
+    taken is refused: the last import would silently win every job of that name."""
     if not info.is_async and inspect.iscoroutinefunction(info.func):
         info = replace(info, is_async=True)
+    taken = _TASKS.get(info.name)
+    if taken is not None and taken.origin != info.origin:
+        raise DuplicateTaskName(f"task name {info.name!r} is defined twice, by {taken.origin or '?'} and by "
+                                f"{info.origin or '?'}: give one of them another name (@task(name=...))")
     _TASKS[info.name] = info
 
 

@@ -33,7 +33,8 @@ class FunctionTask:
     def __init__(self, func, name, options, on_failure):
         functools.update_wrapper(self, func)
         self.func, self.name, self.options = func, name, options
-        register(TaskInfo(name, func, options, on_failure))
+        register(TaskInfo(name, func, options, on_failure,
+                          origin=f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', repr(func))}"))
 
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
@@ -86,7 +87,7 @@ class Task:
             hook = lambda job, error, _c=cls: _c().on_failure(job, error)  # noqa: E731
         # An `async def run` makes it an async task, as `@task` on an `async def` does.
         register(TaskInfo(cls.name, lambda *a, _c=cls, **k: _c().run(*a, **k), options, hook,
-                          is_async=inspect.iscoroutinefunction(cls.run)))
+                          is_async=inspect.iscoroutinefunction(cls.run), origin=f"{cls.__module__}:{cls.__qualname__}"))
 
     def run(self, *args, **kwargs):
         raise NotImplementedError

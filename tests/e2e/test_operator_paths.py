@@ -171,3 +171,21 @@ def test_the_readmes_credential_setup_works_for_the_tools_outside_the_unit(tmp_p
                 assert result.returncode == 0, result.stderr
         finally:
             shutil.rmtree(unit_dir)
+
+
+def test_two_tasks_under_one_name_fail_the_boot_naming_both(service):
+    # Given two modules that each define a task named "send"
+    svc = service()
+    code = svc.tmp / "code"
+    (code / "dup_a.py").write_text("import mpqueue\n\n@mpqueue.task(name='send')\ndef send(x):\n    return 'a'\n")
+    (code / "dup_b.py").write_text("import mpqueue\n\n@mpqueue.task(name='send')\ndef notify(x):\n    return 'b'\n")
+    cfg = yaml.safe_load(svc.config_path.read_text())
+    cfg["imports"] = ["testtasks", "dup_a", "dup_b"]
+    svc.config_path.write_text(yaml.safe_dump(cfg))
+    # When the service starts, its workers refuse to boot: the start fails (70),
+    # saying which two definitions clash, in the log and in STATUS=
+    svc.start(wait_ready=False)
+    assert svc.proc.wait(60) == 70
+    status = next(m for m in svc.read_messages() if "STATUS=" in m and "ERRNO=" in m)
+    assert "task name 'send' is defined twice, by dup_a:send and by dup_b:notify" in status, status
+    assert "dup_a:send and by dup_b:notify" in svc.log()

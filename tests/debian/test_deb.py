@@ -220,9 +220,17 @@ def test_the_deb_installs_runs_under_systemd_upgrades_and_purges_clean(tmp_path)
         job_id = push(20, 22)
         wait_for(lambda: job_done(job_id, 42), 20, interval=0.2, what="a job after the upgrade")
 
-        # When: the package is purged while the instance runs
+        # When: the package is purged while the instance runs, with an admin's file kept
+        # in /etc/mpqueue, installed -g mpqueue as the README says
         CONFIG.unlink()
+        kept = Path("/etc/mpqueue/kept.yaml")
+        sh("install", "-m", "640", "-g", "mpqueue", "/dev/null", str(kept))
         in_systemd(sd, "apt-get", "purge", "-y", "-q", "mpqueue")
+        # Then: it is kept, owned by group root with its mode (no bare gid a later group could get)
+        st = kept.stat()
+        assert (st.st_gid, st.st_mode & 0o777) == (0 if not user_before else st.st_gid, 0o640)
+        kept.unlink()
+        Path("/etc/mpqueue").rmdir()
         # Then: the instance and its dashboard were stopped and everything the package made is gone
         assert sd.prop(UNIT, "ActiveState") in ("inactive", "failed")
         assert sd.prop(WEB_UNIT, "ActiveState") in ("inactive", "failed")

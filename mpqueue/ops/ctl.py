@@ -18,7 +18,7 @@ from ..core import envelope as jobmod
 from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import IsoTime, JsonValue, QueueName, check_push_options, json_option, yes_option
-from . import ctl_metrics
+from . import ctl_metrics, ctl_schedules
 from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
@@ -275,6 +275,7 @@ def _confirm(question: str, what: str) -> None:
 
 
 main.add_command(ctl_metrics.metrics)     # a command in a module of its own
+main.add_command(ctl_schedules.schedules)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ schedules --json` lists them."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import time
 import pytest
 import yaml
 
+from tests.e2e.test_web import CHROMEDRIVER, CHROMIUM, browser, chromium, text_of, web  # noqa: F401 - fixtures
 from tests.support import BROKERS, TASKS, broker_url_for, wait_for
 
 pytestmark = pytest.mark.slow
@@ -187,3 +189,35 @@ def test_mpqctl_schedules_lists_last_and_next_ticks_as_json(service, rdb):
     # without a config there is nothing to list: one line, exit 1
     bare = run_cli("ctl", "--broker", svc.broker_url, "schedules")
     assert bare.returncode == 1 and bare.stderr.startswith("mpqctl: schedules live in the service's config")
+
+
+def test_the_metrics_count_fired_ticks_and_promtool_accepts_them(service, rdb):
+    from tests.e2e.test_metrics import scrape, value
+    from tests.support import free_port
+    port = free_port()
+    svc = service({"schedules": {"beat": every(1, "beat")}, "metrics": {"listen": f"127.0.0.1:{port}"}},
+                  tasks=TICK_TASKS).start()
+    wait_for(lambda: value(scrape(port), "mpqueue_schedule_ticks_total", schedule="beat", outcome="fired") >= 2,
+             20, interval=0.2, what="fired ticks in the metrics")
+    if shutil.which("promtool"):
+        done = subprocess.run(["promtool", "check", "metrics"], input=scrape(port), capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert svc.stop() == 0
+
+
+@pytest.mark.skipif(not os.environ.get("CI") and not (CHROMIUM and CHROMEDRIVER),
+                    reason="needs Debian's chromium and chromium-driver")
+def test_the_dashboard_lists_schedules_with_their_last_and_next_tick(service, rdb, web, browser):
+    config = {"schedules": {"beat": every(1, "beat"),
+                            "nightly": {"task": "testtasks:tick", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                                        "args": ["n"]}}}
+    svc = service(config, tasks=TICK_TASKS).start()
+    wait_for(lambda: ticks(rdb, "beat"), 15, what="a tick job")
+    dash = web(svc.config_path)
+    browser.get(dash.url + "/")
+    wait_for(lambda: "beat" in text_of(browser, "#schedules"), 15, 0.1, what="the schedules table")
+    beat = text_of(browser, '#schedules tr[data-key="p|beat"]')
+    nightly = text_of(browser, '#schedules tr[data-key="p|nightly"]')
+    assert "every 1 s" in beat and "testtasks:tick" in beat and "never" not in beat
+    assert 'cron "0 3 * * *" Europe/Berlin' in nightly and "never" in nightly and "in " in nightly

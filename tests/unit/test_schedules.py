@@ -373,3 +373,12 @@ def sup_with_schedule(monkeypatch, tmp_path):
     s.reload_status = reload.ReloadStatus(s.cfg.name)
     started(s)
     return s, clock, broker
+
+
+def test_the_metrics_render_tick_counters_by_schedule_and_outcome():
+    from prometheus_client.parser import text_string_to_metric_families
+    from mpqueue.supervisor.metrics import Snapshot, render
+    text = render(Snapshot(ticks={("beat", "fired"): 4, ('evil"\n', "skipped"): 1}), {}).decode()
+    fam = {f.name: f for f in text_string_to_metric_families(text)}["mpqueue_schedule_ticks"]
+    assert {(s.labels["schedule"], s.labels["outcome"]): s.value for s in fam.samples} == {
+        ("beat", "fired"): 4, ('evil"\n', "skipped"): 1}

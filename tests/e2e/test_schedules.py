@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,27 @@ def test_two_supervisors_of_one_service_run_each_tick_once(service, rdb):
     # and both nodes tried: their STATUS lines count the ticks they fired, which add up
     fired = status_ticks(a)[0] + status_ticks(b)[0]
     assert fired <= len(times)
+
+
+def test_a_node_killed_mid_run_loses_no_tick(service, rdb):
+    # Given two nodes of one service with a 1 s schedule (short job leases, so a job the
+    # killed node's worker held comes back quickly)
+    config = {"schedules": {"beat": every(1, "beat")}, "queues": {"default": {"workers": 1, "timeout": 3}}}
+    a = service(config, tasks=TICK_TASKS).start()
+    b = service(config, tasks=TICK_TASKS).start()
+    wait_for(lambda: len(ticks(rdb)) >= 3, 20, what="3 tick jobs")
+    # When one node and its workers are killed outright
+    os.killpg(a.proc.pid, signal.SIGKILL)
+    killed_at = time.time() * 1000
+    # Then the other goes on, and every tick from the first to well after the kill ran once
+    def window():
+        times = sorted(ms for _, ms, _ in ticks(rdb))
+        return times if times[-1] > killed_at + 4000 and times == list(range(times[0], times[-1] + 1, 1000)) \
+            else None
+    times = wait_for(window, 30, 0.1, what="a gapless run of ticks past the kill")
+    b.stop()
+    assert len(times) == len(set(times))
+    assert all(ms % 1000 == 0 for ms in times)
 
 
 def test_a_restart_inside_misfire_grace_fires_the_missed_tick_once_and_skips_the_older(service, rdb):
@@ -208,7 +230,7 @@ def test_the_metrics_count_fired_ticks_and_promtool_accepts_them(service, rdb):
 
 @pytest.mark.skipif(not os.environ.get("CI") and not (CHROMIUM and CHROMEDRIVER),
                     reason="needs Debian's chromium and chromium-driver")
-def test_the_dashboard_lists_schedules_with_their_last_and_next_tick(service, rdb, web, browser):
+def test_the_dashboard_lists_schedules_with_their_last_and_next_tick(service, rdb, web, browser):  # noqa: F811
     config = {"schedules": {"beat": every(1, "beat"),
                             "nightly": {"task": "testtasks:tick", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
                                         "args": ["n"]}}}

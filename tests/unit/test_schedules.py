@@ -382,3 +382,12 @@ def test_the_metrics_render_tick_counters_by_schedule_and_outcome():
     fam = {f.name: f for f in text_string_to_metric_families(text)}["mpqueue_schedule_ticks"]
     assert {(s.labels["schedule"], s.labels["outcome"]): s.value for s in fam.samples} == {
         ("beat", "fired"): 4, ('evil"\n', "skipped"): 1}
+
+
+def test_mpqctl_job_shows_the_tick_of_a_job_a_schedule_pushed():
+    from mpqueue.ops.jobview import job_info
+    _, env = jobmod.encode("a:b", scheduled_ms=1_800_000_000_000)
+    assert job_info("j", "q", {"state": "ready", "envelope": env})["scheduled_for"] == 1_800_000_000.0
+    _, plain = jobmod.encode("a:b")
+    assert "scheduled_for" not in job_info("j", "q", {"state": "ready", "envelope": plain})
+    assert jobmod.decode(plain).scheduled_for is None

@@ -391,3 +391,24 @@ def test_mpqctl_job_shows_the_tick_of_a_job_a_schedule_pushed():
     _, plain = jobmod.encode("a:b")
     assert "scheduled_for" not in job_info("j", "q", {"state": "ready", "envelope": plain})
     assert jobmod.decode(plain).scheduled_for is None
+
+
+def test_across_daylight_saving_changes_the_supervisor_fires_as_documented():
+    # Given a half-hourly cron schedule in Europe/Berlin, on a clock the test moves
+    # through both changes of 2026 in 30 s steps
+    def run_through(start, hours):
+        clock = Clock(ms(*start, tz="Europe/Berlin") / 1000)
+        broker = TickBroker(clock)
+        s = schedules(clock, ScheduleConfig(name="half", task="a:b", cron="*/30 * * * *", timezone="Europe/Berlin"))
+        for _ in range(hours * 120):
+            if s.due():
+                s.run(broker)
+            clock.advance(30)
+        return [wall(j.scheduled_ms, "Europe/Berlin")[6:] for _, j in broker.pushed]
+    # Then in spring 02:00 and 02:30 do not exist and fall together at 03:00, which fires once
+    assert run_through((2026, 3, 29, 1, 0, 10), 3) == ["01:00+0100", "01:30+0100", "03:00+0200", "03:30+0200",
+                                                       "04:00+0200", "04:30+0200"]
+    # and in autumn the repeated 02:00 and 02:30 fire once, at their first occurrence
+    # (four hours of time from 01:00:10 CEST end just before 04:00 CET)
+    assert run_through((2026, 10, 25, 1, 0, 10), 4) == ["01:00+0200", "01:30+0200", "02:00+0200", "02:30+0200",
+                                                        "03:00+0100", "03:30+0100"]

@@ -113,7 +113,9 @@ def check(name, config):
     """Validate a configuration file without starting anything (exit 78 if invalid)."""
     cfg = _load(name, config)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
-    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}")
+    schedules = f", schedules {', '.join(cfg.schedules)}" if cfg.schedules else ""
+    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}"
+               f"{schedules}")
 
 
 @main.command()

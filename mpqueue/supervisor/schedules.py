@@ -71,6 +71,7 @@ class Schedules:
             if claimed is not None and pending <= claimed:
                 pending = rule.next_after(claimed)
             entries[name] = Entry(cfg, rule, pending, claimed, old.fired_ms if old else None)
+            log.info("schedule %s %s: %s, task %s", name, "changed" if old else "loaded", cfg.describe(), cfg.task)
         for name in set(self.entries) - set(entries):
             log.info("schedule %s removed", name)
         self.entries = entries

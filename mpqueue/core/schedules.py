@@ -203,10 +203,6 @@ def _ms(aware: dt.datetime) -> int:
     return int(round(aware.timestamp() * 1000))
 
 
-def as_datetime(ms: int | None) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(ms / 1000, UTC) if ms else None
-
-
 def finite_positive(v) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 

@@ -58,6 +58,19 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Tick:
+    """What tick() came to. outcome: "fired" (this call pushed the job), "taken"
+    (the tick, or a later one, was claimed already), "skipped" (more than the grace
+    late: recorded as dealt with, no job), "new" (the same for a schedule the broker
+    had no record of: nothing to count as missed), "early" (not due yet on the
+    broker's clock: nothing recorded). previous_ms: the last tick claimed before,
+    -1 if none. now_ms: the broker's clock."""
+    outcome: str
+    previous_ms: int
+    now_ms: int
+
+
+@dataclass(frozen=True)
 class Reserved:
     token: str
     envelope: str
@@ -87,6 +100,13 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def push(self, queue: str, items: list[tuple[str, int, float]]) -> None:
         """Enqueue (envelope, priority, delay_seconds) items in one atomic step."""
+
+    @abc.abstractmethod
+    def tick(self, queue: str, name: str, tick_ms: int, envelope: str, priority: int, grace_ms: int) -> Tick:
+        """Claim tick `tick_ms` of schedule `name` and push its job, in one atomic
+        step, so it fires once however many nodes try: fired when no tick at or
+        after it was claimed and it is at most `grace_ms` late on the broker's clock
+        (then the envelope is enqueued as by push); otherwise see Tick."""
 
     # -- consumers
     @abc.abstractmethod
@@ -197,6 +217,10 @@ class Inspection(abc.ABC):
     @abc.abstractmethod
     def find(self, queue: str, job_id: str) -> dict | None:
         """{'state': scheduled|ready|running|done|failed, ...} or None."""
+
+    @abc.abstractmethod
+    def ticks(self, queue: str) -> dict[str, tuple[int, int]]:
+        """{schedule name: (last tick claimed, last tick fired or 0)} recorded in `queue`, epoch ms."""
 
     @abc.abstractmethod
     def heartbeat(self, node_id: str, info: dict, ttl: float) -> None:

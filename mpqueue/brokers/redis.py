@@ -23,12 +23,13 @@ import redis as redislib
 
 from ..core import redis_url
 from . import resp
-from .base import Broker, BrokerError, Held, NotReplicated, Reserved
+from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
 from .redis_inspection import RedisInspection, split_failed
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_waiter import RedisWaiter
 
-_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed")
+_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
+            "tick")
 # Every script gets these keys of its queue, in this order (KEYS[1..20] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at")
@@ -54,6 +55,11 @@ class QueueKeys:
 
     def done(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
+
+    @property
+    def ticks(self) -> str:
+        """Schedules' claimed ticks (tick.lua): an extra key, after the standard ones."""
+        return f"{self.prefix}ticks"
 
 
 
@@ -178,6 +184,20 @@ class RedisBroker(RedisInspection, Broker):
             raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
                                 f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
                                 "them; pushing them again may run them twice")
+
+    def tick(self, queue, name, tick_ms, envelope, priority, grace_ms):
+        args = [name, int(tick_ms), int(grace_ms), priority, envelope, os.urandom(6).hex() + ".t"]
+        t = self.target
+        if not t.wait_replicas:
+            out = self._call("tick", queue, args, [self.keys(queue).ticks])
+        else:
+            out, replicas = self._call("tick", queue, args, [self.keys(queue).ticks],
+                                       wait=(t.wait_replicas, t.wait_timeout))
+            if replicas < t.wait_replicas:
+                # Claimed and pushed on the master: a failover now loses both, and then
+                # another node claims the tick again on the new one. Nothing to retry here.
+                self._not_replicated(queue)
+        return Tick(out[0], int(out[1]), int(out[2]))
 
     def _not_replicated(self, queue) -> None:
         # The likeliest cause is a failover in progress: the replicas now follow another
@@ -318,6 +338,15 @@ class RedisBroker(RedisInspection, Broker):
                     if envelope.startswith(job_id + " "):
                         return {"state": "ready", "envelope": envelope, **extra}
         return None
+
+    def ticks(self, queue):
+        records = self._on(queue, lambda node: node.client.hgetall(self.keys(queue).ticks))
+        out = {}
+        for name, rec in records.items():
+            last, _, fired = rec.partition(" ")
+            if last.isdigit():
+                out[name] = (int(last), int(fired) if fired.isdigit() else 0)
+        return out
 
     def heartbeat(self, node_id, info, ttl):
         now, svc = time.time(), self.service

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
+from datetime import datetime
 
 _current: contextvars.ContextVar = contextvars.ContextVar("mpqueue_current_job", default=None)
 
@@ -17,6 +18,7 @@ class JobContext:
     worker_index: int     # 0..workers-1 within the queue
     args: tuple = ()
     kwargs: dict | None = None
+    scheduled_for: datetime | None = None   # pushed by a schedule: its tick (aware, UTC); else None
 
 
 class Retry(Exception):

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -46,12 +47,21 @@ class Job:
     queue: str = ""
     token: str = ""             # reservation token; fences ack/fail
     envelope: str = ""          # the stored form this job was decoded from
+    scheduled_ms: int = 0       # pushed by a schedule: its tick (epoch ms); 0 otherwise
+
+    @property
+    def scheduled_for(self):
+        """The tick a schedule pushed this job for, an aware UTC datetime, or None."""
+        return datetime.fromtimestamp(self.scheduled_ms / 1000, timezone.utc) if self.scheduled_ms else None
 
     def info(self) -> dict:
         """What hooks and `mpqctl` see of a job."""
-        return {"id": self.id, "queue": self.queue, "task": self.task, "args": self.args,
+        info = {"id": self.id, "queue": self.queue, "task": self.task, "args": self.args,
                 "kwargs": self.kwargs, "attempts": self.attempts, "priority": self.priority,
                 "enqueued_at": self.enqueued_ms / 1000.0}
+        if self.scheduled_ms:
+            info["scheduled_for"] = self.scheduled_ms / 1000.0
+        return info
 
 
 def check_priority(priority) -> int:
@@ -62,15 +72,18 @@ def check_priority(priority) -> int:
 
 
 def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | None = None,
-           max_payload: int = 1 << 20, delay: float = 0.0) -> tuple[str, str]:
+           max_payload: int = 1 << 20, delay: float = 0.0, scheduled_ms: int = 0) -> tuple[str, str]:
     """Return (job id, envelope) for a new job; raise PayloadError on bad input.
-    `delay` (seconds, already checked): recorded as the job's due time."""
+    `delay` (seconds, already checked): recorded as the job's due time.
+    `scheduled_ms`: the tick of the schedule pushing it (body "s")."""
     if not isinstance(task, str) or ":" not in task:
         raise PayloadError(f"task: expected a name like 'module:function', got {task!r}")
     check_priority(priority)
     body = {"t": task, "e": int(time.time() * 1000)}
     if delay > 0:
         body["d"] = body["e"] + int(delay * 1000)
+    if scheduled_ms:
+        body["s"] = int(scheduled_ms)
     if args:
         body["a"] = list(args)
     if kwargs:
@@ -122,7 +135,7 @@ def decode(envelope: str, queue: str = "", token: str = "") -> Job:
         job = Job(id=job_id, task=body["t"], args=body.get("a", []), kwargs=body.get("k", {}),
                   attempts=attempts, priority=priority, enqueued_ms=_ms(body.get("e", 0)),
                   due_ms=_ms(body.get("d", body.get("e", 0))),
-                  queue=queue, token=token, envelope=envelope)
+                  queue=queue, token=token, envelope=envelope, scheduled_ms=_ms(body.get("s", 0)))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise PayloadError(f"not a job envelope ({exc.__class__.__name__}: {exc}): {envelope[:200]!r}") from None
     if not isinstance(job.task, str) or not isinstance(job.args, list) or not isinstance(job.kwargs, dict):

@@ -16,7 +16,8 @@ import reprlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import redis_url
+from . import envelope, redis_url
+from .schedules import ScheduleConfig, parse_schedules
 from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule, redact
 
 BROKER_SCHEMES = (*redis_url.SCHEMES, "sqlite", INLINE_SCHEME)
@@ -89,6 +90,7 @@ class ServiceConfig:
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
     source: str | None = None
+    schedules: dict[str, ScheduleConfig] = field(default_factory=dict)   # core/schedules.py
 
 
 # -- value checkers: each returns the clean value or raises _Bad ------------
@@ -233,6 +235,7 @@ SERVICE_FIELDS = {
 }
 TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
             "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
+TOP_KEYS += ("schedules",)        # core/schedules.py checks its contents
 # What each required key holds, for the "missing" message.
 REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "imports": "one or more module names defining the tasks",
@@ -347,5 +350,8 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
                                            METRICS_FIELDS, "metrics"))
     web = WebConfig(**check.fields(check.mapping(top.get("web"), "web", WEB_FIELDS), WEB_FIELDS, "web"))
     settings = check.fields(top, SERVICE_FIELDS, "")
-    return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=check.queues(top["queues"], defaults),
+    queues = check.queues(top["queues"], defaults)
+    schedules = parse_schedules(top.get("schedules"), check, queues, settings.get("max_payload", 1048576),
+                                HOOK_RE, is_name, envelope.encode)
+    return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=queues, schedules=schedules,
                          **settings)

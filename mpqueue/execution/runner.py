@@ -168,7 +168,7 @@ class Runner:
     def _context(self, s: Started) -> JobContext:
         job = s.job
         return JobContext(job.id, job.queue, job.task, job.attempts, s.cfg.retries + 1, self.index,
-                          tuple(job.args), job.kwargs)
+                          tuple(job.args), job.kwargs, scheduled_for=job.scheduled_for)
 
     def _invoke(self, s: Started):
         job = s.job

@@ -124,7 +124,9 @@ def check(name, config):
     if problem:
         die(PROG, f"{cfg.source}: {problem}", ipc.EX_CONFIG)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
-    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}")
+    schedules = f", schedules {', '.join(cfg.schedules)}" if cfg.schedules else ""
+    click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}"
+               f"{schedules}")
 
 
 @main.command()

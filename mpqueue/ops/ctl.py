@@ -19,7 +19,7 @@ from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
                          yes_option)
-from . import ctl_metrics
+from . import ctl_metrics, ctl_schedules
 from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
@@ -286,6 +286,7 @@ def _confirm(question: str, what: str) -> None:
 
 
 main.add_command(ctl_metrics.metrics)     # a command in a module of its own
+main.add_command(ctl_schedules.schedules)
 
 if __name__ == "__main__":
     main()

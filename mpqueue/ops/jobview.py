@@ -30,6 +30,13 @@ def job_fields(envelope: str) -> dict:
             "priority": job.priority}
 
 
+def _scheduled_ms(envelope: str) -> int:
+    try:
+        return jobmod.decode(envelope).scheduled_ms
+    except jobmod.PayloadError:
+        return 0
+
+
 def holder(nodes: list, consumer: str, job_id: str) -> dict:
     """Which worker, and which of its slots, runs a job: from the holder's node's
     last heartbeat (a dispatch-mode holder is the node's dispatcher)."""
@@ -51,6 +58,9 @@ def job_info(job_id: str, queue: str, found: dict) -> dict:
             "task": None, "args": None, "kwargs": None, "attempts": None, "priority": None}
     if found.get("envelope"):
         info.update(job_fields(found["envelope"]))
+        scheduled = _scheduled_ms(found["envelope"])
+        if scheduled:
+            info["scheduled_for"] = scheduled / 1000.0      # pushed by a schedule: its tick
     if state == "done":
         info.update(task=found.get("task"), attempts=found.get("attempts"), result=found.get("result"),
                     finished_at=found.get("finished_at"), duration_ms=found.get("duration_ms"))

@@ -25,6 +25,7 @@ from .gate import BrokerGate, wait_until_up
 from .notify import Notifier, watchdog_interval
 from .pool import Pool
 from .recovery import Recovery
+from .schedules import Schedules
 from .status import busy_count, node_info, status_line
 from .timers import Timers
 
@@ -39,9 +40,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, si
 
 
 class Supervisor:
-    def __init__(self, config, clock=time.monotonic, spawn=handles.spawn, reap=handles.reap):
+    def __init__(self, config, clock=time.monotonic, spawn=handles.spawn, reap=handles.reap, wall=time.time):
         self.cfg = config
         self.clock, self._spawn, self._reap = clock, spawn, reap
+        self.wall = wall                  # schedules' ticks are wall-clock times (schedules.py)
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.notifier = Notifier()
         self.generation = 0
@@ -56,7 +58,7 @@ class Supervisor:
         self.started_at = time.time()
         # Opened by run() (or given by a test through attach()):
         self.lock_fd = self.reload_status = self.signals = None
-        self.broker = self.recovery = self.pool = None
+        self.broker = self.recovery = self.pool = self.schedules = None
         self.metrics = None               # the Prometheus endpoint (metrics.py), if configured
 
     # -- start-up
@@ -85,6 +87,8 @@ class Supervisor:
         self.broker = broker
         self.recovery = Recovery(broker, self.cfg.queues, self.clock)
         self.pool = Pool(self.cfg, self.node_id, self.clock, self._spawn, self.recovery, self.on_boot_failure)
+        self.schedules = Schedules(self.cfg.schedules, self.cfg.queues, self.recovery.tasks, self.wall,
+                                   self.cfg.max_payload)
         if self.signals is not None:
             self.pool.close_in_child = list(self.signals.fds())
         if self.metrics is not None:
@@ -174,6 +178,9 @@ class Supervisor:
                  *(d.timeout(now) for d in self.pool.holdings.values())])
         if self.stop_deadline is not None:
             t = min(t, self.stop_deadline - now)
+        if not self.stopping:
+            # a due tick waits for the broker gate, not in a busy loop
+            t = min(t, max(self.schedules.next_in(), 0.0 if self.gate.may_call() else self.gate.retry_at - now))
         return max(0.0, t)
 
     # -- signals: record in the handler, act here
@@ -204,6 +211,7 @@ class Supervisor:
         self.cfg = new
         self.recovery.configure(new.queues)
         self.pool.configure(new, self.generation)
+        self.schedules.configure(new.schedules, new.queues)
         logsetup.set_level(new.log.level)
         self.gate.call(lambda: self.broker.add_queues(list(new.queues)))
         self.reloading = True
@@ -225,6 +233,7 @@ class Supervisor:
         self.pool.revert()
         self.cfg = self.pool.cfg
         self.recovery.configure(self.cfg.queues)
+        self.schedules.configure(self.cfg.schedules, self.cfg.queues)
         logsetup.set_level(self.cfg.log.level)
 
     # -- stopping
@@ -292,6 +301,8 @@ class Supervisor:
             self.gate.call(self.heartbeat)
         if self.recovery.pending() and self.gate.may_call() and not self.recovery.flush():
             self.gate.defer()
+        if self.schedules.due():
+            self.gate.call(lambda: self.schedules.run(self.broker))
         if self.timers.fire("count", COUNT_EVERY) and self.notifier.enabled:     # only STATUS= shows it
             self.gate.call(self.count_ready)
         if self.timers.fire("status", STATUS_EVERY):
@@ -344,7 +355,8 @@ class Supervisor:
 
     # -- reporting (status.py, metrics.py)
     def publish_metrics(self) -> None:
-        self.metrics.publish(metricsmod.snapshot(self.pool, self.recovery, self.known_queues(), self.gate.ok))
+        self.metrics.publish(metricsmod.snapshot(self.pool, self.recovery, self.known_queues(), self.gate.ok,
+                                                 self.schedules.counters()))
 
     def read_counts_for_metrics(self) -> None:
         """A scrape asked: the queue counts, in one broker call, for the endpoint's thread."""
@@ -358,5 +370,6 @@ class Supervisor:
         return list(dict.fromkeys([*self.cfg.queues, *(h.queue for h in self.pool.handles())]))
 
     def status_line(self) -> str:
-        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok)
+        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok,
+                           self.schedules.totals() if self.cfg.schedules else None)
 

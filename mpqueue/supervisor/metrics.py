@@ -42,9 +42,10 @@ class Snapshot:
     slots: dict = field(default_factory=dict)          # (queue, state) -> n
     queues: tuple = ()
     broker_up: bool = True
+    ticks: dict = field(default_factory=dict)          # (schedule, fired|skipped) -> n, this node's
 
 
-def snapshot(pool, recovery, queues, broker_up: bool) -> Snapshot:
+def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None) -> Snapshot:
     """What the loop knows now: read in the loop, rendered by the thread."""
     totals = pool.retired.copy()
     totals.merge(recovery.outcomes)
@@ -58,7 +59,7 @@ def snapshot(pool, recovery, queues, broker_up: bool) -> Snapshot:
         workers[(h.queue, state)] = workers.get((h.queue, state), 0) + 1
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
         slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
-    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up)
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}))
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
@@ -92,6 +93,12 @@ class _Collector:
         for (queue, reason), n in sorted(s.restarts.items()):
             restarts.add_metric([queue, reason], n)
         yield restarts
+        ticks = CounterMetricFamily("mpqueue_schedule_ticks", "Schedule ticks this node fired, and those it "
+                                    "found missed and skipped (more than misfire_grace late)",
+                                    labels=["schedule", "outcome"])
+        for (name, outcome), n in sorted(s.ticks.items()):
+            ticks.add_metric([name, outcome], n)
+        yield ticks
         up = self.counts is not None and s.broker_up
         yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
         info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])

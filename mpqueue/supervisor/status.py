@@ -28,9 +28,11 @@ def job_totals(handles, retired: dict) -> tuple[int, int]:
     return done, failed
 
 
-def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: bool) -> str:
+def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: bool,
+                ticks: tuple[int, int] | None = None) -> str:
     """e.g. '8/8 workers, 3 busy; 12345 done, 2 failed; 41 ready; broker ok', and
-    with concurrent workers the busy slots of the shape: '2/2 workers, 7/2x16 busy; ...'."""
+    with concurrent workers the busy slots of the shape: '2/2 workers, 7/2x16 busy; ...'.
+    `ticks`: (fired, skipped) by this node's schedules: '...; ticks 40 fired, 1 skipped; broker ok'."""
     total = sum(q.workers for q in cfg.queues.values())
     up = sum(1 for h in handles if h.ready and not h.retiring)
     done, failed = job_totals(handles, retired)
@@ -39,7 +41,8 @@ def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: 
     busy = busy_count(handles)
     if any(q.concurrency > 1 for q in cfg.queues.values()):
         busy = f"{busy}/{slot_shape(cfg)}"
-    return f"{up}/{total} workers, {busy} busy; {done} done, {failed} failed; {ready}{broker}"
+    schedules = "" if ticks is None else f"ticks {ticks[0]} fired, {ticks[1]} skipped; "
+    return f"{up}/{total} workers, {busy} busy; {done} done, {failed} failed; {ready}{schedules}{broker}"
 
 
 def node_info(cfg, handles, retired: dict, node_id: str, started_at: float) -> dict:

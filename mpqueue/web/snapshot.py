@@ -13,6 +13,7 @@ import time
 from ..core import envelope as jobmod
 from ..core.names import redact
 from ..ops.jobview import failed_entry, holder, job_info  # the shapes `mpqctl failed/job --json` print
+from ..ops.schedview import schedule_rows                 # the shape `mpqctl schedules --json` prints
 
 PER_QUEUE = 50           # failed or scheduled jobs listed per queue
 MESSAGE_CHARS = 2000
@@ -37,6 +38,7 @@ def state(cfg, broker, history, first_seen, read_only: bool) -> dict:
         "nodes": nodes_view(broker.nodes(), held, first_seen, now),
         "scheduled": scheduled_rows(broker, [q for q in names if counts[q]["scheduled"]]),
         "failed": failed_rows(broker, [q for q in names if counts[q]["failed"]], counts),
+        "schedules": schedule_rows(cfg, broker, now),
     }
 
 

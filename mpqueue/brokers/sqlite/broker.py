@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ...core import envelope as jobmod
-from ..base import Broker, BrokerError, Held, Reserved
+from ..base import Broker, BrokerError, Held, Reserved, Tick
 from .db import FAILED, HELD, READY, SCHED, Database, now_ms
 from .inspection import Inspection
 from .wake import FifoWaiter, wake_modes
@@ -44,6 +44,30 @@ class SQLiteBroker(Inspection, Database, Broker):
             db.executemany("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)", rows)
         if wake:
             self._wake(queue)
+
+    def tick(self, queue, name, tick_ms, envelope, priority, grace_ms):
+        """tick.lua's rules, in one transaction (a file created before schedules
+        existed gets its tick table when opened)."""
+        with self._write() as db:
+            now = now_ms()
+            row = db.execute("SELECT last, fired FROM tick WHERE queue=? AND name=?", (queue, name)).fetchone()
+            last, fired = row if row else (-1, 0)
+            if last >= tick_ms:
+                return Tick("taken", last, now)
+            if tick_ms > now:
+                return Tick("early", last, now)
+            late = now - tick_ms > grace_ms
+            db.execute("INSERT OR REPLACE INTO tick(queue, name, last, fired) VALUES (?,?,?,?)",
+                       (queue, name, tick_ms, fired if late else tick_ms))
+            if late:
+                return Tick("skipped" if row else "new", last, now)
+            head = jobmod.header(envelope)
+            wake = not self._has_ready(db, queue)
+            db.execute("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)",
+                       (queue, head.id, READY, self._ord(db, queue, priority), envelope))
+        if wake:
+            self._wake(queue)
+        return Tick("fired", last, now)
 
     # -- consumers
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):

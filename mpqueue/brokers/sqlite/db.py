@@ -221,6 +221,10 @@ CREATE TABLE IF NOT EXISTS stats (
 );
 CREATE TABLE IF NOT EXISTS node (id TEXT PRIMARY KEY, info TEXT NOT NULL, expires INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed and fired, ms
+    queue TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL, fired INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+);
 """
 
 

@@ -131,6 +131,10 @@ class Inspection(InspectionContract):
     def queues(self):
         return [r[0] for r in self._read("SELECT name FROM queue ORDER BY name")]
 
+    def ticks(self, queue):
+        return {name: (last, fired) for name, last, fired in
+                self._read("SELECT name, last, fired FROM tick WHERE queue=?", (queue,))}
+
     def promote_all(self, queue):
         """Make every delayed job of `queue` due now (inline execution: nobody waits)."""
         with self._write() as db:

@@ -219,6 +219,21 @@
     reconcile(document.querySelector("#scheduled tbody"), rows, "No scheduled job.", 5);
   }
 
+  function drawSchedules(s) {
+    const list = s.schedules || [];
+    document.querySelector("#schedules .count").textContent = list.length ? `(${list.length})` : "";
+    const rows = list.map((r) => ({
+      key: "p|" + r.name,
+      cells: [td({}, code(r.name)), td({}, r.schedule), td({}, code(r.task, "task")),
+              td({}, r.queue === null ? "–" : code(r.queue)),
+              td({}, r.last_fired_at === null ? "never" : when(r.last_fired_at)),
+              td({ title: new Date(r.next_at * 1000).toISOString() },
+                 r.next_at > s.now ? "in " + duration(r.next_at - s.now) : "due now",
+                 el("span", { class: "hint" }, " " + when(r.next_at)))],
+    }));
+    reconcile(document.querySelector("#schedules tbody"), rows, "No schedule.", 6);
+  }
+
   function drawQueueChoice(s) {
     const select = document.getElementById("lookup-queue");
     const names = s.queues.map((q) => q.name);
@@ -234,6 +249,7 @@
     drawNodes(s);
     drawFailed(s);
     drawScheduled(s);
+    drawSchedules(s);
     drawQueueChoice(s);
   }
 

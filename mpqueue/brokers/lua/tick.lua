@@ -1,0 +1,28 @@
+-- Claim a schedule's tick and push its job in one step, so the tick fires once
+-- however many nodes of the service try it (each node of a service calls this for
+-- every tick it computes; the first claim wins, the rest read "taken").
+-- KEYS[21]  ticks  HASH  schedule name -> "<last tick claimed ms> <last tick fired ms>"
+-- ARGV: name, tick_ms, grace_ms, priority, envelope, token
+-- Returns {outcome, previous tick ms or -1, broker now ms}; outcome is fired, taken,
+-- skipped (too late: recorded, no job), new (the same without a record before), or
+-- early (not due on the broker's clock: nothing recorded).
+local TICKS = NKEYS + 1
+local name, tick, grace, prio, env = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now = now_ms()
+local last, fired = -1, '0'
+local rec = redis.call('HGET', KEYS[TICKS], name)
+if rec then
+  local l, f = string.match(rec, '^(%d+) (%d+)$')
+  if l then last, fired = tonumber(l), f end
+end
+if last >= tick then return {'taken', last, now} end
+if tick > now then return {'early', last, now} end
+if now - tick > grace then
+  redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' ' .. fired)
+  if last >= 0 then return {'skipped', last, now} end
+  return {'new', last, now}
+end
+redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' ' .. ARGV[2])
+local handed = redis.call('LLEN', KEYS[IDLE]) > 0 and hand_off(env, ARGV[6], now)
+if not handed and enqueue(env, prio, false) then wake() end
+return {'fired', last, now}

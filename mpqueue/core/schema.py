@@ -74,6 +74,14 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class FrameworkConfig:
+    """The web framework each worker boots before importing the tasks (contrib/)."""
+    kind: str                            # "django" | "flask"
+    target: str | None = None            # django: a settings module (None: $DJANGO_SETTINGS_MODULE);
+                                         # flask: "module:factory" or "module:app"
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     broker: str
@@ -88,6 +96,7 @@ class ServiceConfig:
     broker_password_file: str | None = None   # as written in the YAML; its content is in `broker`
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
+    framework: FrameworkConfig | None = None
     source: str | None = None
 
 
@@ -232,7 +241,9 @@ SERVICE_FIELDS = {
     "broker_password_file": _optional_text,
 }
 TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
-            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
+            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace", "framework")
+FRAMEWORKS = {"django": "a settings module such as myproject.settings, or null for $DJANGO_SETTINGS_MODULE",
+              "flask": "an app factory or app as 'module:name', such as 'myapp:create_app'"}
 # What each required key holds, for the "missing" message.
 REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "imports": "one or more module names defining the tasks",
@@ -330,6 +341,23 @@ class _Checker:
                                 f"a number of seconds >= retry_delay ({q.retry_delay:g})", q.max_retry_delay)
         return q
 
+    def framework(self, raw) -> FrameworkConfig | None:
+        """`framework: {django: SETTINGS}` or `framework: {flask: "module:name"}`."""
+        if raw is None:
+            return None
+        expected = "a mapping with one key, django or flask, such as {django: myproject.settings}"
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise self.expected("framework", expected, raw)
+        self.mapping(raw, "framework", FRAMEWORKS)
+        (kind, target), = raw.items()
+        if kind == "django":
+            ok = target is None or (isinstance(target, str) and MODULE_RE.fullmatch(target))
+        else:
+            ok = isinstance(target, str) and HOOK_RE.fullmatch(target)
+        if not ok:
+            raise self.expected(f"framework.{kind}", FRAMEWORKS[kind], target)
+        return FrameworkConfig(kind, target)
+
     def queues(self, raw, defaults: dict) -> dict[str, QueueConfig]:
         if not isinstance(raw, dict) or not raw:
             raise self.expected("queues", "a mapping of one or more queue names to their settings", raw)
@@ -348,4 +376,4 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
     web = WebConfig(**check.fields(check.mapping(top.get("web"), "web", WEB_FIELDS), WEB_FIELDS, "web"))
     settings = check.fields(top, SERVICE_FIELDS, "")
     return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=check.queues(top["queues"], defaults),
-                         **settings)
+                         framework=check.framework(top.get("framework")), **settings)

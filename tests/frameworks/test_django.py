@@ -61,10 +61,10 @@ def fulfilled(order_id):
     return o is not None and o.status == "fulfilled" and o
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_a_view_pushes_on_commit_and_the_job_reads_the_row(service, producer, web, concurrency):
+@pytest.mark.parametrize("mode, concurrency", [("grab", 1), ("grab", 3), ("dispatch", 1)])
+def test_a_view_pushes_on_commit_and_the_job_reads_the_row(service, producer, web, mode, concurrency):
     # Given a service whose workers boot Django
-    svc = shop(service, concurrency=concurrency).start()
+    svc = shop(service, mode=mode, concurrency=concurrency).start()
     # When a view creates an order and pushes its job on commit, committing only
     # a second later (time for a worker to look for the row too early)
     response = web.post("/orders", {"note": "first", "pause": "1"})

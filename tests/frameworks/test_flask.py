@@ -2,6 +2,7 @@
 view; the workers build the same app (`framework: {flask: "blog:create_app"}`)
 and run each job inside its app context, where `current_app.config` is theirs."""
 import pytest
+import yaml
 
 from tests.support import wait_for
 
@@ -49,6 +50,15 @@ def test_async_jobs_each_have_the_app_context_on_the_workers_loop(service, blog_
     welcome.push("sync")            # a plain job on the same worker: a thread of its own
     expected = sorted([f"Bonjour, {n} (async)" for n in names] + ["Bonjour, sync"])
     wait_for(lambda: sorted(rdb.lrange("blog:sent", 0, -1)) == expected, 20, what="9 welcome jobs")
+
+
+def test_start_hooks_run_inside_the_app_context_plain_and_async(service, blog_env, rdb):
+    svc = blog(service, concurrency=2, on_worker_start="blog_start:on_start_async")
+    cfg = yaml.safe_load(svc.config_path.read_text())
+    cfg["on_worker_start"] = "blog_start:on_start"
+    svc.config_path.write_text(yaml.safe_dump(cfg))
+    svc.start(extra_env=blog_env)
+    assert rdb.lrange("blog:booted", 0, -1) == ["blog sync", "blog async"]
 
 
 def status_failed(svc):

@@ -36,7 +36,8 @@ def web_app(monkeypatch):
 
 def test_a_view_pushes_and_the_job_uses_the_workers_app_config(service, blog_env, web_app, rdb):
     svc = blog(service).start(extra_env=blog_env)
-    response = web_app(svc).test_client().post("/welcome/ada")
+    app = web_app(svc)          # held: Flask 2.2's JSON provider only has a weak reference to it
+    response = app.test_client().post("/welcome/ada")
     assert response.status_code == 202 and response.get_json()["job"]
     wait_for(lambda: rdb.lrange("blog:sent", 0, -1) == ["Bonjour, ada"], 15, what="the welcome job")
 

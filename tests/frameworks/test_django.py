@@ -72,13 +72,13 @@ def test_a_view_pushes_on_commit_and_the_job_reads_the_row(service, producer, we
     # Then the job found the row, in a worker process
     o = wait_for(lambda: fulfilled(response.json()["order"]), 15, what="the order fulfilled")
     assert o.worker_pid in svc.worker_pids()
-    assert producer.broker.find("shop", response.json()["job"])["state"] == "done"
+    wait_for(lambda: producer.broker.find("shop", response.json()["job"])["state"] == "done", 10, what="done")
 
 
 def test_without_on_commit_the_job_runs_before_the_row_exists(service, producer, web):
     # The control: the same view pushing inside its transaction fails its job.
     shop(service).start()
-    response = web.post("/orders/naive", {"note": "too early", "pause": "1.5"})
+    response = web.post("/orders/naive", {"note": "too early", "pause": "3"})
     assert response.status_code == 201
     job = response.json()["job"]
     wait_for(lambda: producer.broker.find("shop", job)["state"] == "failed", 15, what="the job failed")
@@ -96,7 +96,7 @@ def test_a_rolled_back_transaction_pushes_nothing(service, producer, web):
     # A later order's job runs, and it is the only job there ever was.
     later = web.post("/orders", {"note": "later"}).json()
     wait_for(lambda: fulfilled(later["order"]), 15, what="the later order fulfilled")
-    counts = producer.broker.counts("shop")
+    counts = wait_for(lambda: (c := producer.broker.counts("shop"))["done_total"] and c, 10, what="its outcome")
     assert (counts["done_total"], counts["failed_total"], counts["ready"], counts["scheduled"]) == (1, 0, 0, 0)
 
 

@@ -139,6 +139,14 @@ def test_a_job_that_breaks_its_connection_does_not_poison_the_next(service, prod
     assert producer.broker.find("shop", broken)["state"] == "failed"
 
 
+def test_a_logging_setting_does_not_silence_the_workers_job_log(service, producer):
+    from shop.tasks import break_connection
+    svc = shop(service, framework={"django": "shop.settings_logging"}).start()
+    job = break_connection.push()
+    wait_for(lambda: producer.broker.find("shop", job)["state"] == "failed", 15, what="the job failed")
+    wait_for(lambda: "RuntimeError: left a transaction open" in svc.log(), 10, what="the failure in the log")
+
+
 def test_async_tasks_use_the_orm_through_sync_to_async(service, producer):
     from django.db import transaction
 
@@ -171,6 +179,14 @@ def test_the_settings_name_the_service_so_push_needs_no_connect(service, rdb):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     wait_for(lambda: fulfilled(int(out.stdout)), 15, what="the order fulfilled")
+
+
+def test_a_settings_path_that_can_not_be_read_stops_django_saying_which_setting(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(APPS), "SHOP_MPQUEUE_CONFIG": str(tmp_path / "missing.yaml")}
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0
+    assert "ImproperlyConfigured: MPQUEUE_CONFIG: missing.yaml: cannot read the file" in out.stderr
 
 
 def test_settings_from_the_environment_when_the_yaml_names_none(service, producer, web):

@@ -88,6 +88,7 @@ class ServiceConfig:
     path: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     on_worker_start: str | None = None
+    framework: FrameworkConfig | None = None    # Django or Flask, booted in each worker
     log: LogConfig = LogConfig()
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     shutdown_timeout: float = 30.0
@@ -96,7 +97,6 @@ class ServiceConfig:
     broker_password_file: str | None = None   # as written in the YAML; its content is in `broker`
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
-    framework: FrameworkConfig | None = None
     source: str | None = None
 
 
@@ -241,7 +241,8 @@ SERVICE_FIELDS = {
     "broker_password_file": _optional_text,
 }
 TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
-            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace", "framework")
+            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
+TOP_KEYS += ("framework",)
 FRAMEWORKS = {"django": "a settings module such as myproject.settings, or null for $DJANGO_SETTINGS_MODULE",
               "flask": "an app factory or app as 'module:name', such as 'myapp:create_app'"}
 # What each required key holds, for the "missing" message.
@@ -375,5 +376,6 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
                                            METRICS_FIELDS, "metrics"))
     web = WebConfig(**check.fields(check.mapping(top.get("web"), "web", WEB_FIELDS), WEB_FIELDS, "web"))
     settings = check.fields(top, SERVICE_FIELDS, "")
+    settings["framework"] = check.framework(top.get("framework"))
     return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=check.queues(top["queues"], defaults),
-                         framework=check.framework(top.get("framework")), **settings)
+                         **settings)

@@ -75,12 +75,21 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class FrameworkConfig:
+    """The web framework each worker boots before importing the tasks (contrib/)."""
+    kind: str                            # "django" | "flask"
+    target: str | None = None            # django: a settings module (None: $DJANGO_SETTINGS_MODULE);
+                                         # flask: "module:factory" or "module:app"
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     broker: str
     path: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     on_worker_start: str | None = None
+    framework: FrameworkConfig | None = None    # Django or Flask, booted in each worker
     log: LogConfig = LogConfig()
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     shutdown_timeout: float = 30.0
@@ -236,6 +245,9 @@ SERVICE_FIELDS = {
 TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
             "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
 TOP_KEYS += ("schedules",)        # core/schedules.py checks its contents
+TOP_KEYS += ("framework",)
+FRAMEWORKS = {"django": "a settings module such as myproject.settings, or null for $DJANGO_SETTINGS_MODULE",
+              "flask": "an app factory or app as 'module:name', such as 'myapp:create_app'"}
 # What each required key holds, for the "missing" message.
 REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
             "imports": "one or more module names defining the tasks",
@@ -333,6 +345,23 @@ class _Checker:
                                 f"a number of seconds >= retry_delay ({q.retry_delay:g})", q.max_retry_delay)
         return q
 
+    def framework(self, raw) -> FrameworkConfig | None:
+        """`framework: {django: SETTINGS}` or `framework: {flask: "module:name"}`."""
+        if raw is None:
+            return None
+        expected = "a mapping with one key, django or flask, such as {django: myproject.settings}"
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise self.expected("framework", expected, raw)
+        self.mapping(raw, "framework", FRAMEWORKS)
+        (kind, target), = raw.items()
+        if kind == "django":
+            ok = target is None or (isinstance(target, str) and MODULE_RE.fullmatch(target))
+        else:
+            ok = isinstance(target, str) and HOOK_RE.fullmatch(target)
+        if not ok:
+            raise self.expected(f"framework.{kind}", FRAMEWORKS[kind], target)
+        return FrameworkConfig(kind, target)
+
     def queues(self, raw, defaults: dict) -> dict[str, QueueConfig]:
         if not isinstance(raw, dict) or not raw:
             raise self.expected("queues", "a mapping of one or more queue names to their settings", raw)
@@ -350,6 +379,7 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
                                            METRICS_FIELDS, "metrics"))
     web = WebConfig(**check.fields(check.mapping(top.get("web"), "web", WEB_FIELDS), WEB_FIELDS, "web"))
     settings = check.fields(top, SERVICE_FIELDS, "")
+    settings["framework"] = check.framework(top.get("framework"))
     queues = check.queues(top["queues"], defaults)
     schedules = parse_schedules(top.get("schedules"), check, queues, settings.get("max_payload", 1048576),
                                 HOOK_RE, is_name, envelope.encode)

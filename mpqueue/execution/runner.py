@@ -47,10 +47,34 @@ class Started:
     task: object = None       # the asyncio.Task running it, for an async job
 
 
+class JobScope:
+    """What a framework wraps around each job (mpqueue/contrib/): `enter()` on the
+    job's own thread before it and its before_job hook run, `exit(token)` with
+    what enter returned once it ends, whatever its outcome; `aenter()` and
+    `aexit(token)` the same for an async job, in its own asyncio task. exit and
+    aexit must not raise (log instead): the job's outcome is decided already."""
+
+    def enter(self):
+        return None
+
+    def exit(self, token) -> None:
+        pass
+
+    async def aenter(self):
+        return self.enter()
+
+    async def aexit(self, token) -> None:
+        self.exit(token)
+
+
+_OUTSIDE = object()     # no scope entered (yet)
+
+
 class Runner:
     def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None,
-                 tally=None):
+                 tally=None, scope: JobScope | None = None):
         self.broker = broker
+        self.scope = scope            # the framework's per-job setup, or None
         self.service = service_cfg
         self.cfg = queue_cfg
         self.index = worker_index
@@ -178,7 +202,10 @@ class Runner:
 
     def _call(self, s: Started):
         reset = set_current(self._context(s))
+        scoped = _OUTSIDE
         try:
+            if self.scope is not None:
+                scoped = self.scope.enter()
             for hook in self.before_job:
                 self.aio.call(hook, s.job.info())
             value = self._invoke(s)
@@ -186,11 +213,16 @@ class Runner:
                 value = self.aio.run(_bounded(value, s))
             return value
         finally:
+            if scoped is not _OUTSIDE:
+                self.scope.exit(scoped)
             reset_current(reset)
 
     async def _call_async(self, s: Started):
         reset = set_current(self._context(s))
+        scoped = _OUTSIDE
         try:
+            if self.scope is not None:
+                scoped = await self.scope.aenter()
             for hook in self.before_job:
                 result = hook(s.job.info())
                 if inspect.isawaitable(result):
@@ -200,6 +232,8 @@ class Runner:
                 value = await value
             return value
         finally:
+            if scoped is not _OUTSIDE:
+                await self.scope.aexit(scoped)
             reset_current(reset)
 
     def _run_failure_hook(self, spec, task_name, job_info, error):

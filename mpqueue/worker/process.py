@@ -10,6 +10,7 @@ grab.py (this worker reserves) or dispatched.py (the supervisor hands them over)
 from __future__ import annotations
 
 import ctypes
+import inspect
 import logging
 import os
 import select
@@ -18,7 +19,7 @@ import sys
 import time
 import traceback
 
-from .. import ipc, logsetup
+from .. import contrib, ipc, logsetup
 from ..brokers import open_broker
 from ..core import tasks
 from ..core.names import import_string
@@ -59,6 +60,7 @@ class Worker:
         self.jobs = 0
         self.broker = None
         self.runner = None
+        self.scope = None                 # the framework's per-job scope (contrib/), if the YAML names one
         self.signals = None
         self.memory_limit = queue.memory_limit
         self._rss_checked = 0.0
@@ -98,13 +100,18 @@ class Worker:
         self.broker = open_broker(self.service.broker)
         # Jobs that push jobs use this worker's own broker connection.
         set_default_client(Client(self.service.broker, broker=self.broker, max_payload=self.service.max_payload))
+        # The framework (Django, Flask) first: task modules import its models and app.
+        self.scope = contrib.boot(self.service.framework)
+        if self.scope is not None:
+            _keep_our_loggers()
         for name in self.service.imports:
             __import__(name)
         context = {"service": self.service.name, "queue": self.cfg.name, "worker_index": self.index}
         for hook in (self.service.on_worker_start, self.cfg.on_worker_start):
-            if hook:
-                self.aio.call(import_string(hook), context)     # a coroutine runs on the jobs' loop
-        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio, self.tally)
+            if hook:       # a coroutine runs on the jobs' loop; either way inside the framework's scope
+                self.aio.call(_scoped(self.scope, import_string(hook)), context)
+        self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio, self.tally,
+                             self.scope)
         self.memory_limit = self.checked_memory_limit()
 
     def checked_memory_limit(self) -> int:
@@ -171,6 +178,36 @@ class Worker:
         log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", rss,
                     self.memory_limit, extra={"queue": self.cfg.name})
         return True
+
+
+def _scoped(scope, hook):
+    """`hook`, run inside the framework's scope (a start hook may use the app or the ORM)."""
+    if scope is None:
+        return hook
+    if inspect.iscoroutinefunction(hook):
+        async def run_async(context):
+            token = await scope.aenter()
+            try:
+                return await hook(context)
+            finally:
+                await scope.aexit(token)
+        return run_async
+
+    def run(context):
+        token = scope.enter()
+        try:
+            return hook(context)
+        finally:
+            scope.exit(token)
+    return run
+
+
+def _keep_our_loggers() -> None:
+    # A framework's logging setup (Django's LOGGING without disable_existing_loggers:
+    # False) disables the loggers that exist already: ours report every job.
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("mpqueue") and isinstance(logger, logging.Logger):
+            logger.disabled = False
 
 
 def _rss_mb() -> float:

@@ -14,8 +14,9 @@ import mpqueue
 ROOT = Path(mpqueue.__file__).parent
 # Lower layers never import higher ones. mpqueue/__init__ is the public API over
 # the producer; ipc, proc and tally import nothing of ours, logsetup only core.
+# contrib (Django, Flask) sits above the producer; only a worker's boot loads it.
 LAYERS = {"core": 0, "ipc": 0, "proc": 0, "logsetup": 0, "tally": 0, "brokers": 1, "execution": 2, "producer": 3,
-          "": 4, "worker": 5, "supervisor": 6, "ops": 7, "web": 7, "examples": 8}
+          "": 4, "contrib": 4, "worker": 5, "supervisor": 6, "ops": 7, "web": 7, "examples": 8}
 MAX_LINES = 400
 
 

@@ -1,0 +1,2 @@
+def create_app():
+    raise RuntimeError("BLOG_SECRET_KEY is not set")

@@ -40,6 +40,8 @@ class Sizes:
     io50: int = 10000           # jobs of a 50 ms wait, 64 at a time
     kill_jobs: int = 2000
     kill_ticks: int = 10
+    ticks: int = 20             # schedule ticks of `every: 1` measured (20 s a round)
+    results: int = 200          # result() waits, one job at a time
     quiet: float = 30.0         # SIGKILL: give up after this long without progress (plus the system's recovery_s)
     smaller: dict = field(default_factory=dict)   # {system name: {"drain": n, "io": n}}
 
@@ -49,7 +51,8 @@ class Sizes:
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(push=1000, bulk=5000, drain=2000, latency=100, delayed=100, idle=3.0, memory=10000, io=1000,
-                   io50=1500, kill_jobs=500, kill_ticks=4, quiet=10.0)
+                   io50=1500, kill_jobs=500, kill_ticks=4, quiet=10.0,
+                   ticks=5, results=50)
 
 
 def rows(z: Sizes) -> list[tuple[str, str, str]]:
@@ -81,6 +84,12 @@ def rows(z: Sizes) -> list[tuple[str, str, str]]:
         ("io50", "RSS per job-running process, busy in io50 (MiB)", LOWER),
         ("memory", "RSS of all the system's processes, idle (MiB)", LOWER),
         ("io50", "RSS of all the system's processes, busy in io50 (MiB)", LOWER),
+        ("ticks", f"schedule `every: 1`: tick lateness p50, {z.ticks} ticks (ms)", LOWER),
+        ("ticks", f"schedule `every: 1`: tick lateness p99, {z.ticks} ticks (ms)", LOWER),
+        ("ticks", "ticks: CPU of everything else on the machine meanwhile (% of one core)", INFO),
+        ("result", f"result(): returned after the task's return p50, {z.results} waits (ms)", LOWER),
+        ("result", f"result(): returned after the task's return p99, {z.results} waits (ms)", LOWER),
+        ("result", "result: CPU of everything else on the machine meanwhile (% of one core)", INFO),
         ("sigkill", f"SIGKILL: processes killed ({z.kill_ticks} ticks)", INFO),
         ("sigkill", f"SIGKILL: jobs lost (of {z.kill_jobs:,})", COUNT),
         ("sigkill", "SIGKILL: jobs run twice", COUNT),
@@ -385,5 +394,68 @@ def sigkill(s, z: Sizes) -> dict:
         s.stop_workers()
 
 
+def _else_cpu(before: tuple, after: tuple) -> float:
+    """% of one core the machine was busy over the window, less the system's processes
+    and every Redis server: the bench itself (and its producer), kernel threads, and
+    whoever else shares the machine."""
+    (t0, w0, r0, (b0, _)), (t1, w1, r1, (b1, _)) = before, after
+    wall = t1 - t0
+    busy = (b1 - b0) / os.sysconf("SC_CLK_TCK") / wall * 100
+    return max(0.0, busy - (w1 - w0) / wall * 100 - (r1["all"] - r0["all"]) / wall * 100)
+
+
+def ticks(s, z: Sizes) -> dict:
+    """A schedule of `every: 1` (the service's `schedules:` key) of a task whose first
+    line records time.time() and current_job().scheduled_for: lateness = its start
+    minus its tick, over the first z.ticks ticks after the workers are warm (the tick
+    a start fires late, by design, is left out). Systems without schedules: n/a."""
+    p50_label, p99_label, else_label = labels("ticks", z)
+    if not s.has_schedules:
+        return {p50_label: None, p99_label: None, else_label: None}
+    n = z.ticks
+    s.reset()
+    s.start_workers("ticks")
+    try:
+        s.wait_ready()
+        since, cpu = time.time(), _cpu_reading(s)
+
+        def measured():
+            rows_ = [tuple(map(float, r.split())) for r in s.redis.results.lrange("ticks", 0, -1)]
+            return [(started, tick) for started, tick in rows_ if tick >= since]
+
+        if not wait_for(lambda: len(measured()) >= n, n + 30, 0.05):
+            raise Failed(f"{len(measured())} of {n} ticks ran within {n + 30} s")
+        after = _cpu_reading(s)
+        got = sorted(measured(), key=lambda r: r[1])[:n]
+    finally:
+        s.stop_workers()
+    ms = [(started - tick) * 1000 for started, tick in got]
+    return {p50_label: percentile(ms, 50), p99_label: percentile(ms, 99), else_label: _else_cpu(cpu, after)}
+
+
+def result(s, z: Sizes) -> dict:
+    """Client.result() in a caller that is already waiting when the job ends: one
+    producer process pushes a job (it sleeps 20 ms, so the caller is in result() by
+    then, and returns time.time() as its last act), calls result(), and takes its
+    clock when result() returns, minus the returned time: the worker's ack and the
+    broker's hint to the waiter, one job at a time. Same host clock. Systems
+    without result(): n/a."""
+    p50_label, p99_label, else_label = labels("result", z)
+    if not s.has_results:
+        return {p50_label: None, p99_label: None, else_label: None}
+    s.reset()
+    s.start_workers("result")
+    try:
+        s.wait_ready()
+        cpu = _cpu_reading(s)
+        ms = s.result_waits(z.results)
+        after = _cpu_reading(s)
+    finally:
+        s.stop_workers()
+    if ms is None:
+        return {label: "n/a: this mpqueue has no Client.result" for label in (p50_label, p99_label, else_label)}
+    return {p50_label: percentile(ms, 50), p99_label: percentile(ms, 99), else_label: _else_cpu(cpu, after)}
+
+
 WORKLOADS = {"push": push, "drain": drain, "latency": latency, "delayed": delayed, "idle": idle,
-             "memory": memory, "io": io, "io50": io50, "sigkill": sigkill}
+             "memory": memory, "io": io, "io50": io50, "sigkill": sigkill, "ticks": ticks, "result": result}

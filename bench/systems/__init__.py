@@ -40,7 +40,8 @@ SYSTEMS = {
                                           workloads=("drain", "latency")),
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker",
-                                        workloads=("push", "drain", "latency", "delayed", "idle", "sigkill")),
+                                        workloads=("push", "drain", "latency", "delayed", "idle", "sigkill", "ticks",
+                                                   "result")),
     # Beyond one Redis (bench/systems/deployments.py starts each deployment once, for every row on it).
     "mpqueue-3q": lambda r: Mpqueue(r, queues=3, name="mpqueue-3q", versus=("mpqueue",),
                                     variant="3 queues × 1 worker (the Cluster row's layout), single Redis",

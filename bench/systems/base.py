@@ -118,6 +118,9 @@ def _main():
             pause = t0 + (i + 1) / rate - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
+    elif cmd == "results":            # the result workload's caller (systems with has_results define _results)
+        _results(n)
+        return
     elif cmd == "delayed":            # due 1-3 s after their push, with the system's own delay API
         for i in range(n):
             delay = 1 + 2 * i / n
@@ -147,6 +150,8 @@ class System:
     notes: tuple = ()         # footnotes for the table
     reference = False         # a reference row (the bare loop), not a peer: left out of "best peer"
     probe_kind = "noop"       # the jobs wait_ready() runs to warm the workers up
+    has_schedules = False     # the ticks workload: periodic jobs from the service's own config
+    has_results = False       # the result workload: a caller waiting for a job's return value
 
     def __init__(self, redis, bin_dir: Path, broker: str | None = None):
         self.redis = redis

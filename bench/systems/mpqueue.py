@@ -41,6 +41,35 @@ def victim(i):
     _victim(i)
 
 
+@mpqueue.task(queue="bench")
+def tick():
+    # the ticks workload: this job's start and its schedule tick, both epoch seconds
+    started = time.time()
+    R.rpush("ticks", f"{started} {mpqueue.current_job().scheduled_for.timestamp()}")
+
+
+@mpqueue.task(queue="bench")
+def answer(wait=0.02):
+    # the result workload: wait, so the caller is in result() when the job ends, and
+    # return the clock as the last act (the result carries it to the caller)
+    time.sleep(wait)
+    return time.time()
+
+
+def _results(n):
+    # the result workload's caller: push, wait in result(), ms from the task's return to result()'s
+    import json
+    if not hasattr(client, "result"):
+        print("null")
+        return
+    ms = []
+    for _ in range(n):
+        job = client.push(QUEUES[0], "benchpeer:answer", args=[0.02])
+        returned = client.result(job, timeout=30, queue=QUEUES[0])
+        ms.append((time.time() - returned) * 1000)
+    print(json.dumps(ms))
+
+
 def send(task, args):
     client.push(_next_queue(), "benchpeer:" + task, args=list(args))
 
@@ -94,6 +123,7 @@ NOTES = {
 class Mpqueue(System):
     name = column = "mpqueue"
     has_bulk = True
+    has_schedules = has_results = True
     recovery_s = 3.0          # a crashed job is retried after retry_delay (default 3 s)
     MODULE = MODULE
 
@@ -163,10 +193,15 @@ class Mpqueue(System):
                          f"(retries 3, retry_delay 3 s); broker {self.broker.split('://')[0]}"
                          + (f" (`?{query}`)" if query else ""))
         self.config = self.dir / "bench.yaml"
-        self.config.write_text(yaml.safe_dump({
+        service = {
             "name": f"bench-{self.name}", "broker": self.broker, "path": [str(self.dir)], "imports": ["benchpeer"],
             "log": {"level": "warning"},   # the same quiet level as every system's: no line per job, warnings up
-            "queues": {q: queue for q in self.queues}}))
+            "queues": {q: queue for q in self.queues}}
+        self.config.write_text(yaml.safe_dump(service))
+        # the ticks workload's service: the same with one schedule of `every: 1`
+        self.ticks_config = self.dir / "bench-ticks.yaml"
+        self.ticks_config.write_text(yaml.safe_dump(
+            {**service, "schedules": {"bench-tick": {"task": "benchpeer:tick", "every": 1, "queue": self.queues[0]}}}))
         self.env["MPQUEUE_RUNTIME_DIR"] = str(self.dir / "run")
 
     def _version(self) -> str:
@@ -174,7 +209,14 @@ class Mpqueue(System):
         return mpqueue.__version__
 
     def worker_commands(self, workload):
-        return [[str(self.python), "-m", "mpqueue.ops.cli", "run", "--config", str(self.config)]]
+        config = self.ticks_config if workload == "ticks" else self.config
+        return [[str(self.python), "-m", "mpqueue.ops.cli", "run", "--config", str(config)]]
+
+    def result_waits(self, n: int) -> list[float] | None:
+        """The result workload's caller, a producer process: ms from each job's return
+        to its result() returning, or None when this mpqueue has no Client.result."""
+        import json
+        return json.loads(self._produce("results", n, timeout=n * 30 + 60))
 
     def reset(self) -> None:
         super().reset()

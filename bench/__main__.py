@@ -140,6 +140,17 @@ def footnotes(sizes, systems) -> list[str]:
                      "the Redis servers' (the bench's polling, kernel threads, other users of the machine: a "
                      "round disturbed by others shows there). The broker-master rows only where the broker is a server of "
                      "its own (Sentinel, Cluster): a master runs commands on one thread, so 100% is its ceiling.")
+    if any(s.runs("ticks") and s.has_schedules for s in systems):
+        notes.append(f"ticks: a schedule of `every: 1` in the service's YAML; its task records time.time() and "
+                     "current_job().scheduled_for at its first line; lateness = start minus tick, over the first "
+                     f"{sizes.ticks} ticks after the workers are warm (p99 of {sizes.ticks} is about their "
+                     "maximum). mpqueue only: the peers' schedulers are other processes (n/a).")
+    if any(s.runs("result") and s.has_results for s in systems):
+        notes.append(f"result: {sizes.results:,} jobs one at a time from one caller process; each job sleeps 20 ms "
+                     "(so the caller already waits in Client.result()) and returns time.time() as its last act; "
+                     "figure = the caller's clock when result() returns minus that value (the worker's ack, the "
+                     "broker's hint, the caller's read). mpqueue only (n/a for the peers). 'Everything else' CPU "
+                     "includes the caller process and the bench's polling.")
     notes.append("Bulk push n/a: the system has no bulk enqueue API. A SQLite-broker row has no Redis figures.")
     notes.append("SIGKILL: a process is picked among those whose job marked it as running; after the ticks the "
                  "benchmark waits until every job ran, or nothing progressed for "

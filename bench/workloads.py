@@ -412,6 +412,8 @@ def ticks(s, z: Sizes) -> dict:
     p50_label, p99_label, else_label = labels("ticks", z)
     if not s.has_schedules:
         return {p50_label: None, p99_label: None, else_label: None}
+    if s.lacks("ticks"):
+        return {label: s.lacks("ticks") for label in (p50_label, p99_label, else_label)}
     n = z.ticks
     s.reset()
     s.start_workers("ticks")
@@ -443,6 +445,8 @@ def result(s, z: Sizes) -> dict:
     p50_label, p99_label, else_label = labels("result", z)
     if not s.has_results:
         return {p50_label: None, p99_label: None, else_label: None}
+    if s.lacks("result"):
+        return {label: s.lacks("result") for label in (p50_label, p99_label, else_label)}
     s.reset()
     s.start_workers("result")
     try:

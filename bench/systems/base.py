@@ -178,6 +178,10 @@ class System:
             return workload not in OPT_IN
         return workload in self.workloads
 
+    def lacks(self, workload: str) -> str | None:
+        """Why this build of the system cannot run a workload it offers (an older tree), or None."""
+        return None
+
     def cleanup(self) -> None:
         self.stop_workers()
         shutil.rmtree(self.dir, ignore_errors=True)

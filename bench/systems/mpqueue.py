@@ -208,6 +208,16 @@ class Mpqueue(System):
         import mpqueue
         return mpqueue.__version__
 
+    def lacks(self, workload: str) -> str | None:
+        import importlib.util
+
+        import mpqueue
+        if workload == "ticks" and importlib.util.find_spec("mpqueue.core.schedules") is None:
+            return "n/a: this mpqueue has no schedules"
+        if workload == "result" and not hasattr(mpqueue.Client, "result"):
+            return "n/a: this mpqueue has no Client.result"
+        return None
+
     def worker_commands(self, workload):
         config = self.ticks_config if workload == "ticks" else self.config
         return [[str(self.python), "-m", "mpqueue.ops.cli", "run", "--config", str(config)]]

@@ -23,15 +23,17 @@ import redis as redislib
 
 from ..core import redis_url
 from . import resp
-from .base import Broker, BrokerError, Held, NotReplicated, Reserved
+from .base import Broker, BrokerError, Held, NotReplicated, Reserved, WATCH_TTL
 from .redis_inspection import RedisInspection, split_failed
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
-from .redis_waiter import RedisWaiter
+from .redis_waiter import RedisJobWatch, RedisWaiter
 
-_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed")
-# Every script gets these keys of its queue, in this order (KEYS[1..20] of _keys.lua).
+_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
+            "watch", "cancel")
+# Every script gets these keys of its queue, in this order (KEYS[1..22] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
-    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at")
+    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
+    "watch", "cancels")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -49,7 +51,7 @@ class QueueKeys:
         self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
         self.ready = self.all[:10]                                 # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
-         self.wake, self.idle, self.failed_at) = self.all[10:]
+         self.wake, self.idle, self.failed_at, self.watch, self.cancels) = self.all[10:]
         self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
 
     def done(self, job_id: str) -> str:
@@ -219,7 +221,8 @@ class RedisBroker(RedisInspection, Broker):
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
     def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""]) == 1
+        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
+                          [self.keys(queue).done(job_id)]) == 1
 
     def retry(self, queue, job_id, token, delay, error):
         return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)
@@ -264,6 +267,33 @@ class RedisBroker(RedisInspection, Broker):
                 self.servers.after_error(redislib.exceptions.ConnectionError(str(exc)))
                 raise
         return self._on(queue, subscribe)
+
+    # -- job handles
+    def watch(self, queue, job_id):
+        k = self.keys(queue)
+
+        def start(node):
+            w = RedisJobWatch(node.client, f"{k.watch}:{job_id}", self.target.sharded,
+                              lambda: self._call("watch", queue, [job_id, int(WATCH_TTL * 1000)], [k.done(job_id)]))
+            try:
+                w.refresh()      # subscribed first, then watched: no end can slip between
+            except BaseException:
+                w.close()
+                raise
+            return w
+        return self._on(queue, start)
+
+    def cancel(self, queue, job_id, envelope, ttl, kill=False):
+        return self._call("cancel", queue, [job_id, envelope or "", "kill" if kill else "ask", max(0, int(ttl))],
+                          [self.keys(queue).done(job_id)])
+
+    def cancel_requested(self, queue, job_id):
+        req = self._on(queue, lambda node: node.client.hget(self.keys(queue).cancels, job_id))
+        return req.split(" ", 1)[0] if req else None
+
+    def cancel_requests(self, queue):
+        reqs = self._on(queue, lambda node: node.client.hgetall(self.keys(queue).cancels))
+        return {job_id: req.split(" ", 1)[0] for job_id, req in reqs.items()}
 
     # -- inspection and administration
     def counts(self, queue):

@@ -3,6 +3,7 @@ waiting, and the jobs a push hands straight to an idle consumer."""
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 import time
@@ -10,7 +11,7 @@ import time
 import redis
 
 from . import resp
-from .base import BrokerError, Waiter
+from .base import BrokerError, JobWatch, Waiter
 from .redis_nodes import broker_errors
 
 
@@ -145,3 +146,55 @@ class RedisWaiter(Waiter):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.disconnect()
+
+
+class RedisJobWatch(RedisWaiter, JobWatch):
+    """base.JobWatch on Redis: a subscription to one job's channel ("<watch>:<id>"),
+    on which the script that ends the job publishes "<state> <record>" while the
+    job is in the queue's watch ZSET. `refresh` runs watch.lua: it (re)adds the
+    job to that ZSET and returns its end if it has one already."""
+
+    def __init__(self, client, channel, sharded, refresh):
+        self._channel = channel.encode()
+        self._refresh = refresh
+        self.ended = None            # what the last refresh() found: an outcome, or None
+        super().__init__(client, channel, None, sharded)
+
+    def refresh(self) -> None:
+        out = self._refresh()
+        self.ended = outcome(out[0], out[1]) if out else None
+
+    def _handed(self) -> list:
+        out, pos = [], 0
+        while True:
+            frame, end = resp.read_array(self._buf, pos)
+            if frame is None:
+                break
+            pos = end
+            if len(frame) == 3 and frame[0] == self._message and frame[1] == self._channel:
+                state, _, record = frame[2].decode("utf-8", "surrogateescape").partition(" ")
+                out.append(outcome(state, record))
+            elif frame and frame[0] == self._lost:
+                self._gone = True
+        self._buf = self._buf[pos:]
+        if self._gone and not out:
+            raise BrokerError("redis: the queue's slot moved to another node while waiting for a job")
+        return out
+
+
+def outcome(state: str, record: str) -> dict:
+    """A job's end as find() shapes it, from what watch.lua or a publish carries."""
+    if state == "failed":
+        envelope, _, error = record.partition("\n")
+        return {"state": "failed", "envelope": envelope, "error": _loads(error)}
+    # done and cancelled: the done record ("" when result_ttl is 0), whose own
+    # "state" says cancelled for a cancelled job
+    return {"state": state, **_loads(record)}
+
+
+def _loads(text: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

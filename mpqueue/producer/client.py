@@ -14,6 +14,8 @@ from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
 from ..core.retry import MAX_DELAY, delay_problem
+from . import handles
+from .handles import JobHandle
 
 
 class Client:
@@ -27,6 +29,7 @@ class Client:
         self.max_payload = max_payload
         self._known_queues: set[str] = set()
         self._async = None                  # the awaitable push side, made on the first apush
+        self._result_ttls: dict[str, int] = {}   # queue -> result_ttl, from a config (cancel records' life)
 
     @classmethod
     def from_config(cls, path) -> "Client":
@@ -36,8 +39,10 @@ class Client:
             # Inline jobs follow the config's queue settings and import its task modules.
             from .inline import Inline
             inline = Inline(cfg)
-        return cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
-                   inline=inline)
+        client = cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
+                     inline=inline)
+        client._result_ttls = {name: q.result_ttl for name, q in cfg.queues.items()}
+        return client
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
              eta=None, priority: int = 0) -> str:
@@ -45,14 +50,14 @@ class Client:
         seconds) for later; priority 0..9, higher first."""
         job_id, item = self._item(task, args, kwargs, delay, eta, priority)
         self._deliver(queue, [item])
-        return job_id
+        return JobHandle(job_id, self, queue)
 
     def push_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """Enqueue many jobs in few round trips. `jobs` yields dicts with the keys of
         push(): task, and optionally args, kwargs, delay, eta, priority."""
         ids, items = self._items(jobs)
         self._deliver(queue, items, chunk)
-        return ids
+        return [JobHandle(i, self, queue) for i in ids]
 
     async def apush(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
                     eta=None, priority: int = 0) -> str:
@@ -60,13 +65,34 @@ class Client:
         event loop (redis.asyncio for Redis, a thread for SQLite; see _adeliver)."""
         job_id, item = self._item(task, args, kwargs, delay, eta, priority)
         await self._adeliver(queue, [item])
-        return job_id
+        return JobHandle(job_id, self, queue)
 
     async def apush_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """push_many() for async code."""
         ids, items = self._items(jobs)
         await self._adeliver(queue, items, chunk)
-        return ids
+        return [JobHandle(i, self, queue) for i in ids]
+
+    # -- job handles (producer/handles.py): a bare id is looked for in every known queue
+    def status(self, job_id: str, queue: str | None = None) -> str:
+        """scheduled, ready, running, done, failed, cancelled or unknown (never pushed,
+        or ended more than its queue's result_ttl ago)."""
+        return handles.state_of(handles.locate(self, job_id, queue)[1])
+
+    def result(self, job_id: str, timeout: float | None = None, queue: str | None = None):
+        """Wait for the job to end (at most `timeout` s) and return its result. Raises
+        JobFailed (its error), JobCancelled, ResultTimeout (a TimeoutError) or JobUnknown."""
+        return handles.wait_result(self, job_id, timeout, queue)
+
+    def cancel(self, job_id: str, kill: bool = False, queue: str | None = None) -> bool:
+        """Cancel a job: a waiting one is removed and never runs; a running one is asked
+        to stop (current_job().cancelled), or with `kill` its worker is killed. Either
+        way it ends as cancelled. False if it had already ended or is unknown."""
+        return handles.cancel(self, job_id, kill, queue)[1] in ("cancelled", "requested")
+
+    def result_ttl(self, queue: str | None) -> int:
+        """How long the queue keeps ended jobs' records (its config's, if the client has one)."""
+        return self._result_ttls.get(queue, handles.DEFAULT_RESULT_TTL)
 
     # -- one way to build what is pushed, for both
     def _item(self, task, args, kwargs, delay, eta, priority):

@@ -6,6 +6,7 @@ retries and failures are settled here (settle.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from ..brokers.base import Ack, BrokerError
 from ..core import envelope as jobmod
 from ..core import failures, tasks
-from ..core.context import JobContext, Retry, reset_current, set_current
+from ..core.context import CancelProbe, JobContext, Retry, reset_current, set_current
 from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
@@ -167,8 +168,9 @@ class Runner:
 
     def _context(self, s: Started) -> JobContext:
         job = s.job
+        probe = CancelProbe(functools.partial(self.broker.cancel_requested, self.cfg.name, job.id))
         return JobContext(job.id, job.queue, job.task, job.attempts, s.cfg.retries + 1, self.index,
-                          tuple(job.args), job.kwargs)
+                          tuple(job.args), job.kwargs, probe)
 
     def _invoke(self, s: Started):
         job = s.job

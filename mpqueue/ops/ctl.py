@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..core import envelope as jobmod
+from ..producer import handles
 from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
@@ -229,6 +230,43 @@ def job(target, job_id, queue):
                 info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
             return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
+
+
+_NOT_CANCELLED = {"done": "has already ended (done)", "failed": "has already ended (failed)",
+                  "was-cancelled": "was cancelled already", "unknown": "not found"}
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=JobId())
+@click.option("--queue", "-q", type=QueueName(), help="Look only in this queue (default: every known queue).")
+@click.option("--kill", is_flag=True, help="If it is running, kill the worker running it (default: ask it to stop).")
+@json_option
+@pass_target
+def cancel(target, job_id, queue, kill):
+    """Cancel a job. Waiting (ready or scheduled): removed, it never runs.
+    Running: asked to stop (the task sees current_job().cancelled), or with
+    --kill the supervisor running it kills its worker within a second or so.
+    Either way it ends as cancelled (no retry, no failure hook), kept like a
+    result for its queue's result_ttl. Exit 1 if it had ended or is not found.
+
+    \b
+    JSON: {"id": id, "queue": name, "outcome": "cancelled" | "requested"}
+    ("requested": it was running and is being stopped)
+    """
+    client = _client(target)
+    q, answer = handles.cancel(client, job_id, kill, queue)
+    if answer not in ("cancelled", "requested"):
+        raise CtlError(f"job {job_id} {_NOT_CANCELLED.get(answer, answer)}" + (f" in queue {queue}" if queue else ""))
+    text = (f"cancelled {job_id} (it was waiting: it will never run)" if answer == "cancelled"
+            else f"{'killing the worker running' if kill else 'asked to stop:'} {job_id} (running)")
+    emit({"id": job_id, "queue": q, "outcome": answer}, text)
+
+
+def _client(target) -> Client:
+    client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
+    if target.config:
+        client._result_ttls = {name: qc.result_ttl for name, qc in target.config.queues.items()}
+    return client
 
 
 @main.command()

@@ -90,8 +90,12 @@ class Lifecycle(abc.ABC):
 
     # -- producers
     @abc.abstractmethod
-    def push(self, queue: str, items: list[tuple[str, int, float]]) -> None:
-        """Enqueue (envelope, priority, delay_seconds) items in one atomic step."""
+    def push(self, queue: str, items: list[tuple]) -> list[int]:
+        """Enqueue (envelope, priority, delay_seconds) items in one atomic step. An item
+        may have a 4th element, its caller-chosen id (the envelope's): it is pushed
+        only if no job with that id is waiting, scheduled or running, and then
+        replaces that id's old done or failed record. Returns the positions of the
+        items not pushed for that reason."""
 
     # -- consumers
     @abc.abstractmethod

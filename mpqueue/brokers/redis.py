@@ -23,17 +23,18 @@ import redis as redislib
 
 from ..core import redis_url
 from . import resp
-from .base import Broker, BrokerError, Held, NotReplicated, Reserved, WATCH_TTL
+from .base import Broker, BrokerError, Held, NotReplicated, Reserved
 from .redis_inspection import RedisInspection, split_failed
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
-from .redis_waiter import RedisJobWatch, RedisWaiter
+from .redis_handles import RedisHandles
+from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
             "watch", "cancel")
-# Every script gets these keys of its queue, in this order (KEYS[1..22] of _keys.lua).
+# Every script gets these keys of its queue, in this order (KEYS[1..23] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
-    "watch", "cancels")
+    "watch", "cancels", "ids")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -51,7 +52,7 @@ class QueueKeys:
         self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
         self.ready = self.all[:10]                                 # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
-         self.wake, self.idle, self.failed_at, self.watch, self.cancels) = self.all[10:]
+         self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids) = self.all[10:]
         self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
 
     def done(self, job_id: str) -> str:
@@ -96,11 +97,18 @@ def _load_scripts(client, sharded: bool) -> dict:
 
 
 def push_args(items) -> list:
-    """push.lua's ARGV for (envelope, priority, delay seconds) items."""
+    """push.lua's ARGV for (envelope, priority, delay seconds[, caller's id]) items."""
     args = [os.urandom(6).hex() + ".", len(items)]
-    for envelope, priority, delay in items:
-        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
+    for item in items:
+        envelope, priority, delay = item[:3]
+        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority,
+                 "1" if len(item) > 3 and item[3] else "0", envelope]
     return args
+
+
+def caller_ids(items) -> list[str]:
+    """The caller-chosen ids among push items, in order (push.lua gets their done keys)."""
+    return [item[3] for item in items if len(item) > 3 and item[3]]
 
 
 def client_options(url: str, socket_timeout: float) -> dict:
@@ -116,7 +124,7 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisBroker(RedisInspection, Broker):
+class RedisBroker(RedisHandles, RedisInspection, Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
         try:
@@ -170,16 +178,18 @@ class RedisBroker(RedisInspection, Broker):
 
     # -- producers
     def push(self, queue, items):
-        t = self.target
+        t, keys = self.target, self.keys(queue)
+        done_keys = [keys.done(i) for i in caller_ids(items)]
         if not t.wait_replicas:
-            self._call("push", queue, push_args(items))
-            return
-        _, replicas = self._call("push", queue, push_args(items), wait=(t.wait_replicas, t.wait_timeout))
+            return self._call("push", queue, push_args(items), done_keys)
+        dups, replicas = self._call("push", queue, push_args(items), done_keys,
+                                    wait=(t.wait_replicas, t.wait_timeout))
         if replicas < t.wait_replicas:
             self._not_replicated(queue)
             raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
                                 f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
                                 "them; pushing them again may run them twice")
+        return dups
 
     def _not_replicated(self, queue) -> None:
         # The likeliest cause is a failover in progress: the replicas now follow another
@@ -267,33 +277,6 @@ class RedisBroker(RedisInspection, Broker):
                 self.servers.after_error(redislib.exceptions.ConnectionError(str(exc)))
                 raise
         return self._on(queue, subscribe)
-
-    # -- job handles
-    def watch(self, queue, job_id):
-        k = self.keys(queue)
-
-        def start(node):
-            w = RedisJobWatch(node.client, f"{k.watch}:{job_id}", self.target.sharded,
-                              lambda: self._call("watch", queue, [job_id, int(WATCH_TTL * 1000)], [k.done(job_id)]))
-            try:
-                w.refresh()      # subscribed first, then watched: no end can slip between
-            except BaseException:
-                w.close()
-                raise
-            return w
-        return self._on(queue, start)
-
-    def cancel(self, queue, job_id, envelope, ttl, kill=False):
-        return self._call("cancel", queue, [job_id, envelope or "", "kill" if kill else "ask", max(0, int(ttl))],
-                          [self.keys(queue).done(job_id)])
-
-    def cancel_requested(self, queue, job_id):
-        req = self._on(queue, lambda node: node.client.hget(self.keys(queue).cancels, job_id))
-        return req.split(" ", 1)[0] if req else None
-
-    def cancel_requests(self, queue):
-        reqs = self._on(queue, lambda node: node.client.hgetall(self.keys(queue).cancels))
-        return {job_id: req.split(" ", 1)[0] for job_id, req in reqs.items()}
 
     # -- inspection and administration
     def counts(self, queue):

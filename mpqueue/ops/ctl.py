@@ -67,27 +67,36 @@ def main(ctx, config_file, service, broker):
               show_default=True, help="Higher runs first.")
 @click.option("--new-queue", is_flag=True,
               help="Push even though no service declares QUEUE (yet): it is registered from now on.")
+@click.option("--id", "job_id", type=JobId(), metavar="ID",
+              help="The job's id, of your choice: while a job with it waits or runs, nothing is pushed.")
 @json_option
 @pass_target
-def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue):
+def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue, job_id):
     """Enqueue a job of TASK ('module:function') on QUEUE; print its id.
 
     A QUEUE that neither the given config nor any service that ran on this
     broker declares is most likely a typo: refused (exit 1) unless --new-queue.
     (A broker no service has used yet knows no queue: anything goes there.)
 
+    With --id ID, a job with that id waiting, scheduled or running already
+    makes this push a no-op (exit 0; the id printed, a note on stderr): safe
+    to repeat.
+
     \b
-    JSON: {"id": "<job id>"}
+    JSON: {"id": "<job id>", "duplicate": false | true}
     """
     check_push_options(task, delay, eta)
     if not new_queue and (target.config or target.broker.queues()):
         target.check_queue(queue, hint="; --new-queue pushes anyway")
     client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
     try:
-        job_id = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority)
+        h = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority,
+                        job_id=job_id)
     except jobmod.PayloadError as exc:
         raise CtlError(str(exc)) from None
-    emit({"id": job_id}, job_id)
+    if h.duplicate:
+        click.echo(f"mpqctl: job {h.id} is waiting or running already: nothing pushed", err=True)
+    emit({"id": h.id, "duplicate": h.duplicate}, h.id)
 
 
 @main.command()

@@ -45,33 +45,35 @@ class Client:
         return client
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
-             eta=None, priority: int = 0) -> str:
-        """Enqueue one job; returns its id. `delay` seconds or `eta` (datetime or epoch
-        seconds) for later; priority 0..9, higher first."""
-        job_id, item = self._item(task, args, kwargs, delay, eta, priority)
-        self._deliver(queue, [item])
-        return JobHandle(job_id, self, queue)
+             eta=None, priority: int = 0, job_id: str | None = None) -> JobHandle:
+        """Enqueue one job; returns its id (a JobHandle: a str). `delay` seconds or `eta`
+        (datetime or epoch seconds) for later; priority 0..9, higher first. `job_id`:
+        an id of the caller's choice; while a job with it waits or runs, nothing is
+        pushed and the handle says `duplicate`."""
+        job_id, item = self._item(task, args, kwargs, delay, eta, priority, job_id)
+        dups = self._deliver(queue, [item])
+        return JobHandle(job_id, self, queue, duplicate=bool(dups))
 
     def push_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """Enqueue many jobs in few round trips. `jobs` yields dicts with the keys of
-        push(): task, and optionally args, kwargs, delay, eta, priority."""
+        push(): task, and optionally args, kwargs, delay, eta, priority, job_id."""
         ids, items = self._items(jobs)
-        self._deliver(queue, items, chunk)
-        return [JobHandle(i, self, queue) for i in ids]
+        dups = self._deliver(queue, items, chunk)
+        return [JobHandle(i, self, queue, duplicate=n in dups) for n, i in enumerate(ids)]
 
     async def apush(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
-                    eta=None, priority: int = 0) -> str:
+                    eta=None, priority: int = 0, job_id: str | None = None) -> JobHandle:
         """push() for async code: the same checks, errors and id, without blocking the
         event loop (redis.asyncio for Redis, a thread for SQLite; see _adeliver)."""
-        job_id, item = self._item(task, args, kwargs, delay, eta, priority)
-        await self._adeliver(queue, [item])
-        return JobHandle(job_id, self, queue)
+        job_id, item = self._item(task, args, kwargs, delay, eta, priority, job_id)
+        dups = await self._adeliver(queue, [item])
+        return JobHandle(job_id, self, queue, duplicate=bool(dups))
 
     async def apush_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """push_many() for async code."""
         ids, items = self._items(jobs)
-        await self._adeliver(queue, items, chunk)
-        return [JobHandle(i, self, queue) for i in ids]
+        dups = await self._adeliver(queue, items, chunk)
+        return [JobHandle(i, self, queue, duplicate=n in dups) for n, i in enumerate(ids)]
 
     # -- job handles (producer/handles.py): a bare id is looked for in every known queue
     def status(self, job_id: str, queue: str | None = None) -> str:
@@ -95,16 +97,22 @@ class Client:
         return self._result_ttls.get(queue, handles.DEFAULT_RESULT_TTL)
 
     # -- one way to build what is pushed, for both
-    def _item(self, task, args, kwargs, delay, eta, priority):
+    def _item(self, task, args, kwargs, delay, eta, priority, job_id=None):
         seconds = _delay_seconds(delay, eta)
-        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
-        return job_id, (envelope, priority, seconds)
+        if job_id is None:
+            job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
+            return job_id, (envelope, priority, seconds)
+        if not names.is_caller_job_id(job_id):
+            raise jobmod.PayloadError(f"job_id: expected {names.caller_job_id_rule()}, got {job_id!r:.80}")
+        job_id, envelope = jobmod.encode(task, args, kwargs, priority, job_id=job_id, max_payload=self.max_payload,
+                                         delay=seconds)
+        return job_id, (envelope, priority, seconds, job_id)
 
     def _items(self, jobs) -> tuple[list[str], list]:
         ids, items = [], []
         for spec in jobs:
             job_id, item = self._item(spec["task"], spec.get("args", ()), spec.get("kwargs"),
-                                      spec.get("delay"), spec.get("eta"), spec.get("priority", 0))
+                                      spec.get("delay"), spec.get("eta"), spec.get("priority", 0), spec.get("job_id"))
             ids.append(job_id)
             items.append(item)
         return ids, items
@@ -117,24 +125,29 @@ class Client:
         return True
 
     # -- delivery: the same steps, blocking and awaitable
-    def _deliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+    def _deliver(self, queue: str, items: list, chunk: int = 1000) -> set[int]:
+        """Push; returns the positions of items not pushed (a caller's id was live)."""
         if self._is_new(queue):
             self.broker.add_queues([queue])
             self._known_queues.add(queue)
-        for batch in _chunks(items, chunk):
-            self.broker.push(queue, batch)
+        dups = set()
+        for start, batch in _chunks(items, chunk):
+            dups.update(start + n for n in self.broker.push(queue, batch) or ())
         if self.inline and items:
             self.inline.pushed(queue)
+        return dups
 
-    async def _adeliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+    async def _adeliver(self, queue: str, items: list, chunk: int = 1000) -> set[int]:
         pusher = self._pusher()
         if self._is_new(queue):
             await pusher.add_queues([queue])
             self._known_queues.add(queue)
-        for batch in _chunks(items, chunk):
-            await pusher.push(queue, batch)
+        dups = set()
+        for start, batch in _chunks(items, chunk):
+            dups.update(start + n for n in await pusher.push(queue, batch) or ())
         if self.inline and items:
             await self.inline.apushed(queue)
+        return dups
 
     def _pusher(self):
         # Made on the first apush: sync-only producers never load redis.asyncio.
@@ -157,7 +170,7 @@ class Client:
 
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield i, items[i:i + size]
 
 
 def _check_queue_name(queue) -> None:

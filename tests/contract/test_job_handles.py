@@ -1,5 +1,6 @@
 """Job handles on every broker: a job's status through its life, result() waiting
 for its end, and cancel (waiting jobs removed atomically, running ones asked)."""
+import asyncio
 import json
 import threading
 import time
@@ -219,3 +220,82 @@ def test_cancel_racing_a_reserving_worker_has_exactly_one_winner(client, broker)
     cancelled = {i for i, a in answers.items() if a == "cancelled"}
     assert cancelled | taken == {h.id for h in handles} and cancelled and taken
 
+
+
+# -- caller-chosen ids
+def test_a_caller_id_is_the_job_id_and_a_second_push_while_live_creates_nothing(client, broker):
+    first = client.push(Q, "t:f", ["a"], job_id="order-1234")
+    assert first == "order-1234" and not first.duplicate and first.status() == "ready"
+    again = client.push(Q, "t:f", ["b"], job_id="order-1234")
+    assert again == "order-1234" and again.duplicate
+    assert broker.counts(Q)["ready"] == 1
+    # still a duplicate while it is scheduled... (a second id, pushed for later)
+    later = client.push(Q, "t:f", delay=3600, job_id="nightly:2026-12-03")
+    assert client.push(Q, "t:f", job_id="nightly:2026-12-03").duplicate and later.status() == "scheduled"
+    # ...and while it runs
+    (job,) = take(broker)
+    assert job.id == "order-1234" and job.args == ["a"]
+    assert client.push(Q, "t:f", job_id="order-1234").duplicate
+    # Once it ended, the id makes a new job, whose status is its own
+    ack(broker, job, "first run")
+    assert first.status() == "done"
+    renewed = client.push(Q, "t:f", ["c"], job_id="order-1234")
+    assert not renewed.duplicate and renewed.status() == "ready"
+    (job,) = take(broker)
+    assert job.args == ["c"]
+    broker.fail(Q, job.id, job.token, error_of())
+    assert renewed.status() == "failed"
+    assert not client.push(Q, "t:f", ["d"], job_id="order-1234").duplicate       # after a failure too
+    assert client.status("order-1234") == "ready" and broker.counts(Q)["failed"] == 0
+
+
+def test_a_cancelled_caller_id_is_free_again(client, broker):
+    h = client.push(Q, "t:f", job_id="once")
+    assert h.cancel()
+    assert not client.push(Q, "t:f", job_id="once").duplicate
+
+
+def test_duplicates_in_one_batch_and_from_concurrent_producers_make_one_job(client, broker):
+    out = client.push_many(Q, [{"task": "t:f", "job_id": "dup"}, {"task": "t:f", "job_id": "dup"},
+                               {"task": "t:f"}])
+    assert [h.duplicate for h in out] == [False, True, False]
+    results = []
+
+    def producer():
+        c = Client(broker.url)
+        try:
+            results.extend(c.push(Q, "t:f", job_id=f"race-{n}").duplicate for n in range(20))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(False) == 20 and results.count(True) == 60
+    assert broker.counts(Q)["ready"] == 2 + 20
+
+
+@pytest.mark.parametrize("bad", ["0123456789abcdef", "bad-1", "", "x" * 129, "has space", "a/b", 12])
+def test_caller_ids_are_validated_and_never_look_generated(client, broker, bad):
+    with pytest.raises(jobmod.PayloadError):
+        client.push(Q, "t:f", job_id=bad)
+    assert broker.counts(Q)["ready"] == 0
+
+
+def test_caller_ids_that_are_fine(client):
+    for ok in ["0123456789ABCDEF", "0123456789abcdef0", "a", "x" * 128, "user_1.order:2-3"]:
+        assert client.push(Q, "t:f", job_id=ok) == ok
+
+
+def test_apush_deduplicates_caller_ids_too(client, broker):
+    async def pushes():
+        try:
+            return [await client.apush(Q, "t:f", job_id="async-1") for _ in range(2)]
+        finally:
+            await client._pusher().aclose()
+
+    first, second = asyncio.run(pushes())
+    assert (first.duplicate, second.duplicate) == (False, True) and first.status() == "ready"
+    assert broker.counts(Q)["ready"] == 1

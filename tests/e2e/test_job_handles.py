@@ -128,3 +128,16 @@ def test_mpqctl_cancel(service, broker_url, rdb):
     assert out.returncode == 0 and "asked to stop" in out.stdout, out.stderr
     wait_for(lambda: running.status() == "cancelled", 15, what="cancelled")
 
+
+
+def test_mpqctl_push_with_an_id_pushes_once_while_the_job_lives(broker_url):
+    client = Client(broker_url)
+    client.broker.add_queues(["default"])
+    first = ctl("--json", "push", "default", "testtasks:record", "--id", "order-7", url=broker_url)
+    assert first.returncode == 0 and json.loads(first.stdout) == {"id": "order-7", "duplicate": False}, first.stderr
+    again = ctl("push", "default", "testtasks:record", "--id", "order-7", url=broker_url)
+    assert again.returncode == 0 and again.stdout.strip() == "order-7"
+    assert again.stderr.strip() == "mpqctl: job order-7 is waiting or running already: nothing pushed"
+    assert client.broker.counts("default")["ready"] == 1
+    assert "job_id" in one_line_error(ctl("push", "default", "m:f", "--id", "0123456789abcdef", url=broker_url), 1)
+    one_line_error(ctl("push", "default", "m:f", "--id", "no spaces", url=broker_url), 2)

@@ -18,12 +18,14 @@
 --                           (Client.result); "<watch>:<id>" is the channel their end is told on
 --   KEYS[22]    cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
 --                           jobs; whatever way the job ends next, it ends as cancelled
--- KEYS[23..]   script-specific (done:<id> keys for acks)
+--   KEYS[23]    ids         HASH    caller-chosen id -> "1" while its job is waiting or running
+--                           (push.lua's dedup); finished() drops it at the job's end
+-- KEYS[24..]   script-specific (done:<id> keys for acks)
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local FAILED_AT = 20
-local WATCH, CANCELS = 21, 22
-local NKEYS = 22
+local WATCH, CANCELS, IDS = 21, 22, 23
+local NKEYS = 23
 -- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
@@ -123,6 +125,7 @@ end
 -- store's "<envelope>\n<error>". Its cancel request, if any, is spent.
 local function finished(id, state, record)
   redis.call('HDEL', KEYS[CANCELS], id)
+  redis.call('HDEL', KEYS[IDS], id)
   if redis.call('ZSCORE', KEYS[WATCH], id) then
     redis.call('ZREM', KEYS[WATCH], id)
     redis.call(PUBLISH, KEYS[WATCH] .. ':' .. id, state .. ' ' .. record)

@@ -22,11 +22,16 @@ class SQLiteBroker(Inspection, Database, Broker):
 
     # -- producers
     def push(self, queue, items):
-        wake = False
+        wake, dups = False, []
         with self._write() as db:
             now, ready_before, ords = now_ms(), None, {}
-            rows = []
-            for envelope, priority, delay in items:
+            rows, callers = [], set()
+            for pos, item in enumerate(items):
+                envelope, priority, delay = item[:3]
+                if len(item) > 3 and item[3]:
+                    if not self._take_caller_id(db, queue, item[3], callers):
+                        dups.append(pos)
+                        continue
                 head = jobmod.header(envelope)
                 job_id = head.id if head else "bad-" + os.urandom(6).hex()
                 prio = head.priority if head else 0
@@ -44,6 +49,19 @@ class SQLiteBroker(Inspection, Database, Broker):
             db.executemany("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)", rows)
         if wake:
             self._wake(queue)
+        return dups
+
+    @staticmethod
+    def _take_caller_id(db, queue, job_id, callers: set) -> bool:
+        """A caller-chosen id is free unless a job with it waits or runs (or an earlier
+        item of this push has it); a free one drops the id's old done or failed record."""
+        if job_id in callers or db.execute("SELECT 1 FROM job WHERE queue=? AND id=? AND state IN (?,?,?) LIMIT 1",
+                                           (queue, job_id, READY, SCHED, HELD)).fetchone():
+            return False
+        callers.add(job_id)
+        db.execute("DELETE FROM job WHERE queue=? AND id=? AND state=?", (queue, job_id, FAILED))
+        db.execute("DELETE FROM done WHERE queue=? AND id=?", (queue, job_id))
+        return True
 
     # -- consumers
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):

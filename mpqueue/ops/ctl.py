@@ -219,7 +219,7 @@ def job(target, job_id, queue):
     """Show one job: its state and what the broker knows of it.
 
     \b
-    JSON: {"id": id, "queue": name, "state": "scheduled|ready|running|done|failed",
+    JSON: {"id": id, "queue": name, "state": "scheduled|ready|running|done|failed|cancelled",
            "task": name, "args": [...], "kwargs": {...}, "attempts": n, "priority": n,
            plus by state:
              scheduled: "due_at": epoch, "last_error": {...} or null
@@ -228,8 +228,9 @@ def job(target, job_id, queue):
                         its node's last heartbeat "worker" ("<queue>/<index>"), "pid"
                         and "slot" (null when the heartbeat does not list it yet)
              failed:    "error": {"type", "message", "traceback", "at", "attempts"}
-             done:      "result": value, "finished_at": epoch, "duration_ms": n}
-    (a done job keeps no arguments: args, kwargs and priority are null)
+             done:      "result": value, "finished_at": epoch, "duration_ms": n
+             cancelled: "cancelled_at": epoch, "was": "ready|scheduled|running"}
+    (a done or cancelled job keeps no arguments: args, kwargs and priority are null)
     """
     for q in [queue] if queue else target.known_queues():
         found = target.broker.find(q, job_id)

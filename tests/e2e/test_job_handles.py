@@ -29,6 +29,18 @@ def cooperative(tag):
         time.sleep(0.05)  # ok: a task doing its work in small steps
     return "never asked"
 
+@mpqueue.task(queue="default", retries=2, retry_delay=0.05, on_failure=task_hook)
+async def sleeper(tag):
+    """An async task that never looks: cancelling the job cancels its asyncio task."""
+    import asyncio
+    r().rpush("test:starts", f"{tag} {os.getpid()}")
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        r().rpush("test:stopped", tag)
+        raise
+    return "slept"
+
 @mpqueue.task(queue="default", retries=2, retry_delay=0.05, on_failure=task_hook, timeout=60)
 def stuck(tag):
     """Never looks at current_job().cancelled: only a kill stops it."""
@@ -88,6 +100,18 @@ def test_a_running_cooperative_job_stops_when_asked_and_ends_cancelled(service, 
     assert h.status() == "cancelled" and len(rdb.lrange("test:starts", 0, -1)) == 1
     assert rdb.lrange("test:hooked", 0, -1) == []
     assert h.cancel() is False
+
+
+def test_a_running_async_job_is_cancelled_when_asked(service, broker_url, rdb):
+    service(tasks=HANDLE_TASKS).start()
+    client = Client(broker_url)
+    h = client.push("default", "testtasks:sleeper", ["zz"])
+    started(rdb)
+    assert h.cancel()
+    with pytest.raises(JobCancelled):
+        h.result(timeout=15)
+    assert rdb.lrange("test:stopped", 0, -1) == ["zz"] and rdb.lrange("test:hooked", 0, -1) == []
+    assert len(rdb.lrange("test:starts", 0, -1)) == 1
 
 
 def test_cancel_with_kill_stops_a_stuck_job_and_replaces_its_worker(service, broker_url, rdb):

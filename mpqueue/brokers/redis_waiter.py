@@ -35,7 +35,7 @@ class RedisWaiter(Waiter):
         prefix = b"s" if sharded else b""
         self._message, self._subscribed = prefix + b"message", prefix + b"subscribe"
         self._lost, self._gone = prefix + b"unsubscribe", False
-        self._conn = client.connection_pool.make_connection()
+        self._conn = self._open_connection(client.connection_pool)
         try:
             with broker_errors():
                 self._conn.connect()
@@ -50,6 +50,10 @@ class RedisWaiter(Waiter):
         # From here on only drain() reads it, and must never wait: a socket with a
         # timeout (redis-py's) waits for data before recv(), whatever the flags.
         self._sock.settimeout(0.0)
+
+    def _open_connection(self, pool):
+        """A connection of its own for the subscription (a worker keeps it for life)."""
+        return pool.make_connection()
 
     def _on_a_master(self, channel: str) -> None:
         """Subscribe only on a master. A replica delivers what its master publishes,
@@ -159,6 +163,21 @@ class RedisJobWatch(RedisWaiter, JobWatch):
         self._refresh = refresh
         self.ended = None            # what the last refresh() found: an outcome, or None
         super().__init__(client, channel, None, sharded)
+
+    def _open_connection(self, pool):
+        # Borrowed from the pool and handed back, closed, by close(): a producer waits
+        # for many results over its life, and made connections count against the
+        # pool's limit until it is closed. (redis-py 4.3 wants a command name.)
+        self._pool = pool
+        try:
+            return pool.get_connection()
+        except TypeError:
+            return pool.get_connection("SUBSCRIBE")
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(Exception):
+            self._pool.release(self._conn)
 
     def refresh(self) -> None:
         out = self._refresh()

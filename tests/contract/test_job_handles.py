@@ -299,3 +299,15 @@ def test_apush_deduplicates_caller_ids_too(client, broker):
     first, second = asyncio.run(pushes())
     assert (first.duplicate, second.duplicate) == (False, True) and first.status() == "ready"
     assert broker.counts(Q)["ready"] == 1
+
+
+def test_many_waits_in_a_row_hold_no_connection_each(client, broker):
+    # Given a producer that waits for hundreds of results over its life, each
+    # wait's subscription goes back to the pool: none piles up until a limit.
+    for i in range(300):
+        h = client.push(Q, "t:f", [i])
+        (job,) = take(broker)
+        watch = broker.watch(Q, h.id)
+        watch.close()
+        ack(broker, job, i)
+        assert h.result(timeout=5) == i

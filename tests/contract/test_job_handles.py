@@ -311,3 +311,15 @@ def test_many_waits_in_a_row_hold_no_connection_each(client, broker):
         watch.close()
         ack(broker, job, i)
         assert h.result(timeout=5) == i
+
+
+def test_a_task_pushes_with_a_caller_id_through_push_with(client, broker):
+    import mpqueue
+
+    @mpqueue.task(name="handles:unique", queue=Q)
+    def unique():
+        pass
+
+    assert unique.push_with(job_id="u-1", client=client) == "u-1"
+    assert unique.push_with(job_id="u-1", client=client).duplicate
+    assert broker.counts(Q)["ready"] == 1

@@ -24,7 +24,7 @@ import redis as redislib
 from ..core import redis_url
 from . import resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved
-from .redis_inspection import RedisInspection, split_failed
+from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
@@ -304,34 +304,6 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
                 return pipe.hlen(k.failed).delete(k.failed, k.failed_at).execute()[0]
         return self._on(queue, purge)
 
-    def find(self, queue, job_id):
-        return self._on(queue, lambda node: self._find(node.client, self.keys(queue), job_id))
-
-    def _find(self, c, k, job_id):
-        held = c.hget(k.held, job_id)
-        if held:
-            h = _held(job_id, held)
-            return {"state": "running", "envelope": h.envelope, "consumer": h.consumer}
-        done = c.get(k.done(job_id))
-        if done:
-            return {"state": "done", **json.loads(done)}
-        failed = c.hget(k.failed, job_id)
-        if failed:
-            envelope, error = split_failed(failed)
-            return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
-        last_error = c.hget(k.errors, job_id)
-        extra = {"last_error": json.loads(last_error)} if last_error else {}
-        # The id is a pattern to ZSCAN: escape it, and take only an exact match
-        for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
-            if envelope.startswith(job_id + " "):
-                return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
-        for key in k.ready:
-            for start in range(0, c.llen(key), 1000):
-                for envelope in c.lrange(key, start, start + 999):
-                    if envelope.startswith(job_id + " "):
-                        return {"state": "ready", "envelope": envelope, **extra}
-        return None
-
     def heartbeat(self, node_id, info, ttl):
         now, svc = time.time(), self.service
 
@@ -369,11 +341,6 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
 
     def close(self):
         self.servers.close()
-
-
-def _glob_escape(text: str) -> str:
-    """`text` matched literally by a Redis MATCH pattern (glob: * ? [ ] and \\)."""
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _held(job_id: str, record: str) -> Held:

@@ -24,6 +24,11 @@ COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_t
 # Wake-ups are hints: whoever waits on one re-checks the broker at least this
 # often (seconds), so a lost hint delays a job, never strands it.
 FALLBACK_WAIT = 60.0
+# A caller waiting for a job's end (Client.result) re-checks the job at least
+# this often (seconds): the end may be told by a hint that got lost (a failover)
+# or not at all (`mpqctl clean` dropped the job). A watch lasts three of these.
+RESULT_RECHECK = 10.0
+WATCH_TTL = 3 * RESULT_RECHECK
 
 
 class BrokerError(Exception):
@@ -98,8 +103,12 @@ class Lifecycle(abc.ABC):
 
     # -- producers
     @abc.abstractmethod
-    def push(self, queue: str, items: list[tuple[str, int, float]]) -> None:
-        """Enqueue (envelope, priority, delay_seconds) items in one atomic step."""
+    def push(self, queue: str, items: list[tuple]) -> list[int]:
+        """Enqueue (envelope, priority, delay_seconds) items in one atomic step. An item
+        may have a 4th element, its caller-chosen id (the envelope's): it is pushed
+        only if no job with that id is waiting, scheduled or running, and then
+        replaces that id's old done or failed record. Returns the positions of the
+        items not pushed for that reason."""
 
     @abc.abstractmethod
     def tick(self, queue: str, name: str, tick_ms: int, envelope: str, priority: int, grace_ms: int) -> Tick:
@@ -168,6 +177,40 @@ class Lifecycle(abc.ABC):
         """Raise BrokerError unless the broker answers."""
 
     def close(self) -> None:
+        pass
+
+    # -- job handles (Client.status, result, cancel)
+    @abc.abstractmethod
+    def watch(self, queue: str, job_id: str) -> "JobWatch":
+        """Start watching one job for its end (Client.result): from the moment this
+        returns, the job's ack, failure or cancellation makes the watch readable.
+        The caller then re-checks find() and waits on it."""
+
+    @abc.abstractmethod
+    def cancel(self, queue: str, job_id: str, envelope: str | None, record: str, ttl: int,
+               kill: bool = False) -> str:
+        """Cancel one job in one atomic step. A waiting job (ready or scheduled: its
+        stored `envelope` as find() read it) is removed and leaves the done record
+        `record` (state cancelled) for `ttl` s; a running one gets a cancel request
+        ('kill' if `kill`, else 'ask') that its settling honours. Returns 'cancelled',
+        'requested', 'moved' (not where `envelope` said: read it again), or the
+        state it had: 'done', 'failed', 'unknown'."""
+
+    @abc.abstractmethod
+    def cancel_requested(self, queue: str, job_id: str) -> str | None:
+        """'ask' or 'kill' while a cancel request for a running job stands, else None."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, queue: str) -> dict[str, str]:
+        """{job id: 'ask' | 'kill'}: every standing request of the queue (the supervisor's look)."""
+
+
+class JobWatch(Waiter):
+    """A watch on one job's end. drain() returns the outcomes heard, as find()
+    shapes them ({'state': 'done', ...}), or [] for a bare hint; refresh() keeps
+    the watch alive (call it at each fallback re-check)."""
+
+    def refresh(self) -> None:
         pass
 
 

@@ -24,15 +24,17 @@ import redis as redislib
 from ..core import redis_url
 from . import resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
-from .redis_inspection import RedisInspection, split_failed
+from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
+from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
-            "tick")
-# Every script gets these keys of its queue, in this order (KEYS[1..20] of _keys.lua).
+            "tick", "watch", "cancel")
+# Every script gets these keys of its queue, in this order (KEYS[1..23] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
-    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at")
+    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
+    "watch", "cancels", "ids")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -50,7 +52,7 @@ class QueueKeys:
         self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
         self.ready = self.all[:10]                                 # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
-         self.wake, self.idle, self.failed_at) = self.all[10:]
+         self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids) = self.all[10:]
         self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
 
     def done(self, job_id: str) -> str:
@@ -100,11 +102,18 @@ def _load_scripts(client, sharded: bool) -> dict:
 
 
 def push_args(items) -> list:
-    """push.lua's ARGV for (envelope, priority, delay seconds) items."""
+    """push.lua's ARGV for (envelope, priority, delay seconds[, caller's id]) items."""
     args = [os.urandom(6).hex() + ".", len(items)]
-    for envelope, priority, delay in items:
-        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority, envelope]
+    for item in items:
+        envelope, priority, delay = item[:3]
+        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority,
+                 "1" if len(item) > 3 and item[3] else "0", envelope]
     return args
+
+
+def caller_ids(items) -> list[str]:
+    """The caller-chosen ids among push items, in order (push.lua gets their done keys)."""
+    return [item[3] for item in items if len(item) > 3 and item[3]]
 
 
 def client_options(url: str, socket_timeout: float) -> dict:
@@ -120,7 +129,7 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisBroker(RedisInspection, Broker):
+class RedisBroker(RedisHandles, RedisInspection, Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
         try:
@@ -174,16 +183,18 @@ class RedisBroker(RedisInspection, Broker):
 
     # -- producers
     def push(self, queue, items):
-        t = self.target
+        t, keys = self.target, self.keys(queue)
+        done_keys = [keys.done(i) for i in caller_ids(items)]
         if not t.wait_replicas:
-            self._call("push", queue, push_args(items))
-            return
-        _, replicas = self._call("push", queue, push_args(items), wait=(t.wait_replicas, t.wait_timeout))
+            return self._call("push", queue, push_args(items), done_keys)
+        dups, replicas = self._call("push", queue, push_args(items), done_keys,
+                                    wait=(t.wait_replicas, t.wait_timeout))
         if replicas < t.wait_replicas:
             self._not_replicated(queue)
             raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
                                 f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
                                 "them; pushing them again may run them twice")
+        return dups
 
     def tick(self, queue, name, tick_ms, envelope, priority, grace_ms):
         args = [name, int(tick_ms), int(grace_ms), priority, envelope, os.urandom(6).hex() + ".t"]
@@ -239,7 +250,8 @@ class RedisBroker(RedisInspection, Broker):
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
     def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""]) == 1
+        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
+                          [self.keys(queue).done(job_id)]) == 1
 
     def retry(self, queue, job_id, token, delay, error):
         return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)
@@ -311,34 +323,6 @@ class RedisBroker(RedisInspection, Broker):
                 return pipe.hlen(k.failed).delete(k.failed, k.failed_at).execute()[0]
         return self._on(queue, purge)
 
-    def find(self, queue, job_id):
-        return self._on(queue, lambda node: self._find(node.client, self.keys(queue), job_id))
-
-    def _find(self, c, k, job_id):
-        held = c.hget(k.held, job_id)
-        if held:
-            h = _held(job_id, held)
-            return {"state": "running", "envelope": h.envelope, "consumer": h.consumer}
-        done = c.get(k.done(job_id))
-        if done:
-            return {"state": "done", **json.loads(done)}
-        failed = c.hget(k.failed, job_id)
-        if failed:
-            envelope, error = split_failed(failed)
-            return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
-        last_error = c.hget(k.errors, job_id)
-        extra = {"last_error": json.loads(last_error)} if last_error else {}
-        # The id is a pattern to ZSCAN: escape it, and take only an exact match
-        for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
-            if envelope.startswith(job_id + " "):
-                return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
-        for key in k.ready:
-            for start in range(0, c.llen(key), 1000):
-                for envelope in c.lrange(key, start, start + 999):
-                    if envelope.startswith(job_id + " "):
-                        return {"state": "ready", "envelope": envelope, **extra}
-        return None
-
     def ticks(self, queue):
         records = self._on(queue, lambda node: node.client.hgetall(self.keys(queue).ticks))
         out = {}
@@ -385,11 +369,6 @@ class RedisBroker(RedisInspection, Broker):
 
     def close(self):
         self.servers.close()
-
-
-def _glob_escape(text: str) -> str:
-    """`text` matched literally by a Redis MATCH pattern (glob: * ? [ ] and \\)."""
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _held(job_id: str, record: str) -> Held:

@@ -15,7 +15,7 @@ import contextlib
 
 import redis.asyncio as aioredis
 
-from .redis import push_args, script_source
+from .redis import caller_ids, push_args, script_source
 from .redis_nodes import broker_errors
 
 # A burst of concurrent pushes on one loop shares this many connections (waiting
@@ -34,10 +34,12 @@ class AsyncRedisPusher:
         self._lua = script_source("push")
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
-    async def push(self, queue, items) -> None:
+    async def push(self, queue, items) -> list[int]:
         client = await self._client()
+        keys = self._keys(queue)
         with broker_errors():
-            await _shielded(client.push(self._keys(queue).all, push_args(items)))
+            return await _shielded(client.push(keys.all + [keys.done(i) for i in caller_ids(items)],
+                                               push_args(items)))
 
     async def add_queues(self, names) -> None:
         if names:

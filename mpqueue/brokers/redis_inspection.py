@@ -1,12 +1,15 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
 beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, the failed store oldest first, deleting failed jobs.
+queue's delayed jobs, the failed store oldest first, deleting failed jobs, and
+finding one job (mpqctl job, Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
 are grouped by node and each group is one pipeline.
 """
 from __future__ import annotations
+
+import json
 
 from ..core import envelope as jobmod
 
@@ -121,8 +124,41 @@ class RedisInspection:
                 return pipe.hdel(k.failed, *ids).zrem(k.failed_at, *ids).execute()[0]
         return self._on(queue, delete)
 
+    def find(self, queue, job_id):
+        return self._on(queue, lambda node: self._find(node.client, self.keys(queue), job_id))
+
+    def _find(self, c, k, job_id):
+        held = c.hget(k.held, job_id)
+        if held:
+            _, consumer, envelope = held.split(" ", 2)      # "<token> <consumer> <envelope>"
+            return {"state": "running", "envelope": envelope, "consumer": consumer.rstrip("+")}
+        done = c.get(k.done(job_id))
+        if done:
+            return {"state": "done", **json.loads(done)}
+        failed = c.hget(k.failed, job_id)
+        if failed:
+            envelope, error = split_failed(failed)
+            return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
+        last_error = c.hget(k.errors, job_id)
+        extra = {"last_error": json.loads(last_error)} if last_error else {}
+        # The id is a pattern to ZSCAN: escape it, and take only an exact match
+        for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
+            if envelope.startswith(job_id + " "):
+                return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
+        for key in k.ready:
+            for start in range(0, c.llen(key), 1000):
+                for envelope in c.lrange(key, start, start + 999):
+                    if envelope.startswith(job_id + " "):
+                        return {"state": "ready", "envelope": envelope, **extra}
+        return None
+
 
 def split_failed(record: str) -> tuple[str, str]:
     """A failed-store record, "<envelope>\n<error json>", as (envelope, error)."""
     envelope, _, error = record.partition("\n")
     return envelope, error
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis MATCH pattern (glob: * ? [ ] and \\)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

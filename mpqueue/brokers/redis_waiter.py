@@ -3,6 +3,7 @@ waiting, and the jobs a push hands straight to an idle consumer."""
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 import time
@@ -10,7 +11,7 @@ import time
 import redis
 
 from . import resp
-from .base import BrokerError, Waiter
+from .base import BrokerError, JobWatch, Waiter
 from .redis_nodes import broker_errors
 
 
@@ -34,7 +35,7 @@ class RedisWaiter(Waiter):
         prefix = b"s" if sharded else b""
         self._message, self._subscribed = prefix + b"message", prefix + b"subscribe"
         self._lost, self._gone = prefix + b"unsubscribe", False
-        self._conn = client.connection_pool.make_connection()
+        self._conn = self._open_connection(client.connection_pool)
         try:
             with broker_errors():
                 self._conn.connect()
@@ -49,6 +50,10 @@ class RedisWaiter(Waiter):
         # From here on only drain() reads it, and must never wait: a socket with a
         # timeout (redis-py's) waits for data before recv(), whatever the flags.
         self._sock.settimeout(0.0)
+
+    def _open_connection(self, pool):
+        """A connection of its own for the subscription (a worker keeps it for life)."""
+        return pool.make_connection()
 
     def _on_a_master(self, channel: str) -> None:
         """Subscribe only on a master. A replica delivers what its master publishes,
@@ -145,3 +150,70 @@ class RedisWaiter(Waiter):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.disconnect()
+
+
+class RedisJobWatch(RedisWaiter, JobWatch):
+    """base.JobWatch on Redis: a subscription to one job's channel ("<watch>:<id>"),
+    on which the script that ends the job publishes "<state> <record>" while the
+    job is in the queue's watch ZSET. `refresh` runs watch.lua: it (re)adds the
+    job to that ZSET and returns its end if it has one already."""
+
+    def __init__(self, client, channel, sharded, refresh):
+        self._channel = channel.encode()
+        self._refresh = refresh
+        self.ended = None            # what the last refresh() found: an outcome, or None
+        super().__init__(client, channel, None, sharded)
+
+    def _open_connection(self, pool):
+        # Borrowed from the pool and handed back, closed, by close(): a producer waits
+        # for many results over its life, and made connections count against the
+        # pool's limit until it is closed. (redis-py 4.3 wants a command name.)
+        self._pool = pool
+        try:
+            return pool.get_connection()
+        except TypeError:
+            return pool.get_connection("SUBSCRIBE")
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(Exception):
+            self._pool.release(self._conn)
+
+    def refresh(self) -> None:
+        out = self._refresh()
+        self.ended = outcome(out[0], out[1]) if out else None
+
+    def _handed(self) -> list:
+        out, pos = [], 0
+        while True:
+            frame, end = resp.read_array(self._buf, pos)
+            if frame is None:
+                break
+            pos = end
+            if len(frame) == 3 and frame[0] == self._message and frame[1] == self._channel:
+                state, _, record = frame[2].decode("utf-8", "surrogateescape").partition(" ")
+                out.append(outcome(state, record))
+            elif frame and frame[0] == self._lost:
+                self._gone = True
+        self._buf = self._buf[pos:]
+        if self._gone and not out:
+            raise BrokerError("redis: the queue's slot moved to another node while waiting for a job")
+        return out
+
+
+def outcome(state: str, record: str) -> dict:
+    """A job's end as find() shapes it, from what watch.lua or a publish carries."""
+    if state == "failed":
+        envelope, _, error = record.partition("\n")
+        return {"state": "failed", "envelope": envelope, "error": _loads(error)}
+    # done and cancelled: the done record ("" when result_ttl is 0), whose own
+    # "state" says cancelled for a cancelled job
+    return {"state": state, **_loads(record)}
+
+
+def _loads(text: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -13,8 +13,8 @@ class ThreadedPusher:
     def __init__(self, broker):
         self.broker = broker
 
-    async def push(self, queue, items) -> None:
-        await asyncio.to_thread(self.broker.push, queue, items)
+    async def push(self, queue, items) -> list[int]:
+        return await asyncio.to_thread(self.broker.push, queue, items)
 
     async def add_queues(self, names) -> None:
         if names:

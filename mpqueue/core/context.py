@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 _current: contextvars.ContextVar = contextvars.ContextVar("mpqueue_current_job", default=None)
@@ -19,6 +20,36 @@ class JobContext:
     args: tuple = ()
     kwargs: dict | None = None
     scheduled_for: datetime | None = None   # pushed by a schedule: its tick (aware, UTC); else None
+    cancel_probe: object = field(default=None, repr=False, compare=False)   # CancelProbe, set by the runner
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked this job to stop (Client.cancel, `mpqctl cancel`).
+        A task that can stop early checks it now and then and returns (or raises):
+        the job then ends as cancelled. Cheap to read often: it asks the broker at
+        most once a second, and stays True once it was."""
+        return bool(self.cancel_probe is not None and self.cancel_probe())
+
+
+class CancelProbe:
+    """current_job().cancelled for one job: `ask()` (the broker's cancel_requested)
+    at most every `every` seconds, on the monotonic clock; True is for good."""
+
+    def __init__(self, ask, every: float = 1.0, clock=time.monotonic):
+        self._ask, self._every, self._clock = ask, every, clock
+        self._next, self._seen = 0.0, False
+
+    def __call__(self) -> bool:
+        if self._seen:
+            return True
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            try:
+                self._seen = self._ask() is not None
+            except Exception:     # noqa: BLE001 - a broker hiccup must not fail the job; asked again later
+                return False
+        return self._seen
 
 
 class Retry(Exception):

@@ -40,6 +40,20 @@ def job_id_rule() -> str:
     return f"a job id of letters, digits, '_', '.', ':' and '-', at most {JOB_ID_MAX}"
 
 
+# Generated ids are 16 lowercase hex digits; brokers name junk they find "bad-...".
+_GENERATED_ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def is_caller_job_id(value) -> bool:
+    """An id a caller may choose (push(job_id=...), `mpqctl push --id`): a job id
+    that can never be one mpqueue makes up (16 lowercase hex digits, or bad-...)."""
+    return is_job_id(value) and _GENERATED_ID_RE.fullmatch(value) is None and not value.startswith("bad-")
+
+
+def caller_job_id_rule() -> str:
+    return job_id_rule() + ", not 16 lowercase hex digits (generated ids) and not starting with 'bad-'"
+
+
 def queue_rule() -> str:
     return f"a queue name of {NAME_CHARS}, at most {QUEUE_NAME_MAX}"
 

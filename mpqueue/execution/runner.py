@@ -6,6 +6,7 @@ retries and failures are settled here (settle.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from ..brokers.base import Ack, BrokerError
 from ..core import envelope as jobmod
 from ..core import failures, tasks
-from ..core.context import JobContext, Retry, reset_current, set_current
+from ..core.context import CancelProbe, JobContext, Retry, reset_current, set_current
 from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
@@ -28,6 +29,7 @@ _HOOK_INFO = tasks.TaskInfo(failures.HOOK_TASK, None, tasks.TaskOptions(), None)
 
 
 CANCEL_GRACE = 2.0    # an async job past its timeout has this long to finish cancelling
+CANCEL_POLL = 1.0     # a running async job looks for a cancel request this often (after its first second)
 
 
 class _Expired(Exception):
@@ -45,6 +47,7 @@ class Started:
     is_async: bool
     timed_out: bool = False   # its timeout cancelled it
     task: object = None       # the asyncio.Task running it, for an async job
+    probe: object = None      # its CancelProbe (current_job().cancelled)
 
 
 class JobScope:
@@ -157,6 +160,7 @@ class Runner:
         outcome as execute() gives it. Never raises."""
         s.task = asyncio.current_task()
         timer = asyncio.get_running_loop().call_later(s.cfg.timeout, _expire, s)
+        watcher = asyncio.ensure_future(_cancel_when_asked(s))
         try:
             return ("done", await self._call_async(s))
         except Retry as exc:
@@ -169,6 +173,7 @@ class Runner:
             return ("error", describe(exc), clean_text(_traceback()))
         finally:
             timer.cancel()
+            watcher.cancel()
 
     def _record(self, job, info, cfg, outcome, started) -> Ack | None:
         kind = outcome[0]
@@ -191,8 +196,10 @@ class Runner:
 
     def _context(self, s: Started) -> JobContext:
         job = s.job
+        if s.probe is None:
+            s.probe = CancelProbe(functools.partial(self.broker.cancel_requested, self.cfg.name, job.id))
         return JobContext(job.id, job.queue, job.task, job.attempts, s.cfg.retries + 1, self.index,
-                          tuple(job.args), job.kwargs, scheduled_for=job.scheduled_for)
+                          tuple(job.args), job.kwargs, scheduled_for=job.scheduled_for, cancel_probe=s.probe)
 
     def _invoke(self, s: Started):
         job = s.job
@@ -287,6 +294,17 @@ class Runner:
     def _extra(self, job, ms, result):
         return {"queue": job.queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
                 "duration_ms": round(ms, 3), "outcome": result, "worker": self.index}
+
+
+async def _cancel_when_asked(s: Started) -> None:
+    """An async job asked to stop (Client.cancel) is cancelled as at its timeout; its
+    standing request then makes its settling end it as cancelled. Looks once a second
+    after its first second (current_job().cancelled's probe): short jobs cost nothing."""
+    while True:
+        await asyncio.sleep(CANCEL_POLL)
+        if s.probe is not None and s.probe():
+            s.task.cancel()
+            return
 
 
 def _expire(s: Started) -> None:

@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from ..core import envelope as jobmod
+from ..producer import handles
 from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
@@ -66,27 +67,36 @@ def main(ctx, config_file, service, broker):
               show_default=True, help="Higher runs first.")
 @click.option("--new-queue", is_flag=True,
               help="Push even though no service declares QUEUE (yet): it is registered from now on.")
+@click.option("--id", "job_id", type=JobId(), metavar="ID",
+              help="The job's id, of your choice: while a job with it waits or runs, nothing is pushed.")
 @json_option
 @pass_target
-def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue):
+def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue, job_id):
     """Enqueue a job of TASK ('module:function') on QUEUE; print its id.
 
     A QUEUE that neither the given config nor any service that ran on this
     broker declares is most likely a typo: refused (exit 1) unless --new-queue.
     (A broker no service has used yet knows no queue: anything goes there.)
 
+    With --id ID, a job with that id waiting, scheduled or running already
+    makes this push a no-op (exit 0; the id printed, a note on stderr): safe
+    to repeat.
+
     \b
-    JSON: {"id": "<job id>"}
+    JSON: {"id": "<job id>", "duplicate": false | true}
     """
     check_push_options(task, delay, eta)
     if not new_queue and (target.config or target.broker.queues()):
         target.check_queue(queue, hint="; --new-queue pushes anyway")
     client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
     try:
-        job_id = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority)
+        h = client.push(queue, task, args_ or [], kwargs or {}, delay=delay, eta=eta, priority=priority,
+                        job_id=job_id)
     except jobmod.PayloadError as exc:
         raise CtlError(str(exc)) from None
-    emit({"id": job_id}, job_id)
+    if h.duplicate:
+        click.echo(f"mpqctl: job {h.id} is waiting or running already: nothing pushed", err=True)
+    emit({"id": h.id, "duplicate": h.duplicate}, h.id)
 
 
 @main.command()
@@ -209,7 +219,7 @@ def job(target, job_id, queue):
     """Show one job: its state and what the broker knows of it.
 
     \b
-    JSON: {"id": id, "queue": name, "state": "scheduled|ready|running|done|failed",
+    JSON: {"id": id, "queue": name, "state": "scheduled|ready|running|done|failed|cancelled",
            "task": name, "args": [...], "kwargs": {...}, "attempts": n, "priority": n,
            plus by state:
              scheduled: "due_at": epoch, "last_error": {...} or null
@@ -218,8 +228,9 @@ def job(target, job_id, queue):
                         its node's last heartbeat "worker" ("<queue>/<index>"), "pid"
                         and "slot" (null when the heartbeat does not list it yet)
              failed:    "error": {"type", "message", "traceback", "at", "attempts"}
-             done:      "result": value, "finished_at": epoch, "duration_ms": n}
-    (a done job keeps no arguments: args, kwargs and priority are null)
+             done:      "result": value, "finished_at": epoch, "duration_ms": n
+             cancelled: "cancelled_at": epoch, "was": "ready|scheduled|running"}
+    (a done or cancelled job keeps no arguments: args, kwargs and priority are null)
     """
     for q in [queue] if queue else target.known_queues():
         found = target.broker.find(q, job_id)
@@ -229,6 +240,43 @@ def job(target, job_id, queue):
                 info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
             return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
+
+
+_NOT_CANCELLED = {"done": "has already ended (done)", "failed": "has already ended (failed)",
+                  "was-cancelled": "was cancelled already", "unknown": "not found"}
+
+
+@main.command()
+@click.argument("job_id", metavar="ID", type=JobId())
+@click.option("--queue", "-q", type=QueueName(), help="Look only in this queue (default: every known queue).")
+@click.option("--kill", is_flag=True, help="If it is running, kill the worker running it (default: ask it to stop).")
+@json_option
+@pass_target
+def cancel(target, job_id, queue, kill):
+    """Cancel a job. Waiting (ready or scheduled): removed, it never runs.
+    Running: asked to stop (the task sees current_job().cancelled), or with
+    --kill the supervisor running it kills its worker within a second or so.
+    Either way it ends as cancelled (no retry, no failure hook), kept like a
+    result for its queue's result_ttl. Exit 1 if it had ended or is not found.
+
+    \b
+    JSON: {"id": id, "queue": name, "outcome": "cancelled" | "requested"}
+    ("requested": it was running and is being stopped)
+    """
+    client = _client(target)
+    q, answer = handles.cancel(client, job_id, kill, queue)
+    if answer not in ("cancelled", "requested"):
+        raise CtlError(f"job {job_id} {_NOT_CANCELLED.get(answer, answer)}" + (f" in queue {queue}" if queue else ""))
+    text = (f"cancelled {job_id} (it was waiting: it will never run)" if answer == "cancelled"
+            else f"{'killing the worker running' if kill else 'asked to stop:'} {job_id} (running)")
+    emit({"id": job_id, "queue": q, "outcome": answer}, text)
+
+
+def _client(target) -> Client:
+    client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
+    if target.config:
+        client._result_ttls = {name: qc.result_ttl for name, qc in target.config.queues.items()}
+    return client
 
 
 @main.command()

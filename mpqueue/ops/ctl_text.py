@@ -56,7 +56,7 @@ def _when(epoch) -> str:
 def job_text(info: dict) -> str:
     lines = []
     for key, value in info.items():
-        if key in ("due_at", "finished_at", "scheduled_for"):
+        if key in ("due_at", "finished_at", "scheduled_for", "cancelled_at"):
             value = _when(value)
         elif key in ("error", "last_error") and value:
             lines.append(f"{key}: {value.get('type')}: {value.get('message')} (at {_when(value.get('at'))})")

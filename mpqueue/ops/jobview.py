@@ -66,6 +66,8 @@ def job_info(job_id: str, queue: str, found: dict) -> dict:
                     finished_at=found.get("finished_at"), duration_ms=found.get("duration_ms"))
     elif state == "failed":
         info["error"] = found.get("error")
+    elif state == "cancelled":
+        info.update(cancelled_at=found.get("cancelled_at"), was=found.get("was"))
     elif state == "running":
         info["consumer"] = found.get("consumer")
     else:

@@ -14,6 +14,8 @@ from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
 from ..core.retry import MAX_DELAY, delay_problem
+from . import handles
+from .handles import JobHandle
 
 
 class Client:
@@ -27,6 +29,7 @@ class Client:
         self.max_payload = max_payload
         self._known_queues: set[str] = set()
         self._async = None                  # the awaitable push side, made on the first apush
+        self._result_ttls: dict[str, int] = {}   # queue -> result_ttl, from a config (cancel records' life)
 
     @classmethod
     def from_config(cls, path) -> "Client":
@@ -36,49 +39,80 @@ class Client:
             # Inline jobs follow the config's queue settings and import its task modules.
             from .inline import Inline
             inline = Inline(cfg)
-        return cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
-                   inline=inline)
+        client = cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
+                     inline=inline)
+        client._result_ttls = {name: q.result_ttl for name, q in cfg.queues.items()}
+        return client
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
-             eta=None, priority: int = 0) -> str:
-        """Enqueue one job; returns its id. `delay` seconds or `eta` (datetime or epoch
-        seconds) for later; priority 0..9, higher first."""
-        job_id, item = self._item(task, args, kwargs, delay, eta, priority)
-        self._deliver(queue, [item])
-        return job_id
+             eta=None, priority: int = 0, job_id: str | None = None) -> JobHandle:
+        """Enqueue one job; returns its id (a JobHandle: a str). `delay` seconds or `eta`
+        (datetime or epoch seconds) for later; priority 0..9, higher first. `job_id`:
+        an id of the caller's choice; while a job with it waits or runs, nothing is
+        pushed and the handle says `duplicate`."""
+        job_id, item = self._item(task, args, kwargs, delay, eta, priority, job_id)
+        dups = self._deliver(queue, [item])
+        return JobHandle(job_id, self, queue, duplicate=bool(dups))
 
     def push_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """Enqueue many jobs in few round trips. `jobs` yields dicts with the keys of
-        push(): task, and optionally args, kwargs, delay, eta, priority."""
+        push(): task, and optionally args, kwargs, delay, eta, priority, job_id."""
         ids, items = self._items(jobs)
-        self._deliver(queue, items, chunk)
-        return ids
+        dups = self._deliver(queue, items, chunk)
+        return [JobHandle(i, self, queue, duplicate=n in dups) for n, i in enumerate(ids)]
 
     async def apush(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
-                    eta=None, priority: int = 0) -> str:
+                    eta=None, priority: int = 0, job_id: str | None = None) -> JobHandle:
         """push() for async code: the same checks, errors and id, without blocking the
         event loop (redis.asyncio for Redis, a thread for SQLite; see _adeliver)."""
-        job_id, item = self._item(task, args, kwargs, delay, eta, priority)
-        await self._adeliver(queue, [item])
-        return job_id
+        job_id, item = self._item(task, args, kwargs, delay, eta, priority, job_id)
+        dups = await self._adeliver(queue, [item])
+        return JobHandle(job_id, self, queue, duplicate=bool(dups))
 
     async def apush_many(self, queue: str, jobs, chunk: int = 1000) -> list[str]:
         """push_many() for async code."""
         ids, items = self._items(jobs)
-        await self._adeliver(queue, items, chunk)
-        return ids
+        dups = await self._adeliver(queue, items, chunk)
+        return [JobHandle(i, self, queue, duplicate=n in dups) for n, i in enumerate(ids)]
+
+    # -- job handles (producer/handles.py): a bare id is looked for in every known queue
+    def status(self, job_id: str, queue: str | None = None) -> str:
+        """scheduled, ready, running, done, failed, cancelled or unknown (never pushed,
+        or ended more than its queue's result_ttl ago)."""
+        return handles.state_of(handles.locate(self, job_id, queue)[1])
+
+    def result(self, job_id: str, timeout: float | None = None, queue: str | None = None):
+        """Wait for the job to end (at most `timeout` s) and return its result. Raises
+        JobFailed (its error), JobCancelled, ResultTimeout (a TimeoutError) or JobUnknown."""
+        return handles.wait_result(self, job_id, timeout, queue)
+
+    def cancel(self, job_id: str, kill: bool = False, queue: str | None = None) -> bool:
+        """Cancel a job: a waiting one is removed and never runs; a running one is asked
+        to stop (current_job().cancelled), or with `kill` its worker is killed. Either
+        way it ends as cancelled. False if it had already ended or is unknown."""
+        return handles.cancel(self, job_id, kill, queue)[1] in ("cancelled", "requested")
+
+    def result_ttl(self, queue: str | None) -> int:
+        """How long the queue keeps ended jobs' records (its config's, if the client has one)."""
+        return self._result_ttls.get(queue, handles.DEFAULT_RESULT_TTL)
 
     # -- one way to build what is pushed, for both
-    def _item(self, task, args, kwargs, delay, eta, priority):
+    def _item(self, task, args, kwargs, delay, eta, priority, job_id=None):
         seconds = _delay_seconds(delay, eta)
-        job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
-        return job_id, (envelope, priority, seconds)
+        if job_id is None:
+            job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
+            return job_id, (envelope, priority, seconds)
+        if not names.is_caller_job_id(job_id):
+            raise jobmod.PayloadError(f"job_id: expected {names.caller_job_id_rule()}, got {job_id!r:.80}")
+        job_id, envelope = jobmod.encode(task, args, kwargs, priority, job_id=job_id, max_payload=self.max_payload,
+                                         delay=seconds)
+        return job_id, (envelope, priority, seconds, job_id)
 
     def _items(self, jobs) -> tuple[list[str], list]:
         ids, items = [], []
         for spec in jobs:
             job_id, item = self._item(spec["task"], spec.get("args", ()), spec.get("kwargs"),
-                                      spec.get("delay"), spec.get("eta"), spec.get("priority", 0))
+                                      spec.get("delay"), spec.get("eta"), spec.get("priority", 0), spec.get("job_id"))
             ids.append(job_id)
             items.append(item)
         return ids, items
@@ -91,24 +125,29 @@ class Client:
         return True
 
     # -- delivery: the same steps, blocking and awaitable
-    def _deliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+    def _deliver(self, queue: str, items: list, chunk: int = 1000) -> set[int]:
+        """Push; returns the positions of items not pushed (a caller's id was live)."""
         if self._is_new(queue):
             self.broker.add_queues([queue])
             self._known_queues.add(queue)
-        for batch in _chunks(items, chunk):
-            self.broker.push(queue, batch)
+        dups = set()
+        for start, batch in _chunks(items, chunk):
+            dups.update(start + n for n in self.broker.push(queue, batch) or ())
         if self.inline and items:
             self.inline.pushed(queue)
+        return dups
 
-    async def _adeliver(self, queue: str, items: list, chunk: int = 1000) -> None:
+    async def _adeliver(self, queue: str, items: list, chunk: int = 1000) -> set[int]:
         pusher = self._pusher()
         if self._is_new(queue):
             await pusher.add_queues([queue])
             self._known_queues.add(queue)
-        for batch in _chunks(items, chunk):
-            await pusher.push(queue, batch)
+        dups = set()
+        for start, batch in _chunks(items, chunk):
+            dups.update(start + n for n in await pusher.push(queue, batch) or ())
         if self.inline and items:
             await self.inline.apushed(queue)
+        return dups
 
     def _pusher(self):
         # Made on the first apush: sync-only producers never load redis.asyncio.
@@ -131,7 +170,7 @@ class Client:
 
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield i, items[i:i + size]
 
 
 def _check_queue_name(queue) -> None:

@@ -17,14 +17,15 @@ from ..core.tasks import TaskInfo, TaskOptions, register
 from .default import default_client
 
 
-def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None):
+def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None, job_id=None):
     return (client or default_client()).push(queue or options.queue, name, args=list(args), kwargs=kwargs,
-                                             delay=delay, eta=eta, priority=priority)
+                                             delay=delay, eta=eta, priority=priority, job_id=job_id)
 
 
-async def _apush(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None):
+async def _apush(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None,
+                 job_id=None):
     return await (client or default_client()).apush(queue or options.queue, name, args=list(args), kwargs=kwargs,
-                                                    delay=delay, eta=eta, priority=priority)
+                                                    delay=delay, eta=eta, priority=priority, job_id=job_id)
 
 
 class FunctionTask:
@@ -43,18 +44,20 @@ class FunctionTask:
         """Enqueue a run of this task; returns the job id."""
         return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
-    def push_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
-        """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
-        return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
+    def push_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None,
+                  job_id=None) -> str:
+        """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too);
+        `job_id`: an id of your choice (see Client.push)."""
+        return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client, job_id)
 
     async def apush(self, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
         """push() for async code; returns the job id."""
         return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
     async def apush_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
-                         client=None) -> str:
+                         client=None, job_id=None) -> str:
         """push_with() for async code."""
-        return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
+        return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client, job_id)
 
 
 def task(func=None, *, name=None, queue="default", timeout=None, retries=None, retry_delay=None,
@@ -97,9 +100,10 @@ class Task:
         return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
 
     @classmethod
-    def push_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None) -> str:
+    def push_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None,
+                  job_id=None) -> str:
         """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
-        return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
+        return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client, job_id)
 
     @classmethod
     async def apush(cls, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
@@ -107,9 +111,10 @@ class Task:
 
     @classmethod
     async def apush_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
-                         client=None) -> str:
+                         client=None, job_id=None) -> str:
         """push_with() for async code."""
-        return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
+        return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client,
+                            job_id)
 
 
 def _defined(cls) -> set:

@@ -32,7 +32,7 @@ class WorkerHandle:
     ready: bool = False
     retiring: bool = False            # asked to finish its job and exit
     replaced: bool = False            # ...because a reload replaces it
-    killed_for: str | None = None     # "timeout" | "shutdown": we killed it, and why
+    killed_for: str | None = None     # "timeout" | "cancelled" | "stale" | "shutdown": we killed it, and why
     boot_error: str | None = None
     overdue: set = field(default_factory=set)   # ids of its jobs settled as a timeout when we killed it
 

@@ -34,6 +34,9 @@ log = logging.getLogger("mpqueue.supervisor")
 # 15 s keep an idle service under one command a second; a dead node's jobs come back
 # within 15 s of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
+# Cancel requests that say kill (Client.cancel(kill=True)) are looked for this often,
+# one read per queue with a job running here: an idle service makes none.
+CANCELS_EVERY = 1.0
 RENEW_EVERY = 10.0      # lease renewal of running jobs; only queues with a busy worker cost a call
 BROKER_TIMEOUT = 2.0    # a hung broker must not hold the loop (and the watchdog ping): see gate.py
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
@@ -51,7 +54,7 @@ class Supervisor:
         self.stop_deadline = None
         self.gate = BrokerGate(clock)
         self.watchdog_every = watchdog_interval()
-        self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count"]
+        self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count", "cancels"]
                              + (["watchdog"] if self.watchdog_every else [])
                              + (["metrics"] if config.metrics.listen else []))
         self.ready_jobs = None
@@ -293,6 +296,8 @@ class Supervisor:
         if self.pool.generation_ready() and self.reloading:
             self.end_reload()
         self.pool.enforce_timeouts()
+        if self.timers.fire("cancels", CANCELS_EVERY):
+            self.gate.call(self.kill_cancelled)
         if self.timers.fire("reap", self.reap_every()):
             self.gate.call(self.reap_expired)
         if self.timers.fire("renew", self.renew_every()):
@@ -345,6 +350,13 @@ class Supervisor:
         for queue, consumers in self.pool.holders().items():
             q = self.recovery.queues.get(queue) or next(iter(self.cfg.queues.values()))
             self.broker.renew(queue, consumers, q.timeout + self.cfg.lease_grace)
+
+    def kill_cancelled(self) -> None:
+        """Look for cancel requests that say kill, only in queues running jobs here."""
+        for queue in self.pool.holders():
+            kills = {job_id for job_id, mode in self.broker.cancel_requests(queue).items() if mode == "kill"}
+            if kills:
+                self.pool.kill_cancelled(queue, kills)
 
     def count_ready(self) -> None:
         self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)

@@ -140,7 +140,8 @@ class Pool:
         board = h.scoreboard.read()
         self.totals["done"] += board.done
         self.totals["failed"] += board.failed
-        kind = {"timeout": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
+        # killed for a job's timeout or cancel: that job is settled already, its siblings go back unspent
+        kind = {"timeout": "timeout", "cancelled": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
         h.holding.worker_gone(h, board, kind)
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         self.count_exit(h, clean)
@@ -164,7 +165,7 @@ class Pool:
             return                                  # a stop, not a restart
         if not h.ready:
             reason = "boot_failed"
-        elif h.killed_for in ("timeout", "stale"):
+        elif h.killed_for in ("timeout", "stale", "cancelled"):
             reason = h.killed_for
         elif not clean:
             reason = "crashed"
@@ -198,6 +199,26 @@ class Pool:
             held = h.holding.running(h, slot)
             if held is not None:
                 self.recovery.settle(h.queue, held, "timeout")
+
+    def kill_cancelled(self, queue: str, kills: set) -> None:
+        """Kill the workers running jobs of `queue` whose cancel request says kill
+        (Client.cancel(kill=True)). Each such job is settled at once; its standing
+        request makes that settling end it as cancelled (no retry, no failure hook,
+        no attempt question). Whatever else the worker ran goes back unspent."""
+        for h in list(self.workers.values()):
+            if h.queue != queue or h.killed_for is not None:
+                continue
+            doomed = [s for s in h.scoreboard.read().running if s.job_id in kills]
+            if not doomed:
+                continue
+            h.kill("cancelled")
+            for slot in doomed:
+                log.warning("job %s cancelled: killed worker %s/%d (pid %d)", slot.job_id, h.queue, h.index, h.pid,
+                            extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "cancelled"})
+                h.overdue.add(slot.job_id)
+                held = h.holding.running(h, slot)
+                if held is not None:
+                    self.recovery.settle(h.queue, held, "crashed")
 
     def retire_replaced(self) -> None:
         """Ask old-generation workers to finish and exit as new ones are ready for their places."""

@@ -89,6 +89,10 @@ class Broker:
         self._call("held", queue)
         return list(self.held_jobs)
 
+    def cancel_requests(self, queue):
+        self._call("cancel_requests", queue)
+        return dict(getattr(self, "cancels", {}))
+
     def retry(self, queue, job_id, token, delay, error):
         return self._settle("retry", job_id, token)
 
@@ -288,6 +292,25 @@ def test_the_leases_of_a_queue_with_a_busy_worker_are_renewed_every_quarter_leas
     s.clock.advance(1)
     s.maintain()
     assert s.broker.names().count("renew") == 2
+
+
+def test_a_kill_request_kills_the_worker_running_the_job_and_settles_it_at_once(sup):
+    s = sup(service(workers=2, timeout=60))
+    busy, idle = started(s)
+    s.maintain()
+    assert "cancel_requests" not in s.broker.names()     # nothing runs: no look at all
+    s.broker.held_jobs = [Held("j1", "t1", busy.consumer, envelope())]
+    busy.scoreboard.start("j1", "t1", 60.0)
+    s.broker.cancels = {"j1": "ask"}
+    s.clock.advance(1)
+    s.maintain()
+    assert ("cancel_requests", "q") in s.broker.calls and busy.killed_for is None    # asked only: the task's business
+    s.broker.cancels = {"j1": "kill"}
+    s.clock.advance(1)
+    s.maintain()
+    # the broker's settle (a retry here) ends it as cancelled, since the request stands
+    assert busy.killed_for == "cancelled" and idle.killed_for is None
+    assert ("retry", "j1") in s.broker.calls or ("fail", "j1") in s.broker.calls
 
 
 def test_long_timeouts_still_reap_every_15_seconds(sup):

@@ -14,11 +14,18 @@
 --   KEYS[19]    idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
 --   KEYS[20]    failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
 --                           order, written with the failed HASH in the same script
--- KEYS[21..]   script-specific (done:<id> keys for acks)
+--   KEYS[21]    watch       ZSET    id -> expiry (ms, broker clock): jobs a caller waits on
+--                           (Client.result); "<watch>:<id>" is the channel their end is told on
+--   KEYS[22]    cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
+--                           jobs; whatever way the job ends next, it ends as cancelled
+--   KEYS[23]    ids         HASH    caller-chosen id -> "1" while its job is waiting or running
+--                           (push.lua's dedup); finished() drops it at the job's end
+-- KEYS[24..]   script-specific (done:<id> keys for acks)
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local FAILED_AT = 20
-local NKEYS = 20
+local WATCH, CANCELS, IDS = 21, 22, 23
+local NKEYS = 23
 -- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
@@ -110,4 +117,35 @@ local function take_held(id, token)
   redis.call('HDEL', KEYS[HELD], id)
   redis.call('ZREM', KEYS[LEASES], id)
   return env
+end
+
+-- Job handles (Client.result, Client.cancel) ------------------------------------
+-- A job reached its end (done, failed, cancelled): tell a caller waiting on it, if
+-- any (one ZSCORE when nobody waits). `record`: the done record, or the failed
+-- store's "<envelope>\n<error>". Its cancel request, if any, is spent.
+local function finished(id, state, record)
+  redis.call('HDEL', KEYS[CANCELS], id)
+  redis.call('HDEL', KEYS[IDS], id)
+  if redis.call('ZSCORE', KEYS[WATCH], id) then
+    redis.call('ZREM', KEYS[WATCH], id)
+    redis.call(PUBLISH, KEYS[WATCH] .. ':' .. id, state .. ' ' .. record)
+  end
+end
+
+-- The done record of a cancelled job, kept like a result for `ttl` s (done_key: done:<id>).
+local function cancelled(id, done_key, ttl, was)
+  local now = now_ms()
+  local record = '{"state":"cancelled","cancelled_at":' .. string.format('%.3f', now / 1000) ..
+                 ',"was":"' .. was .. '"}'
+  if ttl > 0 then redis.call('SET', done_key, record, 'EX', ttl) end
+  redis.call('HINCRBY', KEYS[STATS], 'cancelled', 1)
+  redis.call('HDEL', KEYS[ERRORS], id)
+  finished(id, 'cancelled', record)
+end
+
+-- A running job's cancel request: nil, or its ttl (the record's lifetime).
+local function cancel_request(id)
+  local req = redis.call('HGET', KEYS[CANCELS], id)
+  if not req then return nil end
+  return tonumber(string.match(req, '(%d+)$') or '0')
 end

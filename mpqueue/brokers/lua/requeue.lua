@@ -7,6 +7,9 @@ for _, id in ipairs(ARGV) do
     local env = string.match(rec, '^([^\n]*)')
     local jid, _, prio, body = parse(env)
     if jid then
+      if not (#jid == 16 and string.match(jid, '^[0-9a-f]+$')) then
+        redis.call('HSET', KEYS[IDS], jid, '1')      -- a caller's id: live again
+      end
       if enqueue(jid .. ' 0 ' .. prio .. ' ' .. body, tonumber(prio), false) then need_wake = true end
       redis.call('HDEL', KEYS[FAILED], id)
       redis.call('ZREM', KEYS[FAILED_AT], id)

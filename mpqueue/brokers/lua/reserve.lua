@@ -18,8 +18,14 @@ for i = 1, nacks do
   local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
   if take_held(id, ARGV[b + 2]) then
     acked = acked + 1
-    redis.call('HINCRBY', KEYS[STATS], 'done', 1)
-    if ttl > 0 then redis.call('SET', KEYS[NKEYS + i], ARGV[b + 3], 'EX', ttl) end
+    local cancel_ttl = cancel_request(id)
+    if cancel_ttl then         -- it ended after a cancel request: cancelled, whatever it returned
+      cancelled(id, KEYS[NKEYS + i], cancel_ttl, 'running')
+    else
+      redis.call('HINCRBY', KEYS[STATS], 'done', 1)
+      if ttl > 0 then redis.call('SET', KEYS[NKEYS + i], ARGV[b + 3], 'EX', ttl) end
+      finished(id, 'done', ARGV[b + 3])
+    end
     if ARGV[b + 5] ~= '1' then redis.call('HDEL', KEYS[ERRORS], id) end
   end
 end

@@ -5,6 +5,8 @@
 --   fail    : to the failed store (record = error); hook_envelope, if any, is the
 --             failure-hook job, enqueued in the same step so the hook can't be lost
 --   extend  : the lease now ends `ms` from now
+-- KEYS[NKEYS + 1]: done:<id>. A job with a cancel request (cancel.lua) ends as
+-- cancelled whichever way it is settled: no retry, no failure hook.
 -- Returns 1, or 0 when the token no longer owns the job (stale worker).
 local id, token, action, ms, record, hook = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 if action == 'extend' then
@@ -20,6 +22,11 @@ if action ~= 'retry' and action ~= 'release' and action ~= 'fail' then
 end
 local env = take_held(id, token)
 if not env then return 0 end
+local cancel_ttl = cancel_request(id)
+if cancel_ttl then
+  cancelled(id, KEYS[NKEYS + 1], cancel_ttl, 'running')
+  return 1
+end
 local jid, n, prio, body = parse(env)
 prio = tonumber(prio or '0')
 if action == 'retry' then
@@ -36,5 +43,6 @@ else -- fail
   redis.call('HINCRBY', KEYS[STATS], 'failed', 1)
   redis.call('HDEL', KEYS[ERRORS], id)
   if hook ~= '' and enqueue(hook, 9, false) then wake() end
+  finished(id, 'failed', env .. '\n' .. record)
 end
 return 1

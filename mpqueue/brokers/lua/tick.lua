@@ -1,7 +1,7 @@
 -- Claim a schedule's tick and push its job in one step, so the tick fires once
 -- however many nodes of the service try it (each node of a service calls this for
 -- every tick it computes; the first claim wins, the rest read "taken").
--- KEYS[21]  ticks  HASH  schedule name -> "<last tick claimed ms> <last tick fired ms>"
+-- KEYS[NKEYS + 1]  ticks  HASH  schedule name -> "<last tick claimed ms> <last tick fired ms>"
 -- ARGV: name, tick_ms, grace_ms, priority, envelope, token
 -- Returns {outcome, previous tick ms or -1, broker now ms}; outcome is fired, taken,
 -- skipped (too late: recorded, no job), new (the same without a record before), or

@@ -12,7 +12,7 @@ from ...core import envelope as jobmod
 from ..base import Broker, BrokerError, Held, Reserved, Tick
 from .db import FAILED, HELD, READY, SCHED, Database, now_ms
 from .inspection import Inspection
-from .wake import FifoWaiter, wake_modes
+from .wake import FifoJobWatch, FifoWaiter, wake_modes
 
 
 class SQLiteBroker(Inspection, Database, Broker):
@@ -22,11 +22,16 @@ class SQLiteBroker(Inspection, Database, Broker):
 
     # -- producers
     def push(self, queue, items):
-        wake = False
+        wake, dups = False, []
         with self._write() as db:
             now, ready_before, ords = now_ms(), None, {}
-            rows = []
-            for envelope, priority, delay in items:
+            rows, callers = [], set()
+            for pos, item in enumerate(items):
+                envelope, priority, delay = item[:3]
+                if len(item) > 3 and item[3]:
+                    if not self._take_caller_id(db, queue, item[3], callers):
+                        dups.append(pos)
+                        continue
                 head = jobmod.header(envelope)
                 job_id = head.id if head else "bad-" + os.urandom(6).hex()
                 prio = head.priority if head else 0
@@ -44,6 +49,19 @@ class SQLiteBroker(Inspection, Database, Broker):
             db.executemany("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)", rows)
         if wake:
             self._wake(queue)
+        return dups
+
+    @staticmethod
+    def _take_caller_id(db, queue, job_id, callers: set) -> bool:
+        """A caller-chosen id is free unless a job with it waits or runs (or an earlier
+        item of this push has it); a free one drops the id's old done or failed record."""
+        if job_id in callers or db.execute("SELECT 1 FROM job WHERE queue=? AND id=? AND state IN (?,?,?) LIMIT 1",
+                                           (queue, job_id, READY, SCHED, HELD)).fetchone():
+            return False
+        callers.add(job_id)
+        db.execute("DELETE FROM job WHERE queue=? AND id=? AND state=?", (queue, job_id, FAILED))
+        db.execute("DELETE FROM done WHERE queue=? AND id=?", (queue, job_id))
+        return True
 
     def tick(self, queue, name, tick_ms, envelope, priority, grace_ms):
         """tick.lua's rules, in one transaction (a file created before schedules
@@ -73,44 +91,55 @@ class SQLiteBroker(Inspection, Database, Broker):
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
         out, next_due = [], None
         with self._write() as db:
-            self._ack(db, queue, acks)
-            if count <= 0:
-                return [], None
-            now = now_ms()
-            self._promote(db, queue, now)
-            rows = db.execute("SELECT rowid, env FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?",
-                              (queue, READY, count)).fetchall()
-            prefix = os.urandom(6).hex() + "."
-            deadline = now + int(lease * 1000)
-            for i, (rowid, env) in enumerate(rows):
-                token = prefix + str(i + 1)
-                head = jobmod.header(env)
-                if head:
-                    env = jobmod.with_attempts(head, head.attempts + 1)
-                else:  # junk someone pushed: give it a header so a worker can fail it as bad_payload
-                    job_id = db.execute("SELECT id FROM job WHERE rowid=?", (rowid,)).fetchone()[0]
-                    env = f"{job_id} 1 0 {env}"
-                db.execute("UPDATE job SET state=?, ord=?, token=?, consumer=?, env=? WHERE rowid=?",
-                           (HELD, deadline, token, consumer, env, rowid))
-                out.append(Reserved(token, env))
-            first = self._earliest(db, queue)
-            if first is not None:
-                next_due = max(0, first - now) / 1000.0
+            acked = self._ack(db, queue, acks)
+            if count > 0:
+                out, next_due = self._reserve(db, queue, consumer, count, lease)
+        if acked:
+            self._ended(queue)
+        return out, next_due
+
+    def _reserve(self, db, queue, consumer, count, lease):
+        out, next_due = [], None
+        now = now_ms()
+        self._promote(db, queue, now)
+        rows = db.execute("SELECT rowid, env FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?",
+                          (queue, READY, count)).fetchall()
+        prefix = os.urandom(6).hex() + "."
+        deadline = now + int(lease * 1000)
+        for i, (rowid, env) in enumerate(rows):
+            token = prefix + str(i + 1)
+            head = jobmod.header(env)
+            if head:
+                env = jobmod.with_attempts(head, head.attempts + 1)
+            else:  # junk someone pushed: give it a header so a worker can fail it as bad_payload
+                job_id = db.execute("SELECT id FROM job WHERE rowid=?", (rowid,)).fetchone()[0]
+                env = f"{job_id} 1 0 {env}"
+            db.execute("UPDATE job SET state=?, ord=?, token=?, consumer=?, env=? WHERE rowid=?",
+                       (HELD, deadline, token, consumer, env, rowid))
+            out.append(Reserved(token, env))
+        first = self._earliest(db, queue)
+        if first is not None:
+            next_due = max(0, first - now) / 1000.0
         return out, next_due
 
     def _ack(self, db, queue, acks) -> int:
-        acked = 0
+        acked = done = 0
         for a in acks:
             cur = db.execute("DELETE FROM job WHERE queue=? AND id=? AND state=? AND token=?",
                              (queue, a.id, HELD, a.token))
             if cur.rowcount:
                 acked += 1
+                cancel_ttl = self._cancel_request(db, queue, a.id)
+                if cancel_ttl is not None:      # it ended after a cancel request: cancelled, whatever it returned
+                    self._cancelled(db, queue, a.id, cancel_ttl, "running")
+                    continue
+                done += 1
                 if a.ttl > 0:
                     db.execute("INSERT OR REPLACE INTO done(queue, id, record, expires) VALUES (?,?,?,?)",
                                (queue, a.id, a.record, now_ms() + a.ttl * 1000))
-        if acked:
+        if done:
             db.execute("INSERT INTO stats(queue, done) VALUES (?, ?) "
-                       "ON CONFLICT(queue) DO UPDATE SET done = done + excluded.done", (queue, acked))
+                       "ON CONFLICT(queue) DO UPDATE SET done = done + excluded.done", (queue, done))
         return acked
 
     def _promote(self, db, queue, now) -> None:
@@ -127,16 +156,31 @@ class SQLiteBroker(Inspection, Database, Broker):
         if not acks:
             return 0
         with self._write() as db:
-            return self._ack(db, queue, acks)
+            acked = self._ack(db, queue, acks)
+        if acked:
+            self._ended(queue)
+        return acked
+
+    def _settled_as_cancelled(self, db, queue, job_id, rowid) -> bool:
+        """A reserved job being settled (retry, release, fail) after a cancel request
+        ends as cancelled instead: no retry, no failure hook."""
+        cancel_ttl = self._cancel_request(db, queue, job_id)
+        if cancel_ttl is None:
+            return False
+        db.execute("DELETE FROM job WHERE rowid=?", (rowid,))
+        self._cancelled(db, queue, job_id, cancel_ttl, "running")
+        return True
 
     def retry(self, queue, job_id, token, delay, error):
-        wake = False
+        wake = ended = False
         with self._write() as db:
             row = self._take_held(db, queue, job_id, token)
             if row is None:
                 return False
             rowid, env = row
-            if delay > 0:
+            if self._settled_as_cancelled(db, queue, job_id, rowid):
+                ended = True
+            elif delay > 0:
                 due = now_ms() + int(round(delay * 1000))
                 wake = self._schedule_sooner(db, queue, due)
                 state, order = SCHED, due
@@ -144,48 +188,63 @@ class SQLiteBroker(Inspection, Database, Broker):
                 head = jobmod.header(env)
                 wake = not self._has_ready(db, queue)
                 state, order = READY, self._ord(db, queue, head.priority if head else 0)
-            db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, error=? WHERE rowid=?",
-                       (state, order, error, rowid))
+            if not ended:
+                db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, error=? WHERE rowid=?",
+                           (state, order, error, rowid))
         if wake:
             self._wake(queue)
+        if ended:
+            self._ended(queue)
         return True
 
     def release(self, queue, job_id, token):
+        wake = ended = False
         with self._write() as db:
             row = self._take_held(db, queue, job_id, token)
             if row is None:
                 return False
             rowid, env = row
-            head = jobmod.header(env)
-            prio = head.priority if head else 0
-            if head:
-                env = jobmod.with_attempts(head, max(0, head.attempts - 1))
-            wake = not self._has_ready(db, queue)
-            db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, env=? WHERE rowid=?",
-                       (READY, self._ord(db, queue, prio, front=True), env, rowid))
+            ended = self._settled_as_cancelled(db, queue, job_id, rowid)
+            if not ended:
+                head = jobmod.header(env)
+                prio = head.priority if head else 0
+                if head:
+                    env = jobmod.with_attempts(head, max(0, head.attempts - 1))
+                wake = not self._has_ready(db, queue)
+                db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, env=? WHERE rowid=?",
+                           (READY, self._ord(db, queue, prio, front=True), env, rowid))
         if wake:
             self._wake(queue)
+        if ended:
+            self._ended(queue)
         return True
 
     def fail(self, queue, job_id, token, error, hook=None):
+        wake = False
         with self._write() as db:
             row = self._take_held(db, queue, job_id, token)
             if row is None:
                 return False
-            db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, error=? WHERE rowid=?",
-                       (FAILED, now_ms(), error, row[0]))
-            db.execute("INSERT INTO stats(queue, failed) VALUES (?, 1) "
-                       "ON CONFLICT(queue) DO UPDATE SET failed = failed + 1", (queue,))
-            wake = False
-            if hook:
-                head = jobmod.header(hook)
-                wake = not self._has_ready(db, queue)
-                db.execute("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)",
-                           (queue, head.id if head else "hook-" + os.urandom(6).hex(), READY,
-                            self._ord(db, queue, 9), hook))
+            if not self._settled_as_cancelled(db, queue, job_id, row[0]):
+                wake = self._fail(db, queue, job_id, row[0], error, hook)
         if wake:
             self._wake(queue)
+        self._ended(queue)
         return True
+
+    def _fail(self, db, queue, job_id, rowid, error, hook) -> bool:
+        """To the failed store, with its failure-hook job; True if consumers need waking."""
+        db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, error=? WHERE rowid=?",
+                   (FAILED, now_ms(), error, rowid))
+        db.execute("INSERT INTO stats(queue, failed) VALUES (?, 1) "
+                   "ON CONFLICT(queue) DO UPDATE SET failed = failed + 1", (queue,))
+        if not hook:
+            return False
+        head = jobmod.header(hook)
+        wake = not self._has_ready(db, queue)
+        db.execute("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)",
+                   (queue, head.id if head else "hook-" + os.urandom(6).hex(), READY, self._ord(db, queue, 9), hook))
+        return wake
 
     def extend(self, queue, job_id, token, lease):
         with self._write() as db:
@@ -219,3 +278,52 @@ class SQLiteBroker(Inspection, Database, Broker):
             return FifoWaiter(d, wake_modes(self.path))
         except OSError as exc:
             raise BrokerError(f"sqlite: wake-up channel in {d}: {exc}") from exc
+
+    # -- job handles
+    def watch(self, queue, job_id):
+        d = self._end_dir(queue)
+        if d is None:
+            raise BrokerError("sqlite: an in-memory database has no channel to wait on")
+        try:
+            return FifoJobWatch(d, wake_modes(self.path))
+        except OSError as exc:
+            raise BrokerError(f"sqlite: wake-up channel in {d}: {exc}") from exc
+
+    def cancel(self, queue, job_id, envelope, ttl, kill=False):
+        """One transaction: a waiting job is removed, a running one gets a request. (The
+        transaction sees the truth, so `envelope`, Redis's hint, is not needed.)"""
+        mode, ttl = "kill" if kill else "ask", max(0, int(ttl))
+        with self._write() as db:
+            row = db.execute("SELECT rowid, state FROM job WHERE queue=? AND id=? AND state IN (?,?,?) LIMIT 1",
+                             (queue, job_id, READY, SCHED, HELD)).fetchone()
+            if row is not None and row[1] == HELD:
+                # 'kill' wins over an earlier 'ask', never the other way round
+                db.execute("INSERT INTO cancel(queue, id, mode, ttl) VALUES (?,?,?,?) ON CONFLICT(queue, id) "
+                           "DO UPDATE SET mode = CASE WHEN excluded.mode = 'kill' THEN 'kill' ELSE mode END, "
+                           "ttl = excluded.ttl", (queue, job_id, mode, ttl))
+                return "requested"
+            if row is not None:
+                db.execute("DELETE FROM job WHERE rowid=?", (row[0],))
+                self._cancelled(db, queue, job_id, ttl, "ready" if row[1] == READY else "scheduled")
+                outcome = "cancelled"
+            else:
+                outcome = self._end_of(db, queue, job_id)
+        if outcome == "cancelled":
+            self._ended(queue)
+        return outcome
+
+    @staticmethod
+    def _end_of(db, queue, job_id) -> str:
+        done = db.execute("SELECT record FROM done WHERE queue=? AND id=? AND expires>?",
+                          (queue, job_id, now_ms())).fetchone()
+        if done:
+            return "was-cancelled" if '"state":"cancelled"' in done[0] else "done"
+        failed = db.execute("SELECT 1 FROM job WHERE queue=? AND id=? AND state=?", (queue, job_id, FAILED)).fetchone()
+        return "failed" if failed else "unknown"
+
+    def cancel_requested(self, queue, job_id):
+        rows = self._read("SELECT mode FROM cancel WHERE queue=? AND id=?", (queue, job_id))
+        return rows[0][0] if rows else None
+
+    def cancel_requests(self, queue):
+        return dict(self._read("SELECT id, mode FROM cancel WHERE queue=?", (queue,)))

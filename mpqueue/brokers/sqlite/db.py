@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -154,6 +155,37 @@ class Database:
         if d:
             wake_fifos(d)
 
+    # -- job handles: callers waiting for a job's end (Client.result) own FIFOs in
+    # "<queue's wake dir>.end"; every end of a job of the queue wakes them all (each
+    # re-checks its own job): one listdir of a missing directory while nobody waits.
+    def _end_dir(self, queue: str) -> str | None:
+        d = self._wake_dir(queue)
+        return d + ".end" if d else None
+
+    def _ended(self, queue: str) -> None:
+        d = self._end_dir(queue)
+        if d:
+            wake_fifos(d)
+
+    @staticmethod
+    def _cancel_request(db, queue, job_id):
+        """The ttl of a standing cancel request of a running job, or None; spends it."""
+        row = db.execute("SELECT ttl FROM cancel WHERE queue=? AND id=?", (queue, job_id)).fetchone()
+        if row is None:
+            return None
+        db.execute("DELETE FROM cancel WHERE queue=? AND id=?", (queue, job_id))
+        return row[0]
+
+    @staticmethod
+    def _cancelled(db, queue, job_id, ttl, was) -> None:
+        """Leave the record of a cancelled job (like a result: `ttl` s)."""
+        now = now_ms()
+        record = json.dumps({"state": "cancelled", "cancelled_at": round(now / 1000, 3), "was": was},
+                            separators=(",", ":"))
+        if ttl > 0:
+            db.execute("INSERT OR REPLACE INTO done(queue, id, record, expires) VALUES (?,?,?,?)",
+                       (queue, job_id, record, now + ttl * 1000))
+
     # -- the state changes, each inside a caller's transaction
     @staticmethod
     def _has_ready(db, queue) -> bool:
@@ -220,6 +252,11 @@ CREATE TABLE IF NOT EXISTS stats (
     queue TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS node (id TEXT PRIMARY KEY, info TEXT NOT NULL, expires INTEGER NOT NULL);
+-- Job handles: a cancel request of a running job ('ask' or 'kill', ttl: its record's life)
+CREATE TABLE IF NOT EXISTS cancel (
+    queue TEXT NOT NULL, id TEXT NOT NULL, mode TEXT NOT NULL, ttl INTEGER NOT NULL,
+    PRIMARY KEY (queue, id)
+);
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed and fired, ms
     queue TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL, fired INTEGER NOT NULL,

@@ -9,7 +9,7 @@ import errno
 import os
 import stat
 
-from ..base import Waiter
+from ..base import JobWatch, Waiter
 
 
 class FifoWaiter(Waiter):
@@ -46,6 +46,11 @@ class FifoWaiter(Waiter):
             os.unlink(self.path)
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+class FifoJobWatch(FifoWaiter, JobWatch):
+    """base.JobWatch on SQLite: a FIFO in the queue's end directory, woken by every
+    end of a job of the queue (hints only: the waiter re-checks its own job)."""
 
 
 def wake_modes(db_path: str) -> tuple[int, int]:

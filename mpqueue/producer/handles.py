@@ -1,0 +1,186 @@
+"""Job handles: what a producer can ask about a job it pushed (Client.status,
+Client.result, Client.cancel) and the small JobHandle that push() returns.
+
+A job is found by id in its queue: the handle remembers the queue push() used;
+given a bare id, every queue the broker knows is searched (as `mpqctl job` does).
+result() waits for the job's end without polling the broker in a loop: it
+watches the job (broker.watch: on Redis a subscription told by the script that
+ends the job, on SQLite a FIFO woken by every end in the queue), re-checks it,
+then sleeps until told, re-checking at most every RESULT_RECHECK seconds in case
+a hint was lost.
+"""
+from __future__ import annotations
+
+import select
+import time
+
+from ..brokers.base import RESULT_RECHECK
+
+STATES = ("scheduled", "ready", "running", "done", "failed", "cancelled", "unknown")
+ENDED = ("done", "failed", "cancelled")
+DEFAULT_RESULT_TTL = 300          # the queues' default result_ttl (core/schema.py)
+
+
+class JobError(Exception):
+    """A job handle's question could not be answered as asked."""
+
+
+class JobFailed(JobError):
+    """The job ended in the failed store: `error` is its error record
+    ({"type", "message", "traceback", "at", "attempts"})."""
+
+    def __init__(self, job_id: str, error: dict):
+        self.job_id, self.error = job_id, error or {}
+        self.type, self.message = self.error.get("type", ""), self.error.get("message", "")
+        super().__init__(f"job {job_id} failed: {self.type}: {self.message}")
+
+
+class JobCancelled(JobError):
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"job {job_id} was cancelled")
+
+
+class JobUnknown(JobError, LookupError):
+    """No such job, or it ended longer ago than its queue's result_ttl."""
+
+    def __init__(self, job_id: str, queue: str | None = None):
+        self.job_id = job_id
+        where = f" in queue {queue}" if queue else ""
+        super().__init__(f"job {job_id} not found{where} (never pushed, or ended more than result_ttl ago)")
+
+
+class ResultTimeout(JobError, TimeoutError):
+    def __init__(self, job_id: str, timeout: float, state: str):
+        self.job_id, self.state = job_id, state
+        super().__init__(f"job {job_id} did not end within {timeout:g} s (it is {state})")
+
+
+class JobHandle(str):
+    """The id push() returns (a str, equal to the bare id), which also remembers
+    its queue and client: handle.status(), .result(timeout), .cancel(kill).
+    `duplicate`: a push with a caller-chosen id found that job already live,
+    and created nothing."""
+
+    def __new__(cls, job_id: str, client=None, queue: str | None = None, duplicate: bool = False):
+        self = super().__new__(cls, job_id)
+        self.client, self.queue, self.duplicate = client, queue, duplicate
+        return self
+
+    @property
+    def id(self) -> str:
+        return str.__str__(self)
+
+    def status(self) -> str:
+        return self.client.status(self.id, queue=self.queue)
+
+    def result(self, timeout: float | None = None):
+        return self.client.result(self.id, timeout, queue=self.queue)
+
+    def cancel(self, kill: bool = False) -> bool:
+        return self.client.cancel(self.id, kill=kill, queue=self.queue)
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r}, queue={self.queue!r}{', duplicate=True' if self.duplicate else ''})"
+
+    def __reduce__(self):         # pickles (and copies) as the plain id
+        return (str, (self.id,))
+
+
+def state_of(found: dict | None) -> str:
+    """find()'s answer as one of STATES (a cancelled job's done record says so)."""
+    if found is None:
+        return "unknown"
+    state = found.get("state")
+    return state if state in STATES else "unknown"
+
+
+def locate(client, job_id: str, queue: str | None) -> tuple[str | None, dict | None]:
+    """(queue, find() answer) of the job: in `queue`, else in the handle's queue,
+    else in each queue the broker knows (the client's own first)."""
+    queue = queue or getattr(job_id, "queue", None)
+    job_id = str.__str__(job_id)
+    if queue:
+        return queue, client.broker.find(queue, job_id)
+    seen = []
+    for q in [*sorted(client._known_queues), *client.broker.queues()]:
+        if q in seen:
+            continue
+        seen.append(q)
+        found = client.broker.find(q, job_id)
+        if found is not None:
+            return q, found
+    return None, None
+
+
+def outcome(job_id: str, found: dict):
+    """The value of an ended job, or its error raised."""
+    state = state_of(found)
+    if state == "failed":
+        raise JobFailed(job_id, found.get("error") or {})
+    if state == "cancelled":
+        raise JobCancelled(job_id)
+    return found.get("result")
+
+
+def wait_result(client, job_id: str, timeout: float | None, queue: str | None):
+    """Client.result: the job's result once it ends; see the module docstring."""
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    queue, found = locate(client, job_id, queue)
+    job_id = str.__str__(job_id)
+    if found is None:
+        raise JobUnknown(job_id, queue)
+    if state_of(found) in ENDED:
+        return outcome(job_id, found)
+    watch = client.broker.watch(queue, job_id)
+    try:
+        return _wait(client, watch, queue, job_id, deadline, timeout)
+    finally:
+        watch.close()
+
+
+def _wait(client, watch, queue, job_id, deadline, timeout):
+    next_check = 0.0        # watched now: re-check at once, so an end just before is seen
+    state = "unknown"
+    while True:
+        now = time.monotonic()
+        if now >= next_check:
+            if next_check:
+                watch.refresh()
+            found = getattr(watch, "ended", None) or client.broker.find(queue, job_id)
+            state = state_of(found)
+            if state in ENDED:
+                return outcome(job_id, found)
+            if found is None and not _heard(watch):
+                raise JobUnknown(job_id, queue)      # dropped (mpqctl clean) or expired meanwhile
+            next_check = now + RESULT_RECHECK
+        if deadline is not None and now >= deadline:
+            raise ResultTimeout(job_id, timeout, state)
+        until = next_check if deadline is None else min(next_check, deadline)
+        if select.select([watch], [], [], max(0.0, until - now))[0]:
+            heard = [o for o in watch.drain() if state_of(o) in ENDED]
+            if heard:
+                return outcome(job_id, heard[0])
+            next_check = 0.001       # a bare hint (SQLite): re-check now
+
+
+def _heard(watch) -> bool:
+    """Whether an end arrived already (found gone, yet told: a result_ttl of 0)."""
+    return bool(select.select([watch], [], [], 0)[0])
+
+
+def cancel(client, job_id: str, kill: bool, queue: str | None) -> tuple[str | None, str]:
+    """Client.cancel: (queue, answer), the answer as broker.cancel gives it
+    ('cancelled': it was waiting and never runs; 'requested': it runs and is asked
+    to stop, or killed) or 'done', 'was-cancelled', 'failed', 'unknown'."""
+    queue, found = locate(client, job_id, queue)
+    job_id = str.__str__(job_id)
+    ttl = client.result_ttl(queue)
+    for _ in range(5):      # 'moved': it changed place between find and cancel; read it again
+        if found is None:
+            return queue, "unknown"
+        answer = client.broker.cancel(queue, job_id, found.get("envelope"), ttl, kill)
+        if answer != "moved":
+            return queue, answer
+        found = client.broker.find(queue, job_id)
+    return queue, "unknown"

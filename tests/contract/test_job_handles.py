@@ -222,6 +222,40 @@ def test_cancel_racing_a_reserving_worker_has_exactly_one_winner(client, broker)
 
 
 
+def test_cancel_and_reserve_of_one_job_at_once_have_exactly_one_winner_every_time(client, broker):
+    # Thousands of rounds of one waiting job, cancelled by the producer at the very
+    # moment a worker reserves: each round exactly one of them has it.
+    rounds, start, done = 2000, threading.Barrier(2), threading.Barrier(2)
+    taken = []
+
+    def worker():
+        for _ in range(rounds):
+            start.wait()
+            taken.append([j.id for j in take(broker, 1, consumer="racer")])
+            done.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    wins = {"cancelled": 0, "reserved": 0}
+    try:
+        for i in range(rounds):
+            handle = client.push(Q, "t:f", [i])
+            envelope = client.broker.find(Q, handle.id)["envelope"]
+            start.wait()
+            answer = client.broker.cancel(Q, handle.id, envelope, 60)
+            done.wait()
+            got = taken[-1] == [handle.id]
+            assert (answer == "cancelled") != got, (i, answer, taken[-1])
+            assert got or taken[-1] == []
+            wins["reserved" if got else "cancelled"] += 1
+    finally:
+        start.abort()
+        done.abort()
+        t.join()
+    assert broker.counts(Q)["ready"] == 0
+    assert sum(wins.values()) == rounds, wins
+
+
 # -- caller-chosen ids
 def test_a_caller_id_is_the_job_id_and_a_second_push_while_live_creates_nothing(client, broker):
     first = client.push(Q, "t:f", ["a"], job_id="order-1234")

@@ -63,8 +63,8 @@ def test_two_supervisors_of_one_service_run_each_tick_once(service, rdb):
     config = {"schedules": {"beat": every(1, "beat")}, "queues": {"default": {"workers": 2}}}
     a = service(config, tasks=TICK_TASKS).start()
     b = service(config, tasks=TICK_TASKS).start()
-    # When they run for several seconds
-    wait_for(lambda: len(ticks(rdb)) >= 8, 30, what="8 tick jobs")
+    # When they run for a minute
+    wait_for(lambda: len(ticks(rdb)) >= 60, 120, 0.2, what="60 tick jobs")
     a.stop()
     b.stop()
     seen = ticks(rdb)

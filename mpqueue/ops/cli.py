@@ -80,7 +80,8 @@ def run(name, config):
 @main.command("reload")
 @click.argument("name", required=False)
 @click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
-@click.option("--pid", type=int, help="Supervisor pid (default: from the service's lock file).")
+@click.option("--pid", type=click.IntRange(min=1), help="Supervisor pid (the unit passes systemd's $MAINPID; "
+              "default: from the service's lock file). Signalled only if it holds the service's lock.")
 @click.option("--timeout", type=FiniteFloat(min=0, min_open=True), default=120.0, show_default=True,
               help="Seconds to wait for the outcome.")
 def reload_cmd(name, config, pid, timeout):
@@ -90,9 +91,10 @@ def reload_cmd(name, config, pid, timeout):
     reload failed (e.g. an invalid YAML: the old workers keep serving).
     """
     service = _service_name(name, config)
-    pid = pid or lock.holder(service)
+    given, pid = pid, lock.holder(service, pid)
     if not pid:
-        raise Fail(f"service {service!r} is not running (no process holds its lock {lock.lock_path(service)})")
+        who = f"pid {given} does not hold" if given else "no process holds"
+        raise Fail(f"service {service!r} is not running ({who} its lock {lock.lock_path(service)})")
     # A restarted supervisor counts reloads from 0 again: a status file left by
     # an earlier process (another pid) says nothing about this one.
     last = ReloadStatus.read(service)

@@ -103,11 +103,13 @@ def read_pid(name: str) -> int | None:
             return None
 
 
-def holder(name: str) -> int | None:
-    """The pid in the service's lock file if that process holds the lock now, else
-    None. A pid left behind by an instance that is gone (a stop outside systemd, a
-    SIGKILL) may belong to any process by now: it is never to be signalled."""
-    pid = read_pid(name)
+def holder(name: str, pid: int | None = None) -> int | None:
+    """The process to signal for the service: `pid` (systemd's $MAINPID, or an
+    operator's --pid), else the pid in the lock file; only if that process holds
+    the lock now, else None. A pid left behind by an instance that is gone (a
+    stop outside systemd, a SIGKILL) may belong to any process by now: it is
+    never to be signalled."""
+    pid = pid or read_pid(name)
     if pid is None:
         return None
     try:
@@ -146,7 +148,7 @@ def _has_open(pid: int, st) -> bool | None:
     try:
         fds = os.listdir(fd_dir)
     except FileNotFoundError:
-        return False
+        return None if _exists(pid) else False
     except OSError:
         return None
     for fd in fds:
@@ -157,3 +159,17 @@ def _has_open(pid: int, st) -> bool | None:
         if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
             return True
     return False
+
+
+def _exists(pid: int) -> bool:
+    """Whether a process `pid` exists that /proc does not show us: under the unit's
+    ProtectProc=invisible, `mpqueue reload` (ExecReload=, a user namespace of its
+    own) sees no /proc entry of the supervisor it is to signal, though kill(2) may
+    reach it. Then only /proc/locks vouches for it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

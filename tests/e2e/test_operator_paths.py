@@ -80,6 +80,16 @@ def test_reload_never_signals_a_process_that_does_not_hold_the_lock(service, tmp
     # And against a running service it still works
     svc.start()
     assert reload_cmd(svc).returncode == 0
+    # And a pid given with --pid (the unit passes $MAINPID) is signalled only if it holds the lock
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        result = reload_cmd(svc, timeout=5, pid=bystander.pid)
+        assert result.returncode == 1 and f"pid {bystander.pid} does not hold its lock" in result.stderr, result.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert reload_cmd(svc, pid=svc.proc.pid).returncode == 0
     assert svc.stop() == 0
 
 

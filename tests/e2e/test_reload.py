@@ -10,9 +10,10 @@ from mpqueue import Client
 from tests.support import wait_for
 
 
-def reload_cmd(svc, timeout=50):
+def reload_cmd(svc, timeout=50, pid=None):
+    given = ["--pid", str(pid)] if pid else []
     return subprocess.run([sys.executable, "-m", "mpqueue.ops.cli", "reload", "--config", str(svc.config_path),
-                           "--timeout", str(timeout)], capture_output=True, text=True, timeout=60,
+                           "--timeout", str(timeout), *given], capture_output=True, text=True, timeout=60,
                           env={**__import__("os").environ, "MPQUEUE_RUNTIME_DIR": str(svc.tmp / "run")})
 
 

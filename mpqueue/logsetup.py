@@ -222,11 +222,18 @@ def log_file_problem(log, service: str) -> str | None:
             return f"log.file: {candidate} is a symbolic link; name the file itself"
         if os.path.lexists(candidate) and not os.path.isfile(candidate):
             return f"log.file: {candidate} is not a regular file"
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not os.access(directory, os.W_OK | os.X_OK) and _judged_by_us(directory):
         return f"log.file: {path}: the directory {directory} is not writable{_log_dir_hint(service)}"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
+    if os.path.exists(path) and not os.access(path, os.W_OK) and _judged_by_us(path):
         return f"log.file: {path} is not writable"
     return None
+
+
+def _judged_by_us(path: str) -> bool:
+    """Whether access(2) as the caller says anything about the service: an operator
+    in the service's group runs `mpqueue check` on a log directory the service's
+    user owns (LogsDirectory=) and may not write it; `mpqueue run` judges it then."""
+    return os.geteuid() in (0, os.stat(path).st_uid)
 
 
 def open_problem(exc: OSError, log, service: str) -> str:

@@ -37,6 +37,11 @@ printf '[Journal]\\nStorage=volatile\\nForwardToConsole=no\\nForwardToWall=no\\n
 # No core files from a watchdog SIGABRT on the shared file system.
 printf '[Manager]\\nDefaultTimeoutStopSec=15s\\nDefaultLimitCORE=0\\n' > /run/systemd/system.conf.d/test.conf
 mount --bind /dev/null /dev/console
+# A booted host's / is shared (systemd makes it so): LoadCredential= builds a unit's
+# credentials in a namespace of its own and moves them into /run/credentials,
+# which reaches the manager's view only through shared propagation. Shared
+# within this namespace only: it was made private from the machine's above.
+mount --make-rshared /
 : > "$D/manager.log"
 mount --bind "$D/manager.log" /dev/kmsg
 exec env -i container=mpqueue-tests LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\

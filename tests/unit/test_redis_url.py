@@ -1,5 +1,6 @@
-"""Pure logic of the Redis URL forms (core/redis_url.py) and of the Cluster's
-redirect errors (brokers/redis_nodes.py); the real deployments are in
+"""Pure logic of the Redis URL forms (core/redis_url.py), of the readers that cut
+a URL with its split_url, and of the Cluster's redirect errors
+(brokers/redis_nodes.py); the real deployments are in
 tests/e2e/test_beyond_one_redis.py. Run on an interpreter with the fix for
 CVE-2025-0938 (Debian 12's /usr/bin/python3) as well: .ci/run does."""
 from urllib.parse import quote
@@ -7,9 +8,10 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from mpqueue.brokers import open_broker
 from mpqueue.brokers.redis_nodes import redirect_kind
 from mpqueue.core import redis_url
-from mpqueue.core.names import redact, redact_text
+from mpqueue.core.names import is_inline, redact, redact_text
 
 
 def test_a_sentinel_url_names_its_sentinels_master_db_and_both_passwords():
@@ -186,6 +188,12 @@ def test_a_url_that_could_not_work_is_refused_in_one_line_without_its_password(u
     assert not any(piece in message for piece in (SECRET, SECRET[:4], SECRET[4:]))
 
 
+@pytest.mark.parametrize("url", [u for u in HOSTILE if SECRET[4:] in u])
+def test_a_mistyped_password_is_redacted_wherever_the_url_is_shown(url):
+    shown = redact(url)
+    assert SECRET[:4] not in shown and SECRET[4:] not in shown
+
+
 @pytest.mark.parametrize("url", [
     "redis://u:p@h:6379/0?x=1#f", "redis+cluster://h1:1,h2:2?a=b", "sqlite:///var/lib/q.db?synchronous=full",
     "sqlite:relative.db", "sqlite://rel/q.db", "sync://", "unix:///run/r.sock", "http://[::1]:9809/x",
@@ -196,3 +204,26 @@ def test_split_url_cuts_where_urlsplit_does_when_urlsplit_can(url):
     parts, theirs = redis_url.split_url(url), urlsplit(url)
     assert (parts.scheme, parts.authority or "", parts.path, parts.query, parts.fragment or "") == tuple(theirs)
     assert (parts.username, parts.password) == (theirs.username, theirs.password)
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://h1:1,[::1]:2/m", "redis+cluster://h1:1,[::1]:2,h3:3"])
+def test_a_host_list_with_ipv6_inside_is_a_redis_url_to_every_reader(url, monkeypatch):
+    # Given a URL that urllib.parse refuses on some patch levels
+    import mpqueue.brokers.redis
+    opened = []
+    monkeypatch.setattr(mpqueue.brokers.redis, "RedisBroker", lambda url, **kw: opened.append(url))
+    # Then each reader takes it for what it is
+    assert redis_url.is_redis(url) and not is_inline(url)
+    assert redact(url) == url
+    open_broker(url)
+    assert opened == [url]
+
+
+def test_a_hostile_origin_header_is_a_mismatch_not_an_error():
+    flask = pytest.importorskip("flask")
+    from mpqueue.web.security import same_origin
+    app = flask.Flask(__name__)
+    for origin, same in [("http://x[::1]:9809", False), ("http://[::1", False), ("http://[zz]:1", False),
+                         ("http://evil:9809", False), ("http://[::1]:9809", True)]:
+        with app.test_request_context(headers={"Origin": origin, "Host": "[::1]:9809"}):
+            assert same_origin() is same, origin

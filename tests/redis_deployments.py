@@ -3,8 +3,10 @@ group (a master, a replica, three sentinels) and a Cluster (masters with a
 replica each), started by the tests and stopped by them, every process."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +21,26 @@ DATA_NODE = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "
 # Fast failure detection, so a test's failover takes seconds, not the defaults' 30 s.
 DOWN_AFTER_MS = 1000
 NODE_TIMEOUT_MS = 1000
+# Every node listens on ::1 too where the machine has IPv6 ("-": skipped where it
+# has not), so a test can list one as [::1]:PORT after another host: the URL form
+# that urllib.parse refuses on builds with the fix for CVE-2025-0938.
+BIND = ("--bind", "127.0.0.1", "-::1")
+
+
+@functools.cache
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def url_hosts(ports) -> str:
+    """HOST:PORT,... of our nodes for a URL, the second as [::1]:PORT where the
+    machine has IPv6, so that every Sentinel and Cluster test reads that form."""
+    return ",".join(f"[::1]:{p}" if i == 1 and ipv6_loopback() else f"127.0.0.1:{p}" for i, p in enumerate(ports))
 
 
 def replicas_online(master: redis.Redis) -> int:
@@ -41,7 +63,7 @@ class _Processes:
         d = os.path.join(self.dir, str(port))
         os.makedirs(d, exist_ok=True)
         self.procs[port] = subprocess.Popen(
-            ["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+            ["redis-server", *args, "--port", str(port), *BIND, "--dir", d,
              "--logfile", os.path.join(d, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -105,7 +127,7 @@ class SentinelGroup(_Processes):
             d = os.path.join(self.dir, str(port))
             os.makedirs(d, exist_ok=True)
             self.procs[port] = subprocess.Popen(
-                ["redis-server", conf, "--sentinel", "--port", str(port), "--bind", "127.0.0.1",
+                ["redis-server", conf, "--sentinel", "--port", str(port), *BIND,
                  "--dir", d, "--logfile", os.path.join(d, "sentinel.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: all(self._sees_everyone(p) for p in self.sentinel_ports), 20,
@@ -120,8 +142,7 @@ class SentinelGroup(_Processes):
         return int(fields["num-slaves"]) >= 1 and int(fields["num-other-sentinels"]) >= 2
 
     def url(self, db: int = 0, query: str = "") -> str:
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{self.master_name}/{db}" + (f"?{query}" if query else "")
+        return f"redis+sentinel://{url_hosts(self.sentinel_ports)}/{self.master_name}/{db}" + (f"?{query}" if query else "")
 
     def master_port(self) -> int:
         addr = self.client(self.sentinel_ports[0]).execute_command(
@@ -227,7 +248,7 @@ class ClusterNodes(_Processes):
         return next(p for p in self.ports if self.answers(p))
 
     def url(self, query: str = "") -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2]) + (f"?{query}" if query else "")
+        return f"redis+cluster://{url_hosts(self.ports[:2])}" + (f"?{query}" if query else "")
 
     def masters(self) -> dict[int, tuple[int, int]]:
         """{port: (first slot, last slot)} of every master serving slots."""

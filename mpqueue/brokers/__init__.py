@@ -2,10 +2,8 @@
 contract suite in tests/contract/. Imports core only."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from ..core.names import INLINE_SCHEME, redact
-from ..core.redis_url import SCHEMES as REDIS_SCHEMES
+from ..core.redis_url import SCHEMES as REDIS_SCHEMES, split_url
 from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, NotReplicated, Reserved, Tick, Waiter
 
 __all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "NotReplicated", "Reserved",
@@ -13,7 +11,7 @@ __all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held"
 
 
 def open_broker(url: str, **kw) -> Broker:
-    scheme = urlsplit(url).scheme
+    scheme = split_url(url).scheme
     if scheme in REDIS_SCHEMES:
         from .redis import RedisBroker
         return RedisBroker(url, **kw)

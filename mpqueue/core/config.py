@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import yaml
 
 from . import secrets
 from .names import NAME_CHARS, is_name
+from .redis_url import split_url
 from .schema import (LOG_FIELDS, QUEUE_FIELDS, TOP_KEYS, ConfigError, LogConfig,  # noqa: F401 - the public face
                      QueueConfig, ServiceConfig, _show, parse_config)
 
@@ -88,7 +89,7 @@ def load_config(path) -> ServiceConfig:
 def _with_password(cfg, path: Path, base: Path) -> str:
     """The broker URL with the password from broker_password_file, if any. A password
     written in the YAML itself is refused when other users can read the file."""
-    parts = urlsplit(cfg.broker)
+    parts = split_url(cfg.broker)
     in_url = parts.password is not None or "password=" in parts.query
     if in_url and path.stat().st_mode & 0o004:
         raise ConfigError(f"{path.name}: broker: the URL holds a password but the file is readable by other "
@@ -107,8 +108,7 @@ def _with_password(cfg, path: Path, base: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"{path.name}: broker_password_file: cannot read {where}: {exc.strerror}") from None
     user = quote(parts.username or "", safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+    return cfg.broker.replace(f"//{parts.authority}", f"//{user}:{quote(password, safe='')}@{parts.hosts}", 1)
 
 
 def _anchor_sqlite(url: str, base: Path, name: str) -> str:
@@ -116,10 +116,10 @@ def _anchor_sqlite(url: str, base: Path, name: str) -> str:
     every instance: sqlite:///var/lib/mpqueue/{name}/queue.db), and a relative path
     is relative to the YAML file, so the service, its workers and mpqctl all open
     the same database wherever they were started."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if parts.scheme != "sqlite":
         return url
-    path = (parts.netloc + parts.path).replace("{name}", name)
+    path = ((parts.authority or "") + parts.path).replace("{name}", name)
     if not path.startswith("/"):
         path = str(base / path)
     return f"sqlite://{path}" + (f"?{parts.query}" if parts.query else "")

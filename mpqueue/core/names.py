@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from urllib.parse import urlsplit
+
+from .redis_url import SCHEMES as REDIS_SCHEMES, split_url
 
 # A service or queue name: safe as a file name, a Redis key part and a unit instance.
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -63,18 +64,27 @@ def redact(url: str) -> str:
     everything else exactly as written."""
     if not isinstance(url, str):
         return url
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return redact_text(url)
-    if password is not None:
-        userinfo, _, host = parts.netloc.rpartition("@")
-        url = url.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    parts = split_url(url)
     if parts.query:
         query = _SECRET_OPTION.sub(r"\1***", parts.query)
         url = url.replace("?" + parts.query, "?" + query, 1)
+    start, end = _userinfo_span(url, parts)
+    if ":" in url[start:end]:
+        url = url[:start] + url[start:end].partition(":")[0] + ":***" + url[end:]
     return url
+
+
+def _userinfo_span(url: str, parts) -> tuple[int, int]:
+    """Where the user-info is: from the '//' to the last '@' of the authority, or, in
+    a Redis URL, to its last '@' anywhere: only a password holds one there, its
+    '/', '?' or '#' having cut the authority short (a mistake to show, not the
+    password)."""
+    if parts.authority is None:
+        return 0, 0
+    start = url.find("//") + 2
+    if parts.scheme in REDIS_SCHEMES and parts.scheme != "unix" and "@" in url[start:]:
+        return start, url.rindex("@")
+    return start, start + len(parts.userinfo or "")
 
 
 def redact_text(text: str) -> str:
@@ -100,4 +110,4 @@ INLINE_SCHEME = "sync"
 
 
 def is_inline(url) -> bool:
-    return isinstance(url, str) and urlsplit(url).scheme == INLINE_SCHEME
+    return isinstance(url, str) and split_url(url).scheme == INLINE_SCHEME

@@ -14,7 +14,6 @@ import math
 import re
 import reprlib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from . import envelope, redis_url
 from .schedules import ScheduleConfig, parse_schedules
@@ -182,20 +181,17 @@ def _broker(v):
     expected = f"a URL with scheme {schemes}"
     if not isinstance(v, str):
         raise _Bad(expected)
-    try:
-        parts = urlsplit(v)
-    except ValueError:
-        raise _Bad(f"a valid URL with scheme {schemes}") from None
+    parts = redis_url.split_url(v)
     if parts.scheme not in BROKER_SCHEMES:
         raise _Bad(expected)
     if parts.scheme == INLINE_SCHEME:
-        if parts.netloc or parts.path.strip("/") or parts.query:
+        if parts.authority or parts.path.strip("/") or parts.query:
             raise _Bad("sync:// with nothing after it")
         return v
     if parts.scheme == "sqlite":
         if parts.query not in ("", "synchronous=normal", "synchronous=full"):
             raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
-        if not (parts.netloc or parts.path):
+        if not (parts.authority or parts.path):
             raise _Bad("a URL with a host or a path after 'sqlite:'")
         return v
     try:

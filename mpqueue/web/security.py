@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import urlsplit
 
 from flask import abort, g, jsonify, redirect, request, session, url_for
 
+from ..core.redis_url import split_url
 from .settings import is_loopback
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -108,7 +108,7 @@ def same_origin() -> bool:
     a browser that sends no Origin (or "null") still sends Sec-Fetch-Site."""
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        parts = urlsplit(origin)
+        parts = split_url(origin)       # never raises: a hostile Origin is a mismatch, not an error
         return _netloc(parts) == _strip_port(request.host, parts.scheme)
     # "null": an opaque origin (a sandboxed frame, a data: page), or a form posted under a
     # no-referrer policy; the browser's Sec-Fetch-Site still tells where it came from.
@@ -116,7 +116,7 @@ def same_origin() -> bool:
 
 
 def _netloc(parts) -> str:
-    return _strip_port(parts.netloc, parts.scheme)
+    return _strip_port(parts.authority or "", parts.scheme)
 
 
 def _strip_port(host: str, scheme: str) -> str:

@@ -14,7 +14,8 @@ import pytest
 
 from mpqueue import Client
 from mpqueue.brokers import BrokerError
-from tests.support import wait_for
+from tests.redis_deployments import ipv6_loopback
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 DURABLE = "wait_replicas=1&wait_timeout=2"
@@ -223,6 +224,41 @@ def test_a_slot_migration_during_a_run_loses_and_duplicates_nothing(service, red
     counts = every_tag_ran(rdb, producer.acked)
     assert sum(counts.values()) == 1500, [t for t, n in counts.items() if n > 1][:10]
     assert svc.stop() == 0
+
+
+# -- IPv6 hosts in the URL (urllib.parse on builds with the fix for CVE-2025-0938 refuses a '[' after other text)
+@pytest.fixture
+def ipv6():
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) on this machine")
+
+
+def runs_jobs_through(url, service, rdb, queues):
+    svc = service({"queues": {q: {"workers": 1} for q in queues}}, broker=url).start()
+    client = Client(url)
+    tags = [f"v{i}" for i in range(30)]
+    for i, tag in enumerate(tags):
+        client.push(queues[i % len(queues)], "testtasks:record", args=[tag])
+    assert every_tag_ran(rdb, tags) == {tag: 1 for tag in tags}
+    status = mpqctl(url, "status")
+    assert status.returncode == 0 and all(q in status.stdout for q in queues), status.stderr
+    client.close()
+    assert svc.stop() == 0
+
+
+def test_a_sentinel_listed_as_ipv6_after_a_dead_one_finds_the_master(ipv6, service, sentinel_group, sentinel_url,
+                                                                     rdb):
+    # Given a URL whose first sentinel is gone, so that every process asks the [::1] one after it
+    url = (f"redis+sentinel://127.0.0.1:{free_port()},[::1]:{sentinel_group.sentinel_ports[1]}"
+           f"/{sentinel_group.master_name}/0")
+    # Then a service, its producer and mpqctl work through it
+    runs_jobs_through(url, service, rdb, ["default"])
+
+
+def test_a_cluster_seed_listed_as_ipv6_after_a_dead_one_maps_the_cluster(ipv6, service, redis_cluster, cluster_url,
+                                                                         three_queues, rdb):
+    url = f"redis+cluster://127.0.0.1:{free_port()},[::1]:{redis_cluster.ports[0]}"
+    runs_jobs_through(url, service, rdb, three_queues)
 
 
 def test_async_pushes_reach_a_sentinel_master_and_a_cluster(sentinel_url, cluster_url):

@@ -1,6 +1,7 @@
 """The Redis password: from a systemd credential, never from a world-readable YAML."""
 import pytest
 
+from mpqueue.core import redis_url
 from mpqueue.core.config import ConfigError, load_config
 
 
@@ -31,6 +32,15 @@ def test_password_comes_from_a_systemd_credential(tmp_path, monkeypatch):
     path = write(tmp_path, "redis://app@127.0.0.1:6379/2",
                  "broker_password_file: ${CREDENTIALS_DIRECTORY}/redis-password\n", mode=0o644)
     assert load_config(path).broker == "redis://app:p%40ss%2Fword@127.0.0.1:6379/2"
+
+
+def test_a_credential_joins_a_sentinel_url_listing_an_ipv6_sentinel(tmp_path, monkeypatch):
+    (tmp_path / "pw").write_text("p[w]@x\n")
+    path = write(tmp_path, "redis+sentinel://h1:26379,[::1]:26380,h3:26379/mymaster/1",
+                 "broker_password_file: pw\n", mode=0o644)
+    broker = load_config(path).broker
+    assert broker == "redis+sentinel://:p%5Bw%5D%40x@h1:26379,[::1]:26380,h3:26379/mymaster/1"
+    assert redis_url.parse(broker).password == "p[w]@x"
 
 
 def test_an_unset_credentials_directory_is_named(tmp_path, monkeypatch):

@@ -26,8 +26,9 @@ import os
 import sqlite3
 import threading
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from ...core.redis_url import split_url
 from ..base import BrokerError
 from .wake import wake_fifos
 
@@ -50,8 +51,8 @@ def band(prio: int) -> tuple[int, int]:
 def parse_url(url: str) -> tuple[str, str]:
     """sqlite:///abs/path.db or sqlite:relative.db (?synchronous=normal|full)
     -> (path, synchronous)."""
-    parts = urlsplit(url)
-    path = (parts.netloc + parts.path) if parts.netloc else parts.path
+    parts = split_url(url)
+    path = (parts.authority + parts.path) if parts.authority else parts.path
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     if not path:

@@ -12,6 +12,7 @@ of dashboards and metrics are in redis_inspection.py.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,8 +23,7 @@ from importlib import resources
 import redis as redislib
 
 from ..core import redis_url
-from . import resp
-from . import data_format
+from . import data_format, resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
 from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
@@ -63,7 +63,6 @@ class QueueKeys:
     def ticks(self) -> str:
         """Schedules' claimed ticks (tick.lua): an extra key, after the standard ones."""
         return f"{self.prefix}ticks"
-
 
 
 class ServiceKeys:
@@ -163,21 +162,26 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
     def _on(self, queue, fn):
         """fn(node) on the node serving `queue` (None: the service-wide records), again
         after a redirect or during a slot migration for up to REDIRECT_PATIENCE;
-        any other failure is a BrokerError at once. The process's first call checks
-        the data format first (one round trip, once)."""
+        any other failure is a BrokerError at once. A process's first call checks the
+        data format before it (check_format: a GET, once)."""
         if self.data_format is None:
             self.check_format()
         return self._routed(queue, fn)
 
     def check_format(self):
         if self.data_format is None:
-            key = self.service.format
-
-            def claim(node):          # record the format where there is none, read what is there
-                with node.client.pipeline(transaction=True) as pipe:
-                    return pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()[1]
-            self.data_format = data_format.accept(self._routed(None, claim))
+            self.data_format = data_format.accept(self._routed(None, self._format_record))
         return self.data_format
+
+    def _format_record(self, node):
+        """The format record; made where there is none (SET NX: processes race), except
+        on a replica, which can't write (a master records it; the data there has none)."""
+        key = self.service.format
+        recorded = node.client.get(key)
+        if recorded is None:
+            with contextlib.suppress(redislib.exceptions.ReadOnlyError), node.client.pipeline() as pipe:
+                recorded = pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()[1]
+        return recorded
 
     def _routed(self, queue, fn):
         deadline = None

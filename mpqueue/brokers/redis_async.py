@@ -63,8 +63,10 @@ class AsyncRedisPusher:
         """The sync broker's check_format(), on this loop's connection (once per process)."""
         key = self.broker.service.format
         with broker_errors():
-            async with client.redis.pipeline(transaction=True) as pipe:
-                recorded = (await _shielded(pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()))[1]
+            recorded = await _shielded(client.redis.get(key))
+            if recorded is None:
+                async with client.redis.pipeline(transaction=True) as pipe:
+                    recorded = (await _shielded(pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()))[1]
         self.broker.data_format = data_format.accept(recorded)
 
     def forget(self, client: _LoopClient) -> None:

@@ -127,3 +127,15 @@ def test_the_format_is_checked_once_per_process_not_per_call(broker):
     reserved, _ = broker.reserve(Q, "c1", 21, 30)
     assert len(reserved) == 21
     assert record(broker) is None
+
+
+def test_a_replica_accepts_data_without_a_record_and_leaves_recording_to_its_master(sentinel_group, sentinel_url):
+    # Given a replica of a master that has no record yet (a plain URL: mpqctl pointed at it, say)
+    replica_port = next(p for p in sentinel_group.data_ports if p != sentinel_group.master_port())
+    replica = open_broker(f"redis://127.0.0.1:{replica_port}/0")
+    try:
+        # Then its reads go on (no record: format 1), without the write a replica refuses
+        assert replica.check_format() == 1
+        assert replica.client.get(replica.service.format) is None
+    finally:
+        replica.close()

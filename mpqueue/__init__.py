@@ -12,4 +12,4 @@ from .producer.tasks import Task, task
 
 __all__ = ["Client", "connect", "JobContext", "Retry", "current_job", "PayloadError", "Task", "task",
            "JobHandle", "JobFailed", "JobCancelled", "JobUnknown", "ResultTimeout"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

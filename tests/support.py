@@ -304,8 +304,9 @@ class Service:
                 pass
         return total
 
-    def start(self, wait_ready=True, extra_env=None, prefix=()):
-        """`prefix`: a command to run `mpqueue run` under (e.g. ip netns exec NS)."""
+    def start(self, wait_ready=True, extra_env=None, prefix=(), cwd=None):
+        """`prefix`: a command to run `mpqueue run` under (e.g. ip netns exec NS). `cwd`:
+        where it runs (`python -m` imports mpqueue from there first: another release's tree)."""
         sock_path = str(self.tmp / "notify.sock")
         if os.path.exists(sock_path):
             os.unlink(sock_path)
@@ -325,7 +326,7 @@ class Service:
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "mpqueue.ops.cli", "run", "--config",
                                       str(self.config_path)],
                                      env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=cwd)
         if wait_ready:
             self.wait_message("READY=1", 30)
         return self

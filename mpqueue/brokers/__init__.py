@@ -5,9 +5,10 @@ from __future__ import annotations
 from ..core.names import INLINE_SCHEME, redact
 from ..core.redis_url import SCHEMES as REDIS_SCHEMES, split_url
 from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, NotReplicated, Reserved, Tick, Waiter
+from .data_format import DataFormatError
 
-__all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "FALLBACK_WAIT", "Held", "NotReplicated", "Reserved",
-           "Tick", "Waiter", "open_async_pusher", "open_broker"]
+__all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "DataFormatError", "FALLBACK_WAIT", "Held",
+           "NotReplicated", "Reserved", "Tick", "Waiter", "open_async_pusher", "open_broker"]
 
 
 def open_broker(url: str, **kw) -> Broker:

@@ -176,6 +176,14 @@ class Lifecycle(abc.ABC):
     def ping(self) -> None:
         """Raise BrokerError unless the broker answers."""
 
+    @abc.abstractmethod
+    def check_format(self) -> int:
+        """The broker's data format (data_format.py), read once per process before
+        anything else reads or writes the broker (every other call checks first if
+        this has not run yet), recorded if the broker has no record. Raises
+        DataFormatError for a format this code does not understand, BrokerError
+        while the broker can't be reached (the next call checks again)."""
+
     def close(self) -> None:
         pass
 

@@ -12,6 +12,7 @@ of dashboards and metrics are in redis_inspection.py.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ from importlib import resources
 import redis as redislib
 
 from ..core import redis_url
-from . import resp
+from . import data_format, resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
 from .redis_inspection import RedisInspection
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
@@ -64,12 +65,12 @@ class QueueKeys:
         return f"{self.prefix}ticks"
 
 
-
 class ServiceKeys:
-    """The service-wide records: the queue list and node heartbeats (under a hash
-    tag of their own on a Cluster, so one node holds them all)."""
+    """The service-wide records: the data format, the queue list and node heartbeats
+    (under a hash tag of their own on a Cluster, so one node holds them all)."""
 
     def __init__(self, prefix: str):
+        self.format = prefix + "format"              # data_format.py
         self.queues = prefix + "queues"
         self.nodes = prefix + "nodes"
         self.node_prefix = prefix + "node:"
@@ -145,6 +146,7 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
         self.service = ServiceKeys(self.servers.service_prefix)
         self._scripts = _load_scripts(self.servers.for_service().client, self.target.sharded)
         self._keys: dict[str, QueueKeys] = {}
+        self.data_format = None           # checked by the first call that reaches the broker
 
     @property
     def client(self):
@@ -160,7 +162,28 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
     def _on(self, queue, fn):
         """fn(node) on the node serving `queue` (None: the service-wide records), again
         after a redirect or during a slot migration for up to REDIRECT_PATIENCE;
-        any other failure is a BrokerError at once."""
+        any other failure is a BrokerError at once. A process's first call checks the
+        data format before it (check_format: a GET, once)."""
+        if self.data_format is None:
+            self.check_format()
+        return self._routed(queue, fn)
+
+    def check_format(self):
+        if self.data_format is None:
+            self.data_format = data_format.accept(self._routed(None, self._format_record))
+        return self.data_format
+
+    def _format_record(self, node):
+        """The format record; made where there is none (SET NX: processes race), except
+        on a replica, which can't write (a master records it; the data there has none)."""
+        key = self.service.format
+        recorded = node.client.get(key)
+        if recorded is None:
+            with contextlib.suppress(redislib.exceptions.ReadOnlyError), node.client.pipeline() as pipe:
+                recorded = pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()[1]
+        return recorded
+
+    def _routed(self, queue, fn):
         deadline = None
         while True:
             node = self.servers.for_queue(queue) if queue is not None else self.servers.for_service()

@@ -15,6 +15,7 @@ import contextlib
 
 import redis.asyncio as aioredis
 
+from . import data_format
 from .redis import caller_ids, push_args, script_source
 from .redis_nodes import broker_errors
 
@@ -27,6 +28,7 @@ class AsyncRedisPusher:
     """push() and add_queues() of a RedisBroker, awaitable. Errors are BrokerError."""
 
     def __init__(self, broker):
+        self.broker = broker                              # whose data_format this checks once, as it would
         self.url = broker.target.url                      # one server: the URL redis-py takes
         self._queue_set = broker.service.queues
         self._keys = broker.keys                          # the broker's QueueKeys cache
@@ -53,7 +55,19 @@ class AsyncRedisPusher:
         if client is None:
             client = self._by_loop[loop] = _LoopClient(loop, self.url, self._options, self._lua, self.forget)
             await client.watch_loop()
+        if self.broker.data_format is None:
+            await self._check_format(client)
         return client
+
+    async def _check_format(self, client: _LoopClient) -> None:
+        """The sync broker's check_format(), on this loop's connection (once per process)."""
+        key = self.broker.service.format
+        with broker_errors():
+            recorded = await _shielded(client.redis.get(key))
+            if recorded is None:
+                async with client.redis.pipeline(transaction=True) as pipe:
+                    recorded = (await _shielded(pipe.set(key, data_format.CURRENT, nx=True).get(key).execute()))[1]
+        self.broker.data_format = data_format.accept(recorded)
 
     def forget(self, client: _LoopClient) -> None:
         if self._by_loop.get(client.loop) is client:

@@ -52,13 +52,15 @@ def run(name, config):
 
     SIGTERM/SIGINT: graceful stop (running jobs finish, up to shutdown_timeout).
     SIGQUIT: immediate stop (running jobs go back to the queue).
-    Exit status: 0 stopped, 1 error, 70 workers failed to boot, 78 bad configuration.
+    Exit status: 0 stopped, 1 error, 70 workers failed to boot, 78 bad configuration
+    or broker data of a newer format.
     """
     cfg = _load(name, config)
     if names.is_inline(cfg.broker):
         die(PROG, f"{cfg.source}: broker: sync:// runs jobs inside the pushing process, so there is no "
                   "service to run; use sqlite:///PATH or redis://HOST for `mpqueue run`", ipc.EX_CONFIG)
     from .. import logsetup
+    from ..brokers import DataFormatError
     from ..supervisor import Supervisor
     from ..supervisor.lock import AlreadyRunning, UnsafeRuntimeDir
     try:
@@ -75,6 +77,9 @@ def run(name, config):
     except UnsafeRuntimeDir as exc:
         Notifier().fatal(f"failed: {exc}", errno=1)     # EPERM
         die(PROG, str(exc), ipc.EXIT_FAILED)
+    except DataFormatError as exc:       # a newer release's data: restarting would not help
+        Notifier().fatal(f"failed: {exc}", errno=93)    # EPROTONOSUPPORT
+        die(PROG, str(exc), ipc.EX_CONFIG)
 
 
 @main.command("reload")

@@ -48,7 +48,8 @@ def main(ctx, config_file, service, broker):
 
     \b
     Exit status: 0 ok; 1 failure (broker unreachable, unknown queue or job,
-    payload too large, not confirmed); 2 bad usage or argument; 78 bad config.
+    payload too large, not confirmed); 2 bad usage or argument; 78 bad config
+    or broker data of a newer format than this mpqctl understands.
     """
     if config_file and service:
         raise click.UsageError("give --config FILE or --service NAME, not both")

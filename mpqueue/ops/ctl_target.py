@@ -8,7 +8,7 @@ from functools import cached_property
 import click
 import redis as redislib
 
-from ..brokers import BrokerError, open_broker
+from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core.config import ConfigError, load_config, load_service
 from ..core.names import redact
 from ..ipc import EX_CONFIG, EX_USAGE
@@ -27,7 +27,12 @@ class CtlGroup(OneLineGroup):
             return super().invoke(ctx)
         except (BrokerError, redislib.exceptions.RedisError) as exc:
             url = redact(ctx.obj.url) if isinstance(ctx.obj, Target) else "?"
-            raise CtlError(f"broker {url}: {exc}") from None
+            raise CtlError(f"broker {url}: {exc}", _exit_status(exc)) from None
+
+
+def _exit_status(exc: Exception) -> int:
+    """78 for broker data of a newer format (as `mpqueue run` exits), else 1."""
+    return EX_CONFIG if isinstance(exc, DataFormatError) else 1
 
 
 class Target:
@@ -68,7 +73,7 @@ class Target:
             return open_broker(self.url)
         except (BrokerError, ValueError) as exc:
             message = str(exc).replace(self.url, redact(self.url))
-            raise CtlError(f"broker {redact(self.url)}: {message}") from None
+            raise CtlError(f"broker {redact(self.url)}: {message}", _exit_status(exc)) from None
 
     @property
     def max_payload(self) -> int:

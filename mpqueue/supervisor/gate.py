@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from ..brokers import BrokerError
+from ..brokers import BrokerError, DataFormatError
 
 log = logging.getLogger("mpqueue.supervisor")
 RETRY_AFTER = 2.0
@@ -55,7 +55,8 @@ class BrokerGate:
 
 def wait_until_up(ping, give_up, on_down) -> bool:
     """Ping with doubling delays (0.1 s to 5 s) until the broker answers (True), or
-    `give_up(delay)`, which waits, says to stop (False). The outage is logged once."""
+    `give_up(delay)`, which waits, says to stop (False). The outage is logged once.
+    DataFormatError is an answer, not an outage: it propagates."""
     delay, down = 0.1, False
     while True:
         try:
@@ -63,6 +64,8 @@ def wait_until_up(ping, give_up, on_down) -> bool:
             if down:
                 log.warning("broker reachable")
             return True
+        except DataFormatError:
+            raise
         except BrokerError as exc:
             if not down:
                 log.warning("broker unreachable at start, retrying: %s", exc)

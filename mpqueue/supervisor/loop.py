@@ -15,7 +15,7 @@ import socket
 import time
 
 from .. import ipc, logsetup
-from ..brokers import BrokerError, open_broker
+from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core.config import ConfigError, load_config
 from ..core.names import redact_text
 from ..proc import SignalQueue, set_title
@@ -79,6 +79,8 @@ class Supervisor:
             self.metrics.start()
         try:
             broker = open_broker(self.cfg.broker, socket_timeout=BROKER_TIMEOUT)
+        except DataFormatError:           # SQLite checks on opening: refused, as below (cli.py says so)
+            raise
         except BrokerError as exc:        # e.g. an SQLite file where we may not write
             return self.fatal(f"failed: {exc}", errno=5, code=ipc.EXIT_FAILED)     # EIO
         self.attach(broker)
@@ -116,10 +118,15 @@ class Supervisor:
         return code
 
     def wait_for_broker(self) -> bool:
-        """At start: True once the broker answers, False if told to stop meanwhile."""
+        """At start: True once the broker answers, False if told to stop meanwhile.
+        Raises DataFormatError if its data is of a newer format (data_format.py)."""
+        def reach():
+            self.broker.ping()
+            self.broker.check_format()
+
         def down(exc):
             self.notifier.status(redact_text(f"waiting for broker: {exc}"))
-        return wait_until_up(self.broker.ping, lambda delay: self.sleep(delay) and self.stopping, down)
+        return wait_until_up(reach, lambda delay: self.sleep(delay) and self.stopping, down)
 
     def wait_until_booted(self) -> str | None:
         while not self.pool.all_ready():

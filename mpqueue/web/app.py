@@ -15,7 +15,7 @@ import threading
 from flask import Flask, current_app, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from ..brokers import BrokerError, open_broker
+from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core.names import is_queue_name, redact, redact_text
 from . import security, snapshot
 
@@ -202,6 +202,7 @@ def _errors(app) -> None:
 
     app.register_error_handler(BadRequest, lambda e: reply(e.status, str(e)))
     app.register_error_handler(BrokerError, lambda e: reply(503, f"broker unreachable: {redact_text(str(e))}"))
+    app.register_error_handler(DataFormatError, lambda e: reply(503, str(e)))
     app.register_error_handler(HTTPException, lambda e: reply(e.code or 500, e.description or e.name))
 
     def crash(exc):

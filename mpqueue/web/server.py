@@ -11,6 +11,7 @@ import threading
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .. import logsetup
+from ..brokers import BrokerError, DataFormatError
 from ..supervisor.notify import Notifier
 from . import snapshot
 from .app import LazyBroker, create_app
@@ -35,6 +36,7 @@ def serve(cfg, settings) -> int:
         raise SetupError(logsetup.open_problem(exc, cfg.log, cfg.name)) from None
     logging.getLogger("werkzeug").setLevel(logging.WARNING)     # not a line per poll of every open page
     broker = LazyBroker(cfg.broker)
+    _check_format(broker)
     history = History()
     app = create_app(cfg, settings, broker, history, FirstSeen())
     # Blocked before any thread starts, so every thread inherits the mask and the
@@ -62,6 +64,17 @@ def serve(cfg, settings) -> int:
         broker.close()
     log.info("dashboard of %s stopped", cfg.name)
     return 0
+
+
+def _check_format(broker: LazyBroker) -> None:
+    """Refuse to start on broker data of a newer format (one line, exit 78). A broker
+    down now is checked by the first read that reaches it (the page then says so)."""
+    try:
+        broker.get().check_format()
+    except DataFormatError as exc:
+        raise SetupError(str(exc)) from None
+    except BrokerError:
+        pass
 
 
 def _bind(settings) -> socket.socket:

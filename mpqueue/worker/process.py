@@ -20,7 +20,7 @@ import time
 import traceback
 
 from .. import contrib, ipc, logsetup
-from ..brokers import open_broker
+from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core import tasks
 from ..core.names import import_string
 from ..execution.aio import EventLoop
@@ -98,6 +98,12 @@ class Worker:
             if entry not in sys.path:
                 sys.path.insert(0, entry)
         self.broker = open_broker(self.service.broker)
+        try:
+            self.broker.check_format()    # newer data: a boot failure, whose error names both formats
+        except DataFormatError:
+            raise
+        except BrokerError:
+            pass                          # down now: the first call that reaches it checks
         # Jobs that push jobs use this worker's own broker connection.
         set_default_client(Client(self.service.broker, broker=self.broker, max_payload=self.service.max_payload))
         # The framework (Django, Flask) first: task modules import its models and app.

@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$(mkdir -p "${1:-$ROOT/dist/deb}" && cd "${1:-$ROOT/dist/deb}" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mpqueue-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-SRC=$WORK/mpqueue-0.1.0
+SRC=$WORK/mpqueue
 
 mkdir -p "$SRC"
 if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -40,13 +40,17 @@ if [ "${MPQUEUE_NO_BUILD_DEPS:-0}" != 1 ]; then
     command -v lintian >/dev/null || apt-get install -y -q --no-install-recommends lintian >/dev/null
 fi
 
+# The version is debian/changelog's newest entry (dpkg-dev, which dpkg-buildpackage
+# needs, is installed by now): the files are mpqueue_VERSION_all.deb and friends.
+VERSION=$(dpkg-parsechangelog -l "$SRC/debian/changelog" -S Version)
+
 # Debian's own tools and interpreter, whatever pyenv or a virtualenv put first on PATH.
 (cd "$SRC" && env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     dpkg-buildpackage -us -uc -b)
 
-for f in "$WORK"/mpqueue_0.1.0-1_*; do
+for f in "$WORK"/mpqueue_"$VERSION"_*; do
     mv -f "$f" "$OUT/"
 done
 echo "== lintian"
-PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error,warning --info "$OUT"/mpqueue_0.1.0-1_*.changes
-echo "built: $(ls "$OUT"/mpqueue_0.1.0-1_all.deb)"
+PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error,warning --info "$OUT"/mpqueue_"$VERSION"_*.changes
+echo "built: $(ls "$OUT"/mpqueue_"$VERSION"_all.deb)"

@@ -17,8 +17,11 @@ from .wake import FifoJobWatch, FifoWaiter, wake_modes
 
 class SQLiteBroker(Inspection, Database, Broker):
     def __init__(self, url: str, **_ignored):
-        Database.__init__(self, url)
+        Database.__init__(self, url)      # checks the data format: see db.py's _create_schema
         self.url = url
+
+    def check_format(self):
+        return self.data_format
 
     # -- producers
     def push(self, queue, items):

@@ -29,6 +29,7 @@ import time
 from urllib.parse import parse_qs
 
 from ...core.redis_url import split_url
+from .. import data_format
 from ..base import BrokerError
 from .wake import wake_fifos
 
@@ -88,9 +89,12 @@ class Database:
                 self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute(f"PRAGMA synchronous = {sync.upper()}")
             with self._write() as db:
-                _create_schema(db)
+                self.data_format = _create_schema(db)
         except (OSError, sqlite3.Error) as exc:
             raise BrokerError(f"sqlite: cannot open {self.path}: {exc}") from exc
+        except data_format.DataFormatError:
+            self.close()
+            raise
         self._wake_dirs: dict[str, str] = {}
 
     # -- plumbing
@@ -266,10 +270,18 @@ CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed 
 """
 
 
-def _create_schema(db) -> None:
+def _create_schema(db) -> int:
+    """Check the file's data format (data_format.py; user_version 0: no record, as
+    v0.1.0 left it, or a new file) before touching anything, then create what is
+    missing and record the format, in the caller's one transaction."""
+    recorded = db.execute("PRAGMA user_version").fetchone()[0]
+    found = data_format.accept(recorded)
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    if not recorded:
+        db.execute(f"PRAGMA user_version = {int(data_format.CURRENT)}")
+    return found
 
 
 def _create_private(path: str) -> None:

@@ -123,6 +123,23 @@ def test_start_returns_after_ready_status_shows_workers_and_the_journal_has_one_
     assert stat.S_IMODE(os.stat("/etc/mpqueue").st_mode) == 0o750
 
 
+def test_the_readmes_quick_start_on_the_package_works_with_the_example_copied_unchanged(day):
+    # README, Debian package: cp example.yaml NAME.yaml, start, push, status. (`start`, not
+    # `enable --now`: enabling would write links into this machine's own /etc/systemd.)
+    host = day.host
+    Path("/etc/mpqueue/shop.yaml").write_bytes(Path("/etc/mpqueue/example.yaml").read_bytes())
+    try:
+        host.ctl("start", "mpqueue@shop.service")
+        job = host.mpqctl("shop", "push", "default", "mpqueue.examples.tasks:add", "--args", "[1, 2]")["id"]
+        wait_for(lambda: host.mpqctl("shop", "job", job).get("result") == 3, 20, interval=0.2,
+                 what="the quick start's job done")
+        assert host.mpqctl("shop", "status")["queues"]["default"]["done_total"] == 1
+        assert Path("/var/lib/mpqueue/shop/queue.db").exists()      # the embedded broker, in the state directory
+    finally:
+        host.ctl("stop", "mpqueue@shop.service", check=False)
+        Path("/etc/mpqueue/shop.yaml").unlink()
+
+
 def test_the_redis_password_reaches_the_service_as_a_credential_never_through_the_yaml(day):
     assert "pw" not in Path("/etc/mpqueue/orders.yaml").read_text()
     creds = day.host.run("ls", "/run/credentials/mpqueue@orders.service").stdout.split()

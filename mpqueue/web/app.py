@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 
-from flask import Flask, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, current_app, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..brokers import BrokerError, DataFormatError, open_broker
@@ -85,7 +85,7 @@ class Dashboard:
                                error="That is not the token."), 401
 
     def logout(self):
-        session.clear()
+        security.log_out()
         return redirect(url_for("login" if self.settings.token else "index"), 303)
 
     def favicon(self):

@@ -10,6 +10,9 @@
   X-CSRF-Token header) and must come from this origin (Origin, else
   Sec-Fetch-Site); a bearer request is exempt, since no browser adds that header
   to a forged request by itself.
+- A session is live only while its id is in this process's `Sessions`: logging
+  out removes it, so a copy of the cookie taken before is refused after (the
+  signed cookie alone would stay valid until the key changes at restart).
 - Every response says: scripts, styles and fetches from this origin only, no
   inline script, never in a frame, no content sniffing.
 """
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 
-from flask import abort, g, jsonify, redirect, request, session, url_for
+from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
 
 from ..core.redis_url import split_url
 from .settings import is_loopback
@@ -31,6 +36,33 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
            "Referrer-Policy": "same-origin", "Cross-Origin-Opener-Policy": "same-origin",
            "Cross-Origin-Resource-Policy": "same-origin"}
+MAX_SESSIONS = 1000     # live logins kept; the oldest end first (only a token holder can add one)
+
+
+class Sessions:
+    """The ids of the logged-in sessions of this process, newest last."""
+
+    def __init__(self, limit: int = MAX_SESSIONS):
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    def start(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._ids[sid] = None
+            while len(self._ids) > self.limit:
+                self._ids.popitem(last=False)
+        return sid
+
+    def live(self, sid) -> bool:
+        with self._lock:
+            return isinstance(sid, str) and sid in self._ids
+
+    def end(self, sid) -> None:
+        with self._lock:
+            self._ids.pop(sid, None)
+
 
 
 def install(app, token: str | None, port: int) -> None:
@@ -38,6 +70,7 @@ def install(app, token: str | None, port: int) -> None:
     # the name carries it: two dashboards on one host must not overwrite each other's.
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_NAME=f"mpqueue_web_{port}",
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
+    app.extensions["mpqueue_sessions"] = Sessions()       # in memory: a restart ends them all
     app.before_request(lambda: _check(token))
     app.after_request(_headers)
 
@@ -69,7 +102,7 @@ def _authenticate(token: str):
             return _refuse(401, "wrong or unsupported Authorization header (expected: Bearer TOKEN)")
         g.user, g.bearer = "token", True
         return None
-    if session.get("auth") is True:
+    if session.get("auth") is True and _sessions().live(session.get("sid")):
         g.user = "token"
         return None
     if request.endpoint in PUBLIC_ENDPOINTS:
@@ -87,7 +120,18 @@ def log_in() -> None:
     """A fresh session (and CSRF token) for a browser that gave the right token."""
     session.clear()
     session["auth"] = True
+    session["sid"] = _sessions().start()
     session["csrf"] = secrets.token_urlsafe(32)
+
+
+def log_out() -> None:
+    """End the session here, not only in this browser: a copy of its cookie is refused."""
+    _sessions().end(session.get("sid"))
+    session.clear()
+
+
+def _sessions() -> Sessions:
+    return current_app.extensions["mpqueue_sessions"]
 
 
 def csrf_token() -> str:

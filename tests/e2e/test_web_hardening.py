@@ -1,0 +1,70 @@
+"""The dashboard under attack, over plain HTTP and raw sockets (no browser): sessions
+that end at logout, login back-off, and slow-loris connections that neither pile
+up threads nor keep others out."""
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import urllib.request
+
+from tests.e2e.test_web import Web, request, web, write_config  # noqa: F401 - web is a fixture
+
+TOKEN = "t0ken-" + "5e" * 4 + "0123456789abcdef"
+
+
+def with_token(tmp_path, redis_url, name="dash"):
+    (tmp_path / "web-token").write_text(TOKEN + "\n")
+    (tmp_path / "web-token").chmod(0o600)
+    return write_config(tmp_path, redis_url, {"token_file": "web-token"}, name=name)
+
+
+class Browser:
+    """A cookie jar that logs in through the form, as the page does."""
+
+    def __init__(self, dash: Web):
+        self.dash = dash
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.csrf = None
+
+    def form(self, path, fields):
+        status, page = request(self.dash.url + path, opener=self.opener)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode({**fields, "csrf": csrf}).encode()
+        req = urllib.request.Request(self.dash.url + path, data=body, headers={"Origin": self.dash.url})
+        try:
+            with self.opener.open(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def log_in(self, token=TOKEN):
+        status, page = self.form("/login", {"token": token})
+        if status == 200:
+            self.csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+        return status
+
+    def cookie(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.jar)
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(web, tmp_path, redis_url):
+    # Given: a logged-in browser, and a copy of its cookie and CSRF token taken by someone else
+    dash = web(with_token(tmp_path, redis_url))
+    browser = Browser(dash)
+    assert browser.log_in() == 200
+    stolen = {"Cookie": browser.cookie(), "X-CSRF-Token": browser.csrf, "Origin": dash.url}
+    assert request(dash.url + "/api/state", headers=stolen)[0] == 200
+    # When: the browser logs out
+    status, _ = request(dash.url + "/logout", b"csrf=" + browser.csrf.encode(),
+                        {**stolen, "Content-Type": "application/x-www-form-urlencoded"}, browser.opener)
+    assert status == 200                      # the redirect to the login form
+    # Then: the copy reads nothing and deletes nothing
+    assert request(dash.url + "/api/state", headers=stolen)[0] == 401
+    assert request(dash.url + "/api/delete", {"queue": "default", "ids": ["a"]}, stolen)[0] == 401
+    assert request(dash.url + "/", headers=stolen)[0] == 200 and "/login" in request(
+        dash.url + "/", headers=stolen)[1]
+    # And: logging in again works
+    assert Browser(dash).log_in() == 200

@@ -1,8 +1,10 @@
-"""The dashboard's process: werkzeug's threaded WSGI server (no other server to
-install), the sampler thread, and a main thread that only waits for SIGTERM or
-SIGINT and then stops the rest. Ready for systemd (READY=1) once it listens."""
+"""The dashboard's process: the gate (gate.py: request deadlines, a bounded pool)
+in front of werkzeug's request handler (no other server to install), the sampler
+thread, and a main thread that only waits for SIGTERM or SIGINT and then stops
+the rest. Ready for systemd (READY=1) once it listens."""
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import socket
@@ -14,7 +16,8 @@ from .. import logsetup
 from ..brokers import BrokerError, DataFormatError
 from ..supervisor.notify import Notifier
 from . import snapshot
-from .app import LazyBroker, create_app
+from .app import MAX_BODY, LazyBroker, create_app
+from .gate import Gate
 from .history import FirstSeen, History, Sampler
 from .settings import ServeError, SetupError
 
@@ -23,7 +26,16 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class _Handler(WSGIRequestHandler):
-    """werkzeug's handler, without its and Python's versions in every response."""
+    """werkzeug's handler for one request the gate has read whole: `request` is
+    (socket, bytes); without its and Python's versions in every response."""
+
+    protocol_version = "HTTP/1.0"       # one request per connection: the gate reads the next one
+
+    def setup(self) -> None:
+        self.connection, data = self.request
+        self.request = self.connection
+        self.rfile = io.BytesIO(data)
+        self.wfile = self.connection.makefile("wb")
 
     def version_string(self) -> str:
         return "mpqueue-web"
@@ -42,11 +54,13 @@ def serve(cfg, settings) -> int:
     # Blocked before any thread starts, so every thread inherits the mask and the
     # signals wait for the main thread's sigtimedwait: no handler runs anywhere.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    with _bind(settings) as sock:          # werkzeug serves a duplicate of it (socket.fromfd)
-        server = make_server(settings.host, settings.port, app, threaded=True, request_handler=_Handler,
-                             fd=sock.fileno())
+    with _bind(settings) as sock:          # werkzeug keeps a duplicate of it (socket.fromfd)
+        # werkzeug's server only holds what its handler reads (app, address); the gate serves.
+        server = make_server(settings.host, settings.port, app, request_handler=_Handler, fd=sock.fileno())
+    server.multithread = True
+    gate = Gate(server.socket, lambda conn, addr, data: _Handler((conn, data), addr, server), MAX_BODY)
     sampler = Sampler(lambda: _all_counts(cfg, broker), history)
-    serving = threading.Thread(target=server.serve_forever, name="mpqueue-web-http", daemon=True)
+    serving = threading.Thread(target=gate.serve_forever, name="mpqueue-web-http", daemon=True)
     sampler.start()
     serving.start()
     mode = ", ".join(m for m, on in (("read-only", settings.read_only), ("token", settings.token)) if on)
@@ -57,7 +71,7 @@ def serve(cfg, settings) -> int:
         _wait_for_stop(serving)
     finally:
         notifier.stopping()
-        server.shutdown()
+        gate.shutdown()
         sampler.stop()
         serving.join(10)
         server.server_close()

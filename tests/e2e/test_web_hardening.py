@@ -4,12 +4,17 @@ up threads nor keep others out."""
 from __future__ import annotations
 
 import http.cookiejar
-import json
-import os
 import re
+import resource
+import selectors
+import socket
+import time
 import urllib.request
 
 from tests.e2e.test_web import Web, request, web, write_config  # noqa: F401 - web is a fixture
+
+SERVICE_FD_LIMIT = 1024     # systemd's default soft limit for a service
+HEAD_DEADLINE = 5.0         # gate.HEAD_DEADLINE
 
 TOKEN = "t0ken-" + "5e" * 4 + "0123456789abcdef"
 
@@ -68,3 +73,61 @@ def test_a_cookie_copied_before_logout_is_refused_after_it(web, tmp_path, redis_
         dash.url + "/", headers=stolen)[1]
     # And: logging in again works
     assert Browser(dash).log_in() == 200
+
+
+def timed(url) -> tuple[int | None, float]:
+    start = time.monotonic()
+    status, _ = request(url)
+    return status, time.monotonic() - start
+
+
+def test_a_page_loads_within_a_second_while_over_a_thousand_slow_loris_connections_are_open(web, tmp_path, redis_url):
+    # Given: the dashboard with a service's fd limit (inherited from this process, lowered for the start)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(SERVICE_FD_LIMIT, soft), hard))
+    try:
+        dash = web(write_config(tmp_path, redis_url))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # When: more connections than that limit (as many as this test can hold) send a request
+    # line and nothing more
+    slow = []
+    try:
+        opened = time.monotonic()
+        for _ in range(min(SERVICE_FD_LIMIT + 6, soft - 150)):
+            sock = socket.create_connection(("127.0.0.1", dash.port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            slow.append(sock)
+        # Then: a page load and the data still answer, each within a second
+        for path in ("/", "/static/dashboard.js", "/api/state"):
+            status, took = timed(dash.url + path)
+            assert status == 200 and took < 1.0, (path, status, took)
+        # And: every slow connection is closed by the dashboard at the deadline
+        assert all_closed(slow, opened + HEAD_DEADLINE + 3.0) == len(slow)
+    finally:
+        for sock in slow:
+            sock.close()
+    # And: it is still well, with nothing about running out of file descriptors
+    assert timed(dash.url + "/api/state")[0] == 200
+    assert dash.proc.poll() is None
+    assert "Too many open files" not in dash.log() and "Traceback" not in dash.log()
+
+
+def all_closed(socks, deadline: float) -> int:
+    """How many of `socks` the other end closed before `deadline`."""
+    sel = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+    closed = 0
+    while closed < len(socks) and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+            try:
+                data = key.fileobj.recv(4096)
+            except ConnectionError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                closed += 1
+    sel.close()
+    return closed

@@ -1,0 +1,248 @@
+"""The dashboard's connections, in front of werkzeug's request handler: one thread
+reads every request whole, a fixed pool of threads answers the complete ones.
+
+werkzeug's threaded server gives each connection a thread that waits for the
+request as long as the client likes: 1,030 connections sending only a request
+line held 1,030 threads, and at systemd's fd limit (1,024) `accept` failed with
+EMFILE and the page stopped answering. Here:
+
+- one thread (`serve_forever`) accepts and reads with a selector: a request
+  must arrive whole (head and body, by Content-Length) within HEAD_DEADLINE of
+  its connection, or the connection is closed;
+- at most `max_open` connections are read at once (below the fd limit); one
+  more closes the oldest, which is the one most likely to be a slow client,
+  so a new one (a page load) still gets in;
+- a complete request goes to a bounded queue served by `workers` threads; a
+  full queue is a 503 at once. A worker never waits to read (the request is in
+  memory) and waits at most WRITE_TIMEOUT to write;
+- one request per connection (werkzeug sends `Connection: close` anyway).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import queue
+import resource
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+log = logging.getLogger("mpqueue.web")
+HEAD_DEADLINE = 5.0         # seconds from accept to a whole request
+WRITE_TIMEOUT = 10.0        # seconds a worker waits on a client that doesn't read its answer
+MAX_HEAD = 64 * 1024
+WORKERS = 8
+BACKLOG = 32                # complete requests waiting for a worker
+MAX_OPEN = 4096
+RESERVE = 64                # fds kept for the broker, logs, and requests being answered
+REPORT_EVERY = 60.0         # at most one log line a minute about closed connections
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    addr: tuple
+    deadline: float
+    buf: bytearray = field(default_factory=bytearray)
+    need: int | None = None             # bytes of head + body, once the head is in
+    answered: bool = False              # refused by the gate: reading only to let the client see why
+
+
+def open_limit() -> int:
+    """How many connections may be read at once: below the process's fd limit."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN
+    return max(8, min(MAX_OPEN, soft - RESERVE - WORKERS - BACKLOG))
+
+
+class Gate:
+    """Accept on `listener`, call `handle(sock, addr, request_bytes)` on a worker
+    thread for each whole request (the gate closes the socket afterwards)."""
+
+    def __init__(self, listener: socket.socket, handle, max_body: int, workers: int = WORKERS,
+                 max_open: int | None = None, clock=time.monotonic):
+        self.listener, self.handle, self.max_body, self.clock = listener, handle, max_body, clock
+        self.max_open = max_open or open_limit()
+        self.listener.setblocking(False)
+        self._open: dict[socket.socket, _Conn] = {}        # accept order: oldest first
+        self._ready: queue.Queue = queue.Queue(BACKLOG)
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._work, name=f"mpqueue-web-{n}", daemon=True)
+                         for n in range(workers)]
+        self._closed = {"slow": 0, "crowded": 0, "busy": 0}
+        self._reported = clock()
+
+    # -- the reading thread
+    def serve_forever(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._selector.register(self.listener, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(self._wait()):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    else:
+                        self._read(key.data)
+                self._expire()
+        finally:
+            for conn in list(self._open.values()):
+                self._close(conn)
+            self._selector.close()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for _ in self._workers:
+            self._ready.put(None)
+
+    def _wait(self) -> float:
+        oldest = next(iter(self._open.values()), None)
+        return 0.5 if oldest is None else min(0.5, max(0.0, oldest.deadline - self.clock()))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, addr = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._open:
+                    self._drop_oldest("crowded")
+                    continue
+                log.warning("dashboard: accept failed: %s", exc.strerror or exc)
+                self._stop.wait(0.05)        # fds held elsewhere: let them go rather than spin
+                return
+            if len(self._open) >= self.max_open:
+                self._drop_oldest("crowded")
+            sock.setblocking(False)
+            conn = _Conn(sock, addr, self.clock() + HEAD_DEADLINE)
+            self._open[sock] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+        elif not conn.answered:
+            conn.buf += data
+            self._parse(conn)
+
+    def _parse(self, conn: _Conn) -> None:
+        if conn.need is None:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(conn.buf) > MAX_HEAD:
+                    self._answer(conn, 431, "request head over 64 KiB")
+                return
+            length, problem = body_length(bytes(conn.buf[:end]), self.max_body)
+            if problem:
+                self._answer(conn, *problem)
+                return
+            conn.need = end + 4 + length
+        if len(conn.buf) >= conn.need:
+            self._hand_over(conn, bytes(conn.buf[:conn.need]))
+
+    def _hand_over(self, conn: _Conn, request: bytes) -> None:
+        self._selector.unregister(conn.sock)
+        del self._open[conn.sock]
+        try:
+            self._ready.put_nowait((conn.sock, conn.addr, request))
+        except queue.Full:
+            self._closed["busy"] += 1
+            conn.deadline = self.clock() + HEAD_DEADLINE        # last in line, so the latest deadline
+            self._open[conn.sock] = conn
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            self._answer(conn, 503, "the dashboard is busy: try again", {"Retry-After": "1"})
+
+    def _answer(self, conn: _Conn, status: int, message: str, headers: dict | None = None) -> None:
+        """A refusal from the gate itself, sent at once. The connection stays open,
+        read and discarded, until the client closes it or the deadline: closing
+        with unread data would reset it before the client read the answer."""
+        conn.answered = True
+        try:
+            conn.sock.send(reply(status, message, headers))
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._open:
+            conn = next(iter(self._open.values()))
+            if conn.deadline > now:
+                break
+            if not conn.answered:
+                self._closed["slow"] += 1
+            self._close(conn)
+        self._report(now)
+
+    def _drop_oldest(self, why: str) -> None:
+        self._closed[why] += 1
+        self._close(next(iter(self._open.values())))
+
+    def _close(self, conn: _Conn) -> None:
+        if self._open.pop(conn.sock, None) is not None:
+            self._selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _report(self, now: float) -> None:
+        if now - self._reported < REPORT_EVERY or not any(self._closed.values()):
+            return
+        log.warning("dashboard: closed %d connection(s) with no whole request within %.0f s, %d oldest ones "
+                    "for room (%d open at most), answered %d with 503 (all workers busy) in the last %.0f s",
+                    self._closed["slow"], HEAD_DEADLINE, self._closed["crowded"], self.max_open,
+                    self._closed["busy"], now - self._reported)
+        self._closed = dict.fromkeys(self._closed, 0)
+        self._reported = now
+
+    # -- the workers
+    def _work(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            sock, addr, request = item
+            try:
+                sock.settimeout(WRITE_TIMEOUT)
+                self.handle(sock, addr, request)
+            except Exception:
+                log.exception("dashboard: answering %s failed", addr[0])
+            finally:
+                sock.close()
+
+
+def body_length(head: bytes, max_body: int) -> tuple[int, tuple | None]:
+    """(Content-Length, None), or (0, (status, message)) for a body the gate refuses."""
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return 0, (411, "send the body with a Content-Length")
+        if name == b"content-length":
+            value = value.strip()
+            if not value.isdigit():
+                return 0, (400, "bad Content-Length")
+            length = int(value)
+    if length > max_body:
+        return 0, (413, f"request body over {max_body} bytes")
+    return length, None
+
+
+def reply(status: int, message: str, headers: dict | None = None) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -1,0 +1,83 @@
+"""The dashboard's gate on real loopback sockets, without Flask: whole requests go to
+a worker, the oldest idle connection makes room, a refused body is answered."""
+import socket
+import threading
+
+import pytest
+
+from mpqueue.web.gate import Gate, body_length
+from tests.support import wait_for
+
+
+@pytest.fixture
+def gate():
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def handle(sock, addr, request):
+        seen.append(request)
+        sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    g = Gate(listener, handle, max_body=100, workers=2, max_open=4)
+    thread = threading.Thread(target=g.serve_forever, daemon=True)
+    thread.start()
+    g.port, g.seen = listener.getsockname()[1], seen
+    yield g
+    g.shutdown()
+    thread.join(5)
+    listener.close()
+
+
+def connect(gate, data=b""):
+    sock = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
+    sock.sendall(data)
+    return sock
+
+
+def read_all(sock) -> bytes:
+    """What the gate sent before it closed (a close with our data unread is a reset)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def test_a_request_arriving_in_pieces_reaches_the_worker_whole_with_its_body(gate):
+    sock = connect(gate, b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n")
+    sock.sendall(b"\r\nhel")
+    sock.sendall(b"lo")
+    assert read_all(sock).endswith(b"ok")
+    assert gate.seen == [b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"]
+
+
+def test_when_max_open_connections_idle_the_oldest_is_closed_to_let_a_new_one_in(gate):
+    # Given: as many idle connections as the gate reads at once, and two more
+    idle = [connect(gate, b"GET / HTTP/1.1\r\n") for _ in range(6)]
+    # When: a whole request comes
+    sock = connect(gate, b"GET / HTTP/1.1\r\n\r\n")
+    # Then: it is answered, and the oldest idle ones were closed for room
+    assert read_all(sock).endswith(b"ok")
+    assert read_all(idle[0]) == b"" and read_all(idle[1]) == b""
+    for s in idle + [sock]:
+        s.close()
+
+
+@pytest.mark.parametrize("head, status", [(b"Content-Length: 101", b"413"), (b"Transfer-Encoding: chunked", b"411"),
+                                          (b"Content-Length: -1", b"400")])
+def test_a_body_the_gate_refuses_is_answered_while_the_client_still_sends(gate, head, status):
+    sock = connect(gate, b"POST / HTTP/1.1\r\n" + head + b"\r\n\r\n" + b"x" * 50)
+    answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 " + status) and b'{"error": ' in answer
+    assert gate.seen == []
+
+
+def test_body_length_reads_content_length_case_blind():
+    assert body_length(b"POST / HTTP/1.1\r\ncontent-LENGTH: 7", 10) == (7, None)
+    assert body_length(b"GET / HTTP/1.1\r\nHost: x", 10) == (0, None)
+
+
+def test_shutdown_ends_serve_forever(gate):
+    gate.shutdown()
+    wait_for(lambda: gate._selector.get_map() is None, 5, what="the gate closed")

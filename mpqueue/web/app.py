@@ -76,11 +76,13 @@ class Dashboard:
             return redirect(url_for("index"), 303)
         if request.method == "GET":
             return render_template("login.html", service=self.cfg.name, csrf=security.csrf_token(), error=None)
-        if security.token_matches(request.form.get("token", ""), self.settings.token):
+        waiting = security.throttled()
+        if waiting is not None:
+            return waiting
+        if security.check_token(request.form.get("token", ""), self.settings.token, "form"):
             security.log_in()
             log.info("dashboard: login by %s", security.who())
             return redirect(url_for("index"), 303)
-        log.warning("dashboard: failed login from %s", request.remote_addr)
         return render_template("login.html", service=self.cfg.name, csrf=security.csrf_token(),
                                error="That is not the token."), 401
 

@@ -6,6 +6,9 @@
 - With a token, a browser logs in once (a form posting the token; then a
   session cookie, HttpOnly and SameSite=Strict) and a script sends
   `Authorization: Bearer TOKEN`. Tokens are compared in constant time.
+- Wrong tokens (form or Bearer) are logged one line each with the address, and
+  after a few each address waits a doubling delay (throttle.py): 429 with
+  Retry-After, the token not even compared.
 - Every POST from a session needs the session's CSRF token (a form field or the
   X-CSRF-Token header) and must come from this origin (Origin, else
   Sec-Fetch-Site); a bearer request is exempt, since no browser adds that header
@@ -19,14 +22,19 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 import secrets
 import threading
 from collections import OrderedDict
 
-from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request, session, url_for
 
 from ..core.redis_url import split_url
 from .settings import is_loopback
+from .throttle import Throttle
+
+log = logging.getLogger("mpqueue.web")
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Reachable without logging in: the login form itself and what it is drawn with.
@@ -71,6 +79,7 @@ def install(app, token: str | None, port: int) -> None:
     app.config.update(SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_NAME=f"mpqueue_web_{port}",
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.extensions["mpqueue_sessions"] = Sessions()       # in memory: a restart ends them all
+    app.extensions["mpqueue_throttle"] = Throttle()
     app.before_request(lambda: _check(token))
     app.after_request(_headers)
 
@@ -98,7 +107,10 @@ def _authenticate(token: str):
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(given, token):
+        waiting = throttled()
+        if waiting is not None:
+            return waiting
+        if not check_token(given if scheme.lower() == "bearer" else "", token, "Authorization header"):
             return _refuse(401, "wrong or unsupported Authorization header (expected: Bearer TOKEN)")
         g.user, g.bearer = "token", True
         return None
@@ -114,6 +126,34 @@ def _authenticate(token: str):
 
 def token_matches(given: str, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def throttled():
+    """A 429 while this address must wait after wrong tokens, else None."""
+    left, first = current_app.extensions["mpqueue_throttle"].wait(request.remote_addr)
+    if left <= 0:
+        return None
+    seconds = math.ceil(left)
+    if first:          # one line per delay, not one per refused try
+        log.warning("dashboard: logins from %s refused for %d s after wrong tokens", request.remote_addr, seconds)
+    message = f"too many wrong tokens: try again in {seconds} s"
+    response = jsonify(error=message) if wants_json() else make_response(
+        render_template("error.html", status=429, message=message))
+    response.status_code = 429
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def check_token(given: str, token: str, how: str) -> bool:
+    """Whether `given` is the token; a wrong one is counted and logged (never itself)."""
+    throttle = current_app.extensions["mpqueue_throttle"]
+    if token_matches(given, token):
+        throttle.succeeded(request.remote_addr)
+        return True
+    failures, delay = throttle.failed(request.remote_addr)
+    log.warning("dashboard: failed login (%s) from %s: %d wrong in a row%s", how, request.remote_addr, failures,
+                f", next try in {delay:.0f} s" if delay else "")
+    return False
 
 
 def log_in() -> None:

@@ -9,9 +9,11 @@ import resource
 import selectors
 import socket
 import time
+import urllib.error
 import urllib.request
 
 from tests.e2e.test_web import Web, request, web, write_config  # noqa: F401 - web is a fixture
+from tests.support import wait_for
 
 SERVICE_FD_LIMIT = 1024     # systemd's default soft limit for a service
 HEAD_DEADLINE = 5.0         # gate.HEAD_DEADLINE
@@ -131,3 +133,41 @@ def all_closed(socks, deadline: float) -> int:
                 closed += 1
     sel.close()
     return closed
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def status_and_wait(url, headers=None, data=None):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers.get("Retry-After")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Retry-After")
+
+
+def test_wrong_tokens_are_logged_and_after_five_each_address_waits_form_or_bearer(web, tmp_path, redis_url):
+    dash = web(with_token(tmp_path, redis_url))
+    state = dash.url + "/api/state"
+    # Given: five wrong Bearer tokens from this address: each a 401
+    for n in range(5):
+        assert status_and_wait(state, bearer(f"guess-number-{n}")) == (401, None)
+    # When: it tries again at once, even with the right token
+    # Then: it is told to wait, and the token is not compared
+    assert status_and_wait(state, bearer("guess-number-5")) == (429, "1")
+    assert status_and_wait(state, bearer(TOKEN)) == (429, "1")
+    # And: every failure was logged with the address, never with what was sent
+    log = dash.log()
+    assert log.count("failed login (Authorization header) from 127.0.0.1") == 5, log
+    assert "logins from 127.0.0.1 refused for 1 s after wrong tokens" in log
+    assert "guess-number" not in log and TOKEN not in log
+    # When: the wait is over, the right token works and clears the record
+    wait_for(lambda: status_and_wait(state, bearer(TOKEN))[0] == 200, 5, 0.1, what="the wait to end")
+    # Then: the form counts the same way
+    browser = Browser(dash)
+    for _ in range(5):
+        assert browser.log_in("not-the-token-at-all") == 401
+    assert browser.log_in() == 429
+    assert dash.log().count("failed login (form) from 127.0.0.1") == 5

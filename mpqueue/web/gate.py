@@ -75,7 +75,8 @@ class Gate:
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._work, name=f"mpqueue-web-{n}", daemon=True)
                          for n in range(workers)]
-        self._closed = {"slow": 0, "crowded": 0, "busy": 0}
+        self._closed = {"slow": 0, "crowded": 0, "busy": 0, "unaccepted": 0}
+        self._problem = ""
         self._reported = clock()
 
     # -- the reading thread
@@ -115,8 +116,11 @@ class Gate:
                 if exc.errno in (errno.EMFILE, errno.ENFILE) and self._open:
                     self._drop_oldest("crowded")
                     continue
-                log.warning("dashboard: accept failed: %s", exc.strerror or exc)
-                self._stop.wait(0.05)        # fds held elsewhere: let them go rather than spin
+                # The fds are held elsewhere (requests being answered): let them go rather
+                # than spin, and count it for the minute's line rather than log each.
+                self._closed["unaccepted"] += 1
+                self._problem = exc.strerror or str(exc)
+                self._stop.wait(0.05)
                 return
             if len(self._open) >= self.max_open:
                 self._drop_oldest("crowded")
@@ -199,10 +203,11 @@ class Gate:
     def _report(self, now: float) -> None:
         if now - self._reported < REPORT_EVERY or not any(self._closed.values()):
             return
-        log.warning("dashboard: closed %d connection(s) with no whole request within %.0f s, %d oldest ones "
-                    "for room (%d open at most), answered %d with 503 (all workers busy) in the last %.0f s",
-                    self._closed["slow"], HEAD_DEADLINE, self._closed["crowded"], self.max_open,
-                    self._closed["busy"], now - self._reported)
+        c = self._closed
+        log.warning("dashboard: in the last %.0f s, closed %d connection(s) with no whole request within %.0f s "
+                    "and %d oldest ones for room (%d open at most), answered %d with 503 (all workers busy), "
+                    "could not accept %d times%s", now - self._reported, c["slow"], HEAD_DEADLINE, c["crowded"],
+                    self.max_open, c["busy"], c["unaccepted"], f" ({self._problem})" if c["unaccepted"] else "")
         self._closed = dict.fromkeys(self._closed, 0)
         self._reported = now
 

@@ -12,8 +12,8 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.e2e.test_web import Web, request, web, write_config  # noqa: F401 - web is a fixture
-from tests.support import wait_for
+from tests.e2e.test_web import Web, one_line, request, run_web, web, write_config  # noqa: F401 - web: fixture
+from tests.support import free_port, wait_for
 
 SERVICE_FD_LIMIT = 1024     # systemd's default soft limit for a service
 HEAD_DEADLINE = 5.0         # gate.HEAD_DEADLINE
@@ -171,3 +171,13 @@ def test_wrong_tokens_are_logged_and_after_five_each_address_waits_form_or_beare
         assert browser.log_in("not-the-token-at-all") == 401
     assert browser.log_in() == 429
     assert dash.log().count("failed login (form) from 127.0.0.1") == 5
+
+
+def test_a_token_file_others_can_write_stops_the_start_in_one_line_exit_78(tmp_path, redis_url):
+    # Given: a token file mode 0602 (it started fine before)
+    config = with_token(tmp_path, redis_url)
+    (tmp_path / "web-token").chmod(0o602)
+    # When / Then: the dashboard refuses it in one line, without the token
+    result = run_web(config, "--listen", f"127.0.0.1:{free_port()}")
+    line = one_line(result, 78)
+    assert "is writable by group or other users (mode 0602)" in line and TOKEN not in line

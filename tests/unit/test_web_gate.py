@@ -5,19 +5,32 @@ import threading
 
 import pytest
 
-from mpqueue.web.gate import Gate, body_length
+from mpqueue.web.gate import HEAD_DEADLINE, REPORT_EVERY, Gate, body_length
 from tests.support import wait_for
 
 
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
 @pytest.fixture
-def gate():
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def gate(clock):
     listener = socket.create_server(("127.0.0.1", 0))
     seen = []
 
     def handle(sock, addr, request):
         seen.append(request)
         sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    g = Gate(listener, handle, max_body=100, workers=2, max_open=4)
+    g = Gate(listener, handle, max_body=100, workers=2, max_open=4, clock=clock)
     thread = threading.Thread(target=g.serve_forever, daemon=True)
     thread.start()
     g.port, g.seen = listener.getsockname()[1], seen
@@ -81,3 +94,22 @@ def test_body_length_reads_content_length_case_blind():
 def test_shutdown_ends_serve_forever(gate):
     gate.shutdown()
     wait_for(lambda: gate._selector.get_map() is None, 5, what="the gate closed")
+
+
+def test_a_connection_without_a_whole_request_is_closed_at_the_deadline_and_counted_in_the_log(
+        gate, clock, caplog):
+    # Given: a connection that sent half a request
+    sock = connect(gate, b"GET / HTTP/1.1\r\n")
+    wait_for(lambda: len(gate._open) == 1, 5, what="the gate reading it")
+    # When: the deadline is not yet reached, it stays; once it is, it is closed
+    clock.now += HEAD_DEADLINE - 0.5
+    sock.settimeout(0.6)
+    with pytest.raises(socket.timeout):
+        sock.recv(1)
+    clock.now += 0.5
+    sock.settimeout(5)
+    assert read_all(sock) == b""
+    # Then: within a minute, one line counts it
+    clock.now += REPORT_EVERY
+    wait_for(lambda: "closed 1 connection(s) with no whole request within 5 s" in caplog.text, 5,
+             what="the line in the log")

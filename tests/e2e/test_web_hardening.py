@@ -10,6 +10,7 @@ import selectors
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from tests.e2e.test_web import Web, one_line, request, run_web, web, write_config  # noqa: F401 - web: fixture

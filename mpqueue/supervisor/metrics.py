@@ -6,16 +6,14 @@ and of recovery, worker states, restarts) at most once a second, and reads the
 queue counts from the broker for it when a scrape asks (woken through a pipe,
 at most once per COUNTS_TTL however many scrapers call, under the broker gate
 like every call of the loop). The thread renders the last snapshot; a slow
-scraper holds only the thread (each connection has a short timeout), never the
-loop, its watchdog ping or a worker. The thread never logs and takes no lock a
-forked worker could inherit held.
+scraper holds one of the thread's connections (metrics_http.py: many at once,
+each with a deadline), never the loop, its watchdog ping or a worker. The
+thread never logs and takes no lock a forked worker could inherit held.
 """
 from __future__ import annotations
 
-import http.server
 import os
 import socket
-import socketserver
 import stat
 import threading
 import time
@@ -26,12 +24,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from .. import __version__
 from ..tally import BUCKETS, Totals
+from . import metrics_http
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
 SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
-CONNECTION_TIMEOUT = 5.0  # a scraper that sends nothing is dropped after this
 QUEUE_STATES = ("ready", "scheduled", "running", "failed")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -147,10 +144,10 @@ class Endpoint:
 
     def fileno_for_children(self) -> list[int]:
         """Descriptors a forked worker must close."""
-        return [self._server.fileno(), self._wake_r, self._wake_w]
+        return [*self._server.fds(), self._wake_r, self._wake_w]
 
     def start(self) -> None:
-        threading.Thread(target=self._server.serve_forever, name="mpqueue-metrics", daemon=True).start()
+        self._server.start()
 
     # -- the loop's side
     def fds(self) -> list[int]:
@@ -196,45 +193,7 @@ class Endpoint:
                 pass
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    timeout = CONNECTION_TIMEOUT
-    server_version = "mpqueue"
-
-    def do_GET(self):
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._send(404, b"not found: the metrics are at /metrics\n")
-            return
-        self._send(200, self.server.endpoint.scrape(), CONTENT_TYPE)
-
-    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"):
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args):       # no line per scrape, and no logging from this thread
-        pass
-
-
-class _TCPServer(http.server.HTTPServer):
-    allow_reuse_address = True
-
-
-class _TCP6Server(_TCPServer):
-    address_family = socket.AF_INET6
-
-
-class _UnixServer(socketserver.UnixStreamServer):
-    def get_request(self):
-        conn, _ = super().get_request()
-        return conn, ("unix", 0)        # the handler wants an address
-
-
-def _bind(listen: str, runtime_dir, endpoint):
+def _bind(listen: str, runtime_dir, endpoint) -> metrics_http.Server:
     if listen == "unix":
         path = os.path.join(str(runtime_dir), "metrics.sock")
         try:
@@ -242,16 +201,27 @@ def _bind(listen: str, runtime_dir, endpoint):
                 os.unlink(path)
         except FileNotFoundError:
             pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)                               # srw-rw----: the service's user and group
         try:
-            server = _UnixServer(path, _Handler)
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old)
-        server.path = path
+        host = "localhost"
     else:
         host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        cls = _TCP6Server if ":" in host else _TCPServer
-        server = cls((host, int(port)), _Handler)
-    server.endpoint = endpoint
+        host, path = host.strip("[]"), None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(128)
+    server = metrics_http.Server(sock, endpoint.scrape, host)
+    server.path = path
     return server

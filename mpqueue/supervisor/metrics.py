@@ -23,12 +23,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
-from ..tally import BUCKETS, Totals
+from ..tally import BUCKETS, OUTCOMES, Histogram, Totals
 from . import metrics_http
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
 SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
 QUEUE_STATES = ("ready", "scheduled", "running", "failed")
+RESTART_REASONS = ("crashed", "timeout", "memory", "max_jobs", "reload", "stale", "boot_failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Snapshot:
     queues: tuple = ()
     broker_up: bool = True
     ticks: dict = field(default_factory=dict)          # (schedule, fired|skipped) -> n, this node's
+    tasks: dict = field(default_factory=dict)          # registered task -> its default queue
+    service_up: bool = True                            # False: mpqctl's broker-only view
 
 
 def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None) -> Snapshot:
@@ -56,7 +59,15 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
         workers[(h.queue, state)] = workers.get((h.queue, state), 0) + 1
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
         slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
-    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}))
+    tasks = {name: opts.get("queue") for name, opts in recovery.tasks.items()}
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks)
+
+
+def _pairs(snap: Snapshot) -> list:
+    """(queue, task) of every series that exists from start: each registered task on its
+    default queue (when this service serves it), and every pair counted so far."""
+    pairs = {(q, t) for t, q in snap.tasks.items() if q in snap.queues}
+    return sorted(pairs | {(q, t) for (q, t, _, _) in snap.totals.jobs})
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
@@ -71,23 +82,40 @@ class _Collector:
         self.snap, self.counts = snap, counts
 
     def collect(self):
+        if self.snap.service_up:            # the service's own counters; mpqctl's broker-only view has none
+            yield from self.service_families()
+        yield from self.queue_gauges()
+        up = self.counts is not None and self.snap.broker_up
+        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
+        yield GaugeMetricFamily("mpqueue_service_up", "1 if the running service served these metrics, 0 if "
+                                "mpqctl found it down and printed the broker's view only",
+                                value=int(self.snap.service_up))
+        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def service_families(self):
         s = self.snap
         jobs = CounterMetricFamily("mpqueue_jobs", "Job attempts by their outcome (done, retried, failed) and "
                                    "the failure type", labels=["queue", "task", "outcome", "reason"])
-        for (queue, task, outcome, reason), n in sorted(s.totals.jobs.items()):
-            jobs.add_metric([queue, task, outcome, reason], n)
+        pairs = _pairs(s)
+        for queue, task in pairs:
+            for outcome, reason in OUTCOMES:
+                jobs.add_metric([queue, task, outcome, reason], s.totals.jobs.get((queue, task, outcome, reason), 0))
         yield jobs
         yield _histogram("mpqueue_job_duration_seconds", "Run time of finished job attempts",
-                         ["queue", "task"], s.totals.durations)
+                         ["queue", "task"], {**{p: Histogram() for p in pairs}, **s.totals.durations})
+        waits = {(q,): Histogram() for q in s.queues}
+        waits.update({(q,): h for q, h in s.totals.waits.items()})
         yield _histogram("mpqueue_job_wait_seconds", "From due (push, or the due time of a delayed job) to "
-                         "start, first attempts", ["queue"], {(q,): h for q, h in s.totals.waits.items()})
-        yield from self.queue_gauges()
+                         "start, first attempts", ["queue"], waits)
         yield _gauge("mpqueue_workers", "Worker processes of this node by state", ["queue", "state"], s.workers)
         yield _gauge("mpqueue_worker_slots", "Job slots of this node's workers (concurrency) by state",
                      ["queue", "state"], s.slots)
         restarts = CounterMetricFamily("mpqueue_worker_restarts", "Workers replaced, by why",
                                        labels=["queue", "reason"])
-        for (queue, reason), n in sorted(s.restarts.items()):
+        zeros = {(q, r): 0 for q in s.queues for r in RESTART_REASONS}
+        for (queue, reason), n in sorted({**zeros, **s.restarts}.items()):
             restarts.add_metric([queue, reason], n)
         yield restarts
         ticks = CounterMetricFamily("mpqueue_schedule_ticks", "Schedule ticks this node fired, and those it "
@@ -96,11 +124,6 @@ class _Collector:
         for (name, outcome), n in sorted(s.ticks.items()):
             ticks.add_metric([name, outcome], n)
         yield ticks
-        up = self.counts is not None and s.broker_up
-        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
-        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
 
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",

@@ -47,7 +47,7 @@ def test_the_exposition_parses_and_escapes_label_values():
     text = render(Snapshot(totals=totals, queues=("q",)), {"q": {"ready": 5, "scheduled": 0, "running": 1,
                                                                 "failed": 2}}).decode()
     by_name = {f.name: f for f in text_string_to_metric_families(text)}
-    sample, = by_name["mpqueue_jobs"].samples
+    sample, = [s for s in by_name["mpqueue_jobs"].samples if s.value]
     assert sample.labels["task"] == 'evil"\\\n:task' and sample.value == 3
     assert {s.labels["state"]: s.value for s in by_name["mpqueue_queue_jobs"].samples}["ready"] == 5
 
@@ -64,3 +64,24 @@ def test_the_grafana_dashboard_uses_only_metrics_we_export():
     used = set(re.findall(r"mpqueue_\w+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
                                                    for t in p["targets"])))
     assert used and used <= exported, used - exported
+
+
+def test_every_series_is_there_from_start():
+    text = render(Snapshot(queues=("q",), tasks={"a:b": "q", "elsewhere:t": "other"}, ticks={("beat", "fired"): 0,
+                                                                                          ("beat", "skipped"): 0}),
+                  {"q": {}}).decode()
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("mpqueue_jobs_total", (("outcome", "failed"), ("queue", "q"), ("reason", "error"),
+                                       ("task", "a:b")))] == 0
+    assert not any(dict(labels).get("task") == "elsewhere:t" for _, labels in got)   # not this service's queue
+    assert got[("mpqueue_worker_restarts_total", (("queue", "q"), ("reason", "crashed")))] == 0
+    assert got[("mpqueue_schedule_ticks_total", (("outcome", "skipped"), ("schedule", "beat")))] == 0
+    assert got[("mpqueue_job_wait_seconds_count", (("queue", "q"),))] == 0
+    assert got[("mpqueue_service_up", ())] == 1
+
+
+def test_the_broker_only_view_says_the_service_is_down_and_claims_no_counter():
+    text = render(Snapshot(queues=("q",), service_up=False), None).decode()
+    got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got == {"mpqueue_broker_up": 0, "mpqueue_service_up": 0, "mpqueue_build_info": 1}

@@ -227,3 +227,22 @@ def test_every_series_exists_from_start_with_zero(service, tmp_path):
         done = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                               timeout=30)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mpqctl_metrics_says_what_is_true_when_service_and_broker_are_both_down(service, tmp_path):
+    """node_exporter's textfile keeps the last file written: with nothing printed, it
+    went on showing the last counts and broker_up 1."""
+    svc = service({"metrics": {"listen": "unix"}}, broker=f"redis://127.0.0.1:{free_port()}/0")   # nobody there
+    done = subprocess.run([sys.executable, "-m", "mpqueue.ops.ctl", "--config", str(svc.config_path), "metrics"],
+                          capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, MPQUEUE_RUNTIME_DIR=str(tmp_path / "run")))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# mpqueue: the service does not answer")
+    assert value(done.stdout, "mpqueue_broker_up") == 0 and ("mpqueue_broker_up", frozenset()) in samples(done.stdout)
+    assert ("mpqueue_service_up", frozenset()) in samples(done.stdout) and value(done.stdout, "mpqueue_service_up") == 0
+    assert not [f.name for f in text_string_to_metric_families(done.stdout)
+                if f.samples and f.name not in ("mpqueue_broker_up", "mpqueue_service_up", "mpqueue_build_info")]
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=done.stdout, capture_output=True, text=True,
+                               timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -85,3 +85,13 @@ def test_the_broker_only_view_says_the_service_is_down_and_claims_no_counter():
     text = render(Snapshot(queues=("q",), service_up=False), None).decode()
     got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert got == {"mpqueue_broker_up": 0, "mpqueue_service_up": 0, "mpqueue_build_info": 1}
+
+
+def test_the_host_rule_refuses_names_that_are_not_this_hosts():
+    from mpqueue.supervisor.metrics_http import host_allowed
+    names = frozenset({"app1", "app1.example.org"})
+    for ok in (None, "127.0.0.1:9808", "[::1]:9808", "localhost", "LOCALHOST:9808", "10.0.0.5:9808",
+               "[2001:db8::5]:9808", "app1:9808", "app1.example.org.", "metrics.internal:9808"):
+        assert host_allowed(ok, "metrics.internal", names), ok
+    for bad in ("attacker.example", "attacker.example:9808", "app1.attacker.example", ""):
+        assert not host_allowed(bad, "0.0.0.0", names), bad

@@ -112,7 +112,11 @@ class Server:
                     if key.data == "accept":
                         self._accept(sel)
                     elif key.fd in self._conns:
-                        self._serve(sel, key.fd)
+                        try:
+                            self._serve(sel, key.fd)
+                        except Exception:           # noqa: BLE001 - one bad request must not end the endpoint
+                            if key.fd in self._conns:
+                                self._close(sel, key.fd)
                 now = self.clock()
                 for fd in [fd for fd, c in self._conns.items() if c.deadline <= now]:
                     self._close(sel, fd)
@@ -140,7 +144,9 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return                       # out of descriptors, or the client gave up: the next wake tries again
+                if self._conns:              # out of descriptors: free the oldest, so the next try succeeds
+                    self._close(sel, next(iter(self._conns)))
+                return
             if len(self._conns) >= MAX_CONNECTIONS:
                 self._close(sel, next(iter(self._conns)))
             sock.setblocking(False)

@@ -95,3 +95,31 @@ def test_the_host_rule_refuses_names_that_are_not_this_hosts():
         assert host_allowed(ok, "metrics.internal", names), ok
     for bad in ("attacker.example", "attacker.example:9808", "app1.attacker.example", ""):
         assert not host_allowed(bad, "0.0.0.0", names), bad
+
+
+def test_a_scrape_that_raises_closes_its_connection_and_the_endpoint_goes_on():
+    import socket
+
+    from mpqueue.supervisor.metrics_http import Server
+    calls = []
+
+    def scrape():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in rendering")
+        return b"mpqueue_up 1\n"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = Server(listener, scrape, "127.0.0.1")
+    server.start()
+    try:
+        answers = []
+        for _ in range(2):
+            with socket.create_connection(listener.getsockname(), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answers.append(b"".join(iter(lambda: s.recv(4096), b"")))
+        assert answers[0] == b"" and answers[1].startswith(b"HTTP/1.1 200") and answers[1].endswith(b"mpqueue_up 1\n")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,7 +7,8 @@ textfile collector on a host that opens no port:
 With `metrics: {listen: ...}` in the service's YAML (a port, or "unix" for the
 socket in its runtime directory) it fetches what the running service serves.
 Otherwise, or while the service is down, it prints what the broker alone can
-tell (queue depths, broker_up): the job counters live in the service."""
+tell (queue depths, broker_up, service_up 0): the job counters live in the service.
+With the broker down as well it still prints what is true (broker_up 0) and exits 0."""
 from __future__ import annotations
 
 import http.client
@@ -18,7 +19,7 @@ import click
 from ..brokers import BrokerError
 from ..supervisor.lock import runtime_dir
 from ..supervisor.metrics import Snapshot, render
-from .ctl_target import pass_target
+from .ctl_target import CtlError, pass_target
 
 FETCH_TIMEOUT = 10.0
 
@@ -62,7 +63,8 @@ def metrics(target):
     """Print Prometheus metrics (text format) to stdout.
 
     The running service's own (with metrics.listen in its YAML), else the
-    broker's view only: mpqueue_queue_jobs and mpqueue_broker_up."""
+    broker's view only: mpqueue_queue_jobs, mpqueue_broker_up and
+    mpqueue_service_up 0 (exit 0 even when the broker is down too)."""
     cfg = target.config
     if cfg is not None and cfg.metrics.listen:
         try:
@@ -72,10 +74,19 @@ def metrics(target):
             reason = f"the service does not answer on {cfg.metrics.listen} ({exc})"
     else:
         reason = "no metrics.listen in the service's YAML"
-    queues = target.known_queues()
+    click.echo(broker_view(target, reason), nl=False)
+
+
+def broker_view(target, reason: str) -> str:
+    """What is true while the service's own metrics can't be read: the queue counts if
+    the broker answers, broker_up, and service_up 0; never a stale counter. Printed
+    with exit 0 even when the broker is down too, so a textfile collector replaces
+    the last good counts with this rather than keeping them."""
+    queues = target.config_queues()
     try:
+        queues = target.known_queues()
         counts = target.broker.counts_many(queues)
-    except BrokerError:
-        counts = None
-    click.echo(f"# mpqueue: {reason}: the broker's view only\n" + render(Snapshot(queues=tuple(queues)),
-                                                                          counts).decode(), nl=False)
+    except (BrokerError, CtlError, OSError) as exc:
+        counts, reason = None, f"{reason}; the broker does not answer ({exc})"
+    comment = f"# mpqueue: {reason}: the broker's view only".replace("\n", " ")
+    return comment + "\n" + render(Snapshot(queues=tuple(queues), service_up=False), counts).decode()

@@ -6,16 +6,14 @@ and of recovery, worker states, restarts) at most once a second, and reads the
 queue counts from the broker for it when a scrape asks (woken through a pipe,
 at most once per COUNTS_TTL however many scrapers call, under the broker gate
 like every call of the loop). The thread renders the last snapshot; a slow
-scraper holds only the thread (each connection has a short timeout), never the
-loop, its watchdog ping or a worker. The thread never logs and takes no lock a
-forked worker could inherit held.
+scraper holds one of the thread's connections (metrics_http.py: many at once,
+each with a deadline), never the loop, its watchdog ping or a worker. The
+thread never logs and takes no lock a forked worker could inherit held.
 """
 from __future__ import annotations
 
-import http.server
 import os
 import socket
-import socketserver
 import stat
 import threading
 import time
@@ -25,13 +23,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
-from ..tally import BUCKETS, Totals
+from ..tally import BUCKETS, OUTCOMES, Histogram, Totals
+from . import metrics_http
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
 SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
-CONNECTION_TIMEOUT = 5.0  # a scraper that sends nothing is dropped after this
 QUEUE_STATES = ("ready", "scheduled", "running", "failed")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RESTART_REASONS = ("crashed", "timeout", "memory", "max_jobs", "reload", "stale", "boot_failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,8 @@ class Snapshot:
     queues: tuple = ()
     broker_up: bool = True
     ticks: dict = field(default_factory=dict)          # (schedule, fired|skipped) -> n, this node's
+    tasks: dict = field(default_factory=dict)          # registered task -> its default queue
+    service_up: bool = True                            # False: mpqctl's broker-only view
 
 
 def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None) -> Snapshot:
@@ -59,7 +59,15 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
         workers[(h.queue, state)] = workers.get((h.queue, state), 0) + 1
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
         slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
-    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}))
+    tasks = {name: opts.get("queue") for name, opts in recovery.tasks.items()}
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks)
+
+
+def _pairs(snap: Snapshot) -> list:
+    """(queue, task) of every series that exists from start: each registered task on its
+    default queue (when this service serves it), and every pair counted so far."""
+    pairs = {(q, t) for t, q in snap.tasks.items() if q in snap.queues}
+    return sorted(pairs | {(q, t) for (q, t, _, _) in snap.totals.jobs})
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
@@ -74,23 +82,40 @@ class _Collector:
         self.snap, self.counts = snap, counts
 
     def collect(self):
+        if self.snap.service_up:            # the service's own counters; mpqctl's broker-only view has none
+            yield from self.service_families()
+        yield from self.queue_gauges()
+        up = self.counts is not None and self.snap.broker_up
+        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
+        yield GaugeMetricFamily("mpqueue_service_up", "1 if the running service served these metrics, 0 if "
+                                "mpqctl found it down and printed the broker's view only",
+                                value=int(self.snap.service_up))
+        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def service_families(self):
         s = self.snap
         jobs = CounterMetricFamily("mpqueue_jobs", "Job attempts by their outcome (done, retried, failed) and "
                                    "the failure type", labels=["queue", "task", "outcome", "reason"])
-        for (queue, task, outcome, reason), n in sorted(s.totals.jobs.items()):
-            jobs.add_metric([queue, task, outcome, reason], n)
+        pairs = _pairs(s)
+        for queue, task in pairs:
+            for outcome, reason in OUTCOMES:
+                jobs.add_metric([queue, task, outcome, reason], s.totals.jobs.get((queue, task, outcome, reason), 0))
         yield jobs
         yield _histogram("mpqueue_job_duration_seconds", "Run time of finished job attempts",
-                         ["queue", "task"], s.totals.durations)
+                         ["queue", "task"], {**{p: Histogram() for p in pairs}, **s.totals.durations})
+        waits = {(q,): Histogram() for q in s.queues}
+        waits.update({(q,): h for q, h in s.totals.waits.items()})
         yield _histogram("mpqueue_job_wait_seconds", "From due (push, or the due time of a delayed job) to "
-                         "start, first attempts", ["queue"], {(q,): h for q, h in s.totals.waits.items()})
-        yield from self.queue_gauges()
+                         "start, first attempts", ["queue"], waits)
         yield _gauge("mpqueue_workers", "Worker processes of this node by state", ["queue", "state"], s.workers)
         yield _gauge("mpqueue_worker_slots", "Job slots of this node's workers (concurrency) by state",
                      ["queue", "state"], s.slots)
         restarts = CounterMetricFamily("mpqueue_worker_restarts", "Workers replaced, by why",
                                        labels=["queue", "reason"])
-        for (queue, reason), n in sorted(s.restarts.items()):
+        zeros = {(q, r): 0 for q in s.queues for r in RESTART_REASONS}
+        for (queue, reason), n in sorted({**zeros, **s.restarts}.items()):
             restarts.add_metric([queue, reason], n)
         yield restarts
         ticks = CounterMetricFamily("mpqueue_schedule_ticks", "Schedule ticks this node fired, and those it "
@@ -99,11 +124,6 @@ class _Collector:
         for (name, outcome), n in sorted(s.ticks.items()):
             ticks.add_metric([name, outcome], n)
         yield ticks
-        up = self.counts is not None and s.broker_up
-        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
-        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
 
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
@@ -147,10 +167,10 @@ class Endpoint:
 
     def fileno_for_children(self) -> list[int]:
         """Descriptors a forked worker must close."""
-        return [self._server.fileno(), self._wake_r, self._wake_w]
+        return [*self._server.fds(), self._wake_r, self._wake_w]
 
     def start(self) -> None:
-        threading.Thread(target=self._server.serve_forever, name="mpqueue-metrics", daemon=True).start()
+        self._server.start()
 
     # -- the loop's side
     def fds(self) -> list[int]:
@@ -196,45 +216,7 @@ class Endpoint:
                 pass
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    timeout = CONNECTION_TIMEOUT
-    server_version = "mpqueue"
-
-    def do_GET(self):
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._send(404, b"not found: the metrics are at /metrics\n")
-            return
-        self._send(200, self.server.endpoint.scrape(), CONTENT_TYPE)
-
-    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"):
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args):       # no line per scrape, and no logging from this thread
-        pass
-
-
-class _TCPServer(http.server.HTTPServer):
-    allow_reuse_address = True
-
-
-class _TCP6Server(_TCPServer):
-    address_family = socket.AF_INET6
-
-
-class _UnixServer(socketserver.UnixStreamServer):
-    def get_request(self):
-        conn, _ = super().get_request()
-        return conn, ("unix", 0)        # the handler wants an address
-
-
-def _bind(listen: str, runtime_dir, endpoint):
+def _bind(listen: str, runtime_dir, endpoint) -> metrics_http.Server:
     if listen == "unix":
         path = os.path.join(str(runtime_dir), "metrics.sock")
         try:
@@ -242,16 +224,27 @@ def _bind(listen: str, runtime_dir, endpoint):
                 os.unlink(path)
         except FileNotFoundError:
             pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)                               # srw-rw----: the service's user and group
         try:
-            server = _UnixServer(path, _Handler)
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old)
-        server.path = path
+        host = "localhost"
     else:
         host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        cls = _TCP6Server if ":" in host else _TCPServer
-        server = cls((host, int(port)), _Handler)
-    server.endpoint = endpoint
+        host, path = host.strip("[]"), None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(128)
+    server = metrics_http.Server(sock, endpoint.scrape, host)
+    server.path = path
     return server

@@ -155,7 +155,8 @@ class Schedules:
 
     def counters(self) -> dict:
         """(schedule, outcome) -> ticks, for the metrics."""
-        out = {(n, "fired"): v for n, v in self.fired.items()}
+        out = {(n, o): 0 for n in self.entries for o in ("fired", "skipped")}     # every series from start
+        out.update({(n, "fired"): v for n, v in self.fired.items()})
         out.update({(n, "skipped"): v for n, v in self.skipped.items()})
         return out
 

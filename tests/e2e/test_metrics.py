@@ -198,3 +198,51 @@ def test_a_silent_scraper_holds_neither_the_loop_nor_the_jobs(service, client, r
         wait_for(lambda: jobs(scrape(port), "done") == 1, 15, what="a scrape after the silent one")
         assert silent.recv(1) == b""                                    # it was closed on us
     assert svc.stop() == 0
+
+
+def test_every_series_exists_from_start_with_zero(service, tmp_path):
+    """A rate() or an alert on a series that appears only at its first event misses that
+    event: every label value known at start is there before any job."""
+    port = free_port()
+    metrics_service(service, port)
+    record = ("mpqueue_jobs_total", frozenset(dict(queue="default", task="testtasks:record", outcome="done",
+                                                   reason="").items()))
+
+    def registered():
+        text = scrape(port)
+        return text if record in samples(text) else None
+    text = wait_for(registered, 10, what="the workers' tasks registered")
+    have = samples(text)
+    for reason in ("crashed", "timeout", "memory", "max_jobs", "reload", "stale", "boot_failed"):
+        assert have[("mpqueue_worker_restarts_total", frozenset(dict(queue="default", reason=reason).items()))] == 0
+    for outcome in ("retried", "failed"):
+        for reason in ("error", "timeout", "crashed", "lost"):
+            key = frozenset(dict(queue="default", task="testtasks:fail", outcome=outcome, reason=reason).items())
+            assert have[("mpqueue_jobs_total", key)] == 0
+    assert have[("mpqueue_job_wait_seconds_count", frozenset({("queue", "default")}))] == 0
+    assert have[("mpqueue_job_duration_seconds_count",
+                 frozenset(dict(queue="default", task="testtasks:record").items()))] == 0
+    assert have[("mpqueue_service_up", frozenset())] == 1
+    if shutil.which("promtool"):
+        done = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mpqctl_metrics_says_what_is_true_when_service_and_broker_are_both_down(service, tmp_path):
+    """node_exporter's textfile keeps the last file written: with nothing printed, it
+    went on showing the last counts and broker_up 1."""
+    svc = service({"metrics": {"listen": "unix"}}, broker=f"redis://127.0.0.1:{free_port()}/0")   # nobody there
+    done = subprocess.run([sys.executable, "-m", "mpqueue.ops.ctl", "--config", str(svc.config_path), "metrics"],
+                          capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, MPQUEUE_RUNTIME_DIR=str(tmp_path / "run")))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# mpqueue: the service does not answer")
+    assert value(done.stdout, "mpqueue_broker_up") == 0 and ("mpqueue_broker_up", frozenset()) in samples(done.stdout)
+    assert ("mpqueue_service_up", frozenset()) in samples(done.stdout) and value(done.stdout, "mpqueue_service_up") == 0
+    assert not [f.name for f in text_string_to_metric_families(done.stdout)
+                if f.samples and f.name not in ("mpqueue_broker_up", "mpqueue_service_up", "mpqueue_build_info")]
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=done.stdout, capture_output=True, text=True,
+                               timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -47,7 +47,7 @@ def test_the_exposition_parses_and_escapes_label_values():
     text = render(Snapshot(totals=totals, queues=("q",)), {"q": {"ready": 5, "scheduled": 0, "running": 1,
                                                                 "failed": 2}}).decode()
     by_name = {f.name: f for f in text_string_to_metric_families(text)}
-    sample, = by_name["mpqueue_jobs"].samples
+    sample, = [s for s in by_name["mpqueue_jobs"].samples if s.value]
     assert sample.labels["task"] == 'evil"\\\n:task' and sample.value == 3
     assert {s.labels["state"]: s.value for s in by_name["mpqueue_queue_jobs"].samples}["ready"] == 5
 
@@ -64,3 +64,62 @@ def test_the_grafana_dashboard_uses_only_metrics_we_export():
     used = set(re.findall(r"mpqueue_\w+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
                                                    for t in p["targets"])))
     assert used and used <= exported, used - exported
+
+
+def test_every_series_is_there_from_start():
+    text = render(Snapshot(queues=("q",), tasks={"a:b": "q", "elsewhere:t": "other"}, ticks={("beat", "fired"): 0,
+                                                                                          ("beat", "skipped"): 0}),
+                  {"q": {}}).decode()
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got[("mpqueue_jobs_total", (("outcome", "failed"), ("queue", "q"), ("reason", "error"),
+                                       ("task", "a:b")))] == 0
+    assert not any(dict(labels).get("task") == "elsewhere:t" for _, labels in got)   # not this service's queue
+    assert got[("mpqueue_worker_restarts_total", (("queue", "q"), ("reason", "crashed")))] == 0
+    assert got[("mpqueue_schedule_ticks_total", (("outcome", "skipped"), ("schedule", "beat")))] == 0
+    assert got[("mpqueue_job_wait_seconds_count", (("queue", "q"),))] == 0
+    assert got[("mpqueue_service_up", ())] == 1
+
+
+def test_the_broker_only_view_says_the_service_is_down_and_claims_no_counter():
+    text = render(Snapshot(queues=("q",), service_up=False), None).decode()
+    got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert got == {"mpqueue_broker_up": 0, "mpqueue_service_up": 0, "mpqueue_build_info": 1}
+
+
+def test_the_host_rule_refuses_names_that_are_not_this_hosts():
+    from mpqueue.supervisor.metrics_http import host_allowed
+    names = frozenset({"app1", "app1.example.org"})
+    for ok in (None, "127.0.0.1:9808", "[::1]:9808", "localhost", "LOCALHOST:9808", "10.0.0.5:9808",
+               "[2001:db8::5]:9808", "app1:9808", "app1.example.org.", "metrics.internal:9808"):
+        assert host_allowed(ok, "metrics.internal", names), ok
+    for bad in ("attacker.example", "attacker.example:9808", "app1.attacker.example", ""):
+        assert not host_allowed(bad, "0.0.0.0", names), bad
+
+
+def test_a_scrape_that_raises_closes_its_connection_and_the_endpoint_goes_on():
+    import socket
+
+    from mpqueue.supervisor.metrics_http import Server
+    calls = []
+
+    def scrape():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in rendering")
+        return b"mpqueue_up 1\n"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = Server(listener, scrape, "127.0.0.1")
+    server.start()
+    try:
+        answers = []
+        for _ in range(2):
+            with socket.create_connection(listener.getsockname(), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answers.append(b"".join(iter(lambda: s.recv(4096), b"")))
+        assert answers[0] == b"" and answers[1].startswith(b"HTTP/1.1 200") and answers[1].endswith(b"mpqueue_up 1\n")
+    finally:
+        server.shutdown()
+        server.server_close()

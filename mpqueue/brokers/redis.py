@@ -8,13 +8,13 @@ resp.py, which skips redis-py's per-argument packing on these hot paths.
 Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
 redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
 pub/sub, whose receiver count is exact on the queue's own shard. The batch reads
-of dashboards and metrics are in redis_inspection.py.
+of dashboards and metrics are in redis_inspection.py, node heartbeats in
+redis_node_records.py.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import socket
 import time
@@ -26,6 +26,7 @@ from ..core import redis_url
 from . import data_format, resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
 from .redis_inspection import RedisInspection
+from .redis_node_records import RedisNodeRecords
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
@@ -130,7 +131,7 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisBroker(RedisHandles, RedisInspection, Broker):
+class RedisBroker(RedisHandles, RedisInspection, RedisNodeRecords, Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
         try:
@@ -354,31 +355,6 @@ class RedisBroker(RedisHandles, RedisInspection, Broker):
             if last.isdigit():
                 out[name] = (int(last), int(fired) if fired.isdigit() else 0)
         return out
-
-    def heartbeat(self, node_id, info, ttl):
-        now, svc = time.time(), self.service
-
-        def beat(node):
-            with node.client.pipeline(transaction=False) as pipe:
-                pipe.zadd(svc.nodes, {node_id: now})
-                pipe.set(svc.node(node_id), json.dumps(info), ex=max(1, int(ttl)))
-                pipe.zremrangebyscore(svc.nodes, "-inf", now - 24 * 3600)
-                pipe.execute()
-        self._on(None, beat)
-
-    def _read_nodes(self, node):
-        svc = self.service
-        ids = node.client.zrange(svc.nodes, 0, -1)
-        if not ids:
-            return []
-        values = node.client.mget([svc.node(i) for i in ids])
-        dead = [i for i, v in zip(ids, values) if v is None]
-        if dead:
-            node.client.zrem(svc.nodes, *dead)
-        return [json.loads(v) for v in values if v]
-
-    def nodes(self):
-        return self._on(None, self._read_nodes)
 
     def add_queues(self, names):
         if names:

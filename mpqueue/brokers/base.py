@@ -282,6 +282,14 @@ class Inspection(abc.ABC):
         """Live nodes' last heartbeat info."""
 
     @abc.abstractmethod
+    def forget_node(self, node_id: str) -> None:
+        """Remove `node_id`'s heartbeat record at once, in one atomic step: nodes()
+        no longer lists it. A supervisor calls it for its own id only, as its last
+        broker call of a clean stop (its workers gone), so a stopped node is not
+        shown as live until its ttl ends. Other nodes' records are untouched; an
+        unknown id is no error."""
+
+    @abc.abstractmethod
     def add_queues(self, names: list[str]) -> None:
         """Remember queue names so tools can list them without a config."""
 

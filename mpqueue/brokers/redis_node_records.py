@@ -43,3 +43,11 @@ class RedisNodeRecords:
 
     def nodes(self):
         return self._on(None, self._read_nodes)
+
+    def forget_node(self, node_id):
+        svc = self.service
+
+        def forget(node):
+            with node.client.pipeline(transaction=True) as pipe:     # the record and its index entry together
+                pipe.delete(svc.node(node_id)).zrem(svc.nodes, node_id).execute()
+        self._on(None, forget)

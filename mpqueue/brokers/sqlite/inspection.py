@@ -123,6 +123,10 @@ class Inspection(InspectionContract):
         return [json.loads(r[0]) for r in self._read("SELECT info FROM node WHERE expires >= ? ORDER BY id",
                                                      (now_ms(),))]
 
+    def forget_node(self, node_id):
+        with self._write() as db:
+            db.execute("DELETE FROM node WHERE id=?", (node_id,))
+
     def add_queues(self, names):
         if names:
             with self._write() as db:

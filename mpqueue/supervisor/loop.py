@@ -279,6 +279,10 @@ class Supervisor:
         for holding in self.pool.holdings.values():
             holding.finish()
         self.recovery.flush()
+        try:        # the last broker call, workers gone: the node stops being listed now, not at its ttl
+            self.broker.forget_node(self.node_id)
+        except BrokerError as exc:
+            log.warning("stopping: this node stays listed until its heartbeat expires: %s", exc)
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped")

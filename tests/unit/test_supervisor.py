@@ -81,6 +81,9 @@ class Broker:
     def heartbeat(self, node_id, info, ttl):
         self._call("heartbeat")
 
+    def forget_node(self, node_id):
+        self._call("forget_node", node_id)
+
     def expired(self, queue, limit=100):
         self._call("expired", queue)
         return []
@@ -330,6 +333,35 @@ def test_a_graceful_stop_asks_every_worker_then_kills_at_the_deadline(sup):
     s.clock.advance(1)
     s.stop_step()
     assert all(h.killed_for == "shutdown" for h in handles)
+
+
+def test_a_clean_stop_removes_its_own_node_record_as_its_last_broker_call(sup):
+    # Given a service whose worker held a job when the stop began
+    s = sup()
+    h, = started(s)
+    s.broker.held_jobs = [Held("j1", "t1", h.consumer, envelope())]
+    h.scoreboard.start("j1", "t1", 120.0)
+    s.graceful_stop()
+    # When the worker is gone and the supervisor finishes
+    s.clock.advance(30)
+    s.stop_step()
+    s.pool.on_exit(h.pid, exit_status(signal_number=9))
+    s.finish()
+    # Then the job went back first, and the last broker call removed this node's record
+    assert ("release", "j1") in s.broker.calls
+    assert s.broker.calls[-1] == ("forget_node", s.node_id)
+
+
+def test_a_broker_down_at_the_end_of_a_stop_still_stops_cleanly(sup):
+    # Given a service stopping while its broker is unreachable
+    s = sup()
+    h, = started(s)
+    s.graceful_stop()
+    s.pool.on_exit(h.pid, exit_status(code=0))
+    s.broker.down = True
+    # When it finishes, Then it still exits cleanly (the record expires at its ttl)
+    assert s.finish() == ipc.EXIT_OK
+    assert s.broker.names()[-1] == "forget_node"
 
 
 def test_a_worker_killed_at_the_stop_deadline_hands_its_job_back_unspent(sup):

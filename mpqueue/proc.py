@@ -1,10 +1,13 @@
-"""What every mpqueue process does the same way: its title in `ps`, and signal
+"""What every mpqueue process does the same way: its title in `ps`, signal
 handlers that only record and wake (a self-pipe), as in gunicorn/Sidekiq: no
-logging, locks, I/O beyond one byte, or raising inside a handler."""
+logging, locks, I/O beyond one byte, or raising inside a handler; and how a
+supervisor names itself in its heartbeat so that readers on its host can tell
+at once whether it still runs."""
 from __future__ import annotations
 
 import os
 import signal
+import socket
 
 
 class SignalQueue:
@@ -56,3 +59,57 @@ def set_title(title: str) -> None:
     except ImportError:
         return
     setproctitle.setproctitle(title)
+
+
+# -- is a node's supervisor still running? (Linux /proc; elsewhere nobody can tell)
+def identity() -> dict:
+    """This process as its heartbeat names it, beside "host" and "pid": the kernel's
+    boot id and the process's start time in clock ticks since boot, which together
+    tell it from a later process that got the same pid. {} where /proc has neither."""
+    try:
+        return {"boot_id": _boot_id(), "pid_start": _stat(os.getpid())[1]}
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def record_running(record: dict) -> bool | None:
+    """Whether the process a heartbeat `record` names still runs, as seen from here:
+    True or False on its own host (same host name, same boot), None where this
+    process cannot tell (another host, a record without identity(), a process of
+    another user hidden by /proc's hidepid): then only the heartbeat's age speaks."""
+    pid, start = record.get("pid"), record.get("pid_start")
+    if not (isinstance(pid, int) and pid > 0 and record.get("boot_id") and record.get("host") == socket.gethostname()):
+        return None
+    try:
+        if record["boot_id"] != _boot_id():
+            return None
+        state, ticks = _stat(pid)
+    except (ValueError, IndexError):
+        return None
+    except OSError:
+        return _exists(pid)
+    return state != "Z" and ticks == start      # a zombie has exited; other ticks: the pid was reused
+
+
+def _boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """(state, start ticks since boot) from /proc/PID/stat (fields 3 and 22)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()     # the name, in parentheses, may hold spaces
+    return fields[0], int(fields[19])
+
+
+def _exists(pid: int) -> bool | None:
+    """/proc would not show it: False if there is no such process, None if there is one
+    (hidden from us, so its start time can't be compared)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return None
+    return None

@@ -7,6 +7,8 @@ import os
 import socket
 import time
 
+from .. import proc
+
 
 def busy_count(handles) -> int:
     """Jobs running now: busy slots (one per busy worker with `concurrency: 1`)."""
@@ -46,6 +48,8 @@ def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: 
 
 
 def node_info(cfg, handles, retired: dict, node_id: str, started_at: float) -> dict:
+    """The heartbeat record; "boot_id" and "pid_start" (proc.identity) let readers on
+    this host see at once that the supervisor is gone, should it be killed outright."""
     queues = {}
     for q in cfg.queues.values():
         hs = [h for h in handles if h.queue == q.name]
@@ -59,4 +63,4 @@ def node_info(cfg, handles, retired: dict, node_id: str, started_at: float) -> d
     done, failed = job_totals(handles, retired)
     return {"node": node_id, "service": cfg.name, "host": socket.gethostname(), "pid": os.getpid(),
             "queues": queues, "workers": workers, "done": done, "failed": failed, "started_at": started_at,
-            "heartbeat_at": time.time()}
+            "heartbeat_at": time.time(), **proc.identity()}

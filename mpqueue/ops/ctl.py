@@ -13,7 +13,7 @@ import time
 
 import click
 
-from .. import __version__
+from .. import __version__, proc
 from ..core import envelope as jobmod
 from ..producer import handles
 from ..producer.client import Client
@@ -117,16 +117,20 @@ def status(target, queues):
                       "workers": [{"queue": name, "index": n, "pid": n,
                                    "running": {"<slot>": job id}}],
                       "done": n, "failed": n, "started_at": epoch,
-                      "heartbeat_at": epoch, "heartbeat_age": seconds}]}
-    (a node is its service's last heartbeat as sent, plus heartbeat_age; ages
-    compare that node's clock with this host's)
+                      "heartbeat_at": epoch, "heartbeat_age": seconds,
+                      "alive": true|false|null}]}
+    (a node is its service's last heartbeat as sent, plus heartbeat_age and
+    alive; ages compare that node's clock with this host's. A node that stops
+    cleanly is gone from the list at once. "alive" is false when the node's
+    supervisor no longer runs (seen from its own host: killed outright), true
+    when it runs, null on another host, where only the heartbeat age tells)
     """
     for queue in queues:
         target.check_queue(queue)
     names = queues or target.config_queues() or target.broker.queues()
     counts = {q: target.broker.counts(q) for q in names}
     now = time.time()
-    nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1))
+    nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1), alive=proc.record_running(n))
              for n in target.broker.nodes()]
     emit({"queues": counts, "nodes": nodes}, lambda: status_text(counts, nodes))
 
@@ -139,7 +143,8 @@ def status(target, queues):
 def ping(target, max_age):
     """Probe for monitoring and health checks: exit 0 when the broker answers and
     at least one node of the service (of any service with --broker alone) has
-    sent a heartbeat within --max-age seconds; else exit 1 saying which.
+    sent a heartbeat within --max-age seconds and is not known to be gone (a
+    supervisor on this host that no longer runs); else exit 1 saying which.
 
     \b
     JSON: {"broker": "ok", "service": name or null, "nodes": n}
@@ -148,10 +153,10 @@ def ping(target, max_age):
     service = target.config.name if target.config else None
     now = time.time()
     live = [n for n in target.broker.nodes() if (service is None or n.get("service") == service)
-            and now - n.get("heartbeat_at", 0) <= max_age]
+            and now - n.get("heartbeat_at", 0) <= max_age and proc.record_running(n) is not False]
     if not live:
         raise CtlError(f"broker ok, but no live node of {f'service {service}' if service else 'any service'} "
-                       f"(no heartbeat within {max_age:g} s)")
+                       f"(no heartbeat within {max_age:g} s from a node still running)")
     emit({"broker": "ok", "service": service, "nodes": len(live)},
           f"ok: broker answers; {len(live)} live node(s){f' of {service}' if service else ''}")
 

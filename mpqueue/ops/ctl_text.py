@@ -15,9 +15,14 @@ def status_text(counts: dict, nodes: list) -> str:
         for q, w in (n.get("queues") or {"-": {}}).items():
             slots = f"{w.get('busy_slots', w.get('busy', 0))}/{w.get('slots', w.get('workers', 0))}"
             rows.append([n.get("host", "?"), n.get("pid", "?"), n.get("service", "?"), q,
-                         w.get("workers", 0), w.get("busy", 0), w.get("idle", 0), slots, f"{n['heartbeat_age']:.0f}s"])
+                         w.get("workers", 0), w.get("busy", 0), w.get("idle", 0), slots, _heartbeat_cell(n)])
     headers = ["HOST", "PID", "SERVICE", "QUEUE", "WORKERS", "BUSY", "IDLE", "SLOTS BUSY", "HEARTBEAT"]
     return text + "\n\n" + (_table(headers, rows) if rows else "no live nodes")
+
+
+def _heartbeat_cell(node: dict) -> str:
+    """The heartbeat's age, and "gone" when its supervisor is known not to run."""
+    return f"{node['heartbeat_age']:.0f}s" + (", gone" if node.get("alive") is False else "")
 
 
 def _table(headers: list[str], rows: list[list]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+from .. import proc
 from ..core import envelope as jobmod
 from ..core.names import redact
 from ..ops.jobview import failed_entry, holder, job_info  # the shapes `mpqctl failed/job --json` print
@@ -47,7 +48,8 @@ def nodes_view(nodes: list, held: dict, first_seen, now: float) -> dict:
     """Live nodes (their last heartbeat) with each worker's jobs. The jobs come from
     the broker's reservations, read now, so they are current although a heartbeat
     is up to 15 s old; a job counts as a worker's when the worker holds it, or when
-    the heartbeat says the worker runs it (dispatch mode: the node holds it)."""
+    the heartbeat says the worker runs it (dispatch mode: the node holds it). A node
+    whose supervisor is known to be gone (killed on this host) is listed as such."""
     holds = {(q, h.id): h for q, hs in held.items() for h in hs}
     ages = first_seen.update([job_id for _, job_id in holds])
     claimed: set = set()
@@ -76,6 +78,7 @@ def _node(n: dict, holds: dict, ages: dict, claimed: set, now: float) -> dict:
     return {"node": node_id, "service": n.get("service"), "host": n.get("host"), "pid": n.get("pid"),
             "started_at": n.get("started_at"), "done": n.get("done"), "failed": n.get("failed"),
             "heartbeat_age": round(max(0.0, now - (n.get("heartbeat_at") or now)), 1),
+            "alive": proc.record_running(n),      # False: its supervisor is gone (seen from its own host)
             "workers": workers, "other_jobs": [_job(q, h, ages) | {"consumer": h.consumer} for (q, _), h in extra]}
 
 

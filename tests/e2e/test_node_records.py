@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from mpqueue.brokers import open_broker
+from mpqueue.web.history import FirstSeen
+from mpqueue.web.snapshot import nodes_view
 from tests.support import BROKERS, broker_url_for, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +59,26 @@ def test_a_cleanly_stopped_node_is_no_longer_listed_nor_live(service, signum):
     # And ping finds no live node
     r = ctl(svc, "ping")
     assert r.returncode == 1 and "no live node of service svc" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_a_killed_supervisor_shows_as_gone_at_once_on_its_own_host(service, broker_url):
+    # Given a running service whose node status lists as alive (read on its own host)
+    svc = started(service)
+    assert service_nodes(svc)[0]["alive"] is True
+    # When its supervisor is killed outright (no clean stop, its record stays behind)
+    svc.signal(signal.SIGKILL)
+    svc.proc.wait(10)
+    # Then status still lists the record, young, but marks it as gone
+    [node] = service_nodes(svc)
+    assert node["alive"] is False and node["heartbeat_age"] < 60
+    assert "gone" in ctl(svc, "status").stdout
+    # And ping finds no live node, although the heartbeat is within --max-age
+    r = ctl(svc, "ping")
+    assert r.returncode == 1 and "no live node of service svc" in r.stderr, (r.stdout, r.stderr)
+    # And the dashboard's view of the nodes marks it as gone too
+    broker = open_broker(broker_url)
+    try:
+        [card] = nodes_view(broker.nodes(), {}, FirstSeen(), time.time())["nodes"]
+    finally:
+        broker.close()
+    assert card["pid"] == svc.proc.pid and card["alive"] is False

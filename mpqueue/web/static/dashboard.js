@@ -146,10 +146,12 @@
   }
 
   function nodeCard(n, now) {
-    const stale = n.heartbeat_age > 45;
+    const gone = n.alive === false;   // its supervisor no longer runs (seen from its host); the record ages out
+    const stale = gone || n.heartbeat_age > 45;
     const head = el("div", { class: "card-head" },
       el("strong", {}, n.host || "?"), el("span", { class: "hint" }, ` ${n.service || ""} · pid ${n.pid}`),
-      el("span", { class: "meta" }, typeof n.started_at === "number" ? `up ${duration(now - n.started_at)} · ` : "",
+      gone ? el("span", { class: "badge err" }, "gone: supervisor not running") : null,
+      el("span", { class: "meta" }, typeof n.started_at === "number" && !gone ? `up ${duration(now - n.started_at)} · ` : "",
          el("span", { class: stale ? "bad" : null }, `heartbeat ${duration(n.heartbeat_age)} ago`),
          ` · ${Number(n.done || 0).toLocaleString()} done, ${Number(n.failed || 0).toLocaleString()} failed`));
     const body = el("tbody");
@@ -160,7 +162,7 @@
     const table = el("table", { class: "grid workers" },
       el("thead", {}, el("tr", {}, el("th", {}, "worker"), el("th", { class: "n" }, "pid"), el("th", {}, "state"),
                              el("th", {}, "job"), el("th", {}, "task"), el("th", { class: "n" }, "running for"))), body);
-    return el("div", { class: "card", "data-node": n.node }, head, table);
+    return el("div", { class: gone ? "card gone" : "card", "data-node": n.node }, head, table);
   }
 
   function unclaimedCard(jobs) {

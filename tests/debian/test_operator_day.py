@@ -313,7 +313,11 @@ def test_the_dashboard_unit_serves_with_its_token_credential_and_refuses_a_post_
     status, page, _ = _web(day, "/", headers=bearer)
     assert status == 200 and "orders" in page and "/static/dashboard.js" in page
     state = json.loads(_web(day, "/api/state", headers=bearer)[1])
-    assert state["queues"] and {n["service"] for n in state["nodes"]["nodes"]} == {"orders"}
+    nodes = state["nodes"]["nodes"]
+    assert state["queues"] and [n["service"] for n in nodes] == ["orders"]
+    # a live node, though the dashboard's sandbox (ProtectProc=invisible) can't see its supervisor
+    assert nodes[0].get("alive") is not False, nodes
+    assert [n["alive"] for n in host.mpqctl("orders", "status")["nodes"]] == [True]
     # A browser logs in with the token, then a POST without the session's CSRF token is refused
     import http.cookiejar
     jar = http.cookiejar.CookieJar()

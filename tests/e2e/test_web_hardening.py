@@ -96,17 +96,20 @@ def test_a_page_loads_within_a_second_while_over_a_thousand_slow_loris_connectio
     # line and nothing more
     slow = []
     try:
-        opened = time.monotonic()
         for _ in range(min(SERVICE_FD_LIMIT + 6, soft - 150)):
             sock = socket.create_connection(("127.0.0.1", dash.port), timeout=5)
             sock.sendall(b"GET / HTTP/1.1\r\n")
             slow.append(sock)
+        # Each connection's deadline starts when the dashboard accepts it; on a loaded
+        # machine the listen backlog holds later connects back (and the gate accepts
+        # them later), so the bound counts from the last connect, with room for that.
+        opened = time.monotonic()
         # Then: a page load and the data still answer, each within a second
         for path in ("/", "/static/dashboard.js", "/api/state"):
             status, took = timed(dash.url + path)
             assert status == 200 and took < 1.0, (path, status, took)
         # And: every slow connection is closed by the dashboard at the deadline
-        assert all_closed(slow, opened + HEAD_DEADLINE + 3.0) == len(slow)
+        assert all_closed(slow, opened + HEAD_DEADLINE + 5.0) == len(slow)
     finally:
         for sock in slow:
             sock.close()

@@ -106,10 +106,17 @@ def _stat(pid: int) -> tuple[str, int]:
 def _exists(pid: int) -> bool | None:
     """/proc would not show it: False if there is no such process, None if there is one
     (hidden from us, so its start time can't be compared)."""
+    return None if pid_exists(pid) else False
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists, whether or not /proc shows it to us (hidepid,
+    ProtectProc=invisible, another user namespace): kill(pid, 0) reaches it or is
+    refused for lack of permission, either way it is there."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
-        return None
-    return None
+        return True
+    return True

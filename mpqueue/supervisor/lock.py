@@ -18,6 +18,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from ..proc import pid_exists
+
 
 class AlreadyRunning(Exception):
     pass
@@ -148,7 +150,10 @@ def _has_open(pid: int, st) -> bool | None:
     try:
         fds = os.listdir(fd_dir)
     except FileNotFoundError:
-        return None if _exists(pid) else False
+        # under the unit's ProtectProc=invisible, `mpqueue reload` (ExecReload=, a user
+        # namespace of its own) sees no /proc entry of the supervisor it is to signal,
+        # though kill(2) reaches it: then only /proc/locks vouches for it
+        return None if pid_exists(pid) else False
     except OSError:
         return None
     for fd in fds:
@@ -159,17 +164,3 @@ def _has_open(pid: int, st) -> bool | None:
         if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
             return True
     return False
-
-
-def _exists(pid: int) -> bool:
-    """Whether a process `pid` exists that /proc does not show us: under the unit's
-    ProtectProc=invisible, `mpqueue reload` (ExecReload=, a user namespace of its
-    own) sees no /proc entry of the supervisor it is to signal, though kill(2) may
-    reach it. Then only /proc/locks vouches for it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

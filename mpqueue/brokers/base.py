@@ -66,8 +66,10 @@ class Held:
 class Tick:
     """What tick() came to. outcome: "fired" (this call pushed the job), "taken"
     (the tick, or a later one, was claimed already), "skipped" (more than the grace
-    late: recorded as dealt with, no job), "new" (the same for a schedule the broker
-    had no record of: nothing to count as missed), "early" (not due yet on the
+    late: recorded as dealt with, no job), "new" (a schedule the broker had no
+    record of: its first tick tried is recorded as dealt with, never fired, on
+    time or not, so a schedule added or renamed starts with its next tick and can't
+    re-fire a tick claimed under another name; nothing to count as missed), "early" (not due yet on the
     broker's clock: nothing recorded). previous_ms: the last tick claimed before,
     -1 if none. now_ms: the broker's clock."""
     outcome: str
@@ -113,9 +115,10 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def tick(self, queue: str, name: str, tick_ms: int, envelope: str, priority: int, grace_ms: int) -> Tick:
         """Claim tick `tick_ms` of schedule `name` and push its job, in one atomic
-        step, so it fires once however many nodes try: fired when no tick at or
-        after it was claimed and it is at most `grace_ms` late on the broker's clock
-        (then the envelope is enqueued as by push); otherwise see Tick."""
+        step, so it fires once however many nodes try: fired when the schedule has a
+        record, no tick at or after it was claimed and it is at most `grace_ms` late
+        on the broker's clock (then the envelope is enqueued as by push); otherwise
+        see Tick."""
 
     # -- consumers
     @abc.abstractmethod

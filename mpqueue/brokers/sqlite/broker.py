@@ -77,7 +77,7 @@ class SQLiteBroker(Inspection, Database, Broker):
                 return Tick("taken", last, now)
             if tick_ms > now:
                 return Tick("early", last, now)
-            late = now - tick_ms > grace_ms
+            late = row is None or now - tick_ms > grace_ms
             db.execute("INSERT OR REPLACE INTO tick(queue, name, last, fired) VALUES (?,?,?,?)",
                        (queue, name, tick_ms, fired if late else tick_ms))
             if late:

@@ -238,13 +238,13 @@ def job(target, job_id, queue):
              cancelled: "cancelled_at": epoch, "was": "ready|scheduled|running"}
     (a done or cancelled job keeps no arguments: args, kwargs and priority are null)
     """
-    for q in [queue] if queue else target.known_queues():
-        found = target.broker.find(q, job_id)
-        if found:
-            info = job_info(job_id, q, found)
-            if info["state"] == "running":
-                info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
-            return emit(info, lambda: job_text(info))
+    q, found = (queue, target.broker.find(queue, job_id)) if queue else \
+        handles.find_anywhere(target.broker, job_id, target.known_queues())
+    if found:
+        info = job_info(job_id, q, found)
+        if info["state"] == "running":
+            info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
+        return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import time
 
-from .. import ipc, logsetup
+from .. import ipc, logsetup, proc
 from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core.config import ConfigError, load_config
 from ..core.names import redact_text
@@ -171,7 +170,7 @@ class Supervisor:
             self.read_counts_for_metrics()
 
     def select(self, fds, timeout):
-        return select.select(fds, [], [], max(0.0, timeout))[0]     # EINTR is retried (PEP 475)
+        return proc.readable(fds, max(0.0, timeout))
 
     def sleep(self, seconds: float) -> bool:
         """Wait, still handling signals; True if a signal arrived."""

@@ -2,12 +2,13 @@
 for its end, and cancel (waiting jobs removed atomically, running ones asked)."""
 import asyncio
 import json
+import os
 import threading
 import time
 
 import pytest
 
-from mpqueue import JobCancelled, JobFailed, JobHandle, JobUnknown, ResultTimeout
+from mpqueue import AmbiguousJob, JobCancelled, JobFailed, JobHandle, JobUnknown, ResultTimeout
 from mpqueue.brokers import Ack
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer.client import Client
@@ -111,6 +112,49 @@ def test_result_times_out_with_a_timeout_error(client):
         h.result(timeout=0.3)
     assert isinstance(caught.value, TimeoutError) and caught.value.state == "ready"
     assert 0.3 <= time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("bad, error", [(float("nan"), ValueError), (-1, ValueError), ("5", TypeError),
+                                        (True, TypeError), ([1], TypeError)])
+def test_a_result_timeout_that_is_no_number_of_seconds_is_refused_in_one_line(client, bad, error):
+    h = client.push(Q, "t:f")
+    with pytest.raises(error, match=r"^timeout: expected None or a number of seconds"):
+        h.result(timeout=bad)
+
+
+def test_result_waits_with_descriptors_numbered_past_1024(client, broker):
+    # Given a process holding over a thousand descriptors (select() refuses fd >= 1024)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        # When result() waits for a job that ends meanwhile, its watch on a high descriptor
+        h = client.push(Q, "t:f")
+        (job,) = take(broker)
+        t = threading.Timer(0.2, lambda: ack(broker, job, "fine"))
+        t.start()
+        # Then it is told, as with few descriptors
+        assert h.result(timeout=10) == "fine"
+        t.join()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_bare_caller_id_in_two_queues_is_refused_and_the_queue_says_which(client, broker):
+    client.push(Q, "t:f", job_id="order-77")
+    client.push(Q + "-2", "t:f", job_id="order-77")
+    for ask in (client.status, client.cancel, lambda i: client.result(i, timeout=0)):
+        with pytest.raises(AmbiguousJob, match=f"job order-77 is in queues (handles, handles-2|handles-2, handles)"):
+            ask("order-77")
+    assert client.status("order-77", queue=Q + "-2") == "ready"
+    assert client.cancel("order-77", queue=Q) and client.status("order-77", queue=Q) == "cancelled"
 
 
 def test_result_of_an_unknown_job_raises_at_once(client):

@@ -224,6 +224,16 @@ def test_an_absent_job_is_not_found(broker_url, broker):
     assert "job feedbeef not found" in one_line_error(ctl("job", "feedbeef", url=broker_url), 1)
 
 
+def test_a_caller_id_in_two_queues_needs_the_queue_for_job_and_cancel(broker_url, broker):
+    push(broker, broker_url, job_id="order-77")
+    push(broker, broker_url, queue="other", job_id="order-77")
+    for command in ("job", "cancel"):
+        assert "job order-77 is in queues" in one_line_error(ctl(command, "order-77", url=broker_url), 1)
+    done = ctl("cancel", "order-77", "--queue", "other", url=broker_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(ctl("job", "order-77", "--queue", Q, "--json", url=broker_url).stdout)["state"] == "ready"
+
+
 # -- clean and purge-failed
 def test_clean_asks_and_aborts_without_an_answer_then_yes_drops(broker_url, broker):
     # Given a ready and a scheduled job

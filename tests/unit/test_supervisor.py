@@ -12,7 +12,7 @@ from mpqueue import ipc
 from mpqueue.brokers import BrokerError, Held, Reserved
 from mpqueue.core import envelope as jobmod
 from mpqueue.core.config import QueueConfig, ServiceConfig
-from mpqueue.supervisor import Supervisor, loop, pool, reload
+from mpqueue.supervisor import Supervisor, loop, pool, reload, timers
 from mpqueue.supervisor.handles import WorkerHandle
 
 
@@ -80,6 +80,10 @@ class Broker:
 
     def heartbeat(self, node_id, info, ttl):
         self._call("heartbeat")
+
+    def record_history(self, queues, every_ms=60_000, now_ms=None):
+        self._call("record_history", list(queues), every_ms)
+        return None if self.down else getattr(self, "broker_now_ms", None)
 
     def forget_node(self, node_id):
         self._call("forget_node", node_id)
@@ -318,7 +322,7 @@ def test_a_kill_request_kills_the_worker_running_the_job_and_settles_it_at_once(
 
 def test_long_timeouts_still_reap_every_15_seconds(sup):
     s = sup(service(timeout=3600))
-    assert s.reap_every() == loop.REAP_EVERY == 15.0
+    assert timers.reap_every(s.cfg, loop.REAP_EVERY) == loop.REAP_EVERY == 15.0
 
 
 # -- stopping

@@ -89,7 +89,7 @@ def _per_minute(points: list, samples: list) -> dict:
     A gap between two points (no supervisor wrote) shares out their difference
     evenly over its minutes. The rate is the samples' (the last 5 minutes, to
     the second), or without them the last 5 minutes' average."""
-    known = {at: (done, failed) for at, done, failed in points}
+    known = {at // MINUTE_MS * MINUTE_MS: (done, failed) for at, done, failed in points}    # oldest first
     newest = max(known)
     for t, done, failed in samples:
         at = int(t * 1000) // MINUTE_MS * MINUTE_MS

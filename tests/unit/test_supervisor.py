@@ -615,3 +615,19 @@ def test_every_worker_handle_belongs_to_its_modes_holding(sup):
                           queues={"a": QueueConfig("a", workers=1), "b": QueueConfig("b", workers=1, mode="dispatch")}))
     s.pool.top_up()
     assert {(h.queue, h.holding.mode) for h in s.pool.workers.values()} == {("a", "grab"), ("b", "dispatch")}
+
+
+def test_a_reload_onto_a_world_readable_yaml_with_a_password_fails_as_run_would_refuse_it(sup, tmp_path):
+    # Given a running service whose YAML is then given a password and made readable by everyone
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    path = tmp_path / "svc.yaml"
+    path.write_text(path.read_text().replace("redis://127.0.0.1:1/0", "redis://:s3cret@127.0.0.1:1/0"))
+    path.chmod(0o644)
+    # When it is reloaded
+    s.begin_reload()
+    # Then the reload fails with run's line, and the running configuration keeps serving
+    status = reload.ReloadStatus.read("svc")
+    assert status["state"] == "failed" and "the URL holds a password but the file is readable by other users " \
+        "(mode 0644)" in status["error"] and "s3cret" not in status["error"]
+    assert s.generation == 0 and s.cfg.broker == "redis://127.0.0.1:1/0"

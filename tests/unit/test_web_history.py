@@ -85,3 +85,10 @@ def test_a_queue_the_broker_has_no_points_of_keeps_the_5_second_series():
     h.record({"other": {"done_total": 1, "failed_total": 0}}, 100.0)
     h.record({"other": {"done_total": 2, "failed_total": 0}}, 105.0)
     assert h.series("other")["every"] == 5.0 and h.series("other")["done"] == [1]
+
+
+def test_points_closer_than_a_minute_count_as_their_minutes_latest():
+    # Given points a few seconds apart (a broker written at another interval)
+    h = history(points=[(T0 + 1000, 1, 0), (T0 + 30_000, 4, 0), (T0 + MIN + 2000, 9, 1), (T0 + MIN + 9000, 10, 1)])
+    # Then each minute holds its latest point, and nothing divides by a zero step
+    assert h.series(Q)["done"] == [6] and h.series(Q)["failed"] == [1]

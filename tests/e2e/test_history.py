@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -42,7 +43,7 @@ def short_minute(tmp_path):
 
 
 def state(url: str) -> dict | None:
-    import urllib.request
+    """The dashboard's /api/state, or None while it does not answer."""
     try:
         with urllib.request.urlopen(url + "/api/state", timeout=5) as r:
             return json.loads(r.read())

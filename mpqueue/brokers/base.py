@@ -29,6 +29,9 @@ FALLBACK_WAIT = 60.0
 # or not at all (`mpqctl clean` dropped the job). A watch lasts three of these.
 RESULT_RECHECK = 10.0
 WATCH_TTL = 3 * RESULT_RECHECK
+# Throughput history (record_history): one point per queue per minute, kept a day.
+HISTORY_EVERY_MS = 60_000
+HISTORY_KEEP_MS = 24 * 3600 * 1000
 
 
 class BrokerError(Exception):
@@ -291,6 +294,22 @@ class Inspection(abc.ABC):
         broker call of a clean stop (its workers gone), so a stopped node is not
         shown as live until its ttl ends. Other nodes' records are untouched; an
         unknown id is no error."""
+
+    @abc.abstractmethod
+    def record_history(self, queues: list[str], every_ms: int = HISTORY_EVERY_MS,
+                       now_ms: int | None = None) -> int | None:
+        """Record each queue's done_total and failed_total (counts()) as the point of
+        the `every_ms` interval holding now (the broker's clock, or `now_ms`), and drop
+        the queue's points older than HISTORY_KEEP_MS; each queue in one atomic step,
+        all of them in one round trip per server. The totals are broker-wide, so every
+        node of a service may write the same interval: the latest write wins. Returns
+        now on the broker's clock in ms (None for no queues)."""
+
+    @abc.abstractmethod
+    def history(self, queues: list[str], since_ms: int) -> dict[str, list[tuple[int, int, int]]]:
+        """{queue: [(interval start ms, done_total, failed_total), ...]}, oldest first,
+        the points of each of `queues` from `since_ms` on ([] for none), read in one
+        round trip per server: a dashboard reads every queue at once."""
 
     @abc.abstractmethod
     def add_queues(self, names: list[str]) -> None:

@@ -5,7 +5,8 @@ finding one job (mpqctl job, Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
-are grouped by node and each group is one pipeline.
+are grouped by node (_by_node, also used by redis_history.py) and each group is
+one pipeline.
 """
 from __future__ import annotations
 
@@ -39,17 +40,24 @@ class RedisInspection:
     """counts_many, scheduled, failed and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
+        out = self._by_node(queues, self._counts_on)
+        return {q: out[q] for q in queues}
+
+    def _by_node(self, queues, call) -> dict:
+        """{queue: ...} from call(node, queues held by that node), one call per node
+        serving any of `queues` (one server: one call). Each pass takes the first
+        queue left and every other one on its node; _on retries the pass after a
+        redirect (a resharded slot) on the new owner."""
         pending = list(dict.fromkeys(queues))
         out = {}
         while pending:
-            # Each pass reads pending[0] and every other pending queue on the same node;
-            # _on retries the pass after a redirect (a resharded slot) on the new owner.
-            out.update(self._on(pending[0], lambda node, todo=pending: self._counts_on(node, todo)))
+            def on(node, todo=pending):
+                return call(node, [todo[0]] + [q for q in todo[1:] if self.servers.for_queue(q) is node])
+            out.update(self._on(pending[0], on))
             pending = [q for q in pending if q not in out]
-        return {q: out[q] for q in queues}
+        return out
 
-    def _counts_on(self, node, pending: list[str]) -> dict:
-        here = [pending[0]] + [q for q in pending[1:] if self.servers.for_queue(q) is node]
+    def _counts_on(self, node, here: list[str]) -> dict:
         # MULTI/EXEC gives each queue's counts as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
         # (each command still atomic, the queue's counts read back to back).
@@ -57,10 +65,7 @@ class RedisInspection:
         with node.client.pipeline(transaction=atomic) as pipe:
             for queue in here:
                 queue_count_commands(pipe, self.keys(queue))
-            res = pipe.execute(raise_on_error=False)
-        error = next((r for r in res if isinstance(r, Exception)), None)
-        if error is not None:
-            raise error          # unannotated, so _on can read a MOVED or ASK from it
+            res = executed(pipe)
         return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
 
     def scheduled(self, queue, limit=100):
@@ -151,6 +156,16 @@ class RedisInspection:
                     if envelope.startswith(job_id + " "):
                         return {"state": "ready", "envelope": envelope, **extra}
         return None
+
+
+def executed(pipe) -> list:
+    """A pipeline's replies; its first error is raised unannotated, so _on can read
+    a MOVED or ASK from it."""
+    res = pipe.execute(raise_on_error=False)
+    error = next((r for r in res if isinstance(r, Exception)), None)
+    if error is not None:
+        raise error
+    return res
 
 
 def split_failed(record: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from mpqueue import ipc
 from mpqueue.brokers import BrokerError, Held, Reserved
 from mpqueue.core import envelope as jobmod
 from mpqueue.core.config import QueueConfig, ServiceConfig
-from mpqueue.supervisor import Supervisor, loop, pool, reload
+from mpqueue.supervisor import Supervisor, loop, pool, reload, timers
 from mpqueue.supervisor.handles import WorkerHandle
 
 
@@ -80,6 +80,10 @@ class Broker:
 
     def heartbeat(self, node_id, info, ttl):
         self._call("heartbeat")
+
+    def record_history(self, queues, every_ms=60_000, now_ms=None):
+        self._call("record_history", list(queues), every_ms)
+        return None if self.down else getattr(self, "broker_now_ms", None)
 
     def forget_node(self, node_id):
         self._call("forget_node", node_id)
@@ -318,7 +322,7 @@ def test_a_kill_request_kills_the_worker_running_the_job_and_settles_it_at_once(
 
 def test_long_timeouts_still_reap_every_15_seconds(sup):
     s = sup(service(timeout=3600))
-    assert s.reap_every() == loop.REAP_EVERY == 15.0
+    assert timers.reap_every(s.cfg, loop.REAP_EVERY) == loop.REAP_EVERY == 15.0
 
 
 # -- stopping
@@ -611,3 +615,19 @@ def test_every_worker_handle_belongs_to_its_modes_holding(sup):
                           queues={"a": QueueConfig("a", workers=1), "b": QueueConfig("b", workers=1, mode="dispatch")}))
     s.pool.top_up()
     assert {(h.queue, h.holding.mode) for h in s.pool.workers.values()} == {("a", "grab"), ("b", "dispatch")}
+
+
+def test_a_reload_onto_a_world_readable_yaml_with_a_password_fails_as_run_would_refuse_it(sup, tmp_path):
+    # Given a running service whose YAML is then given a password and made readable by everyone
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    path = tmp_path / "svc.yaml"
+    path.write_text(path.read_text().replace("redis://127.0.0.1:1/0", "redis://:s3cret@127.0.0.1:1/0"))
+    path.chmod(0o644)
+    # When it is reloaded
+    s.begin_reload()
+    # Then the reload fails with run's line, and the running configuration keeps serving
+    status = reload.ReloadStatus.read("svc")
+    assert status["state"] == "failed" and "the URL holds a password but the file is readable by other users " \
+        "(mode 0644)" in status["error"] and "s3cret" not in status["error"]
+    assert s.generation == 0 and s.cfg.broker == "redis://127.0.0.1:1/0"

@@ -2,7 +2,7 @@
 
 The job lifecycle is here, each state change one transaction (db.py has the
 data model and the write path, wake.py the wake-ups, inspection.py what
-mpqctl reads and administers).
+mpqctl reads and administers, history.py the throughput history).
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import os
 from ...core import envelope as jobmod
 from ..base import Broker, BrokerError, Held, Reserved, Tick
 from .db import FAILED, HELD, READY, SCHED, Database, now_ms
+from .history import History
 from .inspection import Inspection
 from .wake import FifoJobWatch, FifoWaiter, wake_modes
 
 
-class SQLiteBroker(Inspection, Database, Broker):
+class SQLiteBroker(Inspection, History, Database, Broker):
     def __init__(self, url: str, **_ignored):
         Database.__init__(self, url)      # checks the data format: see db.py's _create_schema
         self.url = url

@@ -263,6 +263,12 @@ CREATE TABLE IF NOT EXISTS cancel (
     PRIMARY KEY (queue, id)
 );
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
+-- Throughput history (history.py): each queue's totals once a minute, kept a day. Created
+-- on opening, like every table here, so a database of an earlier release gains it.
+CREATE TABLE IF NOT EXISTS history (
+    queue TEXT NOT NULL, at INTEGER NOT NULL, done INTEGER NOT NULL, failed INTEGER NOT NULL,
+    PRIMARY KEY (queue, at)
+);
 CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed and fired, ms
     queue TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL, fired INTEGER NOT NULL,
     PRIMARY KEY (queue, name)

@@ -28,6 +28,7 @@ log = logging.getLogger("mpqueue.web")
 SAMPLE_EVERY = 5.0       # seconds between samples of the totals
 SAMPLES = 60             # kept per queue: the last 5 minutes
 MINUTE_MS = HISTORY_EVERY_MS     # the broker's points: one a minute
+MAX_BARS = 144           # bars per sparkline at most (see _coarsen)
 REFRESH = 30.0           # the broker's points are read again this often (they change once a minute)
 
 
@@ -70,7 +71,7 @@ class History:
         minutes = _per_minute(points, samples) if points else None
         if minutes is None or len(minutes["done"]) * minutes["every"] <= len(sampled["done"]) * sampled["every"]:
             return sampled
-        return minutes
+        return _coarsen(minutes, MAX_BARS)
 
 
 def _sampled(samples: list) -> dict:
@@ -106,6 +107,20 @@ def _per_minute(points: list, samples: list) -> dict:
         rate = {"done_per_min": round(sum(done[-5:]) / recent, 1),
                 "failed_per_min": round(sum(failed[-5:]) / recent, 1)}
     return {"every": MINUTE_MS / 1000, "done": done, "failed": failed, **rate}
+
+
+def _coarsen(series: dict, bars: int) -> dict:
+    """At most `bars` bars: whole groups of consecutive intervals summed, counted from
+    the newest (a day of minutes is 144 bars of 10 minutes: every poll of every tab
+    carries them, and no sparkline is wider)."""
+    n = len(series["done"])
+    k = -(-n // bars)
+    if k <= 1:
+        return series
+    def group(values):
+        head = n % k or k
+        return [sum(values[:head])] + [sum(values[i:i + k]) for i in range(head, n, k)]
+    return {**series, "every": series["every"] * k, "done": group(series["done"]), "failed": group(series["failed"])}
 
 
 def _spread(total: int, steps: int) -> list[int]:

@@ -92,3 +92,15 @@ def test_points_closer_than_a_minute_count_as_their_minutes_latest():
     h = history(points=[(T0 + 1000, 1, 0), (T0 + 30_000, 4, 0), (T0 + MIN + 2000, 9, 1), (T0 + MIN + 9000, 10, 1)])
     # Then each minute holds its latest point, and nothing divides by a zero step
     assert h.series(Q)["done"] == [6] and h.series(Q)["failed"] == [1]
+
+
+def test_a_day_of_minutes_is_sent_as_at_most_144_bars_with_every_job_counted():
+    from mpqueue.web.history import MAX_BARS, _coarsen
+    day = {"every": 60.0, "done": list(range(1440)), "failed": [1] * 1440, "done_per_min": 3.0}
+    bars = _coarsen(day, MAX_BARS)
+    assert (bars["every"], len(bars["done"]), len(bars["failed"])) == (600.0, 144, 144)
+    assert sum(bars["done"]) == sum(day["done"]) and sum(bars["failed"]) == 1440
+    # an uneven count: the oldest bar is the partial one, the newest are whole
+    odd = _coarsen({"every": 60.0, "done": [1] * 150, "failed": [0] * 150}, MAX_BARS)
+    assert odd["every"] == 120.0 and odd["done"][0] == 2 and sum(odd["done"]) == 150
+    assert _coarsen({"every": 60.0, "done": [1] * 10, "failed": [0] * 10}, MAX_BARS)["every"] == 60.0

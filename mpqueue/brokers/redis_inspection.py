@@ -1,7 +1,8 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
 beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, the failed store oldest first, deleting failed jobs, and
-finding one job (mpqctl job, Client.status).
+queue's delayed jobs, how long each queue's oldest waiting job has waited, the
+failed store oldest first, deleting failed jobs, and finding one job (mpqctl job,
+Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -19,6 +20,8 @@ _INDEX_CHUNK = 500
 # Commands per queue in a counts pipeline: LLEN x10 (one list per priority), ZCARD sched,
 # HLEN held, HLEN failed, HGETALL stats.
 _PER_QUEUE = 14
+# Commands per queue in an ages pipeline: LINDEX 0 x10 (each priority's head), ZRANGE sched 0 0.
+_AGE_READS = 11
 
 
 def queue_count_commands(pipe, keys) -> None:
@@ -26,6 +29,25 @@ def queue_count_commands(pipe, keys) -> None:
     for key in keys.ready:
         pipe.llen(key)
     pipe.zcard(keys.sched).hlen(keys.held).hlen(keys.failed).hgetall(keys.stats)
+
+
+def queue_age_commands(pipe, keys) -> None:
+    """Queue the reads of one queue's oldest waiting job: the head of each priority's
+    list and the first delayed job. O(1) and O(log N) whatever the depth: no scan."""
+    for key in keys.ready:
+        pipe.lindex(key, 0)
+    pipe.zrange(keys.sched, 0, 0, withscores=True)
+
+
+def age_from(res: list, now_ms: int) -> float:
+    """Seconds the oldest of one queue's waiting jobs has waited since it was due, from
+    its slice of an ages pipeline (0.0: nothing waits). A ready job is due at the due
+    time its envelope carries (the producer's clock, see envelope.due_ms); a delayed
+    job still in the ZSET past its due time counts from its score (the broker's clock)."""
+    dues = [jobmod.due_ms(env) for env in res[:10] if env is not None]
+    dues += [int(score) for _, score in res[10]]
+    dues = [due for due in dues if 0 < due <= now_ms]
+    return (now_ms - min(dues)) / 1000.0 if dues else 0.0
 
 
 def counts_from(res: list) -> dict:
@@ -36,32 +58,53 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, scheduled, failed and delete_failed of the Inspection contract."""
+    """counts_many, oldest_ages, scheduled, failed and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
+        return self._by_node(queues, self._counts_on)
+
+    def oldest_ages(self, queues):
+        return self._by_node(queues, self._ages_on)
+
+    def _by_node(self, queues, read):
+        """{queue: ...} from read(node, queues), one call per node that serves some of `queues`."""
         pending = list(dict.fromkeys(queues))
         out = {}
         while pending:
             # Each pass reads pending[0] and every other pending queue on the same node;
             # _on retries the pass after a redirect (a resharded slot) on the new owner.
-            out.update(self._on(pending[0], lambda node, todo=pending: self._counts_on(node, todo)))
+            out.update(self._on(pending[0], lambda node, todo=pending: read(node, todo)))
             pending = [q for q in pending if q not in out]
         return {q: out[q] for q in queues}
 
-    def _counts_on(self, node, pending: list[str]) -> dict:
+    def _pipelined(self, node, pending: list[str], queue_commands, clock=False) -> tuple[list[str], list]:
+        """The queues of `pending` that `node` serves, and the replies of one pipeline
+        running queue_commands(pipe, keys) for each (`clock`: TIME first)."""
         here = [pending[0]] + [q for q in pending[1:] if self.servers.for_queue(q) is node]
-        # MULTI/EXEC gives each queue's counts as one snapshot. A Cluster refuses a
+        # MULTI/EXEC gives each queue's reads as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
-        # (each command still atomic, the queue's counts read back to back).
+        # (each command still atomic, the queue's reads back to back).
         atomic = len(here) == 1 or not self.target.sharded
         with node.client.pipeline(transaction=atomic) as pipe:
+            if clock:
+                pipe.time()
             for queue in here:
-                queue_count_commands(pipe, self.keys(queue))
+                queue_commands(pipe, self.keys(queue))
             res = pipe.execute(raise_on_error=False)
         error = next((r for r in res if isinstance(r, Exception)), None)
         if error is not None:
             raise error          # unannotated, so _on can read a MOVED or ASK from it
+        return here, res
+
+    def _counts_on(self, node, pending: list[str]) -> dict:
+        here, res = self._pipelined(node, pending, queue_count_commands)
         return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
+
+    def _ages_on(self, node, pending: list[str]) -> dict:
+        here, res = self._pipelined(node, pending, queue_age_commands, clock=True)
+        seconds, micros = res[0]
+        now_ms = seconds * 1000 + micros // 1000
+        return {q: age_from(res[1 + i * _AGE_READS:1 + (i + 1) * _AGE_READS], now_ms) for i, q in enumerate(here)}
 
     def scheduled(self, queue, limit=100):
         if limit <= 0:

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from .. import __version__
 from ..tally import BUCKETS, OUTCOMES, Histogram, Totals
-from . import metrics_http
+from . import metrics_http, procstats
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
 SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
@@ -43,6 +43,7 @@ class Snapshot:
     ticks: dict = field(default_factory=dict)          # (schedule, fired|skipped) -> n, this node's
     tasks: dict = field(default_factory=dict)          # registered task -> its default queue
     service_up: bool = True                            # False: mpqctl's broker-only view
+    processes: tuple = ()                              # procstats.Process of the supervisor and workers
 
 
 def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None) -> Snapshot:
@@ -60,7 +61,15 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
         slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
     tasks = {name: opts.get("queue") for name, opts in recovery.tasks.items()}
-    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks)
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks,
+                    processes=procstats.processes(os.getpid(), pool.handles()))
+
+
+def read_queues(broker, queues) -> dict:
+    """What a scrape shows of the broker: queue -> its counts (base.COUNT_KEYS) and
+    "oldest_age", the seconds its oldest waiting job has waited (Inspection.oldest_ages)."""
+    counts, ages = broker.counts_many(queues), broker.oldest_ages(queues)
+    return {q: {**counts[q], "oldest_age": ages[q]} for q in queues}
 
 
 def _pairs(snap: Snapshot) -> list:
@@ -71,7 +80,8 @@ def _pairs(snap: Snapshot) -> list:
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
-    """The exposition text. `counts`: queue -> counts dict (None: the broker did not answer)."""
+    """The exposition text. `counts`: queue -> counts dict, with "oldest_age" as
+    read_queues reads it (None: the broker did not answer)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snap, counts))
     return generate_latest(registry)
@@ -124,6 +134,7 @@ class _Collector:
         for (name, outcome), n in sorted(s.ticks.items()):
             ticks.add_metric([name, outcome], n)
         yield ticks
+        yield from procstats.families(s.processes)
 
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
@@ -132,6 +143,13 @@ class _Collector:
             for state in QUEUE_STATES:
                 gauge.add_metric([queue, state], counts.get(state, 0))
         yield gauge
+        age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
+                                "queue has waited since it was due (0: none waits): the broker's clock now minus "
+                                "the due time its producer's clock wrote, so producer clock skew shows here",
+                                labels=["queue"])
+        for queue, counts in sorted((self.counts or {}).items()):
+            age.add_metric([queue], counts.get("oldest_age", 0.0))
+        yield age
 
 
 def _gauge(name, doc, labels, values: dict):

@@ -2,12 +2,14 @@
 it, the exposition parsed back with prometheus_client's parser, and the Grafana
 dashboard naming only metrics that exist."""
 import json
+import os
 import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpqueue.supervisor.metrics import Snapshot, render
+from mpqueue.supervisor import procstats
+from mpqueue.supervisor.metrics import Snapshot, read_queues, render
 from mpqueue.tally import MAX_ROWS, OTHER, Totals, WorkerTally
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +125,43 @@ def test_a_scrape_that_raises_closes_its_connection_and_the_endpoint_goes_on():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_oldest_job_age_is_rendered_per_queue_and_zero_where_none_was_read():
+    text = render(Snapshot(queues=("q", "r")), {"q": {"ready": 3, "oldest_age": 12.5}, "r": {}}).decode()
+    ages = {s.labels["queue"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "mpqueue_queue_oldest_job_age_seconds"}
+    assert ages == {"q": 12.5, "r": 0.0}
+    # the broker did not answer: no age rather than a stale or made-up one
+    text = render(Snapshot(queues=("q",)), None).decode()
+    assert not [s for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "mpqueue_queue_oldest_job_age_seconds"]
+
+
+def test_read_queues_joins_counts_and_ages_of_each_queue():
+    class Broker:
+        def counts_many(self, queues):
+            return {q: {"ready": len(q)} for q in queues}
+
+        def oldest_ages(self, queues):
+            return {q: 1.5 for q in queues}
+    assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5},
+                                                 "bb": {"ready": 2, "oldest_age": 1.5}}
+
+
+def test_process_series_show_one_worker_per_slot_and_skip_a_process_that_is_gone():
+    class Handle:
+        def __init__(self, queue, index, pid, started_at):
+            self.queue, self.index, self.pid, self.started_at = queue, index, pid, started_at
+    # a retiring worker and its successor share slot (q, 0): the newer one is shown
+    handles = [Handle("q", 0, os.getpid(), 1.0), Handle("q", 0, os.getpid(), 2.0), Handle("q", 1, 2 ** 22 + 7, 1.0)]
+    procs = procstats.processes(os.getpid(), handles)
+    assert [(p.role, p.queue, p.index) for p in procs] == [("supervisor", "", ""), ("worker", "q", "0"),
+                                                           ("worker", "q", "1")]
+    text = render(Snapshot(queues=("q",), processes=procs), {"q": {}}).decode()
+    rss = {(s.labels["role"], s.labels["index"]): s.value for f in text_string_to_metric_families(text)
+           for s in f.samples if s.name == "process_resident_memory_bytes"}
+    assert set(rss) == {("supervisor", ""), ("worker", "0")}        # pid 2**22+7 does not exist
+    assert all(v > 0 for v in rss.values())
+    cpu = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "process_cpu_seconds_total"]
+    assert len(cpu) == 2

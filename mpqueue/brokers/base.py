@@ -248,6 +248,11 @@ class Inspection(abc.ABC):
         its first due time. "Oldest" is among the head of each priority: a released job
         goes to the front, so a later job there may hide an older one behind it."""
 
+    def counts_and_ages(self, queues: list[str]) -> tuple[dict[str, dict], dict[str, float]]:
+        """(counts_many(queues), oldest_ages(queues)), in one round trip where the
+        backend allows (a metrics scrape reads both)."""
+        return self.counts_many(queues), self.oldest_ages(queues)
+
     @abc.abstractmethod
     def ready_count(self, queue: str) -> int:
         """Jobs ready to run now (cheap: for status lines)."""

@@ -58,7 +58,7 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, oldest_ages, scheduled, failed and delete_failed of the Inspection contract."""
+    """counts_many, oldest_ages (and both at once), scheduled, failed and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
         return self._by_node(queues, self._counts_on)
@@ -102,9 +102,22 @@ class RedisInspection:
 
     def _ages_on(self, node, pending: list[str]) -> dict:
         here, res = self._pipelined(node, pending, queue_age_commands, clock=True)
-        seconds, micros = res[0]
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = _ms(res[0])
         return {q: age_from(res[1 + i * _AGE_READS:1 + (i + 1) * _AGE_READS], now_ms) for i, q in enumerate(here)}
+
+    def counts_and_ages(self, queues):
+        both = self._by_node(queues, self._both_on)
+        return {q: c for q, (c, _) in both.items()}, {q: a for q, (_, a) in both.items()}
+
+    def _both_on(self, node, pending: list[str]) -> dict:
+        def commands(pipe, keys):
+            queue_count_commands(pipe, keys)
+            queue_age_commands(pipe, keys)
+        here, res = self._pipelined(node, pending, commands, clock=True)
+        now_ms, each = _ms(res[0]), _PER_QUEUE + _AGE_READS
+        parts = [res[1 + i * each:1 + (i + 1) * each] for i in range(len(here))]
+        return {q: (counts_from(part[:_PER_QUEUE]), age_from(part[_PER_QUEUE:], now_ms))
+                for q, part in zip(here, parts)}
 
     def scheduled(self, queue, limit=100):
         if limit <= 0:
@@ -194,6 +207,12 @@ class RedisInspection:
                     if envelope.startswith(job_id + " "):
                         return {"state": "ready", "envelope": envelope, **extra}
         return None
+
+
+def _ms(time_reply) -> int:
+    """TIME's (seconds, microseconds) as epoch ms."""
+    seconds, micros = time_reply
+    return seconds * 1000 + micros // 1000
 
 
 def split_failed(record: str) -> tuple[str, str]:

@@ -2,10 +2,12 @@
 
 A thread answers the scrapes, but it owns nothing and decides nothing: the
 loop publishes an immutable snapshot (job counters of live and gone workers
-and of recovery, worker states, restarts) at most once a second, and reads the
-queue counts from the broker for it when a scrape asks (woken through a pipe,
-at most once per COUNTS_TTL however many scrapers call, under the broker gate
-like every call of the loop). The thread renders the last snapshot; a slow
+and of recovery, worker states, restarts, the processes to report) at most once
+a second, and reads the queue counts and oldest-job ages from the broker for it
+when a scrape asks (woken through a pipe, at most once per COUNTS_TTL however
+many scrapers call, under the broker gate like every call of the loop). The
+thread renders the last snapshot, with the process_* numbers read from /proc
+as it renders (procstats.py); a slow
 scraper holds one of the thread's connections (metrics_http.py: many at once,
 each with a deadline), never the loop, its watchdog ping or a worker. The
 thread never logs and takes no lock a forked worker could inherit held.
@@ -67,8 +69,9 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
 
 def read_queues(broker, queues) -> dict:
     """What a scrape shows of the broker: queue -> its counts (base.COUNT_KEYS) and
-    "oldest_age", the seconds its oldest waiting job has waited (Inspection.oldest_ages)."""
-    counts, ages = broker.counts_many(queues), broker.oldest_ages(queues)
+    "oldest_age", the seconds its oldest waiting job has waited (Inspection.oldest_ages),
+    in one round trip per server."""
+    counts, ages = broker.counts_and_ages(queues)
     return {q: {**counts[q], "oldest_age": ages[q]} for q in queues}
 
 

@@ -446,3 +446,19 @@ def test_oldest_ages_reads_many_queues_each_as_alone(broker):
     for i, queue in enumerate(queues):
         assert 100 + 20 * i <= ages[queue] < 105 + 20 * i, queue
     assert ages["never-used"] == 0.0
+
+
+def test_counts_and_ages_reads_both_as_each_alone(broker):
+    # Given: queues with waiting, delayed and no jobs (on a Cluster, on every master)
+    queues = [f"both{i}" for i in range(6)]
+    for i, queue in enumerate(queues):
+        push_due(broker, queue, 60 * (i + 1), priority=i)
+        push_to(broker, queue, "later", delay=600)
+    asked = queues + ["never-used"]
+    # When: both are read at once
+    counts, ages = broker.counts_and_ages(asked)
+    # Then: the counts are counts_many's, the ages oldest_ages' (give or take the clock between)
+    assert counts == broker.counts_many(asked)
+    alone = broker.oldest_ages(asked)
+    assert list(ages) == asked and all(abs(ages[q] - alone[q]) < 5 for q in asked)
+    assert 60 <= ages["both0"] < 65 and ages["never-used"] == 0.0

@@ -172,11 +172,8 @@ def test_the_oldest_job_age_is_rendered_per_queue_and_zero_where_none_was_read()
 
 def test_read_queues_joins_counts_and_ages_of_each_queue():
     class Broker:
-        def counts_many(self, queues):
-            return {q: {"ready": len(q)} for q in queues}
-
-        def oldest_ages(self, queues):
-            return {q: 1.5 for q in queues}
+        def counts_and_ages(self, queues):
+            return {q: {"ready": len(q)} for q in queues}, {q: 1.5 for q in queues}
     assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5},
                                                  "bb": {"ready": 2, "oldest_age": 1.5}}
 

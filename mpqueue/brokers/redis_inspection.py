@@ -1,7 +1,8 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
 beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, the failed store oldest first, deleting failed jobs, and
-finding one job (mpqctl job, Client.status).
+queue's delayed jobs, how long each queue's oldest waiting job has waited, the
+failed store oldest first, deleting failed jobs, and finding one job (mpqctl job,
+Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -20,6 +21,8 @@ _INDEX_CHUNK = 500
 # Commands per queue in a counts pipeline: LLEN x10 (one list per priority), ZCARD sched,
 # HLEN held, HLEN failed, HGETALL stats.
 _PER_QUEUE = 14
+# Commands per queue in an ages pipeline: LINDEX 0 x10 (each priority's head), ZRANGE sched 0 0.
+_AGE_READS = 11
 
 
 def queue_count_commands(pipe, keys) -> None:
@@ -27,6 +30,25 @@ def queue_count_commands(pipe, keys) -> None:
     for key in keys.ready:
         pipe.llen(key)
     pipe.zcard(keys.sched).hlen(keys.held).hlen(keys.failed).hgetall(keys.stats)
+
+
+def queue_age_commands(pipe, keys) -> None:
+    """Queue the reads of one queue's oldest waiting job: the head of each priority's
+    list and the first delayed job. O(1) and O(log N) whatever the depth: no scan."""
+    for key in keys.ready:
+        pipe.lindex(key, 0)
+    pipe.zrange(keys.sched, 0, 0, withscores=True)
+
+
+def age_from(res: list, now_ms: int) -> float:
+    """Seconds the oldest of one queue's waiting jobs has waited since it was due, from
+    its slice of an ages pipeline (0.0: nothing waits). A ready job is due at the due
+    time its envelope carries (the producer's clock, see envelope.due_ms); a delayed
+    job still in the ZSET past its due time counts from its score (the broker's clock)."""
+    dues = [jobmod.due_ms(env) for env in res[:10] if env is not None]
+    dues += [int(score) for _, score in res[10]]
+    dues = [due for due in dues if 0 < due <= now_ms]
+    return (now_ms - min(dues)) / 1000.0 if dues else 0.0
 
 
 def counts_from(res: list) -> dict:
@@ -37,10 +59,14 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, scheduled, failed and delete_failed of the Inspection contract."""
+    """counts_many, oldest_ages (and both at once), scheduled, failed and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
         out = self._by_node(queues, self._counts_on)
+        return {q: out[q] for q in queues}
+
+    def oldest_ages(self, queues):
+        out = self._by_node(queues, self._ages_on)
         return {q: out[q] for q in queues}
 
     def _by_node(self, queues, call) -> dict:
@@ -57,16 +83,42 @@ class RedisInspection:
             pending = [q for q in pending if q not in out]
         return out
 
-    def _counts_on(self, node, here: list[str]) -> dict:
-        # MULTI/EXEC gives each queue's counts as one snapshot. A Cluster refuses a
+    def _pipelined(self, node, here: list[str], queue_commands, clock=False) -> list:
+        """The replies of one pipeline running queue_commands(pipe, keys) for each
+        queue of `here` (`clock`: TIME first)."""
+        # MULTI/EXEC gives each queue's reads as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
-        # (each command still atomic, the queue's counts read back to back).
+        # (each command still atomic, the queue's reads back to back).
         atomic = len(here) == 1 or not self.target.sharded
         with node.client.pipeline(transaction=atomic) as pipe:
+            if clock:
+                pipe.time()
             for queue in here:
-                queue_count_commands(pipe, self.keys(queue))
-            res = executed(pipe)
+                queue_commands(pipe, self.keys(queue))
+            return executed(pipe)
+
+    def _counts_on(self, node, here: list[str]) -> dict:
+        res = self._pipelined(node, here, queue_count_commands)
         return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
+
+    def _ages_on(self, node, here: list[str]) -> dict:
+        res = self._pipelined(node, here, queue_age_commands, clock=True)
+        now_ms = _ms(res[0])
+        return {q: age_from(res[1 + i * _AGE_READS:1 + (i + 1) * _AGE_READS], now_ms) for i, q in enumerate(here)}
+
+    def counts_and_ages(self, queues):
+        both = self._by_node(queues, self._both_on)
+        return {q: both[q][0] for q in queues}, {q: both[q][1] for q in queues}
+
+    def _both_on(self, node, here: list[str]) -> dict:
+        def commands(pipe, keys):
+            queue_count_commands(pipe, keys)
+            queue_age_commands(pipe, keys)
+        res = self._pipelined(node, here, commands, clock=True)
+        now_ms, each = _ms(res[0]), _PER_QUEUE + _AGE_READS
+        parts = [res[1 + i * each:1 + (i + 1) * each] for i in range(len(here))]
+        return {q: (counts_from(part[:_PER_QUEUE]), age_from(part[_PER_QUEUE:], now_ms))
+                for q, part in zip(here, parts)}
 
     def scheduled(self, queue, limit=100):
         if limit <= 0:
@@ -166,6 +218,12 @@ def executed(pipe) -> list:
     if error is not None:
         raise error
     return res
+
+
+def _ms(time_reply) -> int:
+    """TIME's (seconds, microseconds) as epoch ms."""
+    seconds, micros = time_reply
+    return seconds * 1000 + micros // 1000
 
 
 def split_failed(record: str) -> tuple[str, str]:

@@ -63,6 +63,14 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
     return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks)
 
 
+def read_queues(broker, queues: list[str]) -> dict:
+    """What render() takes as `counts`: each queue's counts (Broker.counts_many) with
+    "paused" (Broker.pause) added; two reads, one round trip per server each."""
+    counts = broker.counts_many(queues)
+    paused = broker.paused(queues)
+    return {q: dict(c, paused=q in paused) for q, c in counts.items()}
+
+
 def _pairs(snap: Snapshot) -> list:
     """(queue, task) of every series that exists from start: each registered task on its
     default queue (when this service serves it), and every pair counted so far."""
@@ -71,7 +79,8 @@ def _pairs(snap: Snapshot) -> list:
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
-    """The exposition text. `counts`: queue -> counts dict (None: the broker did not answer)."""
+    """The exposition text. `counts`: queue -> counts dict and "paused" (read_queues; None:
+    the broker did not answer)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snap, counts))
     return generate_latest(registry)
@@ -128,10 +137,14 @@ class _Collector:
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
                                   labels=["queue", "state"])
+        paused = GaugeMetricFamily("mpqueue_queue_paused", "1 while the queue is paused (mpqctl pause): no "
+                                   "node takes its jobs", labels=["queue"])
         for queue, counts in sorted((self.counts or {}).items()):
             for state in QUEUE_STATES:
                 gauge.add_metric([queue, state], counts.get(state, 0))
+            paused.add_metric([queue], int(bool(counts.get("paused"))))
         yield gauge
+        yield paused
 
 
 def _gauge(name, doc, labels, values: dict):

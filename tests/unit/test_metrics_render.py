@@ -123,3 +123,23 @@ def test_a_scrape_that_raises_closes_its_connection_and_the_endpoint_goes_on():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_queue_read_has_a_paused_gauge_one_while_paused():
+    counts = {"a": {"ready": 3, "paused": True}, "b": {"ready": 0, "paused": False}}
+    text = render(Snapshot(queues=("a", "b")), counts).decode()
+    by_name = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {s.labels["queue"]: s.value for s in by_name["mpqueue_queue_paused"].samples} == {"a": 1, "b": 0}
+
+
+def test_read_queues_adds_whether_each_queue_is_paused_to_its_counts():
+    from mpqueue.supervisor.metrics import read_queues
+
+    class Broker:
+        def counts_many(self, queues):
+            return {q: {"ready": 1} for q in queues}
+
+        def paused(self, queues):
+            return {"b"} & set(queues)
+    assert read_queues(Broker(), ["a", "b"]) == {"a": {"ready": 1, "paused": False},
+                                                 "b": {"ready": 1, "paused": True}}

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from mpqueue import Client
+from mpqueue.brokers import open_broker
 from tests.e2e.test_ctl import ctl
-from tests.e2e.test_metrics import scrape, value
+from tests.e2e.test_metrics import samples, scrape, value
 from tests.support import BROKERS, broker_url_for, free_port, wait_for
 
 QUEUES = {"default": {"workers": 2}, "other": {"workers": 1}}
@@ -68,7 +69,7 @@ def test_a_paused_queue_keeps_its_jobs_across_a_restart_and_runs_them_on_resume(
     # And the metrics say so, for every queue
     text = scrape(port)
     assert value(text, "mpqueue_queue_paused", queue="default") == 1
-    assert ("mpqueue_queue_paused", frozenset({("queue", "other")})) in _samples(text)
+    assert ("mpqueue_queue_paused", frozenset({("queue", "other")})) in samples(text)
     assert value(text, "mpqueue_queue_jobs", queue="default", state="ready") == 3
     # When the service restarts, the pause holds, and its STATUS= names it at once
     svc.stop()
@@ -83,11 +84,6 @@ def test_a_paused_queue_keeps_its_jobs_across_a_restart_and_runs_them_on_resume(
     assert value(scrape(port), "mpqueue_queue_paused", queue="default") == 0
     wait_for(lambda: any(m.rstrip().endswith("broker ok") for m in svc.read_messages()[-3:]), 20,
              what="STATUS= without the pause")
-
-
-def _samples(text):
-    from tests.e2e.test_metrics import samples
-    return samples(text)
 
 
 @pytest.mark.parametrize("queue_cfg", [{"workers": 2, "mode": "dispatch"},
@@ -138,3 +134,19 @@ def test_pause_and_resume_of_an_unknown_queue_fail_in_one_line(service, broker_u
         assert len(out.stderr.strip().splitlines()) == 1
     out = ctl("--json", "pause", "default", url=broker_url)
     assert json.loads(out.stdout) == {"queue": "default", "paused": True, "changed": True}
+
+
+def test_mpqctl_metrics_broker_only_view_shows_the_pause(broker_url):
+    # Given a broker that knows two queues, one paused, and no running service
+    b = open_broker(broker_url)
+    try:
+        b.add_queues(["default", "other"])
+        b.pause("default")
+    finally:
+        b.close()
+    # When mpqctl prints the broker's view
+    out = ctl("metrics", url=broker_url)
+    # Then every queue has its paused gauge
+    assert out.returncode == 0, out.stderr
+    assert value(out.stdout, "mpqueue_queue_paused", queue="default") == 1
+    assert ("mpqueue_queue_paused", frozenset({("queue", "other")})) in samples(out.stdout)

@@ -1,8 +1,8 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
-beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, how long each queue's oldest waiting job has waited, the
-failed store oldest first, deleting failed jobs, and finding one job (mpqctl job,
-Client.status).
+beyond mpqctl's: the counts of many queues, and which of them are paused, in
+one round trip per server, a queue's delayed jobs, how long each queue's oldest
+waiting job has waited, the failed store oldest first, deleting failed jobs, and
+finding one job (mpqctl job, Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -59,7 +59,8 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, oldest_ages (and both at once), scheduled, failed and delete_failed of the Inspection contract."""
+    """counts_many, oldest_ages (and both at once), paused, scheduled, failed and delete_failed of the
+    Inspection contract."""
 
     def counts_many(self, queues):
         out = self._by_node(queues, self._counts_on)
@@ -68,6 +69,12 @@ class RedisInspection:
     def oldest_ages(self, queues):
         out = self._by_node(queues, self._ages_on)
         return {q: out[q] for q in queues}
+
+    def paused(self, queues):
+        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
+        def read(node, here):
+            return dict(zip(here, self._pipelined(node, here, lambda pipe, keys: pipe.exists(keys.paused))))
+        return {q for q, stopped in self._by_node(queues, read).items() if stopped}
 
     def _by_node(self, queues, call) -> dict:
         """{queue: ...} from call(node, queues held by that node), one call per node

@@ -26,7 +26,7 @@ from .notify import Notifier, watchdog_interval
 from .pool import Pool
 from .recovery import Recovery
 from .schedules import Schedules
-from .status import busy_count, node_info, status_line
+from .status import QueueLook, busy_count, node_info, status_line
 from .timers import Timers, reap_every, renew_every
 
 log = logging.getLogger("mpqueue.supervisor")
@@ -57,7 +57,7 @@ class Supervisor:
         self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count", "cancels"]
                              + (["watchdog"] if self.watchdog_every else [])
                              + (["metrics"] if config.metrics.listen else []))
-        self.ready_jobs = None
+        self.look = QueueLook()           # ready jobs and paused queues, for STATUS=
         self.started_at = time.time()
         # Opened by run() (or given by a test through attach()):
         self.lock_fd = self.reload_status = self.signals = None
@@ -321,7 +321,7 @@ class Supervisor:
         if self.schedules.due():
             self.gate.call(lambda: self.schedules.run(self.broker))
         if self.timers.fire("count", COUNT_EVERY) and self.notifier.enabled:     # only STATUS= shows it
-            self.gate.call(self.count_ready)
+            self.gate.call(lambda: self.look.read(self.broker, self.cfg.queues))
         if self.timers.fire("status", STATUS_EVERY):
             self.notifier.status(self.status_line())
         if self.metrics is not None and self.timers.fire("metrics", 1.0):
@@ -358,9 +358,6 @@ class Supervisor:
             if kills:
                 self.pool.kill_cancelled(queue, kills)
 
-    def count_ready(self) -> None:
-        self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)
-
     def heartbeat(self) -> None:
         info = node_info(self.cfg, self.pool.handles(), self.pool.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
@@ -383,6 +380,6 @@ class Supervisor:
         return list(dict.fromkeys([*self.cfg.queues, *(h.queue for h in self.pool.handles())]))
 
     def status_line(self) -> str:
-        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok,
-                           self.schedules.totals() if self.cfg.schedules else None)
+        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.look.ready, self.gate.ok,
+                           self.schedules.totals() if self.cfg.schedules else None, self.look.paused)
 

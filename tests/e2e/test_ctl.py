@@ -137,7 +137,7 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
         data = json.loads(r.stdout)
         # Then the counts and the node are there
         assert data["queues"] == {Q: {"ready": 2, "scheduled": 1, "running": 0, "failed": 1,
-                                      "done_total": 0, "failed_total": 1}}
+                                      "done_total": 0, "failed_total": 1, "paused": False}}
         [node] = data["nodes"]
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table

@@ -119,6 +119,10 @@ class Broker:
         self._call("ready_count", queue)
         return 0
 
+    def paused(self, queues):
+        self._call("paused", list(queues))
+        return set(getattr(self, "paused_queues", ()))
+
     def renew(self, queue, consumers, lease):
         self._call("renew", queue, sorted(consumers), lease)
         return len(consumers)
@@ -526,6 +530,26 @@ def test_after_a_failed_call_the_loop_makes_no_routine_call_until_the_retry_time
     s.clock.advance(1.5)
     s.maintain()                                     # due again, the gate open: the call goes through
     assert s.broker.names().count("expired") == 2 and s.gate.ok
+    assert s.status_line().endswith("broker ok")
+
+
+def test_paused_queues_are_named_at_the_end_of_the_status_line_read_with_the_ready_count(sup):
+    # Given a service whose STATUS= is read by systemd, one of its queues paused
+    s = sup(service())
+    sent = []
+    s.notifier._sock = type("Sock", (), {"notify": lambda self, text: sent.append(text)})()
+    s.broker.paused_queues = {"q", "elsewhere"}
+    started(s)
+    # When the count timer fires: one paused() read for all queues, beside the ready counts
+    s.maintain()
+    assert s.broker.names().count("paused") == 1 and "ready_count" in s.broker.names()
+    # Then the line names the service's paused queues, last
+    assert s.status_line().endswith("broker ok; paused: q")
+    assert sent[-1].endswith("; paused: q")
+    # And once resumed, at the next count, the mark is gone
+    s.broker.paused_queues = set()
+    s.clock.advance(loop.COUNT_EVERY)
+    s.maintain()
     assert s.status_line().endswith("broker ok")
 
 

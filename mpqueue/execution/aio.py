@@ -28,6 +28,7 @@ import threading
 import time
 
 from ..core.context import current_job
+from .texts import describe
 
 log = logging.getLogger("mpqueue.worker")
 TICK = 0.1          # the loop stamps `turned` this often while it turns
@@ -184,11 +185,7 @@ def _exit_ignored(exc: BaseException) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:             # noqa: BLE001 - an exception's __str__ may raise
-        text = "?"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return describe(exc).removesuffix(": ")
 
 
 async def _as_coroutine(awaitable):

@@ -36,10 +36,11 @@ def client(broker_url):
     c.close()
 
 
-def start(service, concurrency):
+def start(service, concurrency, mode="grab"):
     port = free_port()
     svc = service({"metrics": {"listen": f"127.0.0.1:{port}"},
-                   "queues": {"default": {"workers": 1, "concurrency": concurrency}}}, tasks=CANCEL_TASKS).start()
+                   "queues": {"default": {"workers": 1, "concurrency": concurrency, "mode": mode}}},
+                  tasks=CANCEL_TASKS).start()
     return svc, port
 
 
@@ -58,13 +59,14 @@ def no_retry_counted(port, task):
             if jobs(text, o, r, task=task)]
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
+@pytest.mark.parametrize("concurrency, mode", [(1, "grab"), (4, "grab"), (4, "dispatch")])
 @pytest.mark.parametrize("task, did", [("cooperative", "raised RuntimeError: stopped on request"),
                                        ("gives_up", "returned"),
                                        ("sleeper", "raised CancelledError")])
-def test_a_job_asked_to_stop_is_logged_and_counted_as_cancelled(service, client, rdb, concurrency, task, did):
+def test_a_job_asked_to_stop_is_logged_and_counted_as_cancelled(service, client, rdb, concurrency, mode, task,
+                                                                 did):
     # Given a running job
-    svc, port = start(service, concurrency)
+    svc, port = start(service, concurrency, mode)
     h = client.push("default", f"testtasks:{task}", ["c"])
     wait_for(lambda: rdb.llen("test:starts") == 1, 15, what="the job started")
     # When it is asked to stop, and stops
@@ -81,10 +83,11 @@ def test_a_job_asked_to_stop_is_logged_and_counted_as_cancelled(service, client,
     assert rdb.llen("test:starts") == 1
 
 
+@pytest.mark.parametrize("mode", ["grab", "dispatch"])
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_job_whose_worker_is_killed_on_request_is_logged_and_counted_as_cancelled(service, client, rdb,
-                                                                                    concurrency):
-    svc, port = start(service, concurrency)
+                                                                                    concurrency, mode):
+    svc, port = start(service, concurrency, mode)
     h = client.push("default", "testtasks:stuck", ["k"])
     wait_for(lambda: rdb.llen("test:starts") == 1, 15, what="the job started")
     assert h.cancel(kill=True)

@@ -139,16 +139,20 @@ class Lifecycle(abc.ABC):
     def ack(self, queue: str, acks: list[Ack]) -> int:
         """Acknowledge finished jobs; returns how many tokens still owned their job."""
 
+    # retry, release and fail return True, or False when `token` no longer owns the
+    # job (a stale worker); a job with a standing cancel request ends as cancelled
+    # instead (no retry, no failure hook), and they return what it asked: 'ask' or
+    # 'kill' (truthy too), so the caller can log and count it as cancelled.
     @abc.abstractmethod
-    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool:
+    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool | str:
         """Return a job for another attempt after `delay` s (the attempt is spent)."""
 
     @abc.abstractmethod
-    def release(self, queue: str, job_id: str, token: str) -> bool:
+    def release(self, queue: str, job_id: str, token: str) -> bool | str:
         """Hand a job back unrun (graceful stop): attempt refunded, front of its queue."""
 
     @abc.abstractmethod
-    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool:
+    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool | str:
         """Move a job to the failed store; enqueue `hook` (an envelope) in the same step."""
 
     @abc.abstractmethod

@@ -280,8 +280,11 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
     def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
-                          [self.keys(queue).done(job_id)]) == 1
+        reply = self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
+                           [self.keys(queue).done(job_id)])
+        if isinstance(reply, (bytes, str)):       # ended as cancelled: what the request asked
+            return reply.decode() if isinstance(reply, bytes) else reply
+        return reply == 1
 
     def retry(self, queue, job_id, token, delay, error):
         return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)

@@ -197,18 +197,21 @@ def test_a_running_job_asked_to_stop_ends_as_cancelled_whatever_it_returns(clien
     assert broker.counts(Q)["done_total"] == 0
 
 
+@pytest.mark.parametrize("kill", [False, True])
 @pytest.mark.parametrize("how", ["fail", "retry", "release"])
-def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how):
+def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how, kill):
     h = client.push(Q, "t:f")
     (job,) = take(broker)
-    h.cancel()
+    h.cancel(kill=kill)
     hook_id, hook = jobmod.encode("mpqueue:failure_hook", ["queue", "t:f", {}, {}])
+    # settling it says it ended as cancelled, and what was asked (the worker logs and counts that)
     if how == "fail":
-        assert broker.fail(Q, job.id, job.token, error_of(), hook)
+        settled = broker.fail(Q, job.id, job.token, error_of(), hook)
     elif how == "retry":
-        assert broker.retry(Q, job.id, job.token, 0, error_of())
+        settled = broker.retry(Q, job.id, job.token, 0, error_of())
     else:
-        assert broker.release(Q, job.id, job.token)
+        settled = broker.release(Q, job.id, job.token)
+    assert settled == ("kill" if kill else "ask")
     assert h.status() == "cancelled"
     c = broker.counts(Q)
     assert (c["ready"], c["scheduled"], c["failed"], c["running"]) == (0, 0, 0, 0)     # no hook job either

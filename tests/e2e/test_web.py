@@ -257,14 +257,15 @@ def test_the_page_shows_pushed_running_scheduled_and_failed_jobs_and_retry_runs_
     assert queue_cells(browser, "emails")[4] == "1"
     wait_for(lambda: all(h in text_of(browser, "#nodes") for h in holds), 10, 0.1, what="the running jobs")
     assert "testtasks:linger" in text_of(browser, "#nodes") and "busy" in text_of(browser, "#nodes")
-    assert later in text_of(browser, "#scheduled")
-    row = f'#failed tr[data-key="f|emails|{flaky}"]'
+    row = f'#jobs article[data-key="dead|emails|{flaky}"]'
     assert "f1 fails on its first run" in text_of(browser, row) and "error" in text_of(browser, row + " .badge")
     css(browser, row + " summary")[0].click()
     wait_for(lambda: "ValueError" in text_of(browser, row + " pre.traceback"), 5, 0.05, what="the traceback")
     assert "Traceback (most recent call last)" in text_of(browser, row + " pre.traceback")
-    if os.environ.get("MPQ_SCREENSHOT"):
-        screenshot(browser, client, Path(ROOT, os.environ["MPQ_SCREENSHOT"]))
+    css(browser, '#jobs .tab[data-view="scheduled"]')[0].click()
+    wait_for(lambda: later in text_of(browser, "#job-list"), 10, 0.1, what="the delayed job in the Scheduled view")
+    css(browser, '#jobs .tab[data-view="dead"]')[0].click()
+    wait_for(lambda: css(browser, row), 10, 0.1, what="the Dead view again")
 
     # When: Retry is clicked on the failed job
     css(browser, row + ' button[data-action="retry"]')[0].click()
@@ -310,10 +311,10 @@ def test_a_hostile_task_name_or_error_message_is_shown_as_text_and_never_runs(se
     dash = web(svc.config_path)
     # When: the page shows them
     browser.get(dash.url + "/")
-    wait_for(lambda: css(browser, f'#failed tr[data-key="f|default|{by_message}"]'), 15, 0.1, what="the rows")
+    wait_for(lambda: css(browser, f'#jobs article[data-key="dead|default|{by_message}"]'), 15, 0.1, what="the rows")
     # Then: the text is there exactly as written, and nothing of it became an element or ran
-    assert css(browser, f'#failed tr[data-key="f|default|{by_name}"] code.task')[0].text == name
-    assert message in text_of(browser, f'#failed tr[data-key="f|default|{by_message}"] .message')
+    assert css(browser, f'#jobs article[data-key="dead|default|{by_name}"] code.task')[0].text == name
+    assert message in text_of(browser, f'#jobs article[data-key="dead|default|{by_message}"] .message')
     assert css(browser, "main img, main script") == []
     # And: the job lookup shows the name as text too
     css(browser, "#lookup-id")[0].send_keys(by_name)
@@ -385,7 +386,7 @@ def test_read_only_shows_everything_and_changes_nothing(web, browser, broker, re
     job_id = failed_job(broker, redis_url)
     dash = web(write_config(tmp_path, redis_url), "--read-only")
     browser.get(dash.url + "/")
-    wait_for(lambda: css(browser, f'#failed tr[data-key="f|default|{job_id}"]'), 15, 0.1, what="the failed job")
+    wait_for(lambda: css(browser, f'#jobs article[data-key="dead|default|{job_id}"]'), 15, 0.1, what="the failed job")
     assert css(browser, "button[data-action]") == [] and css(browser, "#read-only")
     status, body = Session(dash).post("/api/purge", {"queue": "default"})
     assert status == 403 and "read-only" in json.loads(body)["error"]
@@ -411,7 +412,7 @@ def test_with_a_token_the_browser_logs_in_once_and_scripts_send_it_as_bearer(web
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
     # Then: the dashboard shows, on a session cookie scripts can't read, sent to this site only
-    row = f'#failed tr[data-key="f|default|{job_id}"]'
+    row = f'#jobs article[data-key="dead|default|{job_id}"]'
     wait_for(lambda: css(browser, row), 15, 0.1, what="the dashboard after login")
     (cookie,) = [c for c in browser.get_cookies() if c["name"] == f"mpqueue_web_{dash.port}"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]

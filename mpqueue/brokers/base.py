@@ -281,6 +281,26 @@ class Inspection(abc.ABC):
         """Empty the failed store; returns how many were dropped."""
 
     @abc.abstractmethod
+    def pause(self, queue: str) -> bool:
+        """Pause the queue, in one atomic step, for every node: from now on reserve()
+        reserves none of its jobs (acks folded into it still count, due delayed jobs
+        still become ready) and no push or tick hands one to an idle consumer.
+        Running jobs finish as usual; pushes still enqueue. It lasts until resume(),
+        across restarts. True if the queue ran and is now paused, False if it was
+        paused already. (Nodes of v0.1.0 know no pause and go on taking jobs.)"""
+
+    @abc.abstractmethod
+    def resume(self, queue: str) -> bool:
+        """End a pause, in one atomic step that also wakes the queue's idle consumers
+        (their waiters), so the jobs that waited start at once, not at the fallback
+        re-check. True if the queue was paused and now runs, False if it ran already."""
+
+    @abc.abstractmethod
+    def paused(self, queues: list[str]) -> set[str]:
+        """Which of `queues` are paused, read in one round trip per server (a
+        dashboard or a metrics scrape reads every queue at once)."""
+
+    @abc.abstractmethod
     def find(self, queue: str, job_id: str) -> dict | None:
         """{'state': scheduled|ready|running|done|failed, ...} or None."""
 

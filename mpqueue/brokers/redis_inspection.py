@@ -1,8 +1,9 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
-beyond mpqctl's: the counts of many queues in one round trip per server, a
-queue's delayed jobs, the failed store by time of failure (a page at any offset),
-the last errors of retrying jobs, running delayed jobs now, deleting failed jobs, and
-finding one job (mpqctl job, Client.status).
+beyond mpqctl's: the counts of many queues, and which of them are paused, in
+one round trip per server, a queue's delayed jobs, the failed store by time of
+failure (a page at any offset), the last errors of retrying jobs, running
+delayed jobs now, deleting failed jobs, and finding one job (mpqctl job,
+Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -37,32 +38,43 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, scheduled, failed, last_errors, run_now and delete_failed of the Inspection contract."""
+    """counts_many, paused, scheduled, failed, last_errors, run_now and delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
+        return self._many(queues, _PER_QUEUE, queue_count_commands, counts_from)
+
+    def paused(self, queues):
+        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
+        read = self._many(queues, 1, lambda pipe, keys: pipe.exists(keys.paused), lambda res: bool(res[0]))
+        return {q for q, stopped in read.items() if stopped}
+
+    def _many(self, queues, per_queue: int, commands, result) -> dict:
+        """{queue: result(its replies)} for each of `queues`: commands(pipe, keys) queues
+        `per_queue` reads of one queue; one pipeline per node holding any of them."""
         pending = list(dict.fromkeys(queues))
         out = {}
         while pending:
             # Each pass reads pending[0] and every other pending queue on the same node;
             # _on retries the pass after a redirect (a resharded slot) on the new owner.
-            out.update(self._on(pending[0], lambda node, todo=pending: self._counts_on(node, todo)))
+            out.update(self._on(pending[0], lambda node, todo=pending: self._read_on(node, todo, per_queue,
+                                                                                     commands, result)))
             pending = [q for q in pending if q not in out]
         return {q: out[q] for q in queues}
 
-    def _counts_on(self, node, pending: list[str]) -> dict:
+    def _read_on(self, node, pending: list[str], per_queue: int, commands, result) -> dict:
         here = [pending[0]] + [q for q in pending[1:] if self.servers.for_queue(q) is node]
-        # MULTI/EXEC gives each queue's counts as one snapshot. A Cluster refuses a
+        # MULTI/EXEC gives each queue's reads as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
-        # (each command still atomic, the queue's counts read back to back).
+        # (each command still atomic, the queue's reads back to back).
         atomic = len(here) == 1 or not self.target.sharded
         with node.client.pipeline(transaction=atomic) as pipe:
             for queue in here:
-                queue_count_commands(pipe, self.keys(queue))
+                commands(pipe, self.keys(queue))
             res = pipe.execute(raise_on_error=False)
         error = next((r for r in res if isinstance(r, Exception)), None)
         if error is not None:
             raise error          # unannotated, so _on can read a MOVED or ASK from it
-        return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
+        return {q: result(res[i * per_queue:(i + 1) * per_queue]) for i, q in enumerate(here)}
 
     def scheduled(self, queue, limit=100, offset=0):
         if limit <= 0:

@@ -20,12 +20,16 @@
 --                           jobs; whatever way the job ends next, it ends as cancelled
 --   KEYS[23]    ids         HASH    caller-chosen id -> "1" while its job is waiting or running
 --                           (push.lua's dedup); finished() drops it at the job's end
--- KEYS[24..]   script-specific (done:<id> keys for acks)
+--   KEYS[24]    paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
+--                           reserves nothing and nobody joins the idle list, so no push hands a
+--                           job over; acks, and the promotion of due delayed jobs, go on
+-- KEYS[25..]   script-specific (done:<id> keys for acks)
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local FAILED_AT = 20
 local WATCH, CANCELS, IDS = 21, 22, 23
-local NKEYS = 23
+local PAUSED = 24
+local NKEYS = 24
 -- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
@@ -63,6 +67,17 @@ end
 
 local function wake()
   redis.call(PUBLISH, KEYS[WAKE], '1')
+end
+
+local function paused()
+  return redis.call('EXISTS', KEYS[PAUSED]) == 1
+end
+
+-- Whether a new job may go straight to an idle consumer (hand_off): someone waits,
+-- and the queue is not paused (a consumer that joined the idle list before the
+-- pause is still there; the job waits in its list for the resume instead).
+local function may_hand_off()
+  return redis.call('LLEN', KEYS[IDLE]) > 0 and not paused()
 end
 
 -- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.

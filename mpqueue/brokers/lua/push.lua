@@ -1,5 +1,5 @@
 -- Enqueue jobs, now or later, in one step; a job due now goes straight to an
--- idle consumer if one is waiting.
+-- idle consumer if one is waiting (and the queue is not paused).
 -- ARGV: token_prefix, n, then n quads (delay_ms, priority, caller, envelope). delay_ms > 0
 -- goes to sched with a due time on the broker's clock, so skewed producers agree.
 -- caller '1': the id is the caller's choice; the job is pushed only if no job with that
@@ -8,7 +8,7 @@
 -- Returns the 0-based positions of the items not pushed (their id was live).
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now, need_wake = nil, false
-local idle = redis.call('LLEN', KEYS[IDLE]) > 0
+local idle = may_hand_off()
 local callers, dups = 0, {}
 for i = 0, n - 1 do
   local delay, prio, env = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i]), ARGV[6 + 4 * i]

@@ -6,6 +6,8 @@
 --       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
 -- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
+-- A paused queue (KEYS[PAUSED]) reserves nothing and its consumers do not join the
+-- idle list; the acks and the promotion of due delayed jobs happen all the same.
 local consumer, prefix = ARGV[1], ARGV[2]
 local count, lease, idle, nacks = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
@@ -38,6 +40,8 @@ for _, env in ipairs(due) do
 end
 
 local out = {acked, -1}
+local stopped = paused()
+if stopped then count = 0 end
 local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
 local p, got, top = pmax, 0, pmax
 while got < count and p >= 0 do
@@ -58,7 +62,7 @@ if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end
 
-if got == 0 and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
+if got == 0 and not stopped and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
 
 local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
 if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end

@@ -23,6 +23,6 @@ if now - tick > grace then
   return {'new', last, now}
 end
 redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' ' .. ARGV[2])
-local handed = redis.call('LLEN', KEYS[IDLE]) > 0 and hand_off(env, ARGV[6], now)
+local handed = may_hand_off() and hand_off(env, ARGV[6], now)
 if not handed and enqueue(env, prio, false) then wake() end
 return {'fired', last, now}

@@ -105,6 +105,8 @@ class SQLiteBroker(Inspection, Database, Broker):
         out, next_due = [], None
         now = now_ms()
         self._promote(db, queue, now)
+        if self._paused(db, queue):
+            count = 0                    # paused: due jobs become ready, none is reserved
         rows = db.execute("SELECT rowid, env FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?",
                           (queue, READY, count)).fetchall()
         prefix = os.urandom(6).hex() + "."

@@ -193,6 +193,10 @@ class Database:
 
     # -- the state changes, each inside a caller's transaction
     @staticmethod
+    def _paused(db, queue) -> bool:
+        return db.execute("SELECT 1 FROM paused WHERE queue=?", (queue,)).fetchone() is not None
+
+    @staticmethod
     def _has_ready(db, queue) -> bool:
         return db.execute("SELECT 1 FROM job WHERE queue=? AND state=? LIMIT 1", (queue, READY)).fetchone() is not None
 
@@ -263,6 +267,9 @@ CREATE TABLE IF NOT EXISTS cancel (
     PRIMARY KEY (queue, id)
 );
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
+-- Paused queues (Broker.pause): reserve takes none of their jobs. Created when a file of
+-- v0.1.0 is opened. v0.1.0 itself ignores the table (and so does not honour a pause).
+CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed and fired, ms
     queue TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL, fired INTEGER NOT NULL,
     PRIMARY KEY (queue, name)

@@ -1,6 +1,6 @@
 """The SQLite broker's inspection and administration (what mpqctl, status, metrics
-and the dashboard need): counts, delayed jobs, the failed store, finding a job,
-nodes and queue names."""
+and the dashboard need): counts, delayed jobs, the failed store, pausing a
+queue, finding a job, nodes and queue names."""
 from __future__ import annotations
 
 import json
@@ -123,6 +123,23 @@ class Inspection(InspectionContract):
     def purge_failed(self, queue):
         with self._write() as db:
             return db.execute("DELETE FROM job WHERE queue=? AND state=?", (queue, FAILED)).rowcount
+
+    def pause(self, queue):
+        with self._write() as db:
+            return db.execute("INSERT OR IGNORE INTO paused(queue) VALUES (?)", (queue,)).rowcount == 1
+
+    def resume(self, queue):
+        with self._write() as db:
+            resumed = db.execute("DELETE FROM paused WHERE queue=?", (queue,)).rowcount == 1
+        if resumed:
+            self._wake(queue)          # after the commit: a woken consumer must find it running
+        return resumed
+
+    def paused(self, queues):
+        names = list(dict.fromkeys(queues))
+        queries = [(f"SELECT queue FROM paused WHERE queue IN ({','.join('?' * len(chunk))})", chunk)
+                   for chunk in (names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK))]
+        return {q for rows in self._read_together(queries) for (q,) in rows} if queries else set()
 
     def find(self, queue, job_id):
         rows = self._read("SELECT state, ord, env, consumer, error FROM job WHERE queue=? AND id=? "

@@ -236,6 +236,24 @@ class Inspection(abc.ABC):
         metrics scrape reads every queue at once."""
 
     @abc.abstractmethod
+    def oldest_ages(self, queues: list[str]) -> dict[str, float]:
+        """{queue: seconds} the oldest waiting job of each of `queues` has waited since it
+        became due (ready jobs, and delayed jobs past their due time that no consumer has
+        promoted yet), 0.0 where nothing waits. Cheap whatever the depth (the head of
+        each priority and the earliest delayed job, no scan), one round trip per server.
+        Clock: the broker's now (Redis TIME, SQLite the host's) minus the due time the
+        job's envelope carries, written on its producer's clock (a skewed producer
+        shows as skewed ages; a future due time counts as 0), or for a delayed job
+        not yet promoted its due time on the broker's clock. A retried job counts from
+        its first due time. "Oldest" is among the head of each priority: a released job
+        goes to the front, so a later job there may hide an older one behind it."""
+
+    def counts_and_ages(self, queues: list[str]) -> tuple[dict[str, dict], dict[str, float]]:
+        """(counts_many(queues), oldest_ages(queues)), in one round trip where the
+        backend allows (a metrics scrape reads both)."""
+        return self.counts_many(queues), self.oldest_ages(queues)
+
+    @abc.abstractmethod
     def ready_count(self, queue: str) -> int:
         """Jobs ready to run now (cheap: for status lines)."""
 

@@ -1,8 +1,9 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
-beyond mpqctl's: the counts of many queues, and which of them are paused, in
-one round trip per server, a queue's delayed jobs, the failed store by time of
-failure (a page at any offset), the last errors of retrying jobs, running
-delayed jobs now, deleting failed jobs, and finding one job (mpqctl job,
+beyond mpqctl's: the counts of many queues, which of them are paused and how
+long each one's oldest waiting job has waited, in one round trip per server, a
+queue's delayed jobs, the failed store by time of failure (a page at any
+offset), the last errors of retrying jobs, running delayed jobs now, deleting
+failed jobs, and finding one job (mpqctl job,
 Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
@@ -21,6 +22,8 @@ _INDEX_CHUNK = 500
 # Commands per queue in a counts pipeline: LLEN x10 (one list per priority), ZCARD sched,
 # HLEN held, HLEN failed, HGETALL stats.
 _PER_QUEUE = 14
+# Commands per queue in an ages pipeline: LINDEX 0 x10 (each priority's head), ZRANGE sched 0 0.
+_AGE_READS = 11
 
 
 def queue_count_commands(pipe, keys) -> None:
@@ -28,6 +31,25 @@ def queue_count_commands(pipe, keys) -> None:
     for key in keys.ready:
         pipe.llen(key)
     pipe.zcard(keys.sched).hlen(keys.held).hlen(keys.failed).hgetall(keys.stats)
+
+
+def queue_age_commands(pipe, keys) -> None:
+    """Queue the reads of one queue's oldest waiting job: the head of each priority's
+    list and the first delayed job. O(1) and O(log N) whatever the depth: no scan."""
+    for key in keys.ready:
+        pipe.lindex(key, 0)
+    pipe.zrange(keys.sched, 0, 0, withscores=True)
+
+
+def age_from(res: list, now_ms: int) -> float:
+    """Seconds the oldest of one queue's waiting jobs has waited since it was due, from
+    its slice of an ages pipeline (0.0: nothing waits). A ready job is due at the due
+    time its envelope carries (the producer's clock, see envelope.due_ms); a delayed
+    job still in the ZSET past its due time counts from its score (the broker's clock)."""
+    dues = [jobmod.due_ms(env) for env in res[:10] if env is not None]
+    dues += [int(score) for _, score in res[10]]
+    dues = [due for due in dues if 0 < due <= now_ms]
+    return (now_ms - min(dues)) / 1000.0 if dues else 0.0
 
 
 def counts_from(res: list) -> dict:
@@ -38,43 +60,75 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, paused, scheduled, failed, last_errors, run_now and delete_failed of the Inspection contract."""
+    """counts_many, oldest_ages (and both at once), paused, scheduled, failed, last_errors, run_now and
+    delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
-        return self._many(queues, _PER_QUEUE, queue_count_commands, counts_from)
+        return self._by_node(queues, self._counts_on)
 
-    def paused(self, queues):
-        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
-        read = self._many(queues, 1, lambda pipe, keys: pipe.exists(keys.paused), lambda res: bool(res[0]))
-        return {q for q, stopped in read.items() if stopped}
+    def oldest_ages(self, queues):
+        return self._by_node(queues, self._ages_on)
 
-    def _many(self, queues, per_queue: int, commands, result) -> dict:
-        """{queue: result(its replies)} for each of `queues`: commands(pipe, keys) queues
-        `per_queue` reads of one queue; one pipeline per node holding any of them."""
+    def _by_node(self, queues, read):
+        """{queue: ...} from read(node, queues), one call per node that serves some of `queues`."""
         pending = list(dict.fromkeys(queues))
         out = {}
         while pending:
             # Each pass reads pending[0] and every other pending queue on the same node;
             # _on retries the pass after a redirect (a resharded slot) on the new owner.
-            out.update(self._on(pending[0], lambda node, todo=pending: self._read_on(node, todo, per_queue,
-                                                                                     commands, result)))
+            out.update(self._on(pending[0], lambda node, todo=pending: read(node, todo)))
             pending = [q for q in pending if q not in out]
         return {q: out[q] for q in queues}
 
-    def _read_on(self, node, pending: list[str], per_queue: int, commands, result) -> dict:
+    def _pipelined(self, node, pending: list[str], queue_commands, clock=False) -> tuple[list[str], list]:
+        """The queues of `pending` that `node` serves, and the replies of one pipeline
+        running queue_commands(pipe, keys) for each (`clock`: TIME first)."""
         here = [pending[0]] + [q for q in pending[1:] if self.servers.for_queue(q) is node]
         # MULTI/EXEC gives each queue's reads as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
         # (each command still atomic, the queue's reads back to back).
         atomic = len(here) == 1 or not self.target.sharded
         with node.client.pipeline(transaction=atomic) as pipe:
+            if clock:
+                pipe.time()
             for queue in here:
-                commands(pipe, self.keys(queue))
+                queue_commands(pipe, self.keys(queue))
             res = pipe.execute(raise_on_error=False)
         error = next((r for r in res if isinstance(r, Exception)), None)
         if error is not None:
             raise error          # unannotated, so _on can read a MOVED or ASK from it
-        return {q: result(res[i * per_queue:(i + 1) * per_queue]) for i, q in enumerate(here)}
+        return here, res
+
+    def _counts_on(self, node, pending: list[str]) -> dict:
+        here, res = self._pipelined(node, pending, queue_count_commands)
+        return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
+
+    def _ages_on(self, node, pending: list[str]) -> dict:
+        here, res = self._pipelined(node, pending, queue_age_commands, clock=True)
+        now_ms = _ms(res[0])
+        return {q: age_from(res[1 + i * _AGE_READS:1 + (i + 1) * _AGE_READS], now_ms) for i, q in enumerate(here)}
+
+    def paused(self, queues):
+        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
+        return {q for q, stopped in self._by_node(queues, self._paused_on).items() if stopped}
+
+    def _paused_on(self, node, pending: list[str]) -> dict:
+        here, res = self._pipelined(node, pending, lambda pipe, keys: pipe.exists(keys.paused))
+        return {q: bool(r) for q, r in zip(here, res)}
+
+    def counts_and_ages(self, queues):
+        both = self._by_node(queues, self._both_on)
+        return {q: c for q, (c, _) in both.items()}, {q: a for q, (_, a) in both.items()}
+
+    def _both_on(self, node, pending: list[str]) -> dict:
+        def commands(pipe, keys):
+            queue_count_commands(pipe, keys)
+            queue_age_commands(pipe, keys)
+        here, res = self._pipelined(node, pending, commands, clock=True)
+        now_ms, each = _ms(res[0]), _PER_QUEUE + _AGE_READS
+        parts = [res[1 + i * each:1 + (i + 1) * each] for i in range(len(here))]
+        return {q: (counts_from(part[:_PER_QUEUE]), age_from(part[_PER_QUEUE:], now_ms))
+                for q, part in zip(here, parts)}
 
     def scheduled(self, queue, limit=100, offset=0):
         if limit <= 0:
@@ -196,6 +250,12 @@ class RedisInspection:
                     if envelope.startswith(job_id + " "):
                         return {"state": "ready", "envelope": envelope, **extra}
         return None
+
+
+def _ms(time_reply) -> int:
+    """TIME's (seconds, microseconds) as epoch ms."""
+    seconds, micros = time_reply
+    return seconds * 1000 + micros // 1000
 
 
 def split_failed(record: str) -> tuple[str, str]:

@@ -166,6 +166,20 @@ def _split(envelope: str):
     return None
 
 
+def due_ms(envelope: str) -> int:
+    """When a waiting job became due, epoch ms on its producer's clock (body "d", else
+    "e", as decode() reads them), or 0 for junk. A retried job keeps its first due
+    time: the envelope records no later one."""
+    head = _split(envelope)
+    if head is None:
+        return 0
+    try:
+        body = json.loads(head[3])
+    except (ValueError, RecursionError):
+        return 0
+    return _ms(body.get("d", body.get("e", 0))) if isinstance(body, dict) else 0
+
+
 def job_id(envelope: str) -> str:
     """The id an envelope starts with (junk included: its first word)."""
     return envelope.split(" ", 1)[0]

@@ -7,7 +7,7 @@ textfile collector on a host that opens no port:
 With `metrics: {listen: ...}` in the service's YAML (a port, or "unix" for the
 socket in its runtime directory) it fetches what the running service serves.
 Otherwise, or while the service is down, it prints what the broker alone can
-tell (queue depths, broker_up, service_up 0): the job counters live in the service.
+tell (queue depths, oldest-job ages, broker_up, service_up 0): the job counters live in the service.
 With the broker down as well it still prints what is true (broker_up 0) and exits 0."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import click
 
 from ..brokers import BrokerError
 from ..supervisor.lock import runtime_dir
-from ..supervisor.metrics import Snapshot, render
+from ..supervisor.metrics import Snapshot, read_queues, render
 from .ctl_target import CtlError, pass_target
 
 FETCH_TIMEOUT = 10.0
@@ -63,8 +63,8 @@ def metrics(target):
     """Print Prometheus metrics (text format) to stdout.
 
     The running service's own (with metrics.listen in its YAML), else the
-    broker's view only: mpqueue_queue_jobs, mpqueue_broker_up and
-    mpqueue_service_up 0 (exit 0 even when the broker is down too)."""
+    broker's view only: mpqueue_queue_jobs, mpqueue_queue_oldest_job_age_seconds,
+    mpqueue_broker_up and mpqueue_service_up 0 (exit 0 even when the broker is down too)."""
     cfg = target.config
     if cfg is not None and cfg.metrics.listen:
         try:
@@ -85,7 +85,7 @@ def broker_view(target, reason: str) -> str:
     queues = target.config_queues()
     try:
         queues = target.known_queues()
-        counts = target.broker.counts_many(queues)
+        counts = read_queues(target.broker, queues)
     except (BrokerError, CtlError, OSError) as exc:
         counts, reason = None, f"{reason}; the broker does not answer ({exc})"
     comment = f"# mpqueue: {reason}: the broker's view only".replace("\n", " ")

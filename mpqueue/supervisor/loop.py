@@ -382,10 +382,10 @@ class Supervisor:
                                                  self.schedules.counters()))
 
     def read_counts_for_metrics(self) -> None:
-        """A scrape asked: the queue counts, in one broker call, for the endpoint's thread."""
+        """A scrape asked: the queue counts and ages, under the gate, for the endpoint's thread."""
         self.publish_metrics()
         counts = {}
-        ok = self.gate.call(lambda: counts.update(self.broker.counts_many(self.known_queues())))
+        ok = self.gate.call(lambda: counts.update(metricsmod.read_queues(self.broker, self.known_queues())))
         self.metrics.counts_read(counts if ok else None)
 
     def known_queues(self) -> list[str]:

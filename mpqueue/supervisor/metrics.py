@@ -2,10 +2,12 @@
 
 A thread answers the scrapes, but it owns nothing and decides nothing: the
 loop publishes an immutable snapshot (job counters of live and gone workers
-and of recovery, worker states, restarts) at most once a second, and reads the
-queue counts from the broker for it when a scrape asks (woken through a pipe,
-at most once per COUNTS_TTL however many scrapers call, under the broker gate
-like every call of the loop). The thread renders the last snapshot; a slow
+and of recovery, worker states, restarts, the processes to report) at most once
+a second, and reads the queue counts and oldest-job ages from the broker for it
+when a scrape asks (woken through a pipe, at most once per COUNTS_TTL however
+many scrapers call, under the broker gate like every call of the loop). The
+thread renders the last snapshot, with the process_* numbers read from /proc
+as it renders (procstats.py); a slow
 scraper holds one of the thread's connections (metrics_http.py: many at once,
 each with a deadline), never the loop, its watchdog ping or a worker. The
 thread never logs and takes no lock a forked worker could inherit held.
@@ -24,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from .. import __version__
 from ..tally import BUCKETS, OUTCOMES, Histogram, Totals
-from . import metrics_http
+from . import metrics_http, procstats
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
 SCRAPE_WAIT = 1.5         # how long a scrape waits for fresh queue counts before using older ones
@@ -43,6 +45,7 @@ class Snapshot:
     ticks: dict = field(default_factory=dict)          # (schedule, fired|skipped) -> n, this node's
     tasks: dict = field(default_factory=dict)          # registered task -> its default queue
     service_up: bool = True                            # False: mpqctl's broker-only view
+    processes: tuple = ()                              # procstats.Process of the supervisor and workers
 
 
 def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None) -> Snapshot:
@@ -60,7 +63,16 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy
         slots[(h.queue, "free")] = slots.get((h.queue, "free"), 0) + h.scoreboard.size - board.busy
     tasks = {name: opts.get("queue") for name, opts in recovery.tasks.items()}
-    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks)
+    return Snapshot(totals, dict(pool.restarts), workers, slots, tuple(queues), broker_up, dict(ticks or {}), tasks,
+                    processes=procstats.processes(os.getpid(), pool.handles()))
+
+
+def read_queues(broker, queues) -> dict:
+    """What a scrape shows of the broker: queue -> its counts (base.COUNT_KEYS) and
+    "oldest_age", the seconds its oldest waiting job has waited (Inspection.oldest_ages),
+    in one round trip per server."""
+    counts, ages = broker.counts_and_ages(queues)
+    return {q: {**counts[q], "oldest_age": ages[q]} for q in queues}
 
 
 def _pairs(snap: Snapshot) -> list:
@@ -71,7 +83,8 @@ def _pairs(snap: Snapshot) -> list:
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
-    """The exposition text. `counts`: queue -> counts dict (None: the broker did not answer)."""
+    """The exposition text. `counts`: queue -> counts dict, with "oldest_age" as
+    read_queues reads it (None: the broker did not answer)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snap, counts))
     return generate_latest(registry)
@@ -124,6 +137,7 @@ class _Collector:
         for (name, outcome), n in sorted(s.ticks.items()):
             ticks.add_metric([name, outcome], n)
         yield ticks
+        yield from procstats.families(s.processes)
 
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
@@ -132,6 +146,13 @@ class _Collector:
             for state in QUEUE_STATES:
                 gauge.add_metric([queue, state], counts.get(state, 0))
         yield gauge
+        age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
+                                "queue has waited since it was due (0: none waits): the broker's clock now minus "
+                                "the due time its producer's clock wrote, so producer clock skew shows here",
+                                labels=["queue"])
+        for queue, counts in sorted((self.counts or {}).items()):
+            age.add_metric([queue], counts.get("oldest_age", 0.0))
+        yield age
 
 
 def _gauge(name, doc, labels, values: dict):

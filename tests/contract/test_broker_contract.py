@@ -444,3 +444,86 @@ def test_run_now_makes_delayed_jobs_ready_with_their_attempts_unchanged(broker):
     assert broker.find(Q, second)["state"] == "scheduled"
     # And: a job no longer delayed is not moved again
     assert broker.run_now(Q, [job.id, first]) == 0 and broker.run_now(Q, []) == 0
+
+
+# -- oldest_ages: how long each queue's oldest waiting job has waited (metrics, dashboard)
+def push_due(broker, queue, seconds_ago, priority=0, delay=0.0):
+    """A job whose producer stamped it due `seconds_ago` s ago (its clock: no sleeping)."""
+    job_id = jobmod.new_id()
+    due = int(time.time() * 1000 - seconds_ago * 1000)
+    broker.push(queue, [(f"{job_id} 0 {priority} " + json.dumps({"t": "t:f", "e": due}), priority, delay)])
+    return job_id
+
+
+def test_oldest_ages_is_zero_for_queues_where_nothing_waits(broker):
+    # Given: a queue with a job running, one with a delayed job not yet due, one never used
+    push_due(broker, "running", 50)
+    (res,), _ = broker.reserve("running", "c1", 1, 30)
+    push_to(broker, "later", "x", delay=600)
+    # When / Then: none of them has a job waiting, so each reads 0.0
+    assert broker.oldest_ages(["running", "later", "never-used"]) == \
+        {"running": 0.0, "later": 0.0, "never-used": 0.0}
+    assert broker.oldest_ages([]) == {}
+
+
+def test_oldest_ages_counts_the_oldest_head_of_any_priority(broker):
+    # Given: a low-priority job due 40 s ago starved behind high-priority ones due 5 s ago
+    push_due(broker, Q, 40, priority=0)
+    push_due(broker, Q, 10, priority=0)
+    push_due(broker, Q, 5, priority=9)
+    # When / Then: the age is the low-priority job's, not the next one to run
+    age = broker.oldest_ages([Q])[Q]
+    assert 39 <= age < 45
+    # and once it is taken (the priority-9 job first, then it), the next oldest counts
+    take(broker, count=2)
+    assert 9 <= broker.oldest_ages([Q])[Q] < 15
+
+
+def test_oldest_ages_of_a_job_due_in_the_future_by_its_producers_clock_is_zero(broker):
+    # Given: a producer whose clock runs a minute ahead
+    push_due(broker, Q, -60)
+    # When / Then: the age is never negative
+    assert broker.oldest_ages([Q]) == {Q: 0.0}
+
+
+def test_oldest_ages_counts_a_delayed_job_from_its_due_time_once_due(broker):
+    # Given: a job delayed by 0.2 s that no consumer promotes (nobody reserves)
+    push_to(broker, Q, "soon", delay=0.2)
+    assert broker.oldest_ages([Q]) == {Q: 0.0}
+    # When: its due time passes
+    wait_for(lambda: broker.oldest_ages([Q])[Q] > 0, timeout=10)
+    # Then: it counts from its due time, not from its push, while it is still delayed
+    assert broker.oldest_ages([Q])[Q] < 9.5
+    assert broker.counts(Q)["scheduled"] == 1
+
+
+def test_oldest_ages_reads_many_queues_each_as_alone(broker):
+    # Given: a dozen queues (on a Cluster their slots lie on every master), each with its own age
+    queues = [f"aged{i}" for i in range(12)]
+    for i, queue in enumerate(queues):
+        push_due(broker, queue, 100 + 20 * i, priority=i % 10)
+        push_due(broker, queue, 10, priority=(i + 3) % 10)
+    # When: they are read in one call, with a never-used queue and a repeated name
+    asked = queues + ["never-used", queues[0]]
+    ages = broker.oldest_ages(asked)
+    # Then: every queue asked for is there once, with its oldest job's age
+    assert list(ages) == list(dict.fromkeys(asked))
+    for i, queue in enumerate(queues):
+        assert 100 + 20 * i <= ages[queue] < 105 + 20 * i, queue
+    assert ages["never-used"] == 0.0
+
+
+def test_counts_and_ages_reads_both_as_each_alone(broker):
+    # Given: queues with waiting, delayed and no jobs (on a Cluster, on every master)
+    queues = [f"both{i}" for i in range(6)]
+    for i, queue in enumerate(queues):
+        push_due(broker, queue, 60 * (i + 1), priority=i)
+        push_to(broker, queue, "later", delay=600)
+    asked = queues + ["never-used"]
+    # When: both are read at once
+    counts, ages = broker.counts_and_ages(asked)
+    # Then: the counts are counts_many's, the ages oldest_ages' (give or take the clock between)
+    assert counts == broker.counts_many(asked)
+    alone = broker.oldest_ages(asked)
+    assert list(ages) == asked and all(abs(ages[q] - alone[q]) < 5 for q in asked)
+    assert 60 <= ages["both0"] < 65 and ages["never-used"] == 0.0

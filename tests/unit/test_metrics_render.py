@@ -2,12 +2,17 @@
 it, the exposition parsed back with prometheus_client's parser, and the Grafana
 dashboard naming only metrics that exist."""
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpqueue.supervisor.metrics import Snapshot, render
+from mpqueue.supervisor import procstats
+from mpqueue.supervisor.metrics import Snapshot, read_queues, render
 from mpqueue.tally import MAX_ROWS, OTHER, Totals, WorkerTally
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,18 +57,47 @@ def test_the_exposition_parses_and_escapes_label_values():
     assert {s.labels["state"]: s.value for s in by_name["mpqueue_queue_jobs"].samples}["ready"] == 5
 
 
+DASHBOARD = ROOT / "packaging/grafana/mpqueue-dashboard.json"
+
+
 def test_the_grafana_dashboard_uses_only_metrics_we_export():
+    # Given: a render of the supervisor's exposition with every family it can have non-empty
     totals = Totals()
     totals.count("q", "a:b", "done")
     totals.durations[("q", "a:b")] = __import__("mpqueue.tally").tally.Histogram()
     totals.waits["q"] = __import__("mpqueue.tally").tally.Histogram()
     text = render(Snapshot(totals=totals, queues=("q",), restarts={("q", "crashed"): 1},
-                           workers={("q", "idle"): 1}), {"q": {}}).decode()
-    exported = set(re.findall(r"^(mpqueue_\w+)", text, re.M))
-    dashboard = (ROOT / "packaging/grafana/mpqueue-dashboard.json").read_text()
-    used = set(re.findall(r"mpqueue_\w+", " ".join(t["expr"] for p in json.loads(dashboard)["panels"]
-                                                   for t in p["targets"])))
+                           workers={("q", "idle"): 1}, slots={("q", "busy"): 1},
+                           ticks={("beat", "skipped"): 0}, processes=procstats.processes(os.getpid(), [])),
+                  {"q": {"oldest_age": 0.0}}).decode()
+    exported = set(re.findall(r"^((?:mpqueue|process)_\w+)", text, re.M))
+    # When: every expression of the dashboard (panels and variables) is read
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = set(re.findall(r"\b((?:mpqueue|process)_\w+)", " ".join(exprs)))
+    # Then: each names a series the exposition has
     assert used and used <= exported, used - exported
+    for name in ("mpqueue_queue_oldest_job_age_seconds", "mpqueue_worker_slots", "mpqueue_schedule_ticks_total",
+                 "process_resident_memory_bytes"):
+        assert name in used, name
+
+
+def test_the_grafana_dashboard_imports_with_a_data_source_input_and_grafanas_rate_interval():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    assert dashboard["__inputs"][0]["type"] == "datasource" and dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    assert {r["id"] for r in dashboard["__requires"]} >= {"grafana", "prometheus", "timeseries"}
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dashboard["panels"]:
+        assert p["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, p["title"]
+        for t in p["targets"]:
+            # every range is Grafana's, which follows the scrape interval and the zoom: no fixed [5m]
+            assert set(re.findall(r"\[([^\]]*)\]", t["expr"])) <= {"$__rate_interval"}, t["expr"]
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for wanted in ("failed store", "running", "slot", "skipped", "oldest", "memory"):
+        assert wanted in titles, wanted
 
 
 def test_every_series_is_there_from_start():
@@ -123,3 +157,55 @@ def test_a_scrape_that_raises_closes_its_connection_and_the_endpoint_goes_on():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_oldest_job_age_is_rendered_per_queue_and_zero_where_none_was_read():
+    text = render(Snapshot(queues=("q", "r")), {"q": {"ready": 3, "oldest_age": 12.5}, "r": {}}).decode()
+    ages = {s.labels["queue"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "mpqueue_queue_oldest_job_age_seconds"}
+    assert ages == {"q": 12.5, "r": 0.0}
+    # the broker did not answer: no age rather than a stale or made-up one
+    text = render(Snapshot(queues=("q",)), None).decode()
+    assert not [s for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "mpqueue_queue_oldest_job_age_seconds"]
+
+
+def test_read_queues_joins_counts_and_ages_of_each_queue():
+    class Broker:
+        def counts_and_ages(self, queues):
+            return {q: {"ready": len(q)} for q in queues}, {q: 1.5 for q in queues}
+    assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5},
+                                                 "bb": {"ready": 2, "oldest_age": 1.5}}
+
+
+def test_process_series_show_one_worker_per_slot_and_skip_a_process_that_is_gone():
+    class Handle:
+        def __init__(self, queue, index, pid, started_at):
+            self.queue, self.index, self.pid, self.started_at = queue, index, pid, started_at
+    # a retiring worker and its successor share slot (q, 0): the newer one is shown
+    handles = [Handle("q", 0, os.getpid(), 1.0), Handle("q", 0, os.getpid(), 2.0), Handle("q", 1, 2 ** 22 + 7, 1.0)]
+    procs = procstats.processes(os.getpid(), handles)
+    assert [(p.role, p.queue, p.index) for p in procs] == [("supervisor", "", ""), ("worker", "q", "0"),
+                                                           ("worker", "q", "1")]
+    text = render(Snapshot(queues=("q",), processes=procs), {"q": {}}).decode()
+    rss = {(s.labels["role"], s.labels["index"]): s.value for f in text_string_to_metric_families(text)
+           for s in f.samples if s.name == "process_resident_memory_bytes"}
+    assert set(rss) == {("supervisor", ""), ("worker", "0")}        # pid 2**22+7 does not exist
+    assert all(v > 0 for v in rss.values())
+    cpu = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "process_cpu_seconds_total"]
+    assert len(cpu) == 2
+
+
+def test_promtool_parses_every_dashboard_expression(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus package) not installed")
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"].replace("$__rate_interval", "5m").replace("$queue", ".*")
+             for p in dashboard["panels"] for t in p["targets"]]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:expr{i}", "expr": e}
+                                                         for i, e in enumerate(exprs)]}]}
+    path = tmp_path / "rules.yml"
+    path.write_text(json.dumps(rules))          # JSON is YAML
+    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -7,7 +7,7 @@ import json
 
 from ...core import envelope as jobmod
 from ..base import Inspection as InspectionContract
-from .db import FAILED, HELD, READY, SCHED, now_ms
+from .db import FAILED, HELD, READY, SCHED, band, now_ms
 
 _CHUNK = 500      # ids or queue names per statement (SQLite limits a statement's variables)
 
@@ -16,6 +16,14 @@ def _counts(queue: str, by_state: dict, totals: tuple) -> dict:
     return {"ready": by_state.get((queue, READY), 0), "scheduled": by_state.get((queue, SCHED), 0),
             "running": by_state.get((queue, HELD), 0), "failed": by_state.get((queue, FAILED), 0),
             "done_total": totals[0], "failed_total": totals[1]}
+
+
+def _age(rows, now: int) -> float:
+    """Seconds since the earliest due time among (envelope, None) heads and (None,
+    due) of the earliest overdue delayed job; 0.0 when nothing waits."""
+    dues = [jobmod.due_ms(env) if env is not None else due for env, due in rows if env is not None or due]
+    dues = [due for due in dues if 0 < due <= now]
+    return (now - min(dues)) / 1000.0 if dues else 0.0
 
 
 class Inspection(InspectionContract):
@@ -37,6 +45,19 @@ class Inspection(InspectionContract):
         by_state = {(q, state): n for rows in results[::2] for q, state, n in rows}
         totals = {q: (done, failed) for rows in results[1::2] for q, done, failed in rows}
         return {q: _counts(q, by_state, totals.get(q, (0, 0))) for q in queues}
+
+    def oldest_ages(self, queues):
+        # Per queue: the head of each priority's band and the earliest delayed job, each
+        # one step down the (queue, state, ord) index whatever the depth.
+        names = list(dict.fromkeys(queues))
+        heads = " UNION ALL ".join(f"SELECT * FROM (SELECT env, NULL FROM job WHERE queue=?1 AND state={READY} "
+                                   f"AND ord>={low} AND ord<{high} ORDER BY ord LIMIT 1)"
+                                   for low, high in map(band, range(10)))
+        sql = f"{heads} UNION ALL SELECT NULL, min(ord) FROM job WHERE queue=?1 AND state={SCHED} AND ord<=?2"
+        now = now_ms()
+        results = self._read_together([(sql, (q, now)) for q in names])
+        ages = {q: _age(rows, now) for q, rows in zip(names, results)}
+        return {q: ages[q] for q in queues}
 
     def scheduled(self, queue, limit=100, offset=0):
         if limit <= 0:

@@ -170,21 +170,24 @@ class RedisInspection:
 
     def run_now(self, queue, ids):
         # The delayed ZSET is keyed by envelope: find the ids' (one server-side ZSCAN,
-        # as find() does), then one script moves those still delayed.
-        envelopes = self._scheduled_envelopes(queue, set(ids))
+        # as find() does), then one script moves those still delayed, in the order given.
+        ids = list(dict.fromkeys(ids))
+        found = self._scheduled_envelopes(queue, set(ids))
+        envelopes = [found[i] for i in ids if i in found]
         return self._call("run_now", queue, envelopes) if envelopes else 0
 
-    def _scheduled_envelopes(self, queue, wanted: set) -> list[str]:
+    def _scheduled_envelopes(self, queue, wanted: set) -> dict[str, str]:
         if not wanted:
-            return []
+            return {}
         (one,) = wanted if len(wanted) == 1 else ("",)
         match = f"{_glob_escape(one)} *" if one else None
 
         def scan(node):
-            found = []
+            found = {}
             for envelope, _ in node.client.zscan_iter(self.keys(queue).sched, match=match, count=1000):
-                if envelope.partition(" ")[0] in wanted:
-                    found.append(envelope)
+                job_id = envelope.partition(" ")[0]
+                if job_id in wanted:
+                    found[job_id] = envelope
                     if len(found) == len(wanted):
                         break
             return found

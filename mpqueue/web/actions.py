@@ -7,7 +7,7 @@ with who asked, answered with JSON (errors: one line):
   count kept), delete (a cancel: it leaves a "cancelled" record, as `mpqctl
   cancel` does);
 - running jobs: cancel (asked to stop; 'kill' on request);
-- queues: pause and resume (brokers that have them).
+- queues: pause and resume (every node's workers stop taking its jobs).
 
 Every action clears the shared snapshot (app.py, after it), so the next poll
 shows its outcome.
@@ -92,10 +92,7 @@ class Actions:
 
     def _switch(self, what: str):
         broker, queue, _ = self._action()
-        method = getattr(broker, what, None)
-        if method is None:
-            raise BadRequest(f"this broker has no {what}: upgrade mpqueue on the dashboard's host", 501)
-        changed = bool(method(queue))
+        changed = bool(broker.pause(queue) if what == "pause" else broker.resume(queue))
         self._log(what, queue, None, "done" if changed else f"already {what}d")
         return jsonify(queue=queue, changed=changed, paused=what == "pause")
 

@@ -32,35 +32,18 @@ def state(cfg, broker, history, first_seen, read_only: bool, query: views.ViewQu
     names = queue_names(cfg, broker)
     if query.queue is not None and query.queue not in names:
         query = dataclasses.replace(query, queue=None)
-    counts = broker.counts_many(names)
+    counts, ages = broker.counts_and_ages(names)          # one round trip per server
     held = {q: broker.held(q) for q in names if counts[q]["running"]}
-    paused, ages = _paused(broker, names), _oldest_ages(broker, [q for q in names if counts[q]["ready"]])
+    paused = broker.paused(names) if names else set()
     now = time.time()
     return {
         "service": cfg.name, "broker": redact(cfg.broker), "read_only": read_only, "now": now,
         "queues": [{"name": q, "declared": q in cfg.queues, "counts": counts[q], "history": history.series(q),
-                    "paused": None if paused is None else q in paused,
-                    "oldest_age": None if ages is None else ages.get(q)} for q in names],
+                    "paused": q in paused, "oldest_age": ages[q]} for q in names],
         "nodes": nodes_view(broker.nodes(), held, first_seen, now),
         "view": views.read(broker, query, names, counts),
         "schedules": schedule_rows(cfg, broker, now),
     }
-
-
-def _paused(broker, names: list[str]):
-    """The paused queues, or None from a broker without pause (shown as unknown)."""
-    reader = getattr(broker, "paused", None)
-    if reader is None:
-        return None
-    return set(reader(names)) if names else set()
-
-
-def _oldest_ages(broker, names: list[str]):
-    """{queue: seconds its oldest waiting job has waited}, or None from a broker without it."""
-    reader = getattr(broker, "oldest_ages", None)
-    if reader is None:
-        return None
-    return dict(reader(names)) if names else {}
 
 
 # -- nodes and workers

@@ -434,7 +434,7 @@ def test_run_now_makes_delayed_jobs_ready_with_their_attempts_unchanged(broker):
     (ready,) = push(broker, "now")
     # When: the retry and one delayed job are run now (with an unknown and a ready id)
     moved = broker.run_now(Q, [job.id, first, "no-such-job", ready])
-    # Then: exactly those two are ready, after the job that was ready already, attempts kept
+    # Then: exactly those two are ready, after the job that was ready already, in the order given, attempts kept
     assert moved == 2
     c = broker.counts(Q)
     assert (c["ready"], c["scheduled"]) == (3, 1)

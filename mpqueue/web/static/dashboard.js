@@ -135,7 +135,7 @@
                    q.declared ? null : el("span", { class: "hint", text: " not in this config" })),
                 num(c.ready), num(c.scheduled), num(c.running), num(c.failed), num(c.done_total), num(c.failed_total),
                 td({ class: "n latency", title: "how long the oldest waiting job has waited" },
-                   age === null || age === undefined ? (c.ready ? "–" : "none waiting") : duration(age)),
+                   typeof age !== "number" || (!age && !c.ready) ? "–" : duration(age)),
                 td({ class: "spark" }, sparkline(q.history)), actions],
       };
     });

@@ -60,22 +60,18 @@ def parse(args, known_queues: list[str]) -> ViewQuery:
 def read(broker, q: ViewQuery, names: list[str], counts: dict) -> dict:
     """The page `q` asks for: {"rows", "total", "exact", "searched", "of", "note", ...}."""
     queues = [q.queue] if q.queue else names
-    if q.view == "dead":
-        queues = [n for n in queues if counts[n]["failed"]]
-        totals = {n: counts[n]["failed"] for n in queues}
-
+    dead = q.view == "dead"
+    queues = [n for n in queues if counts[n]["failed" if dead else "scheduled"]]
+    totals = {n: counts[n]["failed" if dead else "scheduled"] for n in queues}
+    if dead:
         def fetch(n, offset, limit):
-            return [_failed(n, *r) for r in broker.failed(n, limit, offset, newest_first=True)]
-        key = _newest_failure_first
+            return [(n, *r) for r in broker.failed(n, limit, offset, newest_first=True)]
     else:
-        queues = [n for n in queues if counts[n]["scheduled"]]
-        totals = {n: counts[n]["scheduled"] for n in queues}
-
         def fetch(n, offset, limit):
-            return [_delayed(n, *r) for r in broker.scheduled(n, limit, offset)]
-        key = _next_due_first
-    page = _page(queues, totals, fetch, key, _matcher(q), q)
-    if q.view != "dead":
+            return [(n, *r) for r in broker.scheduled(n, limit, offset)]
+    build, key = (_failed, _newest_failure_first) if dead else (_delayed, _next_due_first)
+    page = _page(queues, totals, fetch, build, key, _matcher(q), q)
+    if not dead:
         _add_last_errors(broker, page["rows"])
     return {"name": q.view, "queue": q.queue, "task": q.task, "error": q.error, "offset": q.offset,
             "limit": q.limit, **page}
@@ -90,53 +86,69 @@ def _next_due_first(row) -> float:
 
 
 def _matcher(q: ViewQuery):
-    """None (every record, paged by rank) or a test each record read must pass."""
+    """None (every record, paged by rank), or a test of a raw record (queue, id,
+    envelope, error json | due_ms): cheap, as it runs on every record scanned."""
     task, error = q.task.lower(), q.error.lower()
     retries = q.view == "retries"
     if not (task or retries or (error and q.view == "dead")):
         return None
 
-    def match(row) -> bool:
-        if retries and row["attempts"] < 1:
+    def match(raw) -> bool:
+        envelope = raw[2]
+        if retries and jobmod.split_header(envelope)[1] < 1:
             return False
-        if task and task not in (row["task"] or "").lower():
+        if task and task not in _task_of(envelope).lower():
             return False
         if error and q.view == "dead":
-            return error in f"{row['type'] or ''} {row['message']}".lower()
+            err = _json_object(raw[3])
+            return error in f"{err.get('type') or ''} {err.get('message') or ''}".lower()
         return True
     return match
 
 
-def _page(queues, totals, fetch, key, match, q: ViewQuery) -> dict:
+def _task_of(envelope: str) -> str:
+    try:
+        return jobmod.peek_task(envelope) or jobmod.decode(envelope).task or ""
+    except jobmod.PayloadError:
+        return ""
+
+
+def _page(queues, totals, fetch, build, key, match, q: ViewQuery) -> dict:
     everything = sum(totals.values())
     done = {"total": everything, "exact": True, "searched": None, "of": None, "note": None}
     if match is not None:
-        return _scan(queues, totals, fetch, key, match, q)
+        return _scan(queues, totals, fetch, build, key, match, q)
     if len(queues) <= 1:
-        return {"rows": fetch(queues[0], q.offset, q.limit) if queues else [], **done}
+        return {"rows": [build(*r) for r in fetch(queues[0], q.offset, q.limit)] if queues else [], **done}
     need = q.offset + q.limit
     if need > MAX_MERGE:
         return {"rows": [], **done,
                 "note": f"across all queues the first {MAX_MERGE:,} are shown: choose a queue to page further"}
-    merged = list(heapq.merge(*(fetch(n, 0, need) for n in queues), key=key))
+    merged = list(heapq.merge(*([build(*r) for r in fetch(n, 0, need)] for n in queues), key=key))
     return {"rows": merged[q.offset:need], **done}
 
 
-def _scan(queues, totals, fetch, key, match, q: ViewQuery) -> dict:
-    """Read records in order, keep the matching ones; stop after SCAN_LIMIT."""
-    found, searched = [], 0
+def _scan(queues, totals, fetch, build, key, match, q: ViewQuery) -> dict:
+    """Read records in order and test each; stop after SCAN_LIMIT. Only the first
+    offset+limit matches of each queue become rows (enough for any merge)."""
+    need, found, matched, searched = q.offset + q.limit, [], 0, 0
     for n in queues:
-        offset = 0
+        offset, rows = 0, []
         while searched < SCAN_LIMIT and offset < totals[n]:
             chunk = fetch(n, offset, min(SCAN_CHUNK, SCAN_LIMIT - searched))
             if not chunk:
                 break
             offset += len(chunk)
             searched += len(chunk)
-            found.append([r for r in chunk if match(r)])
+            for raw in chunk:
+                if match(raw):
+                    matched += 1
+                    if len(rows) < need:
+                        rows.append(build(*raw))
+        found.append(rows)
     rows = list(heapq.merge(*found, key=key))
     everything = sum(totals.values())
-    return {"rows": rows[q.offset:q.offset + q.limit], "total": len(rows), "exact": searched >= everything,
+    return {"rows": rows[q.offset:need], "total": matched, "exact": searched >= everything,
             "searched": searched, "of": everything, "note": None}
 
 

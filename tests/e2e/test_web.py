@@ -1,9 +1,7 @@
 """The web dashboard end to end: a real `mpqueue run` service, a real `mpqueue web`
 subprocess on a free port, and Debian's headless Chromium driven by selenium
-(chromium and chromium-driver; .ci/run installs them).
-
-MPQ_SCREENSHOT=docs/dashboard.png also saves the main page as it shows a
-running service (after half a minute of traffic, so the sparklines have a shape).
+(chromium and chromium-driver; .ci/run installs them). The job views at real
+sizes are in test_web_views.py; docs/screenshots.py makes the pictures in docs/.
 """
 from __future__ import annotations
 
@@ -279,24 +277,6 @@ def test_the_page_shows_pushed_running_scheduled_and_failed_jobs_and_retry_runs_
     assert console_errors(browser) == []
     for tag in ("a", "b"):
         rdb.rpush(f"test:release:{tag}", "go")
-
-
-def screenshot(driver, client, path: Path) -> None:
-    """The main page after half a minute of traffic on the emails queue (some of it failing)."""
-    deadline = time.monotonic() + 32
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        client.push("emails", "testtasks:send_email", [n])
-        if n % 80 == 0:
-            client.push("emails", "testtasks:hostile", ["SMTP 451: try again later"])
-        time.sleep(0.1)  # ok: a steady trickle of jobs for the sparklines
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(900, height + 200), 2600))     # the window's frame included
-    time.sleep(3)  # ok: one more poll after the resize, so the picture is current
-    path.parent.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
 
 
 def test_a_hostile_task_name_or_error_message_is_shown_as_text_and_never_runs(service, web, browser, redis_url):

@@ -210,12 +210,12 @@
   }
 
   function workerRow(name, pid, state, jobs) {
-    const lines = (f) => jobs.map((j) => el("div", { class: "job-line" }, f(j)));
+    const lines = (f) => el("div", { class: "lines" }, ...jobs.map((j) => el("div", { class: "job-line" }, f(j))));
     const cells = [td({}, code(name)), td({ class: "n" }, pid === "" || pid === null ? "–" : String(pid)),
       td({}, el("span", { class: "badge " + state }, state)),
-      td({}, ...lines((j) => [code(j.id), readOnly ? null : button("cancel", "Cancel", { queue: j.queue, id: j.id }, "Ask it to stop?")])),
-      td({}, ...lines((j) => code(j.task, "task"))),
-      td({ class: "n" }, ...lines((j) => (j.age_at_least ? "≥ " : "") + duration(j.age)))];
+      td({}, lines((j) => [code(j.id), readOnly ? null : button("cancel", "Cancel", { queue: j.queue, id: j.id }, "Ask it to stop?")])),
+      td({}, lines((j) => code(j.task, "task"))),
+      td({ class: "n" }, lines((j) => (j.age_at_least ? "≥ " : "") + duration(j.age)))];
     const labels = ["worker", "pid", "state", "job", "task", "running for"];
     cells.forEach((c, i) => c.setAttribute("data-label", labels[i]));
     return el("tr", { class: "worker " + state, "data-worker": name }, ...cells);
@@ -248,7 +248,8 @@
     const old = new Map([...box.children].map((a) => [a.dataset.key, a]));
     const items = v.rows.map((r) => {
       const key = rowKey(r);
-      const sig = JSON.stringify(r) + "|" + isArmed("delete|" + r.queue + "|" + r.id + "|") + isArmed("cancel|" + r.queue + "|" + r.id + "|");
+      const sig = JSON.stringify(r) + "|" + isArmed("delete|" + r.queue + "|" + r.id + "|") + isArmed("cancel|" + r.queue + "|" + r.id + "|") +
+        (r.due_at ? "|" + Math.round(s.now / 10) : "");      // "due in ..." is redrawn every 10 s or so
       const have = old.get(key);
       if (have && have.dataset.sig === sig) return have;
       const a = jobCard(r, key, s.now);

@@ -378,7 +378,7 @@
   function draw(s) {
     drawQueues(s);
     drawNodes(s);
-    drawJobs(s);
+    if (s.asked === stateUrl()) drawJobs(s);      // else the view changed meanwhile: its own answer draws it
     drawSchedules(s);
     drawQueueChoice(s);
   }
@@ -393,10 +393,12 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const r = await fetch(stateUrl(), { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+      const asked = stateUrl();
+      const r = await fetch(asked, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
       if (r.status === 401) { location.assign("/login"); return; }
       const body = await r.json().catch(() => ({}));
       if (!r.ok) throw new Error(body.error || "the dashboard answered " + r.status);
+      body.asked = asked;
       last = body;
       draw(body);
       live(true, body.now);
@@ -405,6 +407,7 @@
       live(false);
       banner((err && err.message) || String(err));
     } finally {
+      clearTimeout(timer);         // two refreshes in flight (a click during a poll) leave one timer
       timer = setTimeout(refresh, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
     }
   }

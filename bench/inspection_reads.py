@@ -1,7 +1,8 @@
 """`python -m bench.inspection_reads`: what a metrics scrape's broker reads cost as
-a queue grows: `oldest_ages` and `counts_many` of one queue at depths 1k, 100k
-and 1M waiting jobs, on a private redis-server (and, with `--brokers
-redis,sqlite`, an SQLite file in a temporary directory).
+a queue grows: `oldest_ages`, `counts_many` and both at once (`counts_and_ages`,
+what a scrape calls) of one queue at depths 1k, 100k and 1M waiting jobs, on a
+private redis-server (and, with `--brokers redis,sqlite`, an SQLite file in a
+temporary directory).
 
 Each depth's queue holds that many ready jobs over three priorities, plus a
 tenth as many delayed jobs (not yet due); a second, empty queue is read in the
@@ -57,7 +58,8 @@ def measure(broker, depth: int, calls: int) -> dict:
     assert counts["ready"] == depth and counts["scheduled"] == depth // 10, counts
     assert broker.oldest_ages(queues)[QUEUE] >= 0
     return {"oldest_ages": timed(lambda: broker.oldest_ages(queues), calls),
-            "counts_many": timed(lambda: broker.counts_many(queues), calls)}
+            "counts_many": timed(lambda: broker.counts_many(queues), calls),
+            "counts_and_ages": timed(lambda: broker.counts_and_ages(queues), calls)}
 
 
 def summary(ms: list[float]) -> str:
@@ -79,9 +81,8 @@ def run_broker(name: str, depths: list[int], calls: int) -> dict:
             fill(broker, depth)
             filled = time.monotonic() - t0
             results[depth] = measure(broker, depth, calls)
-            print(f"  {name} depth {depth:>9,}: filled in {filled:.1f} s; oldest_ages "
-                  f"{summary(results[depth]['oldest_ages'])} ms, counts_many {summary(results[depth]['counts_many'])} ms",
-                  flush=True)
+            print(f"  {name} depth {depth:>9,}: filled in {filled:.1f} s; " +
+                  ", ".join(f"{read} {summary(ms)} ms" for read, ms in results[depth].items()), flush=True)
         finally:
             broker.close()
             cleanup()
@@ -99,11 +100,12 @@ def main(argv=None) -> None:
     every = {}
     for name in args.brokers.split(","):
         every[name] = run_broker(name, depths, args.calls)
-    print("\n| broker | depth | oldest_ages ms, median (min–max) | counts_many ms, median (min–max) |")
-    print("|---|---|---|---|")
+    reads = ("oldest_ages", "counts_many", "counts_and_ages")
+    print("\n| broker | depth | " + " | ".join(f"{r} ms, median (min–max)" for r in reads) + " |")
+    print("|---|---|" + "---|" * len(reads))
     for name, by_depth in every.items():
         for depth, res in by_depth.items():
-            print(f"| {name} | {depth:,} | {summary(res['oldest_ages'])} | {summary(res['counts_many'])} |")
+            print(f"| {name} | {depth:,} | " + " | ".join(summary(res[r]) for r in reads) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"calls": args.calls, "results": every}, f, indent=1)

@@ -2,12 +2,28 @@
 handlers that only record and wake (a self-pipe), as in gunicorn/Sidekiq: no
 logging, locks, I/O beyond one byte, or raising inside a handler; and how a
 supervisor names itself in its heartbeat so that readers on its host can tell
-at once whether it still runs."""
+at once whether it still runs; and how each of them waits for descriptors."""
 from __future__ import annotations
 
+import math
 import os
+import select
 import signal
 import socket
+
+
+def readable(objs, timeout: float | None) -> list:
+    """Those of `objs` (descriptors, or objects with fileno()) readable, at end of
+    file or in error within `timeout` s (None: no limit), as select() would say.
+    poll(), because select() refuses a descriptor numbered 1024 or more, which any
+    process holding many files or sockets has (a job's pool, a thousand waiters)."""
+    poller, by_fd = select.poll(), {}
+    for obj in objs:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        by_fd.setdefault(fd, []).append(obj)
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return [obj for fd, _ in poller.poll(ms) for obj in by_fd.get(fd, ())]     # EINTR retried (PEP 475)
 
 
 class SignalQueue:

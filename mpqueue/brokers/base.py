@@ -29,6 +29,9 @@ FALLBACK_WAIT = 60.0
 # or not at all (`mpqctl clean` dropped the job). A watch lasts three of these.
 RESULT_RECHECK = 10.0
 WATCH_TTL = 3 * RESULT_RECHECK
+# Throughput history (record_history): one point per queue per minute, kept a day.
+HISTORY_EVERY_MS = 60_000
+HISTORY_KEEP_MS = 24 * 3600 * 1000
 
 
 class BrokerError(Exception):
@@ -66,8 +69,10 @@ class Held:
 class Tick:
     """What tick() came to. outcome: "fired" (this call pushed the job), "taken"
     (the tick, or a later one, was claimed already), "skipped" (more than the grace
-    late: recorded as dealt with, no job), "new" (the same for a schedule the broker
-    had no record of: nothing to count as missed), "early" (not due yet on the
+    late: recorded as dealt with, no job), "new" (a schedule the broker had no
+    record of: its first tick tried is recorded as dealt with, never fired, on
+    time or not, so a schedule added or renamed starts with its next tick and can't
+    re-fire a tick claimed under another name; nothing to count as missed), "early" (not due yet on the
     broker's clock: nothing recorded). previous_ms: the last tick claimed before,
     -1 if none. now_ms: the broker's clock."""
     outcome: str
@@ -113,9 +118,10 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def tick(self, queue: str, name: str, tick_ms: int, envelope: str, priority: int, grace_ms: int) -> Tick:
         """Claim tick `tick_ms` of schedule `name` and push its job, in one atomic
-        step, so it fires once however many nodes try: fired when no tick at or
-        after it was claimed and it is at most `grace_ms` late on the broker's clock
-        (then the envelope is enqueued as by push); otherwise see Tick."""
+        step, so it fires once however many nodes try: fired when the schedule has a
+        record, no tick at or after it was claimed and it is at most `grace_ms` late
+        on the broker's clock (then the envelope is enqueued as by push); otherwise
+        see Tick."""
 
     # -- consumers
     @abc.abstractmethod
@@ -133,16 +139,20 @@ class Lifecycle(abc.ABC):
     def ack(self, queue: str, acks: list[Ack]) -> int:
         """Acknowledge finished jobs; returns how many tokens still owned their job."""
 
+    # retry, release and fail return True, or False when `token` no longer owns the
+    # job (a stale worker); a job with a standing cancel request ends as cancelled
+    # instead (no retry, no failure hook), and they return what it asked: 'ask' or
+    # 'kill' (truthy too), so the caller can log and count it as cancelled.
     @abc.abstractmethod
-    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool:
+    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool | str:
         """Return a job for another attempt after `delay` s (the attempt is spent)."""
 
     @abc.abstractmethod
-    def release(self, queue: str, job_id: str, token: str) -> bool:
+    def release(self, queue: str, job_id: str, token: str) -> bool | str:
         """Hand a job back unrun (graceful stop): attempt refunded, front of its queue."""
 
     @abc.abstractmethod
-    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool:
+    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool | str:
         """Move a job to the failed store; enqueue `hook` (an envelope) in the same step."""
 
     @abc.abstractmethod
@@ -341,6 +351,22 @@ class Inspection(abc.ABC):
         broker call of a clean stop (its workers gone), so a stopped node is not
         shown as live until its ttl ends. Other nodes' records are untouched; an
         unknown id is no error."""
+
+    @abc.abstractmethod
+    def record_history(self, queues: list[str], every_ms: int = HISTORY_EVERY_MS,
+                       now_ms: int | None = None) -> int | None:
+        """Record each queue's done_total and failed_total (counts()) as the point of
+        the `every_ms` interval holding now (the broker's clock, or `now_ms`), and drop
+        the queue's points older than HISTORY_KEEP_MS; each queue in one atomic step,
+        all of them in one round trip per server. The totals are broker-wide, so every
+        node of a service may write the same interval: the latest write wins. Returns
+        now on the broker's clock in ms (None for no queues)."""
+
+    @abc.abstractmethod
+    def history(self, queues: list[str], since_ms: int) -> dict[str, list[tuple[int, int, int]]]:
+        """{queue: [(interval start ms, done_total, failed_total), ...]}, oldest first,
+        the points of each of `queues` from `since_ms` on ([] for none), read in one
+        round trip per server: a dashboard reads every queue at once."""
 
     @abc.abstractmethod
     def add_queues(self, names: list[str]) -> None:

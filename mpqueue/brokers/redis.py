@@ -9,7 +9,7 @@ Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
 redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
 pub/sub, whose receiver count is exact on the queue's own shard. The batch reads
 of dashboards and metrics are in redis_inspection.py, node heartbeats in
-redis_node_records.py.
+redis_node_records.py, the throughput history in redis_history.py.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import redis as redislib
 from ..core import redis_url
 from . import data_format, resp
 from .base import Broker, BrokerError, Held, NotReplicated, Reserved, Tick
+from .redis_history import RedisHistory
 from .redis_inspection import RedisInspection
 from .redis_node_records import RedisNodeRecords
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
@@ -64,6 +65,11 @@ class QueueKeys:
     def ticks(self) -> str:
         """Schedules' claimed ticks (tick.lua): an extra key, after the standard ones."""
         return f"{self.prefix}ticks"
+
+    @property
+    def history(self) -> str:
+        """Throughput history, a point a minute (history.lua, redis_history.py)."""
+        return f"{self.prefix}history"
 
 
 class ServiceKeys:
@@ -131,7 +137,7 @@ def client_options(url: str, socket_timeout: float) -> dict:
     return options
 
 
-class RedisBroker(RedisHandles, RedisInspection, RedisNodeRecords, Broker):
+class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords, Broker):
     def __init__(self, url: str, socket_timeout: float = 10.0):
         self.url = url
         try:
@@ -274,8 +280,11 @@ class RedisBroker(RedisHandles, RedisInspection, RedisNodeRecords, Broker):
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
     def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
-                          [self.keys(queue).done(job_id)]) == 1
+        reply = self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
+                           [self.keys(queue).done(job_id)])
+        if isinstance(reply, (bytes, str)):       # ended as cancelled: what the request asked
+            return reply.decode() if isinstance(reply, bytes) else reply
+        return reply == 1
 
     def retry(self, queue, job_id, token, delay, error):
         return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)

@@ -1,14 +1,14 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
-beyond mpqctl's: the counts of many queues, which of them are paused and how
-long each one's oldest waiting job has waited, in one round trip per server, a
-queue's delayed jobs, the failed store by time of failure (a page at any
+beyond mpqctl's: the counts of many queues, and which of them are paused, in
+one round trip per server, a queue's delayed jobs, how long each queue's oldest
+waiting job has waited, the failed store by time of failure (a page at any
 offset), the last errors of retrying jobs, running delayed jobs now, deleting
-failed jobs, and finding one job (mpqctl job,
-Client.status).
+failed jobs, and finding one job (mpqctl job, Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
-are grouped by node and each group is one pipeline.
+are grouped by node (_by_node, also used by redis_history.py) and each group is
+one pipeline.
 """
 from __future__ import annotations
 
@@ -64,26 +64,36 @@ class RedisInspection:
     delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
-        return self._by_node(queues, self._counts_on)
+        out = self._by_node(queues, self._counts_on)
+        return {q: out[q] for q in queues}
 
     def oldest_ages(self, queues):
-        return self._by_node(queues, self._ages_on)
+        out = self._by_node(queues, self._ages_on)
+        return {q: out[q] for q in queues}
 
-    def _by_node(self, queues, read):
-        """{queue: ...} from read(node, queues), one call per node that serves some of `queues`."""
+    def paused(self, queues):
+        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
+        def read(node, here):
+            return dict(zip(here, self._pipelined(node, here, lambda pipe, keys: pipe.exists(keys.paused))))
+        return {q for q, stopped in self._by_node(queues, read).items() if stopped}
+
+    def _by_node(self, queues, call) -> dict:
+        """{queue: ...} from call(node, queues held by that node), one call per node
+        serving any of `queues` (one server: one call). Each pass takes the first
+        queue left and every other one on its node; _on retries the pass after a
+        redirect (a resharded slot) on the new owner."""
         pending = list(dict.fromkeys(queues))
         out = {}
         while pending:
-            # Each pass reads pending[0] and every other pending queue on the same node;
-            # _on retries the pass after a redirect (a resharded slot) on the new owner.
-            out.update(self._on(pending[0], lambda node, todo=pending: read(node, todo)))
+            def on(node, todo=pending):
+                return call(node, [todo[0]] + [q for q in todo[1:] if self.servers.for_queue(q) is node])
+            out.update(self._on(pending[0], on))
             pending = [q for q in pending if q not in out]
-        return {q: out[q] for q in queues}
+        return out
 
-    def _pipelined(self, node, pending: list[str], queue_commands, clock=False) -> tuple[list[str], list]:
-        """The queues of `pending` that `node` serves, and the replies of one pipeline
-        running queue_commands(pipe, keys) for each (`clock`: TIME first)."""
-        here = [pending[0]] + [q for q in pending[1:] if self.servers.for_queue(q) is node]
+    def _pipelined(self, node, here: list[str], queue_commands, clock=False) -> list:
+        """The replies of one pipeline running queue_commands(pipe, keys) for each
+        queue of `here` (`clock`: TIME first)."""
         # MULTI/EXEC gives each queue's reads as one snapshot. A Cluster refuses a
         # transaction across slots, so there several queues go in a plain pipeline
         # (each command still atomic, the queue's reads back to back).
@@ -93,38 +103,26 @@ class RedisInspection:
                 pipe.time()
             for queue in here:
                 queue_commands(pipe, self.keys(queue))
-            res = pipe.execute(raise_on_error=False)
-        error = next((r for r in res if isinstance(r, Exception)), None)
-        if error is not None:
-            raise error          # unannotated, so _on can read a MOVED or ASK from it
-        return here, res
+            return executed(pipe)
 
-    def _counts_on(self, node, pending: list[str]) -> dict:
-        here, res = self._pipelined(node, pending, queue_count_commands)
+    def _counts_on(self, node, here: list[str]) -> dict:
+        res = self._pipelined(node, here, queue_count_commands)
         return {q: counts_from(res[i * _PER_QUEUE:(i + 1) * _PER_QUEUE]) for i, q in enumerate(here)}
 
-    def _ages_on(self, node, pending: list[str]) -> dict:
-        here, res = self._pipelined(node, pending, queue_age_commands, clock=True)
+    def _ages_on(self, node, here: list[str]) -> dict:
+        res = self._pipelined(node, here, queue_age_commands, clock=True)
         now_ms = _ms(res[0])
         return {q: age_from(res[1 + i * _AGE_READS:1 + (i + 1) * _AGE_READS], now_ms) for i, q in enumerate(here)}
 
-    def paused(self, queues):
-        # One EXISTS per queue, grouped by node like counts_many: one round trip per server.
-        return {q for q, stopped in self._by_node(queues, self._paused_on).items() if stopped}
-
-    def _paused_on(self, node, pending: list[str]) -> dict:
-        here, res = self._pipelined(node, pending, lambda pipe, keys: pipe.exists(keys.paused))
-        return {q: bool(r) for q, r in zip(here, res)}
-
     def counts_and_ages(self, queues):
         both = self._by_node(queues, self._both_on)
-        return {q: c for q, (c, _) in both.items()}, {q: a for q, (_, a) in both.items()}
+        return {q: both[q][0] for q in queues}, {q: both[q][1] for q in queues}
 
-    def _both_on(self, node, pending: list[str]) -> dict:
+    def _both_on(self, node, here: list[str]) -> dict:
         def commands(pipe, keys):
             queue_count_commands(pipe, keys)
             queue_age_commands(pipe, keys)
-        here, res = self._pipelined(node, pending, commands, clock=True)
+        res = self._pipelined(node, here, commands, clock=True)
         now_ms, each = _ms(res[0]), _PER_QUEUE + _AGE_READS
         parts = [res[1 + i * each:1 + (i + 1) * each] for i in range(len(here))]
         return {q: (counts_from(part[:_PER_QUEUE]), age_from(part[_PER_QUEUE:], now_ms))
@@ -253,6 +251,16 @@ class RedisInspection:
                     if envelope.startswith(job_id + " "):
                         return {"state": "ready", "envelope": envelope, **extra}
         return None
+
+
+def executed(pipe) -> list:
+    """A pipeline's replies; its first error is raised unannotated, so _on can read
+    a MOVED or ASK from it."""
+    res = pipe.execute(raise_on_error=False)
+    error = next((r for r in res if isinstance(r, Exception)), None)
+    if error is not None:
+        raise error
+    return res
 
 
 def _ms(time_reply) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import select
 import socket
 import time
 
 import redis
 
+from ..proc import readable
 from . import resp
 from .base import BrokerError, JobWatch, Waiter
 from .redis_nodes import broker_errors
@@ -93,7 +93,7 @@ class RedisWaiter(Waiter):
                 return
             if time.monotonic() > deadline:
                 raise BrokerError("redis: no confirmation of the wake-up subscription")
-            if select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if readable([self._sock], max(0.0, deadline - time.monotonic())):
                 chunk = self._sock.recv(65536)
                 if not chunk:
                     raise BrokerError("redis: the wake-up connection was closed")

@@ -20,12 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import zoneinfo
 from dataclasses import dataclass, field
 
 UTC = dt.timezone.utc
 DEFAULT_MISFIRE_GRACE = 60.0
 MIN_EVERY = 1.0          # seconds; ordinary lateness of a tick is milliseconds
+MAX_EVERY = 315_576_000           # ten years: every tick stays a date Python can show (year <= 9999)
 DAY_MS = 86_400_000
 
 
@@ -116,11 +118,18 @@ class Every:
         return max(0, min(cap, n))
 
 
+# A cron field part that croniter reads as random or hashed: R, H, R(1-5), H/15, ...
+_RANDOM = re.compile(r"[RH](\(|/|$)", re.IGNORECASE)
+
+
 def check_cron(expr) -> str:
     """A five-field expression croniter accepts and that ever fires; else ValueError(why)."""
     from croniter import croniter
     if not isinstance(expr, str) or len(expr.split()) != 5:
         raise ValueError("five fields (minute hour day-of-month month day-of-week)")
+    if any(_RANDOM.match(part) for field in expr.split() for part in field.split(",")):
+        raise ValueError("fixed fields: croniter's R (random) and H (hashed) are drawn anew at each "
+                         "computation and on each node, so the same tick would fire more than once")
     if not croniter.is_valid(expr):
         raise ValueError("a valid cron expression")
     try:
@@ -245,8 +254,9 @@ def _one(name, s: dict, path, check, queues, max_payload, task_re, encode) -> Sc
             raise check.expected(f"{path}.cron", str(exc), s["cron"]) from None
     else:
         every = s["every"]
-        if not finite_positive(every) or round(float(every), 3) < MIN_EVERY:
-            raise check.expected(f"{path}.every", f"a number of seconds >= {MIN_EVERY:g}", every)
+        if not finite_positive(every) or not MIN_EVERY <= round(float(every), 3) <= MAX_EVERY:
+            raise check.expected(f"{path}.every", f"a number of seconds from {MIN_EVERY:g} to {MAX_EVERY} "
+                                 "(ten years)", every)
         kw["every"] = round(float(every), 3)
     if "timezone" in s:
         if "every" in s:

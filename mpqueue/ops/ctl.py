@@ -20,7 +20,7 @@ from ..producer.client import Client
 from .common import Fail as CtlError
 from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
                          yes_option)
-from . import ctl_metrics, ctl_schedules
+from . import ctl_metrics, ctl_pause, ctl_schedules
 from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
 from .ctl_text import failed_text, job_text, status_text
@@ -106,11 +106,12 @@ def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue, jo
 @pass_target
 def status(target, queues):
     """Counts per queue (default: the config's queues, else every queue the
-    broker knows), then every live node and its workers.
+    broker knows; a paused one marked "(paused)"), then every live node and its workers.
 
     \b
     JSON: {"queues": {"<queue>": {"ready": n, "scheduled": n, "running": n,
-                                  "failed": n, "done_total": n, "failed_total": n}},
+                                  "failed": n, "done_total": n, "failed_total": n,
+                                  "paused": true|false}},
            "nodes": [{"node": id, "service": name, "host": name, "pid": n,
                       "queues": {"<queue>": {"workers": n, "busy": n, "idle": n,
                                              "concurrency": n, "slots": n, "busy_slots": n}},
@@ -128,7 +129,8 @@ def status(target, queues):
     for queue in queues:
         target.check_queue(queue)
     names = queues or target.config_queues() or target.broker.queues()
-    counts = {q: target.broker.counts(q) for q in names}
+    paused = target.broker.paused(list(names))
+    counts = {q: dict(target.broker.counts(q), paused=q in paused) for q in names}
     now = time.time()
     nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1), alive=proc.record_running(n))
              for n in target.broker.nodes()]
@@ -238,13 +240,13 @@ def job(target, job_id, queue):
              cancelled: "cancelled_at": epoch, "was": "ready|scheduled|running"}
     (a done or cancelled job keeps no arguments: args, kwargs and priority are null)
     """
-    for q in [queue] if queue else target.known_queues():
-        found = target.broker.find(q, job_id)
-        if found:
-            info = job_info(job_id, q, found)
-            if info["state"] == "running":
-                info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
-            return emit(info, lambda: job_text(info))
+    q, found = (queue, target.broker.find(queue, job_id)) if queue else \
+        handles.find_anywhere(target.broker, job_id, target.known_queues())
+    if found:
+        info = job_info(job_id, q, found)
+        if info["state"] == "running":
+            info.update(holder(target.broker.nodes(), info.get("consumer") or "", job_id))
+        return emit(info, lambda: job_text(info))
     raise CtlError(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""))
 
 
@@ -341,6 +343,8 @@ def _confirm(question: str, what: str) -> None:
 
 main.add_command(ctl_metrics.metrics)     # a command in a module of its own
 main.add_command(ctl_schedules.schedules)
+main.add_command(ctl_pause.pause)
+main.add_command(ctl_pause.resume)
 
 if __name__ == "__main__":
     main()

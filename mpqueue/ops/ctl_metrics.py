@@ -7,7 +7,8 @@ textfile collector on a host that opens no port:
 With `metrics: {listen: ...}` in the service's YAML (a port, or "unix" for the
 socket in its runtime directory) it fetches what the running service serves.
 Otherwise, or while the service is down, it prints what the broker alone can
-tell (queue depths, oldest-job ages, broker_up, service_up 0): the job counters live in the service.
+tell (queue depths, oldest-job ages, which are paused, broker_up, service_up 0): the job
+counters live in the service.
 With the broker down as well it still prints what is true (broker_up 0) and exits 0."""
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def metrics(target):
 
     The running service's own (with metrics.listen in its YAML), else the
     broker's view only: mpqueue_queue_jobs, mpqueue_queue_oldest_job_age_seconds,
-    mpqueue_broker_up and mpqueue_service_up 0 (exit 0 even when the broker is down too)."""
+    mpqueue_queue_paused, mpqueue_broker_up and mpqueue_service_up 0 (exit 0 even
+    when the broker is down too)."""
     cfg = target.config
     if cfg is not None and cfg.metrics.listen:
         try:

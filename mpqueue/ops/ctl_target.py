@@ -13,6 +13,7 @@ from ..core.config import ConfigError, load_config, load_service
 from ..core.names import redact
 from ..ipc import EX_CONFIG, EX_USAGE
 from ..producer.default import ENV_BROKER, ENV_CONFIG, from_environment
+from ..producer.handles import AmbiguousJob
 from .common import Fail as CtlError
 from .common import OneLineGroup
 
@@ -28,6 +29,8 @@ class CtlGroup(OneLineGroup):
         except (BrokerError, redislib.exceptions.RedisError) as exc:
             url = redact(ctx.obj.url) if isinstance(ctx.obj, Target) else "?"
             raise CtlError(f"broker {url}: {exc}", _exit_status(exc)) from None
+        except AmbiguousJob as exc:
+            raise CtlError(str(exc)) from None
 
 
 def _exit_status(exc: Exception) -> int:

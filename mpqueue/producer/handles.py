@@ -2,7 +2,9 @@
 Client.result, Client.cancel) and the small JobHandle that push() returns.
 
 A job is found by id in its queue: the handle remembers the queue push() used;
-given a bare id, every queue the broker knows is searched (as `mpqctl job` does).
+given a bare id, every queue the broker knows is searched (as `mpqctl job` does),
+and an id found in more than one queue is refused (caller-chosen ids are unique
+per queue only: `queue=` says which is meant).
 result() waits for the job's end without polling the broker in a loop: it
 watches the job (broker.watch: on Redis a subscription told by the script that
 ends the job, on SQLite a FIFO woken by every end in the queue), re-checks it,
@@ -11,10 +13,12 @@ a hint was lost.
 """
 from __future__ import annotations
 
-import select
+import math
 import time
 
 from ..brokers.base import RESULT_RECHECK
+from ..core import names
+from ..proc import readable
 
 STATES = ("scheduled", "ready", "running", "done", "failed", "cancelled", "unknown")
 ENDED = ("done", "failed", "cancelled")
@@ -48,6 +52,14 @@ class JobUnknown(JobError, LookupError):
         self.job_id = job_id
         where = f" in queue {queue}" if queue else ""
         super().__init__(f"job {job_id} not found{where} (never pushed, or ended more than result_ttl ago)")
+
+
+class AmbiguousJob(JobError, ValueError):
+    """A bare caller-chosen id that names a job in several queues: give queue=."""
+
+    def __init__(self, job_id: str, queues: list[str]):
+        self.job_id, self.queues = job_id, queues
+        super().__init__(f"job {job_id} is in queues {', '.join(queues)}: say which (queue=, or mpqctl --queue)")
 
 
 class ResultTimeout(JobError, TimeoutError):
@@ -102,15 +114,34 @@ def locate(client, job_id: str, queue: str | None) -> tuple[str | None, dict | N
     job_id = str.__str__(job_id)
     if queue:
         return queue, client.broker.find(queue, job_id)
-    seen = []
-    for q in [*sorted(client._known_queues), *client.broker.queues()]:
-        if q in seen:
-            continue
-        seen.append(q)
-        found = client.broker.find(q, job_id)
+    return find_anywhere(client.broker, job_id, [*sorted(client._known_queues), *client.broker.queues()])
+
+
+def find_anywhere(broker, job_id: str, queues) -> tuple[str | None, dict | None]:
+    """(queue, find() answer) of the one queue of `queues` that has the job, (None,
+    None) if none has; AmbiguousJob if several have it. A generated id (random, 64
+    bits) is taken where first found; a caller-chosen one is looked for everywhere."""
+    hits = []
+    for q in dict.fromkeys(queues):
+        found = broker.find(q, job_id)
         if found is not None:
-            return q, found
-    return None, None
+            hits.append((q, found))
+            if not names.is_caller_job_id(job_id):
+                break
+    if len(hits) > 1:
+        raise AmbiguousJob(job_id, [q for q, _ in hits])
+    return hits[0] if hits else (None, None)
+
+
+def check_timeout(timeout) -> float | None:
+    """result()'s timeout: None or a number of seconds >= 0 (inf: no limit)."""
+    if timeout is None or timeout == math.inf and not isinstance(timeout, bool):
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout: expected None or a number of seconds, got {timeout!r:.40}")
+    if not timeout >= 0:            # NaN too
+        raise ValueError(f"timeout: expected None or a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
 
 
 def outcome(job_id: str, found: dict):
@@ -125,7 +156,8 @@ def outcome(job_id: str, found: dict):
 
 def wait_result(client, job_id: str, timeout: float | None, queue: str | None):
     """Client.result: the job's result once it ends; see the module docstring."""
-    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    timeout = check_timeout(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
     queue, found = locate(client, job_id, queue)
     job_id = str.__str__(job_id)
     if found is None:
@@ -157,7 +189,7 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
         if deadline is not None and now >= deadline:
             raise ResultTimeout(job_id, timeout, state)
         until = next_check if deadline is None else min(next_check, deadline)
-        if select.select([watch], [], [], max(0.0, until - now))[0]:
+        if readable([watch], max(0.0, until - now)):
             heard = [o for o in watch.drain() if state_of(o) in ENDED]
             if heard:
                 return outcome(job_id, heard[0])
@@ -166,7 +198,7 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
 
 def _heard(watch) -> bool:
     """Whether an end arrived already (found gone, yet told: a result_ttl of 0)."""
-    return bool(select.select([watch], [], [], 0)[0])
+    return bool(readable([watch], 0))
 
 
 def cancel(client, job_id: str, kill: bool, queue: str | None) -> tuple[str | None, str]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import time
 
-from .. import ipc, logsetup
+from .. import ipc, logsetup, proc
 from ..brokers import BrokerError, DataFormatError, open_broker
 from ..core.config import ConfigError, load_config
 from ..core.names import redact_text
@@ -22,17 +21,18 @@ from ..proc import SignalQueue, set_title
 from . import handles, lock, reload
 from . import metrics as metricsmod
 from .gate import BrokerGate, wait_until_up
+from .history import HistoryWriter
 from .notify import Notifier, watchdog_interval
 from .pool import Pool
 from .recovery import Recovery
 from .schedules import Schedules
-from .status import busy_count, node_info, status_line
-from .timers import Timers
+from .status import QueueLook, busy_count, node_info, status_line
+from .timers import Timers, reap_every, renew_every
 
 log = logging.getLogger("mpqueue.supervisor")
 # Idle Redis cost is these calls alone: heartbeat and dead-node lease reaping every
-# 15 s keep an idle service under one command a second; a dead node's jobs come back
-# within 15 s of their lease's end.
+# 15 s keep an idle service under one command a second (with, once a minute, the
+# history's point: history.py); a dead node's jobs come back within 15 s of their lease's end.
 HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
 # Cancel requests that say kill (Client.cancel(kill=True)) are looked for this often,
 # one read per queue with a job running here: an idle service makes none.
@@ -57,11 +57,11 @@ class Supervisor:
         self.timers = Timers(clock, ["heartbeat", "reap", "renew", "status", "count", "cancels"]
                              + (["watchdog"] if self.watchdog_every else [])
                              + (["metrics"] if config.metrics.listen else []))
-        self.ready_jobs = None
+        self.look = QueueLook()           # ready jobs and paused queues, for STATUS=
         self.started_at = time.time()
         # Opened by run() (or given by a test through attach()):
         self.lock_fd = self.reload_status = self.signals = None
-        self.broker = self.recovery = self.pool = self.schedules = None
+        self.broker = self.recovery = self.pool = self.schedules = self.history = None
         self.metrics = None               # the Prometheus endpoint (metrics.py), if configured
 
     # -- start-up
@@ -94,6 +94,7 @@ class Supervisor:
         self.pool = Pool(self.cfg, self.node_id, self.clock, self._spawn, self.recovery, self.on_boot_failure)
         self.schedules = Schedules(self.cfg.schedules, self.cfg.queues, self.recovery.tasks, self.wall,
                                    self.cfg.max_payload)
+        self.history = HistoryWriter(self.wall)
         if self.signals is not None:
             self.pool.close_in_child = list(self.signals.fds())
         if self.metrics is not None:
@@ -171,7 +172,7 @@ class Supervisor:
             self.read_counts_for_metrics()
 
     def select(self, fds, timeout):
-        return select.select(fds, [], [], max(0.0, timeout))[0]     # EINTR is retried (PEP 475)
+        return proc.readable(fds, max(0.0, timeout))
 
     def sleep(self, seconds: float) -> bool:
         """Wait, still handling signals; True if a signal arrived."""
@@ -309,9 +310,9 @@ class Supervisor:
         self.pool.enforce_timeouts()
         if self.timers.fire("cancels", CANCELS_EVERY):
             self.gate.call(self.kill_cancelled)
-        if self.timers.fire("reap", self.reap_every()):
+        if self.timers.fire("reap", reap_every(self.cfg, REAP_EVERY)):
             self.gate.call(self.reap_expired)
-        if self.timers.fire("renew", self.renew_every()):
+        if self.timers.fire("renew", renew_every(self.cfg, RENEW_EVERY)):
             self.gate.call(self.renew_leases)
         if self.timers.fire("heartbeat", HEARTBEAT_EVERY):
             self.gate.call(self.heartbeat)
@@ -320,7 +321,7 @@ class Supervisor:
         if self.schedules.due():
             self.gate.call(lambda: self.schedules.run(self.broker))
         if self.timers.fire("count", COUNT_EVERY) and self.notifier.enabled:     # only STATUS= shows it
-            self.gate.call(self.count_ready)
+            self.gate.call(lambda: self.look.read(self.broker, self.cfg.queues))
         if self.timers.fire("status", STATUS_EVERY):
             self.notifier.status(self.status_line())
         if self.metrics is not None and self.timers.fire("metrics", 1.0):
@@ -345,18 +346,6 @@ class Supervisor:
         if any([self.recovery.reap_expired(q) for q in self.cfg.queues]):
             self.timers.again("reap", 0.0)      # more leases have expired: go on at the next turn
 
-    def reap_every(self) -> float:
-        """Half the shortest lease, at most REAP_EVERY: a dead node's job comes back
-        within 1.5 leases, and a service with long timeouts still idles cheaply."""
-        shortest = min(q.timeout for q in self.cfg.queues.values()) + self.cfg.lease_grace
-        return min(REAP_EVERY, shortest / 2)
-
-    def renew_every(self) -> float:
-        """A quarter of the shortest lease, at most RENEW_EVERY: a lease then never
-        ends while its node lives, however long the job or its batch takes."""
-        shortest = min(q.timeout for q in self.cfg.queues.values()) + self.cfg.lease_grace
-        return min(RENEW_EVERY, shortest / 4)
-
     def renew_leases(self) -> None:
         for queue, consumers in self.pool.holders().items():
             q = self.recovery.queues.get(queue) or next(iter(self.cfg.queues.values()))
@@ -369,12 +358,10 @@ class Supervisor:
             if kills:
                 self.pool.kill_cancelled(queue, kills)
 
-    def count_ready(self) -> None:
-        self.ready_jobs = sum(self.broker.ready_count(q) for q in self.cfg.queues)
-
     def heartbeat(self) -> None:
         info = node_info(self.cfg, self.pool.handles(), self.pool.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
+        self.history.beat(self.broker, self.known_queues())      # a point a minute, on the same timer
 
     # -- reporting (status.py, metrics.py)
     def publish_metrics(self) -> None:
@@ -393,6 +380,6 @@ class Supervisor:
         return list(dict.fromkeys([*self.cfg.queues, *(h.queue for h in self.pool.handles())]))
 
     def status_line(self) -> str:
-        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.ready_jobs, self.gate.ok,
-                           self.schedules.totals() if self.cfg.schedules else None)
+        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.look.ready, self.gate.ok,
+                           self.schedules.totals() if self.cfg.schedules else None, self.look.paused)
 

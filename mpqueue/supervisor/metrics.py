@@ -67,12 +67,14 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
                     processes=procstats.processes(os.getpid(), pool.handles()))
 
 
-def read_queues(broker, queues) -> dict:
-    """What a scrape shows of the broker: queue -> its counts (base.COUNT_KEYS) and
-    "oldest_age", the seconds its oldest waiting job has waited (Inspection.oldest_ages),
-    in one round trip per server."""
+def read_queues(broker, queues: list[str]) -> dict:
+    """What a scrape shows of the broker, what render() takes as `counts`: queue -> its
+    counts (base.COUNT_KEYS), "oldest_age", the seconds its oldest waiting job has
+    waited (Inspection.oldest_ages), and "paused" (Inspection.paused); two reads, one
+    round trip per server each."""
     counts, ages = broker.counts_and_ages(queues)
-    return {q: {**counts[q], "oldest_age": ages[q]} for q in queues}
+    paused = broker.paused(queues)
+    return {q: {**counts[q], "oldest_age": ages[q], "paused": q in paused} for q in queues}
 
 
 def _pairs(snap: Snapshot) -> list:
@@ -83,8 +85,8 @@ def _pairs(snap: Snapshot) -> list:
 
 
 def render(snap: Snapshot, counts: dict | None) -> bytes:
-    """The exposition text. `counts`: queue -> counts dict, with "oldest_age" as
-    read_queues reads it (None: the broker did not answer)."""
+    """The exposition text. `counts`: queue -> counts dict with "oldest_age" and
+    "paused", as read_queues reads it (None: the broker did not answer)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(snap, counts))
     return generate_latest(registry)
@@ -142,10 +144,14 @@ class _Collector:
     def queue_gauges(self):
         gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
                                   labels=["queue", "state"])
+        paused = GaugeMetricFamily("mpqueue_queue_paused", "1 while the queue is paused (mpqctl pause): no "
+                                   "node takes its jobs", labels=["queue"])
         for queue, counts in sorted((self.counts or {}).items()):
             for state in QUEUE_STATES:
                 gauge.add_metric([queue, state], counts.get(state, 0))
+            paused.add_metric([queue], int(bool(counts.get("paused"))))
         yield gauge
+        yield paused
         age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
                                 "queue has waited since it was due (0: none waits): the broker's clock now minus "
                                 "the due time its producer's clock wrote, so producer clock skew shows here",

@@ -55,9 +55,11 @@ class Schedules:
         return int((self.wall() + self.offset) * 1000)
 
     def configure(self, schedules: dict, queues) -> None:
-        """Start or reload: new and changed schedules start at their latest tick (it
-        fires if no node has claimed it and it is within its grace); unchanged ones
-        keep their state; a changed one never retries a tick this node saw claimed."""
+        """Start or reload: new and changed schedules start at their latest tick
+        (the broker fires it if the schedule has a record, no node claimed it and it
+        is within its grace; a schedule without a record only records it);
+        unchanged ones keep their state; a changed one never retries a tick this
+        node saw claimed."""
         self.queues = set(queues)
         now, entries = self.now_ms(), {}
         for name, cfg in schedules.items():

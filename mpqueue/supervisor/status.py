@@ -1,5 +1,5 @@
-"""What a running service says about itself: the one STATUS= line systemd shows,
-and the node record `mpqctl status` lists. Read-only views of the supervisor's
+"""What a running service says about itself: the one STATUS= line systemd shows
+(and the broker reads it takes), and the node record `mpqctl status` lists. Read-only views of the supervisor's
 worker handles and their scoreboards; only the supervisor's loop calls them."""
 from __future__ import annotations
 
@@ -30,11 +30,28 @@ def job_totals(handles, retired: dict) -> tuple[int, int]:
     return done, failed
 
 
+class QueueLook:
+    """What the STATUS= line tells of the service's queues from the broker (every
+    node's view): jobs ready, and which queues are paused. Read on the loop's
+    "count" timer, in the calls it made for the ready count alone before: a pause
+    shows within that interval (the jobs stay ready meanwhile either way)."""
+
+    def __init__(self):
+        self.ready: int | None = None     # None: not read yet
+        self.paused: set[str] = set()
+
+    def read(self, broker, queues) -> None:
+        queues = list(queues)
+        self.ready = sum(broker.ready_count(q) for q in queues)
+        self.paused = broker.paused(queues)
+
+
 def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: bool,
-                ticks: tuple[int, int] | None = None) -> str:
+                ticks: tuple[int, int] | None = None, paused=()) -> str:
     """e.g. '8/8 workers, 3 busy; 12345 done, 2 failed; 41 ready; broker ok', and
     with concurrent workers the busy slots of the shape: '2/2 workers, 7/2x16 busy; ...'.
-    `ticks`: (fired, skipped) by this node's schedules: '...; ticks 40 fired, 1 skipped; broker ok'."""
+    `ticks`: (fired, skipped) by this node's schedules: '...; ticks 40 fired, 1 skipped; broker ok'.
+    `paused`: queues paused (Broker.pause), those of the service named last: '...; broker ok; paused: orders'."""
     total = sum(q.workers for q in cfg.queues.values())
     up = sum(1 for h in handles if h.ready and not h.retiring)
     done, failed = job_totals(handles, retired)
@@ -44,7 +61,9 @@ def status_line(cfg, handles, retired: dict, ready_jobs: int | None, broker_ok: 
     if any(q.concurrency > 1 for q in cfg.queues.values()):
         busy = f"{busy}/{slot_shape(cfg)}"
     schedules = "" if ticks is None else f"ticks {ticks[0]} fired, {ticks[1]} skipped; "
-    return f"{up}/{total} workers, {busy} busy; {done} done, {failed} failed; {ready}{schedules}{broker}"
+    stopped = [q for q in cfg.queues if q in paused]
+    stopped = f"; paused: {', '.join(stopped)}" if stopped else ""
+    return f"{up}/{total} workers, {busy} busy; {done} done, {failed} failed; {ready}{schedules}{broker}{stopped}"
 
 
 def node_info(cfg, handles, retired: dict, node_id: str, started_at: float) -> dict:

@@ -1,4 +1,5 @@
-"""The supervisor's periodic duties, on its injectable monotonic clock."""
+"""The supervisor's periodic duties, on its injectable monotonic clock, and how
+often the lease-bound ones come round."""
 from __future__ import annotations
 
 
@@ -22,3 +23,19 @@ class Timers:
     def next_in(self) -> float:
         """Seconds until the next duty is due (0 if one is overdue)."""
         return max(0.0, min(self._at.values()) - self.clock())
+
+
+def shortest_lease(cfg) -> float:
+    return min(q.timeout for q in cfg.queues.values()) + cfg.lease_grace
+
+
+def reap_every(cfg, cap: float) -> float:
+    """Half the shortest lease, at most `cap`: a dead node's job comes back within
+    1.5 leases, and a service with long timeouts still idles cheaply."""
+    return min(cap, shortest_lease(cfg) / 2)
+
+
+def renew_every(cfg, cap: float) -> float:
+    """A quarter of the shortest lease, at most `cap`: a lease then never ends
+    while its node lives, however long the job or its batch takes."""
+    return min(cap, shortest_lease(cfg) / 4)

@@ -7,10 +7,10 @@ python3-flask): nothing here imports it until the dashboard is started, and
 address, token, read-only; the start-up rules), security.py (login, CSRF,
 origin and host checks, sessions, response headers), throttle.py (login
 back-off per address), snapshot.py (what the page shows, read from the broker),
-history.py (what the process samples and remembers), app.py (the routes),
-gate.py (connections: request deadlines, a bounded pool of threads), server.py
-(the process: werkzeug's request handler behind the gate, signals, systemd
-readiness); templates/ and static/ are all the page needs.
+history.py (the sparklines: the broker's points, and what the process samples),
+app.py (the routes), gate.py (connections: request deadlines, a bounded pool of
+threads), server.py (the process: werkzeug's request handler behind the gate,
+signals, systemd readiness); templates/ and static/ are all the page needs.
 """
 from __future__ import annotations
 

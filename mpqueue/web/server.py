@@ -49,7 +49,7 @@ def serve(cfg, settings) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)     # not a line per poll of every open page
     broker = LazyBroker(cfg.broker)
     _check_format(broker)
-    history = History()
+    history = History(read_points=lambda queues, since_ms: broker.get().history(queues, since_ms))
     app = create_app(cfg, settings, broker, history, FirstSeen())
     # Blocked before any thread starts, so every thread inherits the mask and the
     # signals wait for the main thread's sigtimedwait: no handler runs anywhere.

@@ -3,9 +3,8 @@ over the control pipe; this worker runs each and reports it done (with its ack,
 which the supervisor folds into its next reserve)."""
 from __future__ import annotations
 
-import select
 
-from .. import ipc
+from .. import ipc, proc
 from ..brokers import BrokerError
 from ..ipc import BEAT_EVERY
 from .grab import exit_unsettled
@@ -18,7 +17,7 @@ class DispatchedSource:
     def serve(self) -> None:
         w = self.w
         while not w.stopping:
-            readable, _, _ = select.select([w.control.fd, w.signals.fileno()], [], [], BEAT_EVERY)
+            readable = proc.readable([w.control.fd, w.signals.fileno()], BEAT_EVERY)
             w.scoreboard.beat()
             if w.signals.fileno() in readable and w.signals.drain():
                 w.stopping = True

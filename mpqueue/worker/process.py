@@ -13,7 +13,6 @@ import ctypes
 import inspect
 import logging
 import os
-import select
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from ..core import tasks
 from ..core.names import import_string
 from ..execution.aio import EventLoop
 from ..execution.runner import Runner
+from .. import proc
 from ..proc import SignalQueue, set_title
 from ..producer.client import Client
 from ..producer.default import set_default_client
@@ -133,7 +133,7 @@ class Worker:
     # -- waiting: the control pipe, our own signals, and whatever a source adds
     def select(self, extra, timeout):
         fds = [self.control.fd, self.signals.fileno(), *extra]
-        readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        readable = proc.readable(fds, max(0.0, timeout))
         self.scoreboard.beat()
         if self.signals.fileno() in readable and self.signals.drain():
             self.stopping = True

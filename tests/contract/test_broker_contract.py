@@ -73,7 +73,7 @@ def test_ack_folded_into_the_next_reserve(broker):
 def test_a_stale_token_cannot_ack_fail_or_retry(broker):
     push(broker, "a")
     (job,), _ = take(broker)
-    assert broker.retry(Q, job.id, job.token, 0, "{}")
+    assert broker.retry(Q, job.id, job.token, 0, "{}") is True
     (again,), _ = take(broker)
     assert again.id == job.id and again.token != job.token
     # the first holder, presumed dead, wakes up: every settle is refused

@@ -2,12 +2,13 @@
 for its end, and cancel (waiting jobs removed atomically, running ones asked)."""
 import asyncio
 import json
+import os
 import threading
 import time
 
 import pytest
 
-from mpqueue import JobCancelled, JobFailed, JobHandle, JobUnknown, ResultTimeout
+from mpqueue import AmbiguousJob, JobCancelled, JobFailed, JobHandle, JobUnknown, ResultTimeout
 from mpqueue.brokers import Ack
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer.client import Client
@@ -113,6 +114,49 @@ def test_result_times_out_with_a_timeout_error(client):
     assert 0.3 <= time.monotonic() - started < 3
 
 
+@pytest.mark.parametrize("bad, error", [(float("nan"), ValueError), (-1, ValueError), ("5", TypeError),
+                                        (True, TypeError), ([1], TypeError)])
+def test_a_result_timeout_that_is_no_number_of_seconds_is_refused_in_one_line(client, bad, error):
+    h = client.push(Q, "t:f")
+    with pytest.raises(error, match=r"^timeout: expected None or a number of seconds"):
+        h.result(timeout=bad)
+
+
+def test_result_waits_with_descriptors_numbered_past_1024(client, broker):
+    # Given a process holding over a thousand descriptors (select() refuses fd >= 1024)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        # When result() waits for a job that ends meanwhile, its watch on a high descriptor
+        h = client.push(Q, "t:f")
+        (job,) = take(broker)
+        t = threading.Timer(0.2, lambda: ack(broker, job, "fine"))
+        t.start()
+        # Then it is told, as with few descriptors
+        assert h.result(timeout=10) == "fine"
+        t.join()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_bare_caller_id_in_two_queues_is_refused_and_the_queue_says_which(client, broker):
+    client.push(Q, "t:f", job_id="order-77")
+    client.push(Q + "-2", "t:f", job_id="order-77")
+    for ask in (client.status, client.cancel, lambda i: client.result(i, timeout=0)):
+        with pytest.raises(AmbiguousJob, match=f"job order-77 is in queues (handles, handles-2|handles-2, handles)"):
+            ask("order-77")
+    assert client.status("order-77", queue=Q + "-2") == "ready"
+    assert client.cancel("order-77", queue=Q) and client.status("order-77", queue=Q) == "cancelled"
+
+
 def test_result_of_an_unknown_job_raises_at_once(client):
     with pytest.raises(JobUnknown):
         client.result("nosuchjob", timeout=5)
@@ -153,18 +197,21 @@ def test_a_running_job_asked_to_stop_ends_as_cancelled_whatever_it_returns(clien
     assert broker.counts(Q)["done_total"] == 0
 
 
+@pytest.mark.parametrize("kill", [False, True])
 @pytest.mark.parametrize("how", ["fail", "retry", "release"])
-def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how):
+def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how, kill):
     h = client.push(Q, "t:f")
     (job,) = take(broker)
-    h.cancel()
+    h.cancel(kill=kill)
     hook_id, hook = jobmod.encode("mpqueue:failure_hook", ["queue", "t:f", {}, {}])
+    # settling it says it ended as cancelled, and what was asked (the worker logs and counts that)
     if how == "fail":
-        assert broker.fail(Q, job.id, job.token, error_of(), hook)
+        settled = broker.fail(Q, job.id, job.token, error_of(), hook)
     elif how == "retry":
-        assert broker.retry(Q, job.id, job.token, 0, error_of())
+        settled = broker.retry(Q, job.id, job.token, 0, error_of())
     else:
-        assert broker.release(Q, job.id, job.token)
+        settled = broker.release(Q, job.id, job.token)
+    assert settled == ("kill" if kill else "ask")
     assert h.status() == "cancelled"
     c = broker.counts(Q)
     assert (c["ready"], c["scheduled"], c["failed"], c["running"]) == (0, 0, 0, 0)     # no hook job either
@@ -195,10 +242,13 @@ def test_cancel_and_reserve_of_one_job_at_once_have_exactly_one_winner_every_tim
     taken = []
 
     def worker():
-        for _ in range(rounds):
-            start.wait()
-            taken.append([j.id for j in take(broker, 1, consumer="racer")])
-            done.wait()
+        try:
+            for _ in range(rounds):
+                start.wait()
+                taken.append([j.id for j in take(broker, 1, consumer="racer")])
+                done.wait()
+        except threading.BrokenBarrierError:
+            pass                # the test failed and let go of the barriers
 
     t = threading.Thread(target=worker)
     t.start()
@@ -214,9 +264,11 @@ def test_cancel_and_reserve_of_one_job_at_once_have_exactly_one_winner_every_tim
             assert (answer == "cancelled") != got, (i, answer, taken[-1])
             assert got or taken[-1] == []
             wins["reserved" if got else "cancelled"] += 1
+    except BaseException:
+        start.abort()           # only on failure: after the last round the worker may still be
+        done.abort()            # leaving its last wait, and an abort then breaks it
+        raise
     finally:
-        start.abort()
-        done.abort()
         t.join()
     assert broker.counts(Q)["ready"] == 0
     assert sum(wins.values()) == rounds, wins

@@ -23,14 +23,24 @@ def ready(broker):
     return [jobmod.decode(r.envelope, Q, r.token) for r in reserved]
 
 
+def known(broker, *names, ago_ms=60_000):
+    """Give schedules a record, as if they ran before: the first tick tried of a
+    schedule without one is recorded as "new", never fired."""
+    t = now_ms() - ago_ms
+    for name in names or ("beat",):
+        assert broker.tick(Q, name, t, job(t), 0, 60_000).outcome == "new"
+    return t
+
+
 def test_a_due_tick_fires_once_and_its_job_carries_the_tick(broker):
-    # Given a tick that is due now
+    # Given a schedule that ran before, and its tick due now
+    before = known(broker)
     t = now_ms() - 10
     # When two nodes claim it
     first = broker.tick(Q, "beat", t, job(t), 0, 60_000)
     second = broker.tick(Q, "beat", t, job(t), 0, 60_000)
     # Then one fired and the other found it taken; one job waits, carrying its tick
-    assert (first.outcome, first.previous_ms) == ("fired", -1)
+    assert (first.outcome, first.previous_ms) == ("fired", before)
     assert (second.outcome, second.previous_ms) == ("taken", t)
     jobs = ready(broker)
     assert len(jobs) == 1 and jobs[0].scheduled_ms == t and jobs[0].scheduled_for.timestamp() * 1000 == t
@@ -38,6 +48,7 @@ def test_a_due_tick_fires_once_and_its_job_carries_the_tick(broker):
 
 
 def test_an_earlier_tick_than_one_claimed_is_taken(broker):
+    known(broker)
     t = now_ms() - 10
     broker.tick(Q, "beat", t, job(t), 0, 60_000)
     assert broker.tick(Q, "beat", t - 1000, job(t - 1000), 0, 60_000).outcome == "taken"
@@ -53,6 +64,7 @@ def test_a_tick_not_yet_due_on_the_brokers_clock_records_nothing(broker):
 
 def test_a_tick_later_than_its_grace_is_skipped_recorded_and_never_fired(broker):
     # Given a schedule that fired once, long ago
+    known(broker, ago_ms=700_000)
     old = now_ms() - 600_000
     assert broker.tick(Q, "beat", old, job(old), 0, 900_000).outcome == "fired"
     ready(broker)
@@ -72,7 +84,23 @@ def test_a_late_tick_of_a_schedule_without_a_record_is_new_not_skipped(broker):
     assert broker.ticks(Q) == {"fresh": (late, 0)}
 
 
+def test_a_schedule_without_a_record_records_its_first_tick_and_fires_from_the_next(broker):
+    # Given a schedule renamed (or added) just after another name fired the same tick
+    t = now_ms() - 10
+    known(broker, "old-name")
+    assert broker.tick(Q, "old-name", t, job(t), 0, 60_000).outcome == "fired"
+    # When the new name tries that tick, on time, from two nodes
+    first = broker.tick(Q, "new-name", t, job(t), 0, 60_000)
+    second = broker.tick(Q, "new-name", t, job(t), 0, 60_000)
+    # Then it is recorded, not fired: the tick ran once; the new name fires from its next
+    assert (first.outcome, second.outcome) == ("new", "taken")
+    assert [j.scheduled_ms for j in ready(broker)] == [t]
+    assert broker.ticks(Q)["new-name"] == (t, 0)
+    assert broker.tick(Q, "new-name", t + 1, job(t + 1), 0, 60_000).outcome == "fired"
+
+
 def test_schedules_are_recorded_apart_and_the_job_keeps_its_priority(broker):
+    known(broker, "a", "b")
     t = now_ms() - 10
     assert broker.tick(Q, "a", t, job(t), 0, 60_000).outcome == "fired"
     assert broker.tick(Q, "b", t, job(t, priority=7), 7, 60_000).outcome == "fired"
@@ -83,6 +111,7 @@ def test_schedules_are_recorded_apart_and_the_job_keeps_its_priority(broker):
 def test_of_many_racing_claimers_exactly_one_fires_each_tick(broker):
     # Given eight nodes (each its own connection) racing for the same ten ticks
     url = broker.url
+    known(broker, "race", ago_ms=30_000)
     base = now_ms() - 20_000
     outcomes, barrier = [], threading.Barrier(8)
 
@@ -111,6 +140,7 @@ def test_of_many_racing_claimers_exactly_one_fires_each_tick(broker):
 
 
 def test_a_tick_job_is_handed_to_a_waiting_consumer_like_any_push(broker):
+    known(broker)
     t = now_ms() - 10
     w = broker.waiter(Q, "c9")
     try:
@@ -138,6 +168,7 @@ def test_an_sqlite_file_from_before_schedules_gets_its_tick_table(tmp_path):
     b = open_broker(f"sqlite://{path}")
     try:
         t = now_ms() - 10
+        assert b.tick("q", "beat", t - 1000, job(t - 1000), 0, 60_000).outcome == "new"
         assert b.tick("q", "beat", t, job(t), 0, 60_000).outcome == "fired"
         assert b.counts("q")["ready"] == 2
     finally:

@@ -137,7 +137,7 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
         data = json.loads(r.stdout)
         # Then the counts and the node are there
         assert data["queues"] == {Q: {"ready": 2, "scheduled": 1, "running": 0, "failed": 1,
-                                      "done_total": 0, "failed_total": 1}}
+                                      "done_total": 0, "failed_total": 1, "paused": False}}
         [node] = data["nodes"]
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table
@@ -222,6 +222,16 @@ def test_job_shows_ready_scheduled_failed_and_done_jobs(broker_url, broker):
 def test_an_absent_job_is_not_found(broker_url, broker):
     push(broker, broker_url)
     assert "job feedbeef not found" in one_line_error(ctl("job", "feedbeef", url=broker_url), 1)
+
+
+def test_a_caller_id_in_two_queues_needs_the_queue_for_job_and_cancel(broker_url, broker):
+    push(broker, broker_url, job_id="order-77")
+    push(broker, broker_url, queue="other", job_id="order-77")
+    for command in ("job", "cancel"):
+        assert "job order-77 is in queues" in one_line_error(ctl(command, "order-77", url=broker_url), 1)
+    done = ctl("cancel", "order-77", "--queue", "other", url=broker_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(ctl("job", "order-77", "--queue", Q, "--json", url=broker_url).stdout)["state"] == "ready"
 
 
 # -- clean and purge-failed

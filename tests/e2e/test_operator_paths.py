@@ -199,3 +199,43 @@ def test_two_tasks_under_one_name_fail_the_boot_naming_both(service):
     status = next(m for m in svc.read_messages() if "STATUS=" in m and "ERRNO=" in m)
     assert "task name 'send' is defined twice, by dup_a:send and by dup_b:notify" in status, status
     assert "dup_a:send and by dup_b:notify" in svc.log()
+
+
+READABLE = ("orders.yaml: broker: the URL holds a password but the file is readable by other users (mode 0644); "
+            "chmod o-r it, or use broker_password_file with a systemd credential")
+REFUSE_PUSH = ("import sys, mpqueue\nfrom mpqueue.core.config import ConfigError\n"
+               "try:\n    mpqueue.connect(sys.argv[1])\nexcept ConfigError as exc:\n    sys.exit(f'api: {exc}')")
+
+
+def test_a_password_in_a_world_readable_yaml_is_refused_alike_by_every_tool(tmp_path):
+    # Given /etc/mpqueue as the package makes it (0750) holding a YAML with the password
+    # in its URL, and the file readable by everyone (0644)
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o750)
+    config = etc / "orders.yaml"
+    config.write_text(yaml.safe_dump({"broker": "redis://:s3cret@127.0.0.1:1/0", "imports": ["json"],
+                                      "queues": {"default": {"workers": 1}}}))
+    config.chmod(0o644)
+    env = {"MPQUEUE_CONFIG_DIR": str(etc), "MPQUEUE_RUNTIME_DIR": str(tmp_path / "run")}
+    entry_points = [("cli", ["check", "orders"]), ("cli", ["check", "--config", str(config)]),
+                    ("cli", ["run", "orders"]), ("cli", ["web", "orders"]), ("cli", ["web", "--config", str(config)]),
+                    ("ctl", ["-s", "orders", "status"]), ("ctl", ["--config", str(config), "failed", "default"]),
+                    ("ctl", ["status"])]      # MPQUEUE_CONFIG, below
+    # When each tool loads it
+    for module, args in entry_points:
+        result = tool(module, *args, env={**env, "MPQUEUE_CONFIG": str(config)})
+        # Then each refuses with the same one line (run's) and exit 78, the password never shown
+        prog = "mpqueue" if module == "cli" else "mpqctl"
+        assert result.returncode == 78, (args, result.returncode, result.stderr)
+        assert result.stderr.strip().splitlines() == [f"{prog}: {READABLE}"], (args, result.stderr)
+        assert "s3cret" not in result.stdout + result.stderr
+    # And the Python API (mpqueue.connect, Client.from_config) raises ConfigError with the same text
+    result = subprocess.run([sys.executable, "-c", REFUSE_PUSH, str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stderr.strip() == f"api: {READABLE}"
+    # When the file is group-readable only (the package's root:mpqueue 0640)
+    config.chmod(0o640)
+    # Then the same tools load it: check passes, mpqctl goes on to the broker (down here: exit 1)
+    assert tool("cli", "check", "orders", env=env).returncode == 0
+    result = tool("ctl", "-s", "orders", "status", env=env)
+    assert result.returncode == 1 and "readable" not in result.stderr, result.stderr

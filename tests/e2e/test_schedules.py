@@ -172,6 +172,29 @@ def test_a_reload_adds_and_removes_schedules_without_firing_a_tick_twice(service
         assert len(times) == len(set(times)), tag
 
 
+def test_a_schedule_renamed_by_a_reload_of_both_nodes_does_not_fire_a_claimed_tick_again(service, rdb):
+    # Given two nodes of one service running schedule "before" every 5 s
+    config = {"schedules": {"before": every(5, "r")}}
+    a = service(config, tasks=TICK_TASKS).start()
+    b = service(config, tasks=TICK_TASKS).start()
+    # When, just after one of its ticks ran, both are reloaded with it renamed "after"
+    wait_for(lambda: [ms for _, ms, _ in ticks(rdb, "r") if time.time() * 1000 - ms < 1500], 15, 0.05,
+             what="a tick that just ran")
+    for svc in (a, b):
+        cfg = yaml.safe_load(svc.config_path.read_text())
+        cfg["schedules"] = {"after": every(5, "r")}
+        svc.config_path.write_text(yaml.safe_dump(cfg))
+        result = reload_cmd(svc)
+        assert result.returncode == 0, result.stderr
+    # Then "after" starts with the next tick: the one "before" claimed does not run again
+    wait_for(lambda: len(ticks(rdb, "r")) >= 3, 20, what="ticks after the rename")
+    a.stop()
+    b.stop()
+    times = [ms for _, ms, _ in ticks(rdb, "r")]
+    assert len(times) == len(set(times)), sorted(times)
+    assert sorted(times) == list(range(min(times), max(times) + 1, 5000))
+
+
 def run_cli(module, *args, env=None):
     return subprocess.run([sys.executable, "-m", f"mpqueue.ops.{module}", *args], capture_output=True, text=True,
                           timeout=60, env={**os.environ, **(env or {})})
@@ -181,6 +204,8 @@ def run_cli(module, *args, env=None):
     ({"task": "testtasks:tick", "cron": "0 3 * * * *"}, "schedules.bad.cron"),
     ({"task": "testtasks:tick", "cron": "0 3 * * *", "timezone": "Nowhere/Land"}, "schedules.bad.timezone"),
     ({"task": "testtasks:tick", "every": 0}, "schedules.bad.every"),
+    ({"task": "testtasks:tick", "every": 315360000000}, "schedules.bad.every"),
+    ({"task": "testtasks:tick", "cron": "R 3 * * *"}, "schedules.bad.cron"),
     ({"task": "testtasks:tick", "every": 5, "queue": "nope"}, "schedules.bad.queue"),
 ])
 def test_a_bad_schedule_stops_check_and_run_with_one_line_and_exit_78(service, tmp_path, bad, key):
@@ -191,6 +216,23 @@ def test_a_bad_schedule_stops_check_and_run_with_one_line_and_exit_78(service, t
         assert result.returncode == 78, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_every_schedule_check_accepts_is_shown_by_mpqctl_without_a_traceback(service, tmp_path):
+    # Given the extremes `check` accepts: the longest every, rare and year-end crons
+    from mpqueue.core.schedules import MAX_EVERY
+    config = {"schedules": {"longest": {"task": "testtasks:tick", "every": MAX_EVERY, "args": ["x"]},
+                            "leap-monday": {"task": "testtasks:tick", "cron": "0 0 29 2 1", "args": ["x"]},
+                            "year-end": {"task": "testtasks:tick", "cron": "59 23 31 12 *", "timezone": "Pacific/Kiritimati",
+                                         "args": ["x"]}}}
+    svc = service(config, tasks=TICK_TASKS)
+    env = {"MPQUEUE_RUNTIME_DIR": str(tmp_path / "run")}
+    assert run_cli("cli", "check", "--config", str(svc.config_path), env=env).returncode == 0
+    # Then mpqctl shows each, as text and as JSON
+    for extra in ([], ["--json"]):
+        result = run_cli("ctl", "--config", str(svc.config_path), "schedules", *extra, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert all(name in result.stdout for name in ("longest", "leap-monday", "year-end"))
 
 
 def test_mpqctl_schedules_lists_last_and_next_ticks_as_json(service, rdb):

@@ -170,12 +170,15 @@ def test_the_oldest_job_age_is_rendered_per_queue_and_zero_where_none_was_read()
                 if s.name == "mpqueue_queue_oldest_job_age_seconds"]
 
 
-def test_read_queues_joins_counts_and_ages_of_each_queue():
+def test_read_queues_joins_counts_ages_and_the_pause_of_each_queue():
     class Broker:
         def counts_and_ages(self, queues):
             return {q: {"ready": len(q)} for q in queues}, {q: 1.5 for q in queues}
-    assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5},
-                                                 "bb": {"ready": 2, "oldest_age": 1.5}}
+
+        def paused(self, queues):
+            return {"bb"} & set(queues)
+    assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5, "paused": False},
+                                                 "bb": {"ready": 2, "oldest_age": 1.5, "paused": True}}
 
 
 def test_process_series_show_one_worker_per_slot_and_skip_a_process_that_is_gone():
@@ -209,3 +212,12 @@ def test_promtool_parses_every_dashboard_expression(tmp_path):
     path.write_text(json.dumps(rules))          # JSON is YAML
     done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_queue_read_has_a_paused_gauge_one_while_paused():
+    counts = {"a": {"ready": 3, "paused": True}, "b": {"ready": 0, "paused": False}}
+    text = render(Snapshot(queues=("a", "b")), counts).decode()
+    by_name = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {s.labels["queue"]: s.value for s in by_name["mpqueue_queue_paused"].samples} == {"a": 1, "b": 0}
+
+

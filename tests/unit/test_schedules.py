@@ -58,15 +58,20 @@ def test_no_schedules_is_an_empty_mapping():
     ({"task": "a:b", "cron": "61 * * * *"}, "schedules.x.cron: expected a valid cron expression, got '61 * * * *'"),
     ({"task": "a:b", "cron": "@daily"}, "schedules.x.cron: expected five fields"),
     ({"task": "a:b", "cron": "0 0 30 2 *"}, "schedules.x.cron: expected a cron expression that ever fires"),
+    ({"task": "a:b", "cron": "R 3 * * *"}, "schedules.x.cron: expected fixed fields: croniter's R (random)"),
+    ({"task": "a:b", "cron": "0 3 * * R"}, "schedules.x.cron: expected fixed fields"),
+    ({"task": "a:b", "cron": "r(0-5) * * * *"}, "schedules.x.cron: expected fixed fields"),
+    ({"task": "a:b", "cron": "H * * * *"}, "schedules.x.cron: expected fixed fields"),
+    ({"task": "a:b", "every": 315360000000}, "schedules.x.every: expected a number of seconds from 1 to 315576000"),
     ({"task": "a:b", "cron": 5}, "schedules.x.cron: expected five fields"),
     ({"task": "a:b", "cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "schedules.x.timezone: expected a time zone"),
     ({"task": "a:b", "cron": "0 3 * * *", "timezone": "../../etc/passwd"}, "schedules.x.timezone: expected"),
-    ({"task": "a:b", "every": 0}, "schedules.x.every: expected a number of seconds >= 1, got 0"),
-    ({"task": "a:b", "every": -5}, "schedules.x.every: expected a number of seconds >= 1"),
-    ({"task": "a:b", "every": float("nan")}, "schedules.x.every: expected a number of seconds >= 1, got nan"),
-    ({"task": "a:b", "every": float("inf")}, "schedules.x.every: expected a number of seconds >= 1, got inf"),
-    ({"task": "a:b", "every": True}, "schedules.x.every: expected a number of seconds >= 1, got True"),
-    ({"task": "a:b", "every": "30"}, "schedules.x.every: expected a number of seconds >= 1"),
+    ({"task": "a:b", "every": 0}, "schedules.x.every: expected a number of seconds from 1 to 315576000 (ten years), got 0"),
+    ({"task": "a:b", "every": -5}, "schedules.x.every: expected a number of seconds from 1"),
+    ({"task": "a:b", "every": float("nan")}, "schedules.x.every: expected a number of seconds from 1 to 315576000 (ten years), got nan"),
+    ({"task": "a:b", "every": float("inf")}, "schedules.x.every: expected a number of seconds from 1 to 315576000 (ten years), got inf"),
+    ({"task": "a:b", "every": True}, "schedules.x.every: expected a number of seconds from 1 to 315576000 (ten years), got True"),
+    ({"task": "a:b", "every": "30"}, "schedules.x.every: expected a number of seconds from 1"),
     ({"task": "a:b", "every": 30, "timezone": "UTC"}, "schedules.x.timezone: applies to cron only"),
     ({"task": "nocolon", "every": 30}, "schedules.x.task: expected a 'module:function' name, got 'nocolon'"),
     ({"every": 30}, "schedules.x.task: expected a 'module:function' name, got None"),
@@ -175,10 +180,20 @@ class TickBroker(FakeBroker):
         if tick_ms > now:
             return Tick("early", last, now)
         self.records[(queue, name)] = tick_ms
+        if last < 0:
+            return Tick("new", last, now)
         if now - tick_ms > grace_ms:
-            return Tick("skipped" if last >= 0 else "new", last, now)
+            return Tick("skipped", last, now)
         self.pushed.append((queue, jobmod.decode(envelope)))
         return Tick("fired", last, now)
+
+
+def ran_before(broker, tick_s, *names, queue="default"):
+    """The broker has a record of these schedules, claimed up to `tick_s`: they ran
+    before this test's start (a schedule without a record starts with its next tick)."""
+    for name in names or ("beat",):
+        broker.records[(queue, name)] = int(tick_s * 1000)
+    return broker
 
 
 class Clock:
@@ -205,8 +220,8 @@ def schedules(clock, *cfgs, queues=("default",), tasks=None):
 
 def test_a_due_tick_is_claimed_once_and_the_next_one_waited_for():
     clock = Clock(T0 + 5)
-    broker, s = TickBroker(clock), schedules(clock, every(30))
-    # Given a schedule started 5 s after a tick: that tick is due (within the grace)
+    broker, s = ran_before(TickBroker(clock), T0 - 30), schedules(clock, every(30))
+    # Given a schedule that ran before, started 5 s after a tick: that tick is due (within the grace)
     assert s.due()
     s.run(broker)
     assert [j.scheduled_ms for _, j in broker.pushed] == [int(T0 * 1000)]
@@ -220,7 +235,7 @@ def test_a_due_tick_is_claimed_once_and_the_next_one_waited_for():
 
 def test_two_nodes_on_one_broker_fire_each_tick_once():
     clock = Clock(T0 + 1)
-    broker = TickBroker(clock)
+    broker = ran_before(TickBroker(clock), T0)
     a, b = schedules(clock, every(1)), schedules(clock, every(1))
     for _ in range(20):
         for node in (a, b):
@@ -235,7 +250,7 @@ def test_two_nodes_on_one_broker_fire_each_tick_once():
 
 def test_after_an_outage_only_the_latest_tick_fires_and_the_older_are_counted_skipped():
     clock = Clock(T0 + 1)
-    broker = TickBroker(clock)
+    broker = ran_before(TickBroker(clock), T0 - 30)
     s = schedules(clock, every(30))
     s.run(broker)
     # When the broker is unreachable for four ticks
@@ -254,7 +269,7 @@ def test_after_an_outage_only_the_latest_tick_fires_and_the_older_are_counted_sk
 
 def test_a_tick_later_than_its_grace_is_skipped_not_fired():
     clock = Clock(T0 + 1)
-    broker = TickBroker(clock)
+    broker = ran_before(TickBroker(clock), T0 - 30)
     s = schedules(clock, every(600, misfire_grace=60))
     s.run(broker)
     broker.down = True
@@ -268,7 +283,7 @@ def test_a_tick_later_than_its_grace_is_skipped_not_fired():
 
 def test_a_restarted_node_fires_a_tick_missed_while_it_was_down_once():
     clock = Clock(T0 + 1)
-    broker = TickBroker(clock)
+    broker = ran_before(TickBroker(clock), T0 - 30)
     schedules(clock, every(30)).run(broker)
     # When every node is down across the next tick and one comes back 10 s after it
     clock.advance(39)
@@ -283,12 +298,12 @@ def test_a_restarted_node_fires_a_tick_missed_while_it_was_down_once():
 def test_a_node_whose_clock_runs_ahead_waits_for_the_brokers():
     # Given a node 1 s ahead of the broker, starting just after a tick by its own clock
     clock = Clock(T0 + 30.2)
-    broker = TickBroker(clock, skew=-1.0)
+    broker = ran_before(TickBroker(clock, skew=-1.0), T0)
     s = schedules(clock, every(30))
     # When it claims that tick, the broker (at T0+29.2) says it is early: nothing fires
     s.run(broker)
     assert [c[3] for c in broker.calls if c[0] == "tick"] == [int((T0 + 30) * 1000)]
-    assert broker.pushed == [] and broker.records == {}
+    assert broker.pushed == [] and broker.records == {("default", "beat"): int(T0 * 1000)}
     # Then it has learnt the broker's clock: the tick is due in 0.8 s, and fires then
     assert s.next_in() == pytest.approx(0.8, abs=0.05)
     clock.advance(0.8)
@@ -298,7 +313,7 @@ def test_a_node_whose_clock_runs_ahead_waits_for_the_brokers():
 
 def test_the_queue_is_the_schedules_else_the_tasks_else_default():
     clock = Clock(T0 + 1)
-    broker = TickBroker(clock)
+    broker = ran_before(ran_before(TickBroker(clock), T0 - 30, "own"), T0 - 30, "task's", queue="reports")
     tasks = {"app.tasks:ping": {"queue": "reports"}}
     s = schedules(clock, every(30, name="own", queue="default"), every(30, name="task's"), queues=("default", "reports"),
                   tasks=tasks)
@@ -321,18 +336,23 @@ def test_a_task_declared_on_a_queue_the_service_lacks_never_fires():
 def test_a_reload_keeps_unchanged_schedules_adds_new_ones_and_never_refires_a_tick():
     clock = Clock(T0 + 1)
     broker = TickBroker(clock)
+    ran_before(broker, T0 - 30)
     s = schedules(clock, every(30))
     s.run(broker)
     # When reloaded with the same schedule changed (every 15 s) and another added
     s.configure({"beat": every(15), "new": every(30, name="new")}, ["default"])
     s.run(broker)
-    # Then the changed one does not fire T0 again; the new one fires its latest tick
-    assert sorted((j.task, j.scheduled_ms) for _, j in broker.pushed) == [
-        ("app.tasks:ping", int(T0 * 1000)), ("app.tasks:ping", int(T0 * 1000))]
+    # Then the changed one does not fire T0 again, and the new one starts with its next
+    # tick: its latest is recorded, not fired (had it been renamed from "beat", T0 would
+    # fire twice)
+    assert [j.scheduled_ms for _, j in broker.pushed] == [int(T0 * 1000)]
     assert broker.records == {("default", "beat"): int(T0 * 1000), ("default", "new"): int(T0 * 1000)}
     clock.advance(14)
     s.run(broker)
     assert broker.records[("default", "beat")] == int((T0 + 15) * 1000)
+    clock.advance(15)
+    s.run(broker)
+    assert sorted((j.scheduled_ms, q) for q, j in broker.pushed)[-2:] == [(int((T0 + 30) * 1000), "default")] * 2
     # and a removed schedule is no longer tried
     s.configure({}, ["default"])
     assert s.next_in() == math.inf
@@ -368,7 +388,7 @@ def sup_with_schedule(monkeypatch, tmp_path):
     cfg = ServiceConfig(name="svc", broker="redis://127.0.0.1:1/0", imports=("tasks",),
                         queues={"default": QueueConfig("default", workers=1)}, schedules={"beat": every(30)})
     s = Supervisor(cfg, clock=clock, spawn=Spawner(clock), reap=lambda: [], wall=clock)
-    broker = TickBroker(clock)
+    broker = ran_before(TickBroker(clock), T0 - 30)
     s.attach(broker)
     s.reload_status = reload.ReloadStatus(s.cfg.name)
     started(s)
@@ -398,7 +418,7 @@ def test_across_daylight_saving_changes_the_supervisor_fires_as_documented():
     # through both changes of 2026 in 30 s steps
     def run_through(start, hours):
         clock = Clock(ms(*start, tz="Europe/Berlin") / 1000)
-        broker = TickBroker(clock)
+        broker = ran_before(TickBroker(clock), ms(*start[:3], 0, 30, tz="Europe/Berlin") / 1000, "half")
         s = schedules(clock, ScheduleConfig(name="half", task="a:b", cron="*/30 * * * *", timezone="Europe/Berlin"))
         for _ in range(hours * 120):
             if s.due():

@@ -12,7 +12,7 @@ from mpqueue import ipc
 from mpqueue.brokers import BrokerError, Held, Reserved
 from mpqueue.core import envelope as jobmod
 from mpqueue.core.config import QueueConfig, ServiceConfig
-from mpqueue.supervisor import Supervisor, loop, pool, reload
+from mpqueue.supervisor import Supervisor, loop, pool, reload, timers
 from mpqueue.supervisor.handles import WorkerHandle
 
 
@@ -81,6 +81,10 @@ class Broker:
     def heartbeat(self, node_id, info, ttl):
         self._call("heartbeat")
 
+    def record_history(self, queues, every_ms=60_000, now_ms=None):
+        self._call("record_history", list(queues), every_ms)
+        return None if self.down else getattr(self, "broker_now_ms", None)
+
     def forget_node(self, node_id):
         self._call("forget_node", node_id)
 
@@ -114,6 +118,10 @@ class Broker:
     def ready_count(self, queue):
         self._call("ready_count", queue)
         return 0
+
+    def paused(self, queues):
+        self._call("paused", list(queues))
+        return set(getattr(self, "paused_queues", ()))
 
     def renew(self, queue, consumers, lease):
         self._call("renew", queue, sorted(consumers), lease)
@@ -318,7 +326,7 @@ def test_a_kill_request_kills_the_worker_running_the_job_and_settles_it_at_once(
 
 def test_long_timeouts_still_reap_every_15_seconds(sup):
     s = sup(service(timeout=3600))
-    assert s.reap_every() == loop.REAP_EVERY == 15.0
+    assert timers.reap_every(s.cfg, loop.REAP_EVERY) == loop.REAP_EVERY == 15.0
 
 
 # -- stopping
@@ -525,6 +533,26 @@ def test_after_a_failed_call_the_loop_makes_no_routine_call_until_the_retry_time
     assert s.status_line().endswith("broker ok")
 
 
+def test_paused_queues_are_named_at_the_end_of_the_status_line_read_with_the_ready_count(sup):
+    # Given a service whose STATUS= is read by systemd, one of its queues paused
+    s = sup(service())
+    sent = []
+    s.notifier._sock = type("Sock", (), {"notify": lambda self, text: sent.append(text)})()
+    s.broker.paused_queues = {"q", "elsewhere"}
+    started(s)
+    # When the count timer fires: one paused() read for all queues, beside the ready counts
+    s.maintain()
+    assert s.broker.names().count("paused") == 1 and "ready_count" in s.broker.names()
+    # Then the line names the service's paused queues, last
+    assert s.status_line().endswith("broker ok; paused: q")
+    assert sent[-1].endswith("; paused: q")
+    # And once resumed, at the next count, the mark is gone
+    s.broker.paused_queues = set()
+    s.clock.advance(loop.COUNT_EVERY)
+    s.maintain()
+    assert s.status_line().endswith("broker ok")
+
+
 def test_a_down_broker_shows_in_the_status_line(sup):
     s = sup()
     started(s)
@@ -611,3 +639,19 @@ def test_every_worker_handle_belongs_to_its_modes_holding(sup):
                           queues={"a": QueueConfig("a", workers=1), "b": QueueConfig("b", workers=1, mode="dispatch")}))
     s.pool.top_up()
     assert {(h.queue, h.holding.mode) for h in s.pool.workers.values()} == {("a", "grab"), ("b", "dispatch")}
+
+
+def test_a_reload_onto_a_world_readable_yaml_with_a_password_fails_as_run_would_refuse_it(sup, tmp_path):
+    # Given a running service whose YAML is then given a password and made readable by everyone
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    path = tmp_path / "svc.yaml"
+    path.write_text(path.read_text().replace("redis://127.0.0.1:1/0", "redis://:s3cret@127.0.0.1:1/0"))
+    path.chmod(0o644)
+    # When it is reloaded
+    s.begin_reload()
+    # Then the reload fails with run's line, and the running configuration keeps serving
+    status = reload.ReloadStatus.read("svc")
+    assert status["state"] == "failed" and "the URL holds a password but the file is readable by other users " \
+        "(mode 0644)" in status["error"] and "s3cret" not in status["error"]
+    assert s.generation == 0 and s.cfg.broker == "redis://127.0.0.1:1/0"

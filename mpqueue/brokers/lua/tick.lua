@@ -4,8 +4,10 @@
 -- KEYS[NKEYS + 1]  ticks  HASH  schedule name -> "<last tick claimed ms> <last tick fired ms>"
 -- ARGV: name, tick_ms, grace_ms, priority, envelope, token
 -- Returns {outcome, previous tick ms or -1, broker now ms}; outcome is fired, taken,
--- skipped (too late: recorded, no job), new (the same without a record before), or
--- early (not due on the broker's clock: nothing recorded).
+-- skipped (too late: recorded, no job), new (a schedule without a record: its first
+-- tick tried is recorded, never fired, so a schedule added or renamed starts with
+-- its next tick and can't re-fire what another name claimed), or early (not due on
+-- the broker's clock: nothing recorded).
 local TICKS = NKEYS + 1
 local name, tick, grace, prio, env = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
@@ -17,10 +19,13 @@ if rec then
 end
 if last >= tick then return {'taken', last, now} end
 if tick > now then return {'early', last, now} end
+if not rec then
+  redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' 0')
+  return {'new', last, now}
+end
 if now - tick > grace then
   redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' ' .. fired)
-  if last >= 0 then return {'skipped', last, now} end
-  return {'new', last, now}
+  return {'skipped', last, now}
 end
 redis.call('HSET', KEYS[TICKS], name, ARGV[2] .. ' ' .. ARGV[2])
 local handed = may_hand_off() and hand_off(env, ARGV[6], now)

@@ -174,12 +174,12 @@ class Database:
 
     @staticmethod
     def _cancel_request(db, queue, job_id):
-        """The ttl of a standing cancel request of a running job, or None; spends it."""
-        row = db.execute("SELECT ttl FROM cancel WHERE queue=? AND id=?", (queue, job_id)).fetchone()
+        """(ttl, 'ask' | 'kill') of a standing cancel request of a running job, or None; spends it."""
+        row = db.execute("SELECT ttl, mode FROM cancel WHERE queue=? AND id=?", (queue, job_id)).fetchone()
         if row is None:
             return None
         db.execute("DELETE FROM cancel WHERE queue=? AND id=?", (queue, job_id))
-        return row[0]
+        return row[0], row[1]
 
     @staticmethod
     def _cancelled(db, queue, job_id, ttl, was) -> None:
@@ -267,6 +267,12 @@ CREATE TABLE IF NOT EXISTS cancel (
     PRIMARY KEY (queue, id)
 );
 CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY);
+-- Throughput history (history.py): each queue's totals once a minute, kept a day. Created
+-- on opening, like every table here, so a database of an earlier release gains it.
+CREATE TABLE IF NOT EXISTS history (
+    queue TEXT NOT NULL, at INTEGER NOT NULL, done INTEGER NOT NULL, failed INTEGER NOT NULL,
+    PRIMARY KEY (queue, at)
+);
 -- Paused queues (Broker.pause): reserve takes none of their jobs. Created when a file of
 -- v0.1.0 is opened. v0.1.0 itself ignores the table (and so does not honour a pause).
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY);

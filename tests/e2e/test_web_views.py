@@ -206,14 +206,20 @@ def test_a_running_job_is_asked_to_stop_and_a_queue_paused_and_resumed_from_the_
     # When: Pause is clicked
     pause = '#queues tr[data-key="q|default"] button[data-action="pause"]'
     click(browser, pause)
-    # Then: the queue is paused for every node, and the page says so
+    # Then: the queue is paused for every node (mpqctl finds it so), and the page says so
     wait_for(lambda: "paused" in text_of(browser, '#queues tr[data-key="q|default"] .badge'), 10, 0.1,
              what="the paused badge")
     assert broker.paused(["default"]) == {"default"}
+    assert mpqctl(config, "pause", "default") == {"queue": "default", "paused": True, "changed": False}
     # When: Resume is clicked
     click(browser, '#queues tr[data-key="q|default"] button[data-action="resume"]')
     wait_for(lambda: css(browser, pause), 10, 0.1, what="Pause again")
     assert broker.paused(["default"]) == set()
+    # And: a pause by mpqctl shows on the page, with Resume
+    assert mpqctl(config, "pause", "default")["changed"] is True
+    wait_for(lambda: css(browser, '#queues tr[data-key="q|default"] button[data-action="resume"]'), 10, 0.1,
+             what="mpqctl's pause on the page")
+    assert mpqctl(config, "resume", "default")["changed"] is True
     log = dash.log()
     assert "dashboard: pause of queue default by 127.0.0.1: done" in log and "resume of queue default" in log
     assert console_errors(browser) == []

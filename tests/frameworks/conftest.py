@@ -17,9 +17,10 @@ if str(APPS) not in sys.path:
 @pytest.fixture(autouse=True)
 def no_leftover_framework_clients():
     """A test's Flask apps and Django settings stop being where task.push() goes."""
-    saved = list(default._sources)
+    sources = getattr(default, "_sources", [])
+    saved = list(sources)
     yield
-    default._sources[:] = saved
+    sources[:] = saved
 
 
 @pytest.fixture

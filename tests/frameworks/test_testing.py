@@ -40,8 +40,8 @@ def run(args, env):
 
 
 def pytest_args(path, *extra):
-    return [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider", "--rootdir", str(APPS),
-            *extra, str(APPS / path)]
+    return [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider", "-o", "addopts=",
+            "--rootdir", str(APPS), *extra, str(APPS / path)]
 
 
 def assert_the_live_broker_got_nothing(rdb):
@@ -57,7 +57,7 @@ def test_django_manage_py_test_with_sync_in_the_environment_pushes_nothing_to_th
 
 def test_pytest_django_with_sync_in_the_environment_pushes_nothing(forced_sync_env, rdb):
     pytest.importorskip("pytest_django")
-    out = run(pytest_args("shop/pytest_tests.py", "-p", "pytest_django", "--ds", "shop.settings"), forced_sync_env)
+    out = run(pytest_args("shop/pytest_tests.py", "--ds", "shop.settings"), forced_sync_env)
     assert "1 passed" in out.stdout
     assert_the_live_broker_got_nothing(rdb)
 

@@ -22,6 +22,7 @@ from .client import Client
 ENV_BROKER, ENV_CONFIG = "MPQUEUE_BROKER", "MPQUEUE_CONFIG"
 _default: Client | None = None
 _sources: list = []          # framework sources: () -> Client | None, first registered first
+_env_clients: dict = {}      # the environment's target -> its client (kept apart from an explicit one)
 
 
 def from_environment() -> tuple[str | None, str | None]:
@@ -81,7 +82,10 @@ def default_client() -> Client:
             return client
     url, cfg = from_environment()
     if url or cfg:
-        return connect(url or cfg)
+        target = url or cfg
+        if target not in _env_clients:
+            _env_clients[target] = make_client(target)
+        return _env_clients[target]
     raise RuntimeError(f"no broker configured for task.push(): call mpqueue.connect(URL or config path) or set "
                        f"{ENV_BROKER} / {ENV_CONFIG}{_framework_hint()}")
 

@@ -82,3 +82,12 @@ def test_a_sync_client_runs_its_jobs_inside_the_given_scope():
     client = Client("sync://", scope=Scope())
     note.push(client=client)
     assert seen == ["enter", "job", "exit"]
+
+
+def test_the_environments_client_is_not_taken_for_an_explicit_one(monkeypatch):
+    # A push before any framework is set up must not pin the process to the environment's client.
+    monkeypatch.setenv("MPQUEUE_BROKER", "sync://")
+    assert default.default_client().url == "sync://" and default._default is None
+    monkeypatch.delenv("MPQUEUE_BROKER")
+    a_framework("sync://?second")
+    assert default.default_client().url == "sync://?second"

@@ -167,3 +167,27 @@ def test_a_worker_that_can_not_find_the_project_says_to_set_path(service):
     assert svc.proc.wait(30) == 70
     assert "No module named 'shop'" in wait_for(lambda: status_failed(svc), 5, what="STATUS=failed")
     assert "is the directory that holds shop/ in the service's `path:`?" in svc.log()
+
+
+def test_a_sync_job_that_breaks_its_connection_does_not_poison_the_callers():
+    from django.test import override_settings
+
+    from shop.models import Order
+    from shop.tasks import break_connection, record
+    with override_settings(MPQUEUE_BROKER="sync://"):
+        assert break_connection.push().status() == "failed"
+        assert record.push("after").status() == "done"
+    assert Order.objects.filter(note="after").exists()
+    assert not Order.objects.filter(note="never committed").exists()
+
+
+def test_a_sync_job_leaves_the_callers_open_iterator_alone():
+    from django.test import override_settings
+
+    from shop.models import Order
+    from shop.tasks import fulfil
+    ids = [Order.objects.create(note=f"it{i}").id for i in range(5)]
+    with override_settings(MPQUEUE_BROKER="sync://"):
+        for o in Order.objects.filter(id__in=ids).iterator(chunk_size=1):
+            fulfil.push(o.id)
+    assert Order.objects.filter(id__in=ids, status="fulfilled").count() == 5

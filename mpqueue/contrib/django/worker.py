@@ -113,15 +113,21 @@ class DjangoScope(JobScope):
 
 
 class InlineDjangoScope(DjangoScope):
-    """sync://'s scope, in the pushing process: a connection inside an atomic
-    block belongs to the caller (a view's transaction, a TestCase's), so it is
-    never closed here; the others are handled as in a worker."""
+    """sync://'s scope, in the pushing process, whose connections belong to the
+    caller: one inside an atomic block (a view's transaction, a TestCase's) is
+    never touched, and one the caller may still be reading (an iterator) is not
+    closed for its age; only a connection the job left broken (autocommit left
+    off, a transaction left open, an error that made it unusable) is closed, so
+    the caller's next query opens a fresh one."""
 
     def _closer(self, close_old_connections):
         from django.db import connections
 
-        def close_old_outside_transactions():
+        def close_broken_outside_transactions():
             for conn in connections.all():
-                if not conn.in_atomic_block:
-                    conn.close_if_unusable_or_obsolete()
-        return close_old_outside_transactions
+                if conn.in_atomic_block or conn.connection is None:
+                    continue
+                left_open = conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]
+                if left_open or (conn.errors_occurred and not conn.is_usable()):
+                    conn.close()
+        return close_broken_outside_transactions

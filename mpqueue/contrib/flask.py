@@ -56,9 +56,8 @@ class FlaskQueue:
     (None in a process that has one already: a worker, or after connect()) and
     where its target came from (`origin`: "$MPQUEUE_BROKER", "MPQUEUE_CONFIG", ...)."""
 
-    def __init__(self, app, client, origin: str):
+    def __init__(self, client, origin: str):
         self.client, self.origin = client, origin
-        self._app = weakref.ref(app)
 
 
 _extensions: list = []      # weak references, in the order init_app saw the apps
@@ -73,7 +72,8 @@ def init_app(app) -> FlaskQueue:
         target, origin = default.target(app.config.get("MPQUEUE_BROKER"), app.config.get("MPQUEUE_CONFIG"))
         if target:
             client = default.make_client(target, scope=FlaskScope(app))
-    ext = app.extensions["mpqueue"] = FlaskQueue(app, client, origin)
+    ext = app.extensions["mpqueue"] = FlaskQueue(client, origin)
+    _extensions[:] = [ref for ref in _extensions if ref() is not None]
     _extensions.append(weakref.ref(ext))
     default.add_source(app_client)
     return ext

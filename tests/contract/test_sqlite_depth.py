@@ -158,7 +158,8 @@ def test_a_file_without_counters_gets_them_counted_when_opened(tmp_path):
 def test_the_wal_stays_bounded_under_a_steady_reader(broker, monkeypatch):
     # Given a reader that always holds a snapshot, renewing it now and then (as
     # status, mpqctl and the dashboard read), and a small WAL limit
-    monkeypatch.setattr(upkeep, "WAL_LIMIT", 256 << 10, raising=False)
+    monkeypatch.setattr(upkeep, "CHECKPOINT_AT", 256 << 10, raising=False)
+    monkeypatch.setattr(upkeep, "WAL_LIMIT", 1 << 20, raising=False)
     reader = sqlite3.connect(broker.path, isolation_level=None)
     wal = broker.path + "-wal"
     peak = 0

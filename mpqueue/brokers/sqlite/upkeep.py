@@ -10,14 +10,15 @@ whether a queue holds ten jobs or a million (issue #27 item 9).
 - The WAL: SQLite's own checkpoint runs right after a commit, when every reader
   still reads an older snapshot, so under steady readers it never copies the
   whole log, and the log restarts only once all of it is copied: the WAL grew to
-  ~300 MB. A writer that finds the WAL past WAL_LIMIT checkpoints before its
-  transaction instead (PASSIVE, under the flock: no writer in between), when
+  ~300 MB. Our connections turn it off and checkpoint before a write instead
+  (PASSIVE, past CHECKPOINT_AT, under the flock: no writer in between), when
   every reader that began since the last commit reads the newest snapshot; once
   the whole log is copied, that writer's own commit restarts it, and
-  journal_size_limit cuts the file back to WAL_LIMIT. Past 4 x WAL_LIMIT (readers
-  that never let go) it checkpoints with TRUNCATE, waiting at most
+  journal_size_limit cuts the file back to CHECKPOINT_AT. Past WAL_LIMIT (readers
+  that never let go) a writer checkpoints with TRUNCATE, waiting at most
   CHECKPOINT_WAIT_MS for readers (ours are short), and after a failed try waits
   CHECKPOINT_RETRY writes before the next. The heartbeat also checkpoints.
+  (Nodes of 0.1.0 keep SQLite's own checkpoint: it costs them nothing new.)
 - Space: new files are made with auto_vacuum=INCREMENTAL; a file of an earlier
   release is converted (VACUUM) when opened if its live data is at most
   CONVERT_LIVE_BYTES (bigger ones: README, "SQLite", for the one-line command).
@@ -30,7 +31,8 @@ import contextlib
 import os
 import sqlite3
 
-WAL_LIMIT = 16 << 20              # bytes of WAL a writer lets pass before it checkpoints
+CHECKPOINT_AT = 4 << 20           # bytes of WAL a writer lets pass before it checkpoints (SQLite's 1000 pages)
+WAL_LIMIT = 16 << 20              # ... and before it waits for readers to leave it
 CHECKPOINT_WAIT_MS = 25           # how long a checkpoint waits for readers to leave the WAL
 CHECKPOINT_RETRY = 100            # commits between two tries while the WAL stays too big
 VACUUM_STEP = 4096                # free pages given back per heartbeat (16 MB of 4 KiB pages)
@@ -42,11 +44,11 @@ _COUNTED = "job_count_insert"
 COUNTERS = [
     """CREATE TABLE IF NOT EXISTS job_count (
         queue TEXT NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (queue, state))""",
-    # No UPSERT or OR IGNORE here: an outer statement's conflict clause would override a trigger's.
+    # An upsert: one step down the key (no job insert says OR IGNORE/REPLACE, which would
+    # override a trigger's conflict handling; v0.1.0's don't either).
     """CREATE TRIGGER IF NOT EXISTS job_count_insert AFTER INSERT ON job BEGIN
-        INSERT INTO job_count(queue, state, n) SELECT new.queue, new.state, 0
-            WHERE NOT EXISTS (SELECT 1 FROM job_count WHERE queue = new.queue AND state = new.state);
-        UPDATE job_count SET n = n + 1 WHERE queue = new.queue AND state = new.state;
+        INSERT INTO job_count(queue, state, n) VALUES (new.queue, new.state, 1)
+            ON CONFLICT(queue, state) DO UPDATE SET n = n + 1;
     END""",
     """CREATE TRIGGER IF NOT EXISTS job_count_delete AFTER DELETE ON job BEGIN
         UPDATE job_count SET n = n - 1 WHERE queue = old.queue AND state = old.state;
@@ -54,9 +56,8 @@ COUNTERS = [
     """CREATE TRIGGER IF NOT EXISTS job_count_update AFTER UPDATE OF queue, state ON job
     WHEN old.queue IS NOT new.queue OR old.state IS NOT new.state BEGIN
         UPDATE job_count SET n = n - 1 WHERE queue = old.queue AND state = old.state;
-        INSERT INTO job_count(queue, state, n) SELECT new.queue, new.state, 0
-            WHERE NOT EXISTS (SELECT 1 FROM job_count WHERE queue = new.queue AND state = new.state);
-        UPDATE job_count SET n = n + 1 WHERE queue = new.queue AND state = new.state;
+        INSERT INTO job_count(queue, state, n) VALUES (new.queue, new.state, 1)
+            ON CONFLICT(queue, state) DO UPDATE SET n = n + 1;
     END""",
 ]
 
@@ -79,7 +80,8 @@ def prepare_file(conn, fresh: bool) -> None:
     WAL's size limit."""
     if fresh:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+    conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_AT}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")      # WalGuard checkpoints, before writes
 
 
 def convert_small(conn) -> None:
@@ -146,9 +148,9 @@ class WalGuard:
         if self.path is None:
             return
         size = wal_size(self.path)
-        if size <= WAL_LIMIT:
+        if size <= CHECKPOINT_AT:
             return
-        if size > 4 * WAL_LIMIT:
+        if size > WAL_LIMIT:
             if self.wait > 0:
                 self.wait -= 1
             elif not checkpoint(conn, busy_ms):

@@ -190,17 +190,24 @@ class Database:
 
     # -- job handles: callers waiting for a job's end (Client.result) own FIFOs in
     # "<queue's wake directory>.end/<job's hash>"; a job's end wakes only its own
-    # watchers, so a million waiting jobs cost a waiter nothing until its job ends:
-    # one listdir of a missing directory per ended job while nobody waits for it.
+    # watchers, so a million waiting jobs cost a waiter nothing until its job ends.
+    # An ending write lists the queue's end directory once (after its commit: a
+    # watch made before the commit is there) and wakes the directories of its jobs.
     def _end_dir(self, queue: str, job_id: str) -> str | None:
         d = self._wake_dir(queue)
-        return os.path.join(d + ".end", hashlib.sha1(job_id.encode()).hexdigest()[:16]) if d else None
+        return os.path.join(d + ".end", _job_hash(job_id)) if d else None
 
     def _ended(self, queue: str, job_ids) -> None:
+        d = self._wake_dir(queue)
+        if not d:
+            return
+        try:
+            watched = set(os.listdir(d + ".end"))
+        except FileNotFoundError:
+            return
         for job_id in job_ids:
-            d = self._end_dir(queue, job_id)
-            if d:
-                wake_fifos(d, remove_empty=True)
+            if _job_hash(job_id) in watched:
+                wake_fifos(os.path.join(d + ".end", _job_hash(job_id)), remove_empty=True)
 
     @staticmethod
     def _cancel_request(db, queue, job_id):
@@ -335,6 +342,10 @@ def _create_schema(db) -> int:
     if not recorded:
         db.execute(f"PRAGMA user_version = {int(data_format.CURRENT)}")
     return found
+
+
+def _job_hash(job_id: str) -> str:
+    return hashlib.sha1(job_id.encode()).hexdigest()[:16]
 
 
 def _create_private(path: str) -> None:

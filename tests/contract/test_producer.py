@@ -49,9 +49,9 @@ def test_push_with_passes_every_keyword_to_the_task(client):
 
 
 def test_push_with_takes_options_too(client):
-    job_id = send.push_with(kwargs={"delay": 1}, delay=60, queue="urgent", client=client)
+    job_id = send.push_with(kwargs={"to": "a@example.com", "delay": 1}, delay=60, queue="urgent", client=client)
     state, job = stored(client, "urgent", job_id)
-    assert (state, job.kwargs) == ("scheduled", {"delay": 1})
+    assert (state, job.kwargs) == ("scheduled", {"to": "a@example.com", "delay": 1})
 
 
 def test_class_tasks_have_push_with(client):

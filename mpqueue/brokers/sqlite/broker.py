@@ -99,7 +99,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             if count > 0:
                 out, next_due = self._reserve(db, queue, consumer, count, lease)
         if acked:
-            self._ended(queue)
+            self._ended(queue, acked)
         return out, next_due
 
     def _reserve(self, db, queue, consumer, count, lease):
@@ -128,13 +128,14 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             next_due = max(0, first - now) / 1000.0
         return out, next_due
 
-    def _ack(self, db, queue, acks) -> int:
-        acked = done = 0
+    def _ack(self, db, queue, acks) -> list[str]:
+        """The ids acknowledged (the others' tokens no longer own them)."""
+        acked, done, now = [], 0, now_ms()
         for a in acks:
             cur = db.execute("DELETE FROM job WHERE queue=? AND id=? AND state=? AND token=?",
                              (queue, a.id, HELD, a.token))
             if cur.rowcount:
-                acked += 1
+                acked.append(a.id)
                 request = self._cancel_request(db, queue, a.id)
                 if request is not None:         # it ended after a cancel request: cancelled, whatever it returned
                     self._cancelled(db, queue, a.id, request[0], "running")
@@ -142,10 +143,11 @@ class SQLiteBroker(Inspection, History, Database, Broker):
                 done += 1
                 if a.ttl > 0:
                     db.execute("INSERT OR REPLACE INTO done(queue, id, record, expires) VALUES (?,?,?,?)",
-                               (queue, a.id, a.record, now_ms() + a.ttl * 1000))
+                               (queue, a.id, a.record, now + a.ttl * 1000))
         if done:
             db.execute("INSERT INTO stats(queue, done) VALUES (?, ?) "
                        "ON CONFLICT(queue) DO UPDATE SET done = done + excluded.done", (queue, done))
+            self._prune_done(db, now, done)
         return acked
 
     def _promote(self, db, queue, now) -> None:
@@ -164,8 +166,8 @@ class SQLiteBroker(Inspection, History, Database, Broker):
         with self._write() as db:
             acked = self._ack(db, queue, acks)
         if acked:
-            self._ended(queue)
-        return acked
+            self._ended(queue, acked)
+        return len(acked)
 
     def _settled_as_cancelled(self, db, queue, job_id, rowid) -> str | None:
         """A reserved job being settled (retry, release, fail) after a cancel request
@@ -200,7 +202,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
         if wake:
             self._wake(queue)
         if ended:
-            self._ended(queue)
+            self._ended(queue, [job_id])
         return ended or True
 
     def release(self, queue, job_id, token):
@@ -222,7 +224,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
         if wake:
             self._wake(queue)
         if ended:
-            self._ended(queue)
+            self._ended(queue, [job_id])
         return ended or True
 
     def fail(self, queue, job_id, token, error, hook=None):
@@ -236,7 +238,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
                 wake = self._fail(db, queue, job_id, row[0], error, hook)
         if wake:
             self._wake(queue)
-        self._ended(queue)
+        self._ended(queue, [job_id])
         return ended or True
 
     def _fail(self, db, queue, job_id, rowid, error, hook) -> bool:
@@ -288,7 +290,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
 
     # -- job handles
     def watch(self, queue, job_id):
-        d = self._end_dir(queue)
+        d = self._end_dir(queue, job_id)
         if d is None:
             raise BrokerError("sqlite: an in-memory database has no channel to wait on")
         try:
@@ -316,7 +318,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             else:
                 outcome = self._end_of(db, queue, job_id)
         if outcome == "cancelled":
-            self._ended(queue)
+            self._ended(queue, [job_id])
         return outcome
 
     @staticmethod

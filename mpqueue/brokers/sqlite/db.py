@@ -11,6 +11,9 @@ each job where it was or where it was going. The data model (SCHEMA below):
     HELD   lease deadline, ms           reserved: token and consumer set
     FAILED time of failure, ms          the failed store
 
+Counts come from `job_count`, kept by triggers (upkeep.py, with the WAL's and
+the file's upkeep); a lookup by id goes down the `job_id` index.
+
 Writers serialize on an flock beside the database before BEGIN IMMEDIATE: the
 kernel wakes the next writer the moment the lock is free, where SQLite's own
 busy handler would sleep and poll. Time is the host's clock (every process of a
@@ -31,12 +34,15 @@ from urllib.parse import parse_qs
 from ...core.redis_url import split_url
 from .. import data_format
 from ..base import BrokerError
+from . import upkeep
 from .wake import wake_fifos
 
 READY, SCHED, HELD, FAILED = 0, 1, 2, 3
 PRIO_SHIFT = 48
 SEQ_START = 1 << 47          # room to append and to put released jobs in front
 SYNCHRONOUS = ("normal", "full")
+BUSY_MS = 30000
+PRUNE_EXTRA = 16          # expired done records dropped by a write beyond the ones it adds
 
 
 def now_ms() -> int:
@@ -75,21 +81,28 @@ class Database:
         self._pid = os.getpid()
         self._lock = None
         self._mutex = threading.RLock()     # threads of a worker with concurrency > 1 share the connection
+        self._wal = upkeep.WalGuard(None if self.memory else self.path)
         try:
+            fresh = True
             if not self.memory:
                 os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
                 _create_private(self.path)
+                fresh = os.path.getsize(self.path) == 0
                 # Read-only is enough for flock, so a lock file the group's producers made
                 # still works; others can't read it, so they can't take it and stall writers.
                 self._lock = os.open(self.path + "-lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                                      0o640)
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+            upkeep.prepare_file(self.conn, fresh)         # before WAL mode writes the file's header
             if not self.memory:
                 self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute(f"PRAGMA synchronous = {sync.upper()}")
             with self._write() as db:
                 self.data_format = _create_schema(db)
+            if not self.memory:
+                with self._locked():
+                    upkeep.convert_small(self.conn)
         except (OSError, sqlite3.Error) as exc:
             raise BrokerError(f"sqlite: cannot open {self.path}: {exc}") from exc
         except data_format.DataFormatError:
@@ -106,11 +119,22 @@ class Database:
         with self._mutex:
             yield from self._write_locked()
 
-    def _write_locked(self):
-        try:
+    @contextlib.contextmanager
+    def _locked(self):
+        """The write lock without a transaction (checkpoints, VACUUM)."""
+        with self._mutex:
             if self._lock is not None:
                 fcntl.flock(self._lock, fcntl.LOCK_EX)
             try:
+                yield self.conn
+            finally:
+                if self._lock is not None:
+                    fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+    def _write_locked(self):
+        try:
+            with self._locked():
+                self._wal.before_write(self.conn, BUSY_MS)     # keeps the WAL bounded under steady readers
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self.conn
@@ -118,14 +142,18 @@ class Database:
                     self.conn.execute("ROLLBACK")
                     raise
                 self.conn.execute("COMMIT")
-            finally:
-                if self._lock is not None:
-                    fcntl.flock(self._lock, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
             if self.conn.in_transaction:       # e.g. COMMIT failed on a full disk
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
             raise BrokerError(f"sqlite: {exc.__class__.__name__}: {exc}") from exc
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """The WAL into the file, under the write lock: on the heartbeat's timer, so an
+        idle service's WAL goes too, and the file shrinks after a vacuum step."""
+        if not self.memory and (force or upkeep.wal_size(self.path) > 0):
+            with self._locked():
+                upkeep.checkpoint(self.conn, BUSY_MS)
 
     def _read(self, sql: str, args=()) -> list:
         try:
@@ -161,16 +189,25 @@ class Database:
             wake_fifos(d)
 
     # -- job handles: callers waiting for a job's end (Client.result) own FIFOs in
-    # "<queue's wake dir>.end"; every end of a job of the queue wakes them all (each
-    # re-checks its own job): one listdir of a missing directory while nobody waits.
-    def _end_dir(self, queue: str) -> str | None:
+    # "<queue's wake directory>.end/<job's hash>"; a job's end wakes only its own
+    # watchers, so a million waiting jobs cost a waiter nothing until its job ends.
+    # An ending write lists the queue's end directory once (after its commit: a
+    # watch made before the commit is there) and wakes the directories of its jobs.
+    def _end_dir(self, queue: str, job_id: str) -> str | None:
         d = self._wake_dir(queue)
-        return d + ".end" if d else None
+        return os.path.join(d + ".end", _job_hash(job_id)) if d else None
 
-    def _ended(self, queue: str) -> None:
-        d = self._end_dir(queue)
-        if d:
-            wake_fifos(d)
+    def _ended(self, queue: str, job_ids) -> None:
+        d = self._wake_dir(queue)
+        if not d:
+            return
+        try:
+            watched = set(os.listdir(d + ".end"))
+        except FileNotFoundError:
+            return
+        for job_id in job_ids:
+            if _job_hash(job_id) in watched:
+                wake_fifos(os.path.join(d + ".end", _job_hash(job_id)), remove_empty=True)
 
     @staticmethod
     def _cancel_request(db, queue, job_id):
@@ -190,6 +227,14 @@ class Database:
         if ttl > 0:
             db.execute("INSERT OR REPLACE INTO done(queue, id, record, expires) VALUES (?,?,?,?)",
                        (queue, job_id, record, now + ttl * 1000))
+            Database._prune_done(db, now, 1)
+
+    @staticmethod
+    def _prune_done(db, now: int, added: int) -> None:
+        """Drop done records past their ttl, a few more than a write adds, down the
+        `done_expires` index: they go as they expire, at no cost to a deep queue."""
+        db.execute("DELETE FROM done WHERE rowid IN (SELECT rowid FROM done WHERE expires < ? ORDER BY expires "
+                   "LIMIT ?)", (now, added + PRUNE_EXTRA))
 
     # -- the state changes, each inside a caller's transaction
     @staticmethod
@@ -257,6 +302,7 @@ CREATE TABLE IF NOT EXISTS done (
     queue TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL, expires INTEGER NOT NULL,
     PRIMARY KEY (queue, id)
 );
+CREATE INDEX IF NOT EXISTS done_expires ON done(expires);
 CREATE TABLE IF NOT EXISTS stats (
     queue TEXT PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0
 );
@@ -292,9 +338,14 @@ def _create_schema(db) -> int:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    upkeep.ensure_counters(db)
     if not recorded:
         db.execute(f"PRAGMA user_version = {int(data_format.CURRENT)}")
     return found
+
+
+def _job_hash(job_id: str) -> str:
+    return hashlib.sha1(job_id.encode()).hexdigest()[:16]
 
 
 def _create_private(path: str) -> None:

@@ -32,10 +32,26 @@ def boot(settings_module: str | None) -> "DjangoScope":
     from django.db import connections
 
     django.setup()
+    _import_task_modules()
     # Nothing crosses the fork (the supervisor never loads Django), but an app's
     # ready() may have opened a connection: jobs start without one.
     connections.close_all()
     return DjangoScope()
+
+
+def _import_task_modules() -> None:
+    """MPQUEUE_AUTODISCOVER = True in the settings: import each installed app's
+    `tasks` module (Celery's autodiscover_tasks), so `imports:` need not list them.
+    A TASKS backend of ours: import its runner (tasks.py registers run_task)."""
+    from django.conf import settings
+    from django.utils.module_loading import autodiscover_modules
+
+    if getattr(settings, "MPQUEUE_AUTODISCOVER", False):
+        autodiscover_modules("tasks")
+    backends = getattr(settings, "TASKS", None) or {}
+    if any(isinstance(b, dict) and str(b.get("BACKEND", "")).startswith(__package__ + ".tasks.")
+           for b in backends.values()):
+        __import__(__package__ + ".tasks")
 
 
 class DjangoScope(JobScope):

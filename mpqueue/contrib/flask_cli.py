@@ -1,0 +1,66 @@
+"""`flask mpqueue status|push|run`: mpqctl's status and push, and `mpqueue run`
+(for development; systemd runs the service in production), for the service the
+app's config names: MPQUEUE_CONFIG (the service's YAML path) and/or
+MPQUEUE_BROKER (a URL), as init_app reads them.
+
+Every Flask app gets the group through the `flask.commands` entry point; an app
+or extension may add it itself with `init_cli(app)`. Each command runs as
+mpqueue's own, in a fresh process (exec), so its output and exit statuses (78
+for a bad config) are those of mpqctl and `mpqueue run`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+PASS_ON = {"ignore_unknown_options": True, "help_option_names": []}
+mpqueue_cli = AppGroup("mpqueue", help="mpqueue: status, push and run for the service in the app's config.")
+
+
+def init_cli(app) -> None:
+    """Add `flask mpqueue ...` to `app` (idempotent)."""
+    if "mpqueue" not in app.cli.commands:
+        app.cli.add_command(mpqueue_cli)
+
+
+def _where() -> list[str]:
+    """mpqctl's options naming the app's service; a usage error if it names none."""
+    config, broker = current_app.config.get("MPQUEUE_CONFIG"), current_app.config.get("MPQUEUE_BROKER")
+    if not (config or broker):
+        raise click.UsageError("the app's config names no service: set MPQUEUE_CONFIG (the service's YAML "
+                               "path) or MPQUEUE_BROKER (a broker URL)")
+    return [*(["--config", str(config)] if config else []), *(["--broker", str(broker)] if broker else [])]
+
+
+def _exec(module: str, argv: list[str]):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+
+
+@mpqueue_cli.command("status", context_settings=PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def status(args):
+    """Queue counts and live nodes (mpqctl status; e.g. --json)."""
+    _exec("mpqueue.ops.ctl", [*_where(), "status", *args])
+
+
+@mpqueue_cli.command("push", context_settings=PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def push(args):
+    """Push a job: QUEUE TASK [--args JSON] [--kwargs JSON] ... (mpqctl push)."""
+    _exec("mpqueue.ops.ctl", [*_where(), "push", *args])
+
+
+@mpqueue_cli.command("run", context_settings=PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(args):
+    """Run the service in the foreground, for development (`mpqueue run`)."""
+    config = current_app.config.get("MPQUEUE_CONFIG")
+    if not config:
+        raise click.UsageError("flask mpqueue run needs MPQUEUE_CONFIG (the service's YAML path) in the app's config")
+    _exec("mpqueue.ops.cli", ["run", "--config", str(config), *args])

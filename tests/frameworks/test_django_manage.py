@@ -53,7 +53,7 @@ def test_workers_find_a_tasks_module_no_imports_list_names(service, producer):
     job = producer.push("shop", "catalog.tasks:stock", ["autodiscovered"])
     # Then a worker runs it: it was registered at boot
     wait_for(lambda: stocked("autodiscovered"), 15, what="catalog's task run")
-    assert producer.broker.find("shop", job)["state"] == "done"
+    wait_for(lambda: producer.broker.find("shop", job)["state"] == "done", 10, what="the job done")
 
 
 def test_manage_py_mpqueue_check_and_status_use_the_settings_service(service, producer):

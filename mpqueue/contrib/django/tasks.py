@@ -97,14 +97,21 @@ class MpqueueBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str):
+        # Redis's find() reads a job's places one after another: one that moves from
+        # ready to running between two reads is missed once. Look again before saying
+        # "does not exist".
+        for _ in range(3):
+            found = self._find(str(result_id))
+            if found is not None:
+                return _from_found(str(result_id), found, self.alias)
+        raise TaskResultDoesNotExist(result_id)
+
+    def _find(self, result_id: str):
         try:
-            queue, found = handles.find_anywhere(self.client.broker, str(result_id),
-                                                 [*sorted(self.queues), *self.client.broker.queues()])
+            return handles.find_anywhere(self.client.broker, result_id,
+                                         [*sorted(self.queues), *self.client.broker.queues()])[1]
         except handles.AmbiguousJob:
-            found = None
-        if found is None:
-            raise TaskResultDoesNotExist(result_id)
-        return _from_found(str(result_id), found, self.alias)
+            return None
 
 
 def _result(task, result_id, status, args, kwargs, alias, **times):

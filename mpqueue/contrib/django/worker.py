@@ -43,11 +43,17 @@ def _import_task_modules() -> None:
     """MPQUEUE_AUTODISCOVER = True in the settings: import each installed app's
     `tasks` module (Celery's autodiscover_tasks), so `imports:` need not list them.
     A TASKS backend of ours: import its runner (tasks.py registers run_task)."""
+    from importlib import import_module
+
+    from django.apps import apps
     from django.conf import settings
-    from django.utils.module_loading import autodiscover_modules
+    from django.utils.module_loading import module_has_submodule
 
     if getattr(settings, "MPQUEUE_AUTODISCOVER", False):
-        autodiscover_modules("tasks")
+        for app in apps.get_app_configs():
+            # Not ours: its `tasks` is the Tasks backend, which needs Django >= 6 or the backport.
+            if app.name != __package__ and module_has_submodule(app.module, "tasks"):
+                import_module(f"{app.name}.tasks")
     backends = getattr(settings, "TASKS", None) or {}
     if any(isinstance(b, dict) and str(b.get("BACKEND", "")).startswith(__package__ + ".tasks.")
            for b in backends.values()):

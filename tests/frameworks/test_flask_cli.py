@@ -71,3 +71,18 @@ def test_init_cli_adds_the_group_once():
     init_cli(app)
     init_cli(app)
     assert app.cli.commands["mpqueue"] is mpqueue_cli
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_stop_hooks_run_inside_the_app_context_plain_and_async(service, redis_url, rdb, concurrency):
+    # Given a Flask service with an async stop hook on its queue and a plain one for the service
+    svc = app_service(service, {"flask": "blog:create_app"}, ["blog.tasks"], "blog", concurrency=concurrency,
+                      on_worker_stop="blog_stop:on_stop_async")
+    import yaml
+    cfg = yaml.safe_load(svc.config_path.read_text())
+    cfg["on_worker_stop"] = "blog_stop:on_stop"
+    svc.config_path.write_text(yaml.safe_dump(cfg))
+    svc.start(extra_env={"BLOG_RESULTS_URL": redis_url})
+    # When it stops, its worker ran both, the queue's first, with current_app
+    assert svc.stop() == 0
+    assert rdb.lrange("blog:stopped", 0, -1) == ["blog async", "blog sync"]

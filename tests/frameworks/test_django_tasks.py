@@ -96,7 +96,7 @@ def test_an_unknown_result_id_does_not_exist(shop):
 def test_a_queue_the_backend_does_not_list_is_refused_at_enqueue(shop):
     from shop import dtasks
     try:
-        from django.tasks.exceptions import InvalidTaskError
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError    # its name in Django 6
     except ImportError:
         from django_tasks.exceptions import InvalidTaskError
     with pytest.raises(InvalidTaskError):

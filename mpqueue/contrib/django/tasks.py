@@ -37,7 +37,7 @@ try:                                              # Django >= 6.0
     from django.tasks import signals
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import TaskContext, TaskError, TaskResult, TaskResultStatus
-    from django.tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+    from django.tasks.exceptions import InvalidTask as InvalidTaskError, TaskResultDoesNotExist
 except ImportError:                               # the django-tasks backport
     from django_tasks import signals
     from django_tasks.backends.base import BaseTaskBackend

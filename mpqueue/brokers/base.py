@@ -268,8 +268,11 @@ class Inspection(abc.ABC):
         """Jobs ready to run now (cheap: for status lines)."""
 
     @abc.abstractmethod
-    def failed(self, queue: str, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(id, envelope, error json) of failed jobs, up to `limit`."""
+    def failed(self, queue: str, limit: int = 100, offset: int = 0,
+               newest_first: bool = False) -> list[tuple[str, str, str]]:
+        """(id, envelope, error json) of failed jobs by time of failure, oldest first
+        (newest first with `newest_first`), `limit` of them after skipping `offset`:
+        a page costs O(log N + limit) however many there are (a dashboard pages 100k)."""
 
     @abc.abstractmethod
     def delete_failed(self, queue: str, ids: list[str]) -> int:
@@ -277,9 +280,21 @@ class Inspection(abc.ABC):
         many were there (ids not in the failed store are ignored)."""
 
     @abc.abstractmethod
-    def scheduled(self, queue: str, limit: int = 100) -> list[tuple[str, str, int]]:
+    def scheduled(self, queue: str, limit: int = 100, offset: int = 0) -> list[tuple[str, str, int]]:
         """(id, envelope, due_ms) of delayed jobs (retries waiting out their delay
-        included), next due first, up to `limit`; due_ms is on the broker's clock."""
+        included), next due first, `limit` of them after skipping `offset` (a page
+        costs O(log N + limit)); due_ms is on the broker's clock."""
+
+    @abc.abstractmethod
+    def last_errors(self, queue: str, ids: list[str]) -> dict[str, str]:
+        """{id: error json} of the last failed attempt of each of these jobs that is
+        waiting for (or running) another attempt; other ids are left out."""
+
+    @abc.abstractmethod
+    def run_now(self, queue: str, ids: list[str]) -> int:
+        """Make these delayed jobs due now, in one atomic step: each goes to the end
+        of its priority's ready jobs with its attempt count unchanged (a retry stays
+        the attempt it was). Returns how many were delayed (others are ignored)."""
 
     @abc.abstractmethod
     def requeue_failed(self, queue: str, ids: list[str] | None) -> int:

@@ -33,7 +33,7 @@ from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
-            "tick", "watch", "cancel", "pause", "resume")
+            "tick", "watch", "cancel", "run_now", "pause", "resume")
 # Every script gets these keys of its queue, in this order (KEYS[1..24] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",

@@ -5,12 +5,18 @@ module attribute that is a Flask app) and run every job inside
 as a view does. Flask's contexts live in context variables, so each job (a
 thread's, or an async job's own asyncio task) has its own.
 
-For the web side, `init_app(app)` points `task.push()` at the service named by
-`app.config["MPQUEUE_CONFIG"]` (its YAML path) or `["MPQUEUE_BROKER"]` (a URL).
+For the web side, `init_app(app)` gives the app its own client, kept in
+`app.extensions["mpqueue"]` (a FlaskQueue), which `task.push()` uses inside the
+app's context (and outside any, the first app's): the service named by the
+environment's MPQUEUE_BROKER / MPQUEUE_CONFIG, else by `app.config`'s (the
+rule of producer/default.py), so two apps can point at different brokers and a
+test run can force `MPQUEUE_BROKER=sync://`. Under sync:// the app's jobs run
+inside its app context, as in a worker, wherever they are pushed from.
 """
 from __future__ import annotations
 
 import logging
+import weakref
 
 from ..core.names import import_string
 from ..execution.runner import JobScope
@@ -45,9 +51,43 @@ class FlaskScope(JobScope):
             log.warning("leaving the job's app context failed", exc_info=True)
 
 
-def init_app(app) -> None:
-    """Connect `task.push()` from the app's config, unless this process has a
-    client already (a worker has its own; so has a process that called connect())."""
-    target = app.config.get("MPQUEUE_BROKER") or app.config.get("MPQUEUE_CONFIG")
-    if target and default._default is None:
-        default.connect(str(target))
+class FlaskQueue:
+    """mpqueue's extension object, `app.extensions["mpqueue"]`: the app's client
+    (None in a process that has one already: a worker, or after connect()) and
+    where its target came from (`origin`: "$MPQUEUE_BROKER", "MPQUEUE_CONFIG", ...)."""
+
+    def __init__(self, client, origin: str):
+        self.client, self.origin = client, origin
+
+
+_extensions: list = []      # weak references, in the order init_app saw the apps
+
+
+def init_app(app) -> FlaskQueue:
+    """Give the app its client from the environment or its config (see above),
+    unless this process has a client already (a worker has its own; so has a
+    process that called connect())."""
+    client, origin = None, ""
+    if default._default is None:
+        target, origin = default.target(app.config.get("MPQUEUE_BROKER"), app.config.get("MPQUEUE_CONFIG"))
+        if target:
+            client = default.make_client(target, scope=FlaskScope(app))
+    ext = app.extensions["mpqueue"] = FlaskQueue(client, origin)
+    _extensions[:] = [ref for ref in _extensions if ref() is not None]
+    _extensions.append(weakref.ref(ext))
+    default.add_source(app_client)
+    return ext
+
+
+def app_client():
+    """The client of the app whose context this is; outside any, the first app's."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        ext = current_app.extensions.get("mpqueue")
+        return ext.client if ext is not None else None
+    for ref in _extensions:
+        ext = ref()
+        if ext is not None and ext.client is not None:
+            return ext.client
+    return None

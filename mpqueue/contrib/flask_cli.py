@@ -1,7 +1,7 @@
 """`flask mpqueue status|push|run`: mpqctl's status and push, and `mpqueue run`
 (for development; systemd runs the service in production), for the service the
-app's config names: MPQUEUE_CONFIG (the service's YAML path) and/or
-MPQUEUE_BROKER (a URL), as init_app reads them.
+app's config names (MPQUEUE_CONFIG, the service's YAML path, or MPQUEUE_BROKER,
+a URL), unless the environment names one: the rule init_app follows.
 
 Every Flask app gets the group through the `flask.commands` entry point; an app
 or extension may add it itself with `init_cli(app)`. Each command runs as
@@ -17,6 +17,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..producer import default
+
 PASS_ON = {"ignore_unknown_options": True, "help_option_names": []}
 mpqueue_cli = AppGroup("mpqueue", help="mpqueue: status, push and run for the service in the app's config.")
 
@@ -27,13 +29,20 @@ def init_cli(app) -> None:
         app.cli.add_command(mpqueue_cli)
 
 
-def _where() -> list[str]:
-    """mpqctl's options naming the app's service; a usage error if it names none."""
-    config, broker = current_app.config.get("MPQUEUE_CONFIG"), current_app.config.get("MPQUEUE_BROKER")
-    if not (config or broker):
+def _target() -> str:
+    """The service's YAML path or broker URL, by the one rule (producer/default.py):
+    the environment's MPQUEUE_BROKER / MPQUEUE_CONFIG, else the app's config."""
+    found, _ = default.target(current_app.config.get("MPQUEUE_BROKER"), current_app.config.get("MPQUEUE_CONFIG"))
+    if not found:
         raise click.UsageError("the app's config names no service: set MPQUEUE_CONFIG (the service's YAML "
                                "path) or MPQUEUE_BROKER (a broker URL)")
-    return [*(["--config", str(config)] if config else []), *(["--broker", str(broker)] if broker else [])]
+    return found
+
+
+def _where() -> list[str]:
+    """mpqctl's option naming the app's service."""
+    found = _target()
+    return ["--broker", found] if "://" in found else ["--config", found]
 
 
 def _exec(module: str, argv: list[str]):
@@ -60,7 +69,7 @@ def push(args):
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args):
     """Run the service in the foreground, for development (`mpqueue run`)."""
-    config = current_app.config.get("MPQUEUE_CONFIG")
-    if not config:
-        raise click.UsageError("flask mpqueue run needs MPQUEUE_CONFIG (the service's YAML path) in the app's config")
-    _exec("mpqueue.ops.cli", ["run", "--config", str(config), *args])
+    found = _target()
+    if "://" in found:
+        raise click.UsageError(f"flask mpqueue run needs the service's YAML (MPQUEUE_CONFIG), not a broker URL")
+    _exec("mpqueue.ops.cli", ["run", "--config", found, *args])

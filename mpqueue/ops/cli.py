@@ -143,6 +143,10 @@ def check(name, config):
     problem = logsetup.log_file_problem(cfg.log, cfg.name)
     if problem:
         die(PROG, f"{cfg.source}: {problem}", ipc.EX_CONFIG)
+    from .. import contrib      # imports no framework: finds the module the YAML names
+    problem = contrib.problem(cfg.framework, cfg.path)
+    if problem:
+        die(PROG, f"{cfg.source or config}: {problem}", ipc.EX_CONFIG)
     queues = ", ".join(f"{q.name} ({q.workers} {q.mode})" for q in cfg.queues.values())
     schedules = f", schedules {', '.join(cfg.schedules)}" if cfg.schedules else ""
     click.echo(f"{cfg.source or config}: ok: service {cfg.name}, broker {names.redact(cfg.broker)}, queues {queues}"

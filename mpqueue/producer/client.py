@@ -22,11 +22,13 @@ log = logging.getLogger("mpqueue.producer")
 _warned: set[tuple[str, str]] = set()     # (config, queue) warned of in this process
 
 class Client:
-    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None):
+    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None, scope=None):
+        """`scope`: for sync://, the framework's per-job scope (an
+        execution.runner.JobScope) each inline job runs in, as in a worker."""
         self.url = broker_url
         if broker is None and names.is_inline(broker_url):
             from .inline import Inline      # only sync:// users pay for importing the runner
-            inline = Inline()
+            inline = Inline(scope=scope)
         self.inline = inline                # runs each pushed job before push() returns
         self.broker = broker or (inline.broker if inline else open_broker(broker_url))
         self.max_payload = max_payload
@@ -36,13 +38,13 @@ class Client:
         self._declared: tuple[str, frozenset] | None = None   # (config source, its queues), from a config
 
     @classmethod
-    def from_config(cls, path) -> "Client":
+    def from_config(cls, path, scope=None) -> "Client":
         cfg = load_config(path)
         inline = None
         if names.is_inline(cfg.broker):
             # Inline jobs follow the config's queue settings and import its task modules.
             from .inline import Inline
-            inline = Inline(cfg)
+            inline = Inline(cfg, scope=scope)
         client = cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
                      inline=inline)
         client._result_ttls = {name: q.result_ttl for name, q in cfg.queues.items()}

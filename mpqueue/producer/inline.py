@@ -9,7 +9,9 @@ hook follow exactly the rules of a real service, and `client.broker.counts()`,
 second process: delays, `eta` and retry back-off are not waited for (the job
 runs at once), a timeout can't kill a plain task, and a job pushed by a
 running job runs after it, not inside it (so push() from a task returns before
-that job has run).
+that job has run). A framework's client (contrib/) gives its per-job scope, so
+an inline job runs inside the Flask app context or Django's connection
+handling, as in a worker.
 
 From async code, `await client.apush()` runs the job inline too, without
 blocking the caller's event loop: an `async def` task is awaited on that loop
@@ -57,7 +59,8 @@ class _NoScoreboard:
 
 
 class Inline:
-    def __init__(self, service: ServiceConfig | None = None):
+    def __init__(self, service: ServiceConfig | None = None, scope=None):
+        self.scope = scope                # the framework's per-job scope (contrib/), as a worker has
         self.broker = SQLiteBroker("sqlite::memory:")
         self.service = service or ServiceConfig(name="sync", broker="sync://")
         self._runners: dict[str, Runner] = {}
@@ -173,7 +176,8 @@ class Inline:
         runner = self._runners.get(queue)
         if runner is None:
             cfg = self.service.queues.get(queue) or QueueConfig(name=queue)
-            runner = self._runners[queue] = Runner(self.broker, self.service, cfg, 0, _NoScoreboard())
+            runner = self._runners[queue] = Runner(self.broker, self.service, cfg, 0, _NoScoreboard(),
+                                                     scope=self.scope)
         return runner
 
 

@@ -7,6 +7,10 @@ keywords `delay`, `eta`, `priority`, `queue` and `client` are push options,
 and `push_with(args=..., kwargs=..., ...)`, which passes any keyword arguments
 to the task, those names included (RQ's old trap, its issue 98). From async
 code, `await apush(...)` and `await apush_with(...)` take the same arguments.
+
+Each checks the task's arguments before anything is pushed, as a call would
+(`inspect.signature(...).bind`, Celery's signature check): a wrong call is one
+TypeError in the caller, not a job that fails in a worker.
 """
 from __future__ import annotations
 
@@ -15,6 +19,28 @@ import inspect
 
 from ..core.tasks import TaskInfo, TaskOptions, register
 from .default import default_client
+
+
+def check_arguments(task, args, kwargs) -> None:
+    """Raise TypeError, naming the task, if `task` (a @task function or a Task
+    class) can't be called with these arguments. A 'module:name' string (no code
+    at hand) or a callable whose signature Python can't read passes."""
+    func, bound = (task.func, False) if isinstance(task, FunctionTask) else (None, False)
+    if isinstance(task, type) and issubclass(task, Task):
+        func, bound = task.run, True
+    if func is None or not isinstance(args, (list, tuple)) or not isinstance(kwargs, (dict, type(None))):
+        return          # not code, or arguments the payload check refuses with its own error
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*((None,) if bound else ()), *args, **(kwargs or {}))
+    except TypeError as exc:
+        hint = ""
+        if "job_id" in (kwargs or {}) and "job_id" not in signature.parameters:
+            hint = "; job_id is not an option of push(): push_with(args=[...], job_id=...) takes it"
+        raise TypeError(f"task {task.name}: wrong arguments: {exc}{hint}") from None
 
 
 def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None, job_id=None):
@@ -41,22 +67,26 @@ class FunctionTask:
         return self.func(*args, **kwargs)
 
     def push(self, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
-        """Enqueue a run of this task; returns the job id."""
+        """Enqueue a run of this task; returns the job id (a JobHandle)."""
+        check_arguments(self, args, kwargs)
         return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
     def push_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None,
                   job_id=None) -> str:
         """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too);
         `job_id`: an id of your choice (see Client.push)."""
+        check_arguments(self, args, kwargs)
         return _push(self.name, self.options, args, kwargs, delay, eta, priority, queue, client, job_id)
 
     async def apush(self, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
         """push() for async code; returns the job id."""
+        check_arguments(self, args, kwargs)
         return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client)
 
     async def apush_with(self, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
                          client=None, job_id=None) -> str:
         """push_with() for async code."""
+        check_arguments(self, args, kwargs)
         return await _apush(self.name, self.options, args, kwargs, delay, eta, priority, queue, client, job_id)
 
 
@@ -97,22 +127,26 @@ class Task:
 
     @classmethod
     def push(cls, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
+        check_arguments(cls, args, kwargs)
         return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
 
     @classmethod
     def push_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None, client=None,
                   job_id=None) -> str:
         """Enqueue a run with explicit `args` and `kwargs` (any names, `delay` too)."""
+        check_arguments(cls, args, kwargs)
         return _push(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client, job_id)
 
     @classmethod
     async def apush(cls, *args, delay=None, eta=None, priority=0, queue=None, client=None, **kwargs) -> str:
+        check_arguments(cls, args, kwargs)
         return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client)
 
     @classmethod
     async def apush_with(cls, args=(), kwargs=None, *, delay=None, eta=None, priority=0, queue=None,
                          client=None, job_id=None) -> str:
         """push_with() for async code."""
+        check_arguments(cls, args, kwargs)
         return await _apush(cls.name, TaskOptions(cls.queue), args, kwargs, delay, eta, priority, queue, client,
                             job_id)
 

@@ -6,11 +6,21 @@ from pathlib import Path
 import pytest
 
 from mpqueue import Client
+from mpqueue.producer import default
 from mpqueue.producer.default import set_default_client
 
 APPS = Path(__file__).parent / "apps"
 if str(APPS) not in sys.path:
     sys.path.insert(0, str(APPS))
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_framework_clients():
+    """A test's Flask apps and Django settings stop being where task.push() goes."""
+    sources = getattr(default, "_sources", [])
+    saved = list(sources)
+    yield
+    sources[:] = saved
 
 
 @pytest.fixture

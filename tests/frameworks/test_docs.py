@@ -20,3 +20,13 @@ def test_each_framework_has_its_section_and_the_readme_links_it():
     for title in ("## Django", "## Flask", "## FastAPI"):
         assert f"\n{title}" in text
     assert "docs/frameworks.md" in (ROOT / "README.md").read_text()
+
+
+def test_each_framework_has_a_testing_section_quoting_the_example_tests_the_suite_runs():
+    text = DOC.read_text()
+    quoted = {path for path, _ in QUOTE.findall(text)}
+    for title in ("### Testing a Django project", "### Testing a Flask app", "### Testing a FastAPI app"):
+        assert f"\n{title}\n" in text
+    assert {"tests/frameworks/apps/shop/tests.py", "tests/frameworks/apps/shop/pytest_tests.py",
+            "tests/frameworks/apps/blog/tests.py", "tests/frameworks/apps/signup/tests.py"} <= quoted
+    assert "## Where `task.push()` goes: one rule" in text

@@ -78,3 +78,62 @@ def test_a_factory_that_gives_no_app_fails_the_boot_saying_so(service, blog_env)
     svc = blog(service, framework={"flask": "os:getcwd"}).start(wait_ready=False, extra_env=blog_env)
     assert svc.proc.wait(30) == 70
     assert "os:getcwd gave str, not a Flask app" in wait_for(lambda: status_failed(svc), 5, what="STATUS=failed")
+
+
+@pytest.fixture
+def make_app(monkeypatch, redis_url):
+    """An app of this process, its config from BLOG_* variables (no worker, no default client)."""
+    monkeypatch.delenv("MPQUEUE_BROKER", raising=False)
+    monkeypatch.delenv("MPQUEUE_CONFIG", raising=False)
+    monkeypatch.setenv("BLOG_RESULTS_URL", redis_url)
+    monkeypatch.setenv("BLOG_GREETING", "Bonjour")
+
+    def make(**config):
+        from blog import create_app
+        for key in ("BLOG_MPQUEUE_BROKER", "BLOG_MPQUEUE_CONFIG"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in config.items():
+            monkeypatch.setenv(f"BLOG_{key}", value)
+        return create_app()
+    return make
+
+
+def test_sync_runs_a_push_from_outside_any_request_inside_the_apps_context(make_app, rdb):
+    from blog.tasks import welcome
+    app = make_app(MPQUEUE_BROKER="sync://")
+    job = welcome.push("ada")           # as from a CLI command or a script: no app context here
+    assert job.status() == "done"
+    assert rdb.lrange("blog:sent", 0, -1) == ["Bonjour, ada"]
+    assert app.extensions["mpqueue"].client is job.client
+
+
+def test_two_apps_each_push_through_their_own_client(make_app, redis_url, rdb):
+    from blog.tasks import welcome
+    inline, live = make_app(MPQUEUE_BROKER="sync://"), make_app(MPQUEUE_BROKER=redis_url)
+    with inline.app_context():
+        ran = welcome.push("inline")
+    with live.app_context():
+        waits = welcome.push("live")
+    assert (ran.status(), waits.status()) == ("done", "ready")
+    assert rdb.lrange("blog:sent", 0, -1) == ["Bonjour, inline"]
+
+
+def test_the_environment_wins_over_the_apps_config(make_app, monkeypatch, redis_url, rdb):
+    from blog.tasks import welcome
+    monkeypatch.setenv("MPQUEUE_BROKER", "sync://")
+    app = make_app(MPQUEUE_BROKER=redis_url)
+    assert app.extensions["mpqueue"].origin == "$MPQUEUE_BROKER"
+    with app.app_context():
+        assert welcome.push("env").status() == "done"
+    assert rdb.keys("*") == ["blog:sent"]
+
+
+def test_a_config_without_init_app_says_to_call_it(make_app):
+    from flask import Flask
+
+    from blog.tasks import welcome
+    app = Flask("no_init")
+    app.config["MPQUEUE_BROKER"] = "sync://"
+    with app.app_context(), pytest.raises(RuntimeError, match=r"app.config has MPQUEUE_BROKER, but it is read only "
+                                                              r"by mpqueue.contrib.flask.init_app\(app\)"):
+        welcome.push("x")

@@ -10,6 +10,15 @@ CONN_MAX_AGE is dropped, and the next job on that thread opens a fresh one. An
 async job reaches the ORM through `sync_to_async` (Django's rule), whose calls
 share one thread; its scope runs close_old_connections on that thread, as
 Django's ASGI handler does for a request.
+
+With DEBUG on (startproject's default), Django logs every query of a
+connection in memory and clears the log at each request: the scope clears it
+before each job too, and the worker warns once that DEBUG is on.
+
+Under sync:// (InlineDjangoScope) a job runs in the pushing process, often
+inside a transaction of its own caller (a TestCase wraps each test in one):
+a connection inside an atomic block is left alone, as Django's test client
+leaves it alone around a request.
 """
 from __future__ import annotations
 
@@ -31,7 +40,10 @@ def boot(settings_module: str | None) -> "DjangoScope":
     import django
     from django.db import connections
 
-    django.setup()
+    try:
+        django.setup()
+    except ModuleNotFoundError as exc:
+        raise _with_path_hint(exc, os.environ[SETTINGS_ENV]) from exc
     _import_task_modules()
     # Nothing crosses the fork (the supervisor never loads Django), but an app's
     # ready() may have opened a connection: jobs start without one.
@@ -60,15 +72,51 @@ def _import_task_modules() -> None:
         __import__(__package__ + ".tasks")
 
 
+def _with_path_hint(exc: ModuleNotFoundError, settings_module: str) -> ModuleNotFoundError:
+    """`No module named 'mysite'` says nothing of the fix when the project's
+    directory is not on sys.path: say where to put it."""
+    if exc.name and settings_module.split(".")[0] == exc.name.split(".")[0]:
+        return ModuleNotFoundError(f"{exc} (the settings module {settings_module}: is the directory that holds "
+                                   f"{exc.name.split('.')[0]}/ in the service's `path:`?)", name=exc.name)
+    return exc
+
+
+_warned_debug = False
+
+
+def reset_query_log() -> None:
+    """Under DEBUG, clear this thread's query logs, as Django's request_started does
+    (else they grow across jobs); warn once per process that DEBUG is on."""
+    global _warned_debug
+    from django.conf import settings
+    from django.db import reset_queries
+
+    if settings.DEBUG:
+        if not _warned_debug:
+            _warned_debug = True
+            log.warning("Django's DEBUG is on: every query is kept in memory until the next job starts, and "
+                        "jobs run slower; set DEBUG = False for the workers")
+        reset_queries()
+
+
+def _before_job(close_old) -> None:
+    reset_query_log()
+    close_old()
+
+
 class DjangoScope(JobScope):
     def __init__(self):
         from asgiref.sync import sync_to_async
         from django.db import close_old_connections
-        self._close_old = close_old_connections
-        self._aclose_old = sync_to_async(close_old_connections)     # thread_sensitive: the ORM's thread
+        self._close_old = self._closer(close_old_connections)
+        self._abefore = sync_to_async(_before_job)      # thread_sensitive: the ORM's thread
+        self._aclose_old = sync_to_async(self._close_old)
+
+    def _closer(self, close_old_connections):
+        return close_old_connections
 
     def enter(self):
-        self._close_old()
+        _before_job(self._close_old)
 
     def exit(self, token) -> None:
         try:
@@ -77,10 +125,31 @@ class DjangoScope(JobScope):
             log.warning("closing the job's database connections failed", exc_info=True)
 
     async def aenter(self):
-        await self._aclose_old()
+        await self._abefore(self._close_old)
 
     async def aexit(self, token) -> None:
         try:
             await self._aclose_old()
         except Exception:  # noqa: BLE001
             log.warning("closing the job's database connections failed", exc_info=True)
+
+
+class InlineDjangoScope(DjangoScope):
+    """sync://'s scope, in the pushing process, whose connections belong to the
+    caller: one inside an atomic block (a view's transaction, a TestCase's) is
+    never touched, and one the caller may still be reading (an iterator) is not
+    closed for its age; only a connection the job left broken (autocommit left
+    off, a transaction left open, an error that made it unusable) is closed, so
+    the caller's next query opens a fresh one."""
+
+    def _closer(self, close_old_connections):
+        from django.db import connections
+
+        def close_broken_outside_transactions():
+            for conn in connections.all():
+                if conn.in_atomic_block or conn.connection is None:
+                    continue
+                left_open = conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]
+                if left_open or (conn.errors_occurred and not conn.is_usable()):
+                    conn.close()
+        return close_broken_outside_transactions

@@ -1,6 +1,7 @@
 """`manage.py mpqueue run|check|status [more arguments]`: `mpqueue run`, `mpqueue
 check` and `mpqctl status` for the service named by the MPQUEUE_CONFIG setting
-(its YAML path), for those who keep their tools behind manage.py. Each runs as
+(its YAML path; the environment's MPQUEUE_CONFIG / MPQUEUE_BROKER win, as for
+task.push()), for those who keep their tools behind manage.py. Each runs as
 mpqueue's own command, in a fresh process (exec): the supervisor never loads
 Django, and exit statuses (78 for a bad config) are mpqueue's."""
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from mpqueue.producer import default
 
 COMMANDS = {"run": ("mpqueue.ops.cli", "run"), "check": ("mpqueue.ops.cli", "check"),
             "status": ("mpqueue.ops.ctl", "status")}
@@ -27,11 +30,12 @@ class Command(BaseCommand):
     def handle(self, action, rest, **options):
         module, command = COMMANDS[action]
         given = any(a in ("-c", "--config") or a.startswith("--config=") for a in rest)
-        config = getattr(settings, "MPQUEUE_CONFIG", None)
-        if not given and not config:
+        # The one rule (producer/default.py): the environment's, else the settings'.
+        found, _ = default.target(getattr(settings, "MPQUEUE_BROKER", None), getattr(settings, "MPQUEUE_CONFIG", None))
+        if not given and (not found or "://" in found and action != "status"):
             raise CommandError("no service: set MPQUEUE_CONFIG (the service's YAML path) in the settings, "
                                "or pass --config FILE")
-        where = [] if given else ["--config", str(config)]
+        where = [] if given else ["--broker", found] if "://" in found else ["--config", found]
         argv = [module, *where, command, *rest] if module.endswith("ctl") else [module, command, *where, *rest]
         sys.stdout.flush()
         sys.stderr.flush()

@@ -86,3 +86,11 @@ def test_stop_hooks_run_inside_the_app_context_plain_and_async(service, redis_ur
     # When it stops, its worker ran both, the queue's first, with current_app
     assert svc.stop() == 0
     assert rdb.lrange("blog:stopped", 0, -1) == ["blog async", "blog sync"]
+
+
+def test_the_environment_wins_over_the_apps_config_as_for_push(tmp_path, redis_url, broker_url):
+    # The app's config names a YAML that does not exist; MPQUEUE_BROKER in the environment wins.
+    env = {**flask_env(redis_url, tmp_path / "missing.yaml"), "MPQUEUE_BROKER": broker_url}
+    out = flask("status", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "queues" in json.loads(out.stdout)

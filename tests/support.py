@@ -190,6 +190,17 @@ def on_failure(job, error):
 def on_start(ctx):
     r().rpush("test:booted", f"{ctx['queue']} {ctx['worker_index']} {os.getpid()}")
 
+def on_stop(ctx):
+    r().rpush("test:stopped", f"service {ctx['queue']} {ctx['worker_index']} {os.getpid()}")
+
+async def aon_stop(ctx):
+    import asyncio
+    await asyncio.sleep(0)
+    r().rpush("test:stopped", f"queue {ctx['queue']} {ctx['worker_index']} {os.getpid()}")
+
+def on_stop_fails(ctx):
+    raise RuntimeError("stop hook broke")
+
 # -- hooks and job context (tests/e2e/test_heritage.py)
 import json as _json
 

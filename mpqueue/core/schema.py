@@ -48,6 +48,7 @@ class QueueConfig:
     on_failure: str | None = None       # "module:function" hooks
     before_job: str | None = None
     on_worker_start: str | None = None  # runs after the service's own one
+    on_worker_stop: str | None = None   # runs before the service's own one, as the worker exits
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ServiceConfig:
     path: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     on_worker_start: str | None = None
+    on_worker_stop: str | None = None
     framework: FrameworkConfig | None = None    # Django or Flask, booted in each worker
     log: LogConfig = LogConfig()
     queues: dict[str, QueueConfig] = field(default_factory=dict)
@@ -207,7 +209,7 @@ QUEUE_FIELDS = {
     "max_retry_delay": _seconds(0), "retry_on_timeout": _boolean, "memory_limit": _integer(0),
     "max_jobs": _integer(0), "prefetch": _integer(1), "result_ttl": _integer(0),
     "concurrency": _integer(1, MAX_CONCURRENCY),
-    "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook,
+    "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook, "on_worker_stop": _hook,
 }
 LOG_FIELDS = {
     "level": _choice("debug", "info", "warning", "error"), "format": _choice("json", "text"),
@@ -234,14 +236,14 @@ SERVICE_FIELDS = {
     "broker": _broker,
     "path": _strings("a directory", "directories", lambda s: bool(s.strip())),
     "imports": _strings("a dotted module name", "module names", MODULE_RE.fullmatch, at_least_one=True),
-    "on_worker_start": _hook, "shutdown_timeout": _seconds(0, above=True),
+    "on_worker_start": _hook, "on_worker_stop": _hook, "shutdown_timeout": _seconds(0, above=True),
     "max_payload": _integer(1024), "lease_grace": _seconds(0, above=True),
     "broker_password_file": _optional_text,
 }
 TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
             "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
 TOP_KEYS += ("schedules",)        # core/schedules.py checks its contents
-TOP_KEYS += ("framework",)
+TOP_KEYS += ("framework", "on_worker_stop")
 FRAMEWORKS = {"django": "a settings module such as myproject.settings, or null for $DJANGO_SETTINGS_MODULE",
               "flask": "an app factory or app as 'module:name', such as 'myapp:create_app'"}
 # What each required key holds, for the "missing" message.

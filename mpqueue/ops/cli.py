@@ -47,7 +47,9 @@ def main():
 @main.command()
 @click.argument("name", required=False)
 @click.option("--config", "-c", type=click.Path(dir_okay=False), help="YAML file of the service.")
-def run(name, config):
+@click.option("--reload-on-change", is_flag=True, help="Development: reload (as SIGHUP) when the task code or "
+              "the YAML changes. Ignored under systemd.")
+def run(name, config, reload_on_change):
     """Run a service in the foreground (logs to stderr).
 
     SIGTERM/SIGINT: graceful stop (running jobs finish, up to shutdown_timeout).
@@ -69,6 +71,8 @@ def run(name, config):
         message = logsetup.open_problem(exc, cfg.log, cfg.name)
         Notifier().fatal(message, errno=exc.errno or 5)
         die(PROG, message, ipc.EX_CONFIG)
+    if reload_on_change:
+        _watch(cfg)
     try:
         sys.exit(Supervisor(cfg).run())
     except AlreadyRunning as exc:
@@ -80,6 +84,15 @@ def run(name, config):
     except DataFormatError as exc:       # a newer release's data: restarting would not help
         Notifier().fatal(f"failed: {exc}", errno=93)    # EPROTONOSUPPORT
         die(PROG, str(exc), ipc.EX_CONFIG)
+
+
+def _watch(cfg) -> None:
+    from . import watch
+    if watch.under_systemd():
+        click.echo(f"{PROG}: --reload-on-change ignored: it is for development, and this runs under systemd "
+                   "(INVOCATION_ID or NOTIFY_SOCKET set); deploys reload with `systemctl reload`", err=True)
+        return
+    watch.Watcher(cfg).start()
 
 
 @main.command("reload")

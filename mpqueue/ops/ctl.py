@@ -23,6 +23,7 @@ from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, chec
 from . import ctl_metrics, ctl_pause, ctl_schedules
 from .jobview import failed_entry, holder, job_info
 from .ctl_target import CtlGroup, Target, emit, pass_target
+from ..supervisor.metrics import served_queues
 from .ctl_text import failed_text, job_text, status_text
 
 LIMIT_MAX = 1_000_000     # `failed --limit`: a larger N means every one, and must not overflow a broker's integer
@@ -106,12 +107,15 @@ def push(target, queue, task, args_, kwargs, delay, eta, priority, new_queue, jo
 @pass_target
 def status(target, queues):
     """Counts per queue (default: the config's queues, else every queue the
-    broker knows; a paused one marked "(paused)"), then every live node and its workers.
+    broker knows; a paused one marked "(paused)", one no live node has workers for
+    "(no workers)": its jobs wait until a service serving it starts; with a config,
+    other queues with jobs waiting and no workers are listed too), then every live
+    node and its workers.
 
     \b
     JSON: {"queues": {"<queue>": {"ready": n, "scheduled": n, "running": n,
                                   "failed": n, "done_total": n, "failed_total": n,
-                                  "paused": true|false}},
+                                  "paused": true|false, "served": true|false}},
            "nodes": [{"node": id, "service": name, "host": name, "pid": n,
                       "queues": {"<queue>": {"workers": n, "busy": n, "idle": n,
                                              "concurrency": n, "slots": n, "busy_slots": n}},
@@ -128,12 +132,17 @@ def status(target, queues):
     """
     for queue in queues:
         target.check_queue(queue)
-    names = queues or target.config_queues() or target.broker.queues()
-    paused = target.broker.paused(list(names))
-    counts = {q: dict(target.broker.counts(q), paused=q in paused) for q in names}
+    names = list(queues or target.config_queues() or target.broker.queues())
     now = time.time()
     nodes = [dict(n, heartbeat_age=round(max(0.0, now - n.get("heartbeat_at", now)), 1), alive=proc.record_running(n))
              for n in target.broker.nodes()]
+    served = served_queues(nodes)
+    if not queues and target.config_queues():     # jobs waiting where no config of ours and no node looks
+        names += [q for q in target.broker.queues() if q not in names and q not in served]
+    paused = target.broker.paused(names)
+    counts = {q: dict(target.broker.counts(q), paused=q in paused, served=q in served) for q in names}
+    if not queues and target.config_queues():
+        counts = {q: c for q, c in counts.items() if q in target.config_queues() or c["ready"] + c["scheduled"]}
     emit({"queues": counts, "nodes": nodes}, lambda: status_text(counts, nodes))
 
 

@@ -8,7 +8,8 @@ from ..brokers.base import COUNT_KEYS
 
 
 def status_text(counts: dict, nodes: list) -> str:
-    rows = [[q + (" (paused)" if c.get("paused") else "")] + [c[k] for k in COUNT_KEYS] for q, c in counts.items()]
+    rows = [[q + (" (paused)" if c.get("paused") else "") + ("" if c.get("served", True) else " (no workers)")]
+            + [c[k] for k in COUNT_KEYS] for q, c in counts.items()]
     text = _table(["QUEUE"] + [k.upper() for k in COUNT_KEYS], rows) if rows else "no queues"
     rows = []
     for n in nodes:

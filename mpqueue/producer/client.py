@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 import time
 
@@ -17,6 +18,8 @@ from ..core.retry import MAX_DELAY, delay_problem
 from . import handles
 from .handles import JobHandle
 
+log = logging.getLogger("mpqueue.producer")
+_warned: set[tuple[str, str]] = set()     # (config, queue) warned of in this process
 
 class Client:
     def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None, scope=None):
@@ -32,6 +35,7 @@ class Client:
         self._known_queues: set[str] = set()
         self._async = None                  # the awaitable push side, made on the first apush
         self._result_ttls: dict[str, int] = {}   # queue -> result_ttl, from a config (cancel records' life)
+        self._declared: tuple[str, frozenset] | None = None   # (config source, its queues), from a config
 
     @classmethod
     def from_config(cls, path, scope=None) -> "Client":
@@ -44,6 +48,8 @@ class Client:
         client = cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
                      inline=inline)
         client._result_ttls = {name: q.result_ttl for name, q in cfg.queues.items()}
+        if inline is None:                  # sync:// runs every push at once: nothing waits
+            client._declared = (cfg.source or str(path), frozenset(cfg.queues))
         return client
 
     def push(self, queue: str, task: str, args=(), kwargs=None, delay: float | None = None,
@@ -124,7 +130,18 @@ class Client:
         if queue in self._known_queues:
             return False
         _check_queue_name(queue)
+        self._warn_if_undeclared(queue)
         return True
+
+    def _warn_if_undeclared(self, queue: str) -> None:
+        # A job on a queue no worker serves waits forever, silently: say so once
+        # per process when the config this client loaded has no such queue.
+        if self._declared is None or queue in self._declared[1] or (self._declared[0], queue) in _warned:
+            return
+        _warned.add((self._declared[0], queue))
+        log.warning("pushing to queue %r, which %s does not declare (its queues: %s): no worker of that service "
+                    "serves it, so its jobs wait until one does", queue, self._declared[0],
+                    ", ".join(sorted(self._declared[1])) or "none")
 
     # -- delivery: the same steps, blocking and awaitable
     def _deliver(self, queue: str, items: list, chunk: int = 1000) -> set[int]:

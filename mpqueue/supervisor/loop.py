@@ -372,7 +372,8 @@ class Supervisor:
         """A scrape asked: the queue counts and ages, under the gate, for the endpoint's thread."""
         self.publish_metrics()
         counts = {}
-        ok = self.gate.call(lambda: counts.update(metricsmod.read_queues(self.broker, self.known_queues())))
+        ok = self.gate.call(lambda: counts.update(metricsmod.read_queues(self.broker, self.known_queues(),
+                                                                          self.cfg.queues)))
         self.metrics.counts_read(counts if ok else None)
 
     def known_queues(self) -> list[str]:

@@ -67,14 +67,23 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
                     processes=procstats.processes(os.getpid(), pool.handles()))
 
 
-def read_queues(broker, queues: list[str]) -> dict:
+def served_queues(nodes: list[dict]) -> set[str]:
+    """The queues some live node (Inspection.nodes' heartbeat records) runs workers for."""
+    return {q for n in nodes for q, w in (n.get("queues") or {}).items() if w.get("workers")}
+
+
+def read_queues(broker, queues: list[str], serving=()) -> dict:
     """What a scrape shows of the broker, what render() takes as `counts`: queue -> its
     counts (base.COUNT_KEYS), "oldest_age", the seconds its oldest waiting job has
-    waited (Inspection.oldest_ages), and "paused" (Inspection.paused); two reads, one
-    round trip per server each."""
+    waited (Inspection.oldest_ages), "paused" (Inspection.paused) and "served" (some
+    live node has workers for it, or it is one of `serving`, the reading service's
+    own). Every queue the broker knows is read, not only
+    `queues`: a push to a queue no service declares shows as waiting jobs there, served 0."""
+    queues = list(dict.fromkeys([*queues, *broker.queues()]))
     counts, ages = broker.counts_and_ages(queues)
     paused = broker.paused(queues)
-    return {q: {**counts[q], "oldest_age": ages[q], "paused": q in paused} for q in queues}
+    served = served_queues(broker.nodes()) | set(serving)
+    return {q: {**counts[q], "oldest_age": ages[q], "paused": q in paused, "served": q in served} for q in queues}
 
 
 def _pairs(snap: Snapshot) -> list:
@@ -146,12 +155,17 @@ class _Collector:
                                   labels=["queue", "state"])
         paused = GaugeMetricFamily("mpqueue_queue_paused", "1 while the queue is paused (mpqctl pause): no "
                                    "node takes its jobs", labels=["queue"])
+        served = GaugeMetricFamily("mpqueue_queue_served", "1 if some live node runs workers for the queue; 0: "
+                                   "its jobs wait until a service serving it starts (a queue no service declares)",
+                                   labels=["queue"])
         for queue, counts in sorted((self.counts or {}).items()):
             for state in QUEUE_STATES:
                 gauge.add_metric([queue, state], counts.get(state, 0))
             paused.add_metric([queue], int(bool(counts.get("paused"))))
+            served.add_metric([queue], int(bool(counts.get("served", True))))
         yield gauge
         yield paused
+        yield served
         age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
                                 "queue has waited since it was due (0: none waits): the broker's clock now minus "
                                 "the due time its producer's clock wrote, so producer clock skew shows here",

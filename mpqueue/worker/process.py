@@ -9,6 +9,7 @@ grab.py (this worker reserves) or dispatched.py (the supervisor hands them over)
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import inspect
 import logging
@@ -85,6 +86,7 @@ class Worker:
             return ipc.EXIT_BOOT_FAILED
         self.report.send({"type": ipc.READY, "tasks": {n: t.public() for n, t in tasks.all_tasks().items()}})
         self.source().serve()
+        self.run_stop_hooks()
         return ipc.EXIT_OK
 
     def source(self):
@@ -119,6 +121,23 @@ class Worker:
         self.runner = Runner(self.broker, self.service, self.cfg, self.index, self.scoreboard, self.aio, self.tally,
                              self.scope)
         self.memory_limit = self.checked_memory_limit()
+
+    def run_stop_hooks(self) -> None:
+        """on_worker_stop, the queue's then the service's, once the last job has ended
+        (stop, reload or recycling; not a kill): close what on_worker_start opened.
+        A failing hook is logged; the worker still exits cleanly."""
+        context = {"service": self.service.name, "queue": self.cfg.name, "worker_index": self.index}
+        for hook in (self.cfg.on_worker_stop, self.service.on_worker_stop):
+            if not hook:
+                continue
+            try:
+                func = _scoped(self.scope, import_string(hook))
+                if self.aio.threaded and inspect.iscoroutinefunction(func):
+                    asyncio.run(func(context))       # the jobs' loop thread has ended with the jobs
+                else:
+                    self.aio.call(func, context)
+            except Exception:  # noqa: BLE001 - the jobs are settled; say what failed and exit
+                log.exception("on_worker_stop hook %s failed", hook, extra={"queue": self.cfg.name})
 
     def checked_memory_limit(self) -> int:
         """memory_limit, or 0 when the worker is over it already after boot: every

@@ -137,7 +137,7 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
         data = json.loads(r.stdout)
         # Then the counts and the node are there
         assert data["queues"] == {Q: {"ready": 2, "scheduled": 1, "running": 0, "failed": 1,
-                                      "done_total": 0, "failed_total": 1, "paused": False}}
+                                      "done_total": 0, "failed_total": 1, "paused": False, "served": True}}
         [node] = data["nodes"]
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table
@@ -145,6 +145,25 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
     assert out[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DONE_TOTAL", "FAILED_TOTAL"]
     assert out[1].split() == [Q, "2", "1", "0", "1", "0", "1"] and len(out[0]) == len(out[1])
     assert out[4].split()[:7] == ["box", "42", "svc", Q, "3", "1", "2"]
+
+
+def test_status_flags_a_queue_with_jobs_that_no_live_node_serves(tmp_path, broker_url, broker):
+    # Given a service config declaring "emails", a live node serving it, and a push
+    # to "default" (what @mpqueue.task() without a queue uses), which nobody serves
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump({"name": "svc", "broker": broker_url, "imports": ["x"],
+                                    "queues": {"emails": {"workers": 1}}}))
+    broker.heartbeat("n1", {"node": "n1", "service": "svc", "host": "box", "pid": 42, "heartbeat_at": time.time(),
+                            "queues": {"emails": {"workers": 1, "busy": 0, "idle": 1}}}, ttl=30)
+    push(broker, broker_url, queue="default")
+    # When status is asked for with the config
+    data = json.loads(ctl("--config", str(path), "status", "--json").stdout)
+    # Then the undeclared queue is listed, with its job, as served by no one
+    assert data["queues"]["default"]["ready"] == 1 and data["queues"]["default"]["served"] is False
+    assert data["queues"]["emails"]["served"] is True
+    # And the table says so
+    rows = {line.split()[0]: line for line in ctl("--config", str(path), "status").stdout.splitlines()[1:3]}
+    assert "(no workers)" in rows["default"] and "(no workers)" not in rows["emails"]
 
 
 @pytest.mark.parametrize("args", [["status", "nosuch"], ["failed", "nosuch"], ["retry", "nosuch", "--all"],

@@ -200,6 +200,20 @@ def test_a_silent_scraper_holds_neither_the_loop_nor_the_jobs(service, client, r
     assert svc.stop() == 0
 
 
+def test_a_queue_no_service_serves_is_flagged(service, client):
+    # Given a service serving "default" with metrics on
+    port = free_port()
+    metrics_service(service, port)
+    # When a job is pushed to a queue no service declares
+    client.push("nowhere", "testtasks:record", args=["lost"])
+    # Then its waiting job is counted and the queue flagged as served by no one
+    wait_for(lambda: value(scrape(port), "mpqueue_queue_jobs", queue="nowhere", state="ready") == 1, 10,
+             what="the undeclared queue's gauge")
+    text = scrape(port)
+    assert samples(text)[("mpqueue_queue_served", frozenset({("queue", "nowhere")}))] == 0
+    assert value(text, "mpqueue_queue_served", queue="default") == 1
+
+
 def test_every_series_exists_from_start_with_zero(service, tmp_path):
     """A rate() or an alert on a series that appears only at its first event misses that
     event: every label value known at start is there before any job."""

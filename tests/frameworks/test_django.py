@@ -13,6 +13,7 @@ from tests.e2e.test_reload import reload_cmd
 from tests.support import wait_for
 
 from .conftest import APPS, app_service
+from .django_project import restore, setup_shop_db
 
 django = pytest.importorskip("django")
 
@@ -21,18 +22,9 @@ django = pytest.importorskip("django")
 def shop_db(tmp_path_factory):
     """Django set up in this process (the web side) on a fresh database, which the
     services' workers share (SHOP_DB reaches them through the environment)."""
-    db = tmp_path_factory.mktemp("shop") / "shop.sqlite3"
-    saved = {k: os.environ.get(k) for k in ("SHOP_DB", "DJANGO_SETTINGS_MODULE")}
-    os.environ.update(SHOP_DB=str(db), DJANGO_SETTINGS_MODULE="shop.settings")
-    django.setup()
-    from django.core.management import call_command
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    yield db
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    saved = setup_shop_db(tmp_path_factory)
+    yield
+    restore(saved)
 
 
 @pytest.fixture(autouse=True)

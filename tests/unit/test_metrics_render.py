@@ -177,8 +177,16 @@ def test_read_queues_joins_counts_ages_and_the_pause_of_each_queue():
 
         def paused(self, queues):
             return {"bb"} & set(queues)
-    assert read_queues(Broker(), ["a", "bb"]) == {"a": {"ready": 1, "oldest_age": 1.5, "paused": False},
-                                                 "bb": {"ready": 2, "oldest_age": 1.5, "paused": True}}
+
+        def queues(self):               # "ccc": pushed to, declared by no service
+            return ["a", "ccc"]
+
+        def nodes(self):
+            return [{"queues": {"a": {"workers": 1}, "bb": {"workers": 2}}}]
+    assert read_queues(Broker(), ["a", "bb"]) == {
+        "a": {"ready": 1, "oldest_age": 1.5, "paused": False, "served": True},
+        "bb": {"ready": 2, "oldest_age": 1.5, "paused": True, "served": True},
+        "ccc": {"ready": 3, "oldest_age": 1.5, "paused": False, "served": False}}
 
 
 def test_process_series_show_one_worker_per_slot_and_skip_a_process_that_is_gone():

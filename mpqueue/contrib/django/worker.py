@@ -44,10 +44,32 @@ def boot(settings_module: str | None) -> "DjangoScope":
         django.setup()
     except ModuleNotFoundError as exc:
         raise _with_path_hint(exc, os.environ[SETTINGS_ENV]) from exc
+    _import_task_modules()
     # Nothing crosses the fork (the supervisor never loads Django), but an app's
     # ready() may have opened a connection: jobs start without one.
     connections.close_all()
     return DjangoScope()
+
+
+def _import_task_modules() -> None:
+    """MPQUEUE_AUTODISCOVER = True in the settings: import each installed app's
+    `tasks` module (Celery's autodiscover_tasks), so `imports:` need not list them.
+    A TASKS backend of ours: import its runner (tasks.py registers run_task)."""
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.conf import settings
+    from django.utils.module_loading import module_has_submodule
+
+    if getattr(settings, "MPQUEUE_AUTODISCOVER", False):
+        for app in apps.get_app_configs():
+            # Not ours: its `tasks` is the Tasks backend, which needs Django >= 6 or the backport.
+            if app.name != __package__ and module_has_submodule(app.module, "tasks"):
+                import_module(f"{app.name}.tasks")
+    backends = getattr(settings, "TASKS", None) or {}
+    if any(isinstance(b, dict) and str(b.get("BACKEND", "")).startswith(__package__ + ".tasks.")
+           for b in backends.values()):
+        __import__(__package__ + ".tasks")
 
 
 def _with_path_hint(exc: ModuleNotFoundError, settings_module: str) -> ModuleNotFoundError:

@@ -1,0 +1,20 @@
+# The same app with mpqueue connected for the app's life (signup.lifespan:app): at
+# start-up the lifespan connects task.apush() to $SIGNUP_MPQUEUE_CONFIG's service;
+# at shutdown it closes that connection. FastAPI >= 0.93 also takes it as
+# FastAPI(lifespan=...); Debian 12's 0.92 does not, hence the router's attribute.
+import os
+
+from fastapi import FastAPI
+
+from mpqueue.contrib.asgi import lifespan
+
+from .tasks import send_welcome
+
+app = FastAPI()
+app.router.lifespan_context = lifespan(os.environ.get("SIGNUP_MPQUEUE_CONFIG"))
+
+
+@app.post("/signup")
+async def signup(email: str):
+    job_id = await send_welcome.apush(email)
+    return {"job": job_id}

@@ -62,10 +62,15 @@ local function parse(env)
   return string.match(env, '^(%S+) (%d+) (%d) (.*)$')
 end
 
+-- Just the id of an envelope (nil for junk), without copying its body.
+local function id_of(env)
+  return string.match(env, '^(%S+) %d+ %d ')
+end
+
 -- Append (or, for a job handed back, prepend) to its priority's list. Returns
 -- true when the list was empty, i.e. idle consumers may be waiting for it.
 local function enqueue(env, prio, front)
-  local id = parse(env)
+  local id = id_of(env)
   if id then redis.call('HSET', KEYS[WHERE], id, 'r ' .. env) end
   local n
   if front then n = redis.call('LPUSH', KEYS[prio + 1], env)
@@ -79,7 +84,7 @@ end
 -- Schedule for later. Returns true when it is now the earliest due job, so
 -- waiting consumers must shorten their timers.
 local function schedule(env, due)
-  local id = parse(env)
+  local id = id_of(env)
   if id then redis.call('HSET', KEYS[WHERE], id, 's ' .. env) end
   local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
   redis.call('ZADD', KEYS[SCHED], due, env)

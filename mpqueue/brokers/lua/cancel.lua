@@ -25,6 +25,7 @@ end
 local function unlist(key, listed)
   if redis.call('LINDEX', key, 0) == listed then
     redis.call('LPOP', key)
+    drop_dead_heads(key, dead_total())     -- the next one may have been cancelled earlier
   elseif redis.call('LINDEX', key, -1) == listed then
     redis.call('RPOP', key)
   else

@@ -20,7 +20,9 @@ import struct
 
 # Outcome of one attempt, and why when it was not done: (outcome, reason).
 KINDS = ("error", "timeout", "crashed", "lost", "unknown_task", "bad_payload", "bad_result")
-OUTCOMES = (("done", ""), *(("retried", k) for k in KINDS), *(("failed", k) for k in KINDS))
+CANCEL_ASKS = ("ask", "kill")     # a cancelled job's reason: what its cancel request asked
+OUTCOMES = (("done", ""), *(("retried", k) for k in KINDS), *(("failed", k) for k in KINDS),
+            *(("cancelled", a) for a in CANCEL_ASKS))
 _OUTCOME_INDEX = {o: i for i, o in enumerate(OUTCOMES)}
 # Seconds; Prometheus's defaults stretched to the minutes a job queue's jobs can take.
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)

@@ -139,16 +139,20 @@ class Lifecycle(abc.ABC):
     def ack(self, queue: str, acks: list[Ack]) -> int:
         """Acknowledge finished jobs; returns how many tokens still owned their job."""
 
+    # retry, release and fail return True, or False when `token` no longer owns the
+    # job (a stale worker); a job with a standing cancel request ends as cancelled
+    # instead (no retry, no failure hook), and they return what it asked: 'ask' or
+    # 'kill' (truthy too), so the caller can log and count it as cancelled.
     @abc.abstractmethod
-    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool:
+    def retry(self, queue: str, job_id: str, token: str, delay: float, error: str) -> bool | str:
         """Return a job for another attempt after `delay` s (the attempt is spent)."""
 
     @abc.abstractmethod
-    def release(self, queue: str, job_id: str, token: str) -> bool:
+    def release(self, queue: str, job_id: str, token: str) -> bool | str:
         """Hand a job back unrun (graceful stop): attempt refunded, front of its queue."""
 
     @abc.abstractmethod
-    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool:
+    def fail(self, queue: str, job_id: str, token: str, error: str, hook: str | None = None) -> bool | str:
         """Move a job to the failed store; enqueue `hook` (an envelope) in the same step."""
 
     @abc.abstractmethod
@@ -266,8 +270,11 @@ class Inspection(abc.ABC):
         """Jobs ready to run now (cheap: for status lines)."""
 
     @abc.abstractmethod
-    def failed(self, queue: str, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(id, envelope, error json) of failed jobs, up to `limit`."""
+    def failed(self, queue: str, limit: int = 100, offset: int = 0,
+               newest_first: bool = False) -> list[tuple[str, str, str]]:
+        """(id, envelope, error json) of failed jobs by time of failure, oldest first
+        (newest first with `newest_first`), `limit` of them after skipping `offset`:
+        a page costs O(log N + limit) however many there are (a dashboard pages 100k)."""
 
     @abc.abstractmethod
     def delete_failed(self, queue: str, ids: list[str]) -> int:
@@ -275,9 +282,21 @@ class Inspection(abc.ABC):
         many were there (ids not in the failed store are ignored)."""
 
     @abc.abstractmethod
-    def scheduled(self, queue: str, limit: int = 100) -> list[tuple[str, str, int]]:
+    def scheduled(self, queue: str, limit: int = 100, offset: int = 0) -> list[tuple[str, str, int]]:
         """(id, envelope, due_ms) of delayed jobs (retries waiting out their delay
-        included), next due first, up to `limit`; due_ms is on the broker's clock."""
+        included), next due first, `limit` of them after skipping `offset` (a page
+        costs O(log N + limit)); due_ms is on the broker's clock."""
+
+    @abc.abstractmethod
+    def last_errors(self, queue: str, ids: list[str]) -> dict[str, str]:
+        """{id: error json} of the last failed attempt of each of these jobs that is
+        waiting for (or running) another attempt; other ids are left out."""
+
+    @abc.abstractmethod
+    def run_now(self, queue: str, ids: list[str]) -> int:
+        """Make these delayed jobs due now, in one atomic step: each goes to the end
+        of its priority's ready jobs with its attempt count unchanged (a retry stays
+        the attempt it was). Returns how many were delayed (others are ignored)."""
 
     @abc.abstractmethod
     def requeue_failed(self, queue: str, ids: list[str] | None) -> int:

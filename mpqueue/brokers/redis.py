@@ -33,7 +33,7 @@ from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
-            "tick", "watch", "cancel", "pause", "resume", "find")
+            "tick", "watch", "cancel", "run_now", "pause", "resume", "find")
 # Every script gets these keys of its queue, in this order (KEYS[1..26] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
@@ -281,8 +281,11 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
     def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        return self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
-                          [self.keys(queue).done(job_id)]) == 1
+        reply = self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
+                           [self.keys(queue).done(job_id)])
+        if isinstance(reply, (bytes, str)):       # ended as cancelled: what the request asked
+            return reply.decode() if isinstance(reply, bytes) else reply
+        return reply == 1
 
     def retry(self, queue, job_id, token, delay, error):
         return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)

@@ -7,11 +7,18 @@ Client may outlive a loop (two asyncio.run() calls, one loop per test). So each
 running loop gets a client of its own, made on its first push and closed on
 that loop: by aclose(), or, if the loop ends first, while asyncio.run() shuts
 it down (see _LoopClient._until_loop_ends).
+
+After a fork the child has copies of the parent's loops and connections, which
+share the parent's sockets and epoll instance: running a copied loop to close
+them (close()) unregisters the parent's sockets, whose next push then hangs.
+So, like the SQLite Database's pid guard, a pusher used in a forked child
+forgets what its parent opened without touching it and starts afresh.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import redis.asyncio as aioredis
 
@@ -35,6 +42,17 @@ class AsyncRedisPusher:
         self._options = broker.options                    # the sync client's, timeouts included
         self._lua = script_source("push")
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._pid = os.getpid()
+        self._inherited: list[dict] = []                 # a forked child's copies of its parent's clients
+
+    def _clients(self) -> dict:
+        """Each loop's client, of this process: in a forked child, none of its parent's."""
+        if os.getpid() != self._pid:
+            # Kept, never run or closed: dropping them would let their loop's async
+            # generator hook wake the parent's loop (its self-pipe is shared too).
+            self._inherited.append(self._by_loop)
+            self._pid, self._by_loop = os.getpid(), {}
+        return self._by_loop
 
     async def push(self, queue, items) -> list[int]:
         client = await self._client()
@@ -51,7 +69,7 @@ class AsyncRedisPusher:
 
     async def _client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
-        client = self._by_loop.get(loop)
+        client = self._clients().get(loop)
         if client is None:
             client = self._by_loop[loop] = _LoopClient(loop, self.url, self._options, self._lua, self.forget)
             await client.watch_loop()
@@ -70,12 +88,12 @@ class AsyncRedisPusher:
         self.broker.data_format = data_format.accept(recorded)
 
     def forget(self, client: _LoopClient) -> None:
-        if self._by_loop.get(client.loop) is client:
+        if self._clients().get(client.loop) is client:
             del self._by_loop[client.loop]
 
     async def aclose(self) -> None:
         """Close this loop's connections (and schedule closing those of other loops)."""
-        client = self._by_loop.get(asyncio.get_running_loop())
+        client = self._clients().get(asyncio.get_running_loop())
         if client is not None:
             await client.close()
         self.close()
@@ -84,7 +102,7 @@ class AsyncRedisPusher:
         """Close every loop's connections that can be closed from here: a loop that
         is running (in this thread or another) closes its own soon after; one that
         is stopped is run until they are closed."""
-        for loop, client in list(self._by_loop.items()):
+        for loop, client in list(self._clients().items()):
             if loop.is_closed():
                 self.forget(client)          # only a loop closed without asyncio.run(): nothing to run on
             elif loop.is_running():

@@ -1,8 +1,9 @@
 """The Redis broker's reads for dashboards and metrics, and its failed-store edits
 beyond mpqctl's: the counts of many queues, and which of them are paused, in
 one round trip per server, a queue's delayed jobs, how long each queue's oldest
-waiting job has waited, the failed store oldest first, deleting failed jobs, and
-finding one job (mpqctl job, Client.status).
+waiting job has waited, the failed store by time of failure (a page at any
+offset), the last errors of retrying jobs, running delayed jobs now, deleting
+failed jobs, and finding one job (mpqctl job, Client.status).
 
 Mixed into RedisBroker (redis.py), which provides keys(), _on() and servers. Each
 queue's keys are read on the node that owns its slot, so on a Cluster the queues
@@ -60,8 +61,8 @@ def counts_from(res: list) -> dict:
 
 
 class RedisInspection:
-    """counts_many, oldest_ages (and both at once), paused, scheduled, failed and delete_failed of the
-    Inspection contract."""
+    """counts_many, oldest_ages (and both at once), paused, scheduled, failed, last_errors, run_now and
+    delete_failed of the Inspection contract."""
 
     def counts_many(self, queues):
         out = self._by_node(queues, self._counts_on)
@@ -128,21 +129,23 @@ class RedisInspection:
         return {q: (counts_from(part[:_PER_QUEUE]), age_from(part[_PER_QUEUE:], now_ms))
                 for q, part in zip(here, parts)}
 
-    def scheduled(self, queue, limit=100):
+    def scheduled(self, queue, limit=100, offset=0):
         if limit <= 0:
             return []
         key = self.keys(queue).sched
-        rows = self._on(queue, lambda node: node.client.zrange(key, 0, limit - 1, withscores=True))
+        start = max(0, offset)
+        rows = self._on(queue, lambda node: node.client.zrange(key, start, start + limit - 1, withscores=True))
         return [(jobmod.job_id(envelope), envelope, int(due)) for envelope, due in rows]
 
-    def failed(self, queue, limit=100):
-        # Oldest failure first, from the failed_at index (a ZSET kept by the scripts
-        # that write the failed HASH). Without it the oldest N of 100k failures means
-        # reading all 100k records (each a whole envelope) on every `mpqctl failed` and
-        # every dashboard refresh; with it, one ZADD per failure buys O(log N + limit).
+    def failed(self, queue, limit=100, offset=0, newest_first=False):
+        # From the failed_at index (a ZSET kept by the scripts that write the failed
+        # HASH), by rank: O(log N + limit) at any offset. Without it a page of 100k
+        # failures means reading all 100k records (each a whole envelope) on every
+        # `mpqctl failed` and every dashboard refresh.
         if limit <= 0:
             return []
         k = self.keys(queue)
+        start = max(0, offset)
 
         def read(node):
             c = node.client
@@ -150,11 +153,44 @@ class RedisInspection:
                 indexed, stored = pipe.zcard(k.failed_at).hlen(k.failed).execute()
             if indexed != stored:
                 self._index_failed(node, queue)
-            ids = c.zrange(k.failed_at, 0, limit - 1)
+            page = c.zrevrange if newest_first else c.zrange
+            ids = page(k.failed_at, start, start + limit - 1)
             records = c.hmget(k.failed, ids) if ids else []
             # a record retried or deleted between the two reads is skipped
             return [(job_id, *split_failed(rec)) for job_id, rec in zip(ids, records) if rec is not None]
         return self._on(queue, read)
+
+    def last_errors(self, queue, ids):
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        errors = self._on(queue, lambda node: node.client.hmget(self.keys(queue).errors, ids))
+        return {i: e for i, e in zip(ids, errors) if e is not None}
+
+    def run_now(self, queue, ids):
+        # The delayed ZSET is keyed by envelope: find the ids' (one server-side ZSCAN,
+        # as find() does), then one script moves those still delayed, in the order given.
+        ids = list(dict.fromkeys(ids))
+        found = self._scheduled_envelopes(queue, set(ids))
+        envelopes = [found[i] for i in ids if i in found]
+        return self._call("run_now", queue, envelopes) if envelopes else 0
+
+    def _scheduled_envelopes(self, queue, wanted: set) -> dict[str, str]:
+        if not wanted:
+            return {}
+        (one,) = wanted if len(wanted) == 1 else ("",)
+        match = f"{_glob_escape(one)} *" if one else None
+
+        def scan(node):
+            found = {}
+            for envelope, _ in node.client.zscan_iter(self.keys(queue).sched, match=match, count=1000):
+                job_id = envelope.partition(" ")[0]
+                if job_id in wanted:
+                    found[job_id] = envelope
+                    if len(found) == len(wanted):
+                        break
+            return found
+        return self._on(queue, scan)
 
     def _index_failed(self, node, queue) -> None:
         """Mend the index where it and the HASH disagree: failures written before the

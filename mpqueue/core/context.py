@@ -33,23 +33,24 @@ class JobContext:
 
 class CancelProbe:
     """current_job().cancelled for one job: `ask()` (the broker's cancel_requested)
-    at most every `every` seconds, on the monotonic clock; True is for good."""
+    at most every `every` seconds, on the monotonic clock; True is for good.
+    `asked`: what the request it saw asked ('ask' or 'kill'), else None."""
 
     def __init__(self, ask, every: float = 1.0, clock=time.monotonic):
         self._ask, self._every, self._clock = ask, every, clock
-        self._next, self._seen = 0.0, False
+        self._next, self.asked = 0.0, None
 
     def __call__(self) -> bool:
-        if self._seen:
+        if self.asked is not None:
             return True
         now = self._clock()
         if now >= self._next:
             self._next = now + self._every
             try:
-                self._seen = self._ask() is not None
+                self.asked = self._ask()
             except Exception:     # noqa: BLE001 - a broker hiccup must not fail the job; asked again later
                 return False
-        return self._seen
+        return self.asked is not None
 
 
 class Retry(Exception):

@@ -8,15 +8,36 @@ run on it (`submit`); a plain task on a thread, or a hook, that hands back a
 coroutine has it run there too (`run` from any thread). Start hooks run on the
 same loop as the jobs, so what they make (a client session, a pool) is bound
 to the loop that uses it.
+
+The loop outlives what jobs do to it. asyncio lets SystemExit and
+KeyboardInterrupt out of its loop, killing it mid-turn, and loop.stop() ends
+it; either would land on whichever job runs next (a timeout for a loop gone
+quiet, a crash for the job in the main thread). So: a task created by a job
+carries that job (the task factory; the job's context is copied into the
+tasks it makes), and its exit becomes an ordinary error of that task (TaskExit),
+logged in one line naming the job; an exit from a plain callback, or a
+loop.stop() that is not ours, is logged in one line and the loop runs on at
+once. No job is charged for any of it, except one that awaits the task.
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import time
 
+from ..core.context import current_job
+from .texts import describe
+
+log = logging.getLogger("mpqueue.worker")
 TICK = 0.1          # the loop stamps `turned` this often while it turns
+_EXITS = (SystemExit, KeyboardInterrupt)
+
+
+class TaskExit(Exception):
+    """What a job's task raised instead of SystemExit or KeyboardInterrupt: an
+    error of that task (and of a job awaiting it), never the worker's exit."""
 
 
 class EventLoop:
@@ -25,10 +46,12 @@ class EventLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.turned = time.monotonic()       # last time the loop ran a callback (threaded only)
+        self.closing = False
 
     def ensure(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
-            self.loop = asyncio.new_event_loop()
+            self.loop = _Loop()
+            self.loop.set_task_factory(_task_factory)
             if self.threaded:
                 ready = threading.Event()
                 self.thread = threading.Thread(target=self._run_forever, args=(ready,), name="mpqueue-loop",
@@ -41,7 +64,15 @@ class EventLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(ready.set)
         self.loop.call_soon(self._tick)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+            except _EXITS as exc:
+                _exit_ignored(exc)
+                continue
+            if self.closing:
+                return
+            self.loop.restarted()
 
     def _tick(self) -> None:
         # A loop that stops stamping is blocked by a job (time.sleep in an async def):
@@ -68,10 +99,26 @@ class EventLoop:
                 # Called from inside another running loop (a sync push with sync:// in
                 # an async handler): this thread can't run ours; give it one of its own.
                 return _in_fresh_thread(awaitable)
-            return loop.run_until_complete(_as_coroutine(awaitable))
+            return self._run_here(loop, asyncio.ensure_future(_as_coroutine(awaitable), loop=loop))
         if self.on_loop_thread():
             raise RuntimeError("a coroutine can't be waited for synchronously on the event loop's own thread")
         return self.submit(_as_coroutine(awaitable)).result()
+
+    def _run_here(self, loop, future):
+        """Run the loop in this thread until `future` is done, whatever else on the
+        loop raises SystemExit or stops it meanwhile (what future raises, it raises)."""
+        while True:
+            loop.stopped_by = None
+            try:
+                return loop.run_until_complete(future)
+            except _EXITS as exc:
+                if future.done():
+                    raise
+                _exit_ignored(exc)
+            except RuntimeError:
+                if future.done() or loop.stopped_by is None:     # not "stopped before the future completed"
+                    raise
+                loop.restarted()
 
     def call(self, func, *args):
         """func(*args), waited for if it returns an awaitable (hooks may be coroutines)."""
@@ -80,7 +127,65 @@ class EventLoop:
 
     def close(self) -> None:
         if self.loop is not None and self.threaded:
+            self.closing = True
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """The worker's loop: remembers who called stop() (asyncio's own calls say
+    nobody), so a stop that is not ours is told in one line naming its job."""
+    stopped_by = None          # [the JobContext or None] of the last stop()
+
+    def stop(self) -> None:
+        self.stopped_by = [current_job()]
+        super().stop()
+
+    def restarted(self) -> None:
+        job = self.stopped_by[0] if self.stopped_by is not None else None
+        self.stopped_by = None
+        if job is not None:
+            log.error("job %s (%s) stopped the event loop (loop.stop()): it runs on; no job is charged", job.id,
+                      job.task, extra={"queue": job.queue, "job_id": job.id, "task": job.task})
+        else:
+            log.error("something stopped the event loop (loop.stop()) outside any job: it runs on")
+
+
+def _task_factory(loop, coro, **kwargs):
+    """Every task of the loop: one created by a job (its context is the job's) runs
+    its coroutine inside _guarded, which knows the job."""
+    job = current_job()
+    if job is not None and asyncio.iscoroutine(coro):
+        coro = _guarded(coro, job)
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+async def _guarded(coro, job):
+    try:
+        return await coro
+    except _EXITS as exc:
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else "?"
+        if task is not None:          # told in one line here: not again as "exception was never retrieved"
+            task.add_done_callback(_retrieve)
+        what = _describe(exc)
+        log.error("task %r of job %s (%s) raised %s: it ends with that error; the event loop runs on, no other "
+                  "job is charged", name, job.id, job.task, what,
+                  extra={"queue": job.queue, "job_id": job.id, "task": job.task})
+        raise TaskExit(f"{what} (raised in task {name!r} of job {job.id}; the worker does not exit for it)") from exc
+
+
+def _retrieve(task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _exit_ignored(exc: BaseException) -> None:
+    log.error("a callback on the event loop raised %s (not in a task of a job: whose it was can't be told): "
+              "ignored; the event loop runs on, no job is charged", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return describe(exc).removesuffix(": ")
 
 
 async def _as_coroutine(awaitable):

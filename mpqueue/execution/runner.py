@@ -10,7 +10,6 @@ import functools
 import inspect
 import logging
 import time
-import traceback
 from dataclasses import dataclass
 
 from ..brokers.base import Ack, BrokerError
@@ -21,7 +20,8 @@ from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
-from .settle import settle_failure
+from .settle import cancelled_line, settle_failure
+from .texts import clean_text, describe, format_traceback, result_record
 
 log = logging.getLogger("mpqueue.job")
 # The built-in task that runs failure hooks: it runs only hooks this service configured.
@@ -131,7 +131,7 @@ class Runner:
     def end(self, s: Started, outcome: tuple) -> Ack | None:
         """Record the outcome of a job begun here; frees its slot."""
         try:
-            ack = self._record(s.job, s.info, s.cfg, outcome, s.started)
+            ack = self._record(s, outcome)
         except BrokerError:
             raise                     # the caller exits; the busy scoreboard spends the attempt
         except Exception as exc:      # noqa: BLE001 - a bug of ours must not loop the job
@@ -153,7 +153,7 @@ class Runner:
         except _Expired:
             return ("timeout",)
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            return ("error", describe(exc), clean_text(_traceback()))
+            return ("error", describe(exc), clean_text(format_traceback()))
 
     async def execute_async(self, s: Started) -> tuple:
         """Run an async task on the running loop, cancelled at its timeout; the
@@ -168,17 +168,21 @@ class Runner:
         except (asyncio.CancelledError, _Expired) as exc:
             if s.timed_out:
                 return ("timeout",)
-            return ("error", describe(exc), clean_text(_traceback()))
+            return ("error", describe(exc), clean_text(format_traceback()))
         except BaseException as exc:  # noqa: BLE001
-            return ("error", describe(exc), clean_text(_traceback()))
+            return ("error", describe(exc), clean_text(format_traceback()))
         finally:
             timer.cancel()
             watcher.cancel()
 
-    def _record(self, job, info, cfg, outcome, started) -> Ack | None:
+    def _record(self, s: Started, outcome) -> Ack | None:
+        job, info, cfg, started = s.job, s.info, s.cfg, s.started
         kind = outcome[0]
         if kind == "done":
-            return self._ack(job, outcome[1], started)
+            asked = self._asked(s)
+            if asked:             # its ack ends it as cancelled: count and log it so
+                self._cancelled(job, job.task, asked, "asked to stop, it returned (its result is dropped)", started)
+            return self._ack(job, outcome[1], started, counted=bool(asked))
         if kind == "timeout":
             self._failed(job, info, cfg, failures.TIMEOUT, f"exceeded its timeout of {cfg.timeout:g} s (cancelled)",
                          "", started)
@@ -189,10 +193,19 @@ class Runner:
             if problem:
                 self._failed(job, info, cfg, failures.BAD_RESULT, f"Retry({problem})", "", started)
             else:
-                self._failed(job, info, cfg, failures.ERROR, message, "", started, delay)
+                self._failed(job, info, cfg, failures.ERROR, message, "", started, delay, f"it raised Retry: {message}")
             return None
         self._failed(job, info, cfg, failures.ERROR, outcome[1], outcome[2], started)
         return None
+
+    def _asked(self, s: Started) -> str | None:
+        """What a standing cancel request of a job that returned asked, or None: as its
+        probe saw it, with one more look for a job that ran past CANCEL_POLL (short
+        jobs cost no round trip; a request in their last second may be missed here,
+        not by the broker, which ends the job as cancelled on its ack all the same)."""
+        if s.probe is not None and time.monotonic() - s.started >= CANCEL_POLL:
+            s.probe()
+        return s.probe.asked if s.probe is not None else None
 
     def _context(self, s: Started) -> JobContext:
         job = s.job
@@ -256,31 +269,47 @@ class Runner:
             raise LookupError(f"no on_failure hook for {task_name!r} ({spec})")
         return hook(job_info, error)
 
-    def _ack(self, job, value, started) -> Ack:
+    def _ack(self, job, value, started, counted: bool = False) -> Ack:
         ms = (time.monotonic() - started) * 1000
         record = ""
         if self.cfg.result_ttl:
             fields = {"task": job.task, "attempts": job.attempts, "result": value,
                       "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
             record = result_record(fields)
-        self.tally.count(job.task, "done")
-        self.tally.observe_duration(job.task, ms / 1000)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("job done", extra=self._extra(job, ms, "done"))
+        if not counted:
+            self.tally.count(job.task, "done")
+            self.tally.observe_duration(job.task, ms / 1000)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
 
-    def _failed(self, job, info, cfg, kind, message, tb, started, delay=None):
+    def _failed(self, job, info, cfg, kind, message, tb, started, delay=None, did=""):
+        settled = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
+                                 info is not None and info.on_failure is not None, delay)
+        task = job.task if info is not None else UNREGISTERED
+        if settled.outcome == "cancelled":
+            did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
+                          failures.TIMEOUT: f"it {message}"}.get(kind, f"its outcome: {kind}, {message}")
+            return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
         ms = (time.monotonic() - started) * 1000
-        result = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
-                                        info is not None and info.on_failure is not None, delay)
-        if result != "stale":
-            self.tally.count(job.task if info is not None else UNREGISTERED, result, kind)
-            self.tally.observe_duration(job.task if info is not None else UNREGISTERED, ms / 1000)
-        level = logging.WARNING if result == "retried" else logging.ERROR
-        log.log(level, "job %s: %s", result, message, extra=self._extra(job, ms, result))
+        if settled.outcome != "stale":
+            self.tally.count(task, settled.outcome, kind)
+            self.tally.observe_duration(task, ms / 1000)
+        level = logging.WARNING if settled.outcome == "retried" else logging.ERROR
+        log.log(level, "job %s: %s", settled.outcome, message, extra=self._extra(job, ms, settled.outcome))
+
+    def _cancelled(self, job, task, asked, did, started) -> None:
+        """A cancel request ended the job: counted and logged as cancelled, with what it asked."""
+        ms = (time.monotonic() - started) * 1000
+        self.tally.count(task, "cancelled", asked)
+        self.tally.observe_duration(task, ms / 1000)
+        log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
 
     def _refuse_job(self, job, kind, message, slot=0):
-        if settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message) != "stale":
+        settled = settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        if settled.outcome == "cancelled":
+            return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", time.monotonic())
+        if settled.outcome != "stale":
             self.tally.count(UNREGISTERED, "failed", kind)     # a name nobody registered is no label
         self.scoreboard.count_failed()
         log.error("job refused: %s", message, extra=self._extra(job, 0, kind))
@@ -330,45 +359,3 @@ def retry_delay_problem(delay) -> str | None:
     """Why `Retry(delay=...)` can't be honoured, or None (the producers' rule)."""
     problem = None if delay is None else delay_problem(delay)
     return f"delay={delay!r:.80}: {problem}" if problem else None
-
-
-def result_record(fields: dict) -> str:
-    """The done record as JSON; a result that is not JSON (or not valid UTF-8)
-    is kept as its repr(), so recording a success can never fail."""
-    try:
-        record = jobmod.dumps(fields)
-        if not record.isascii():
-            record.encode("utf-8")        # raises for a lone surrogate
-        return record
-    except (TypeError, ValueError, RecursionError):
-        fields = {**fields, "result": safe_repr(fields["result"])}
-        return jobmod.dumps(fields)
-
-
-def safe_repr(value, limit: int = 1000) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:      # noqa: BLE001 - a result's __repr__ may raise anything
-        text = f"<{type(value).__name__} whose repr() raised {type(exc).__name__}>"
-    return clean_text(text[:limit])
-
-
-def describe(exc: BaseException, with_type: bool = True) -> str:
-    """'Type: message' of an exception, even when its __str__ raises or holds lone surrogates."""
-    try:
-        text = str(exc)
-    except Exception as inner:    # noqa: BLE001
-        text = f"<str() raised {type(inner).__name__}>"
-    return clean_text(f"{type(exc).__name__}: {text}" if with_type else text)
-
-
-def clean_text(text: str) -> str:
-    """`text` as valid UTF-8 (lone surrogates escaped): records must encode."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _traceback() -> str:
-    try:
-        return traceback.format_exc()
-    except Exception:             # noqa: BLE001 - formatting calls the exception's __str__
-        return "(the traceback could not be formatted)"

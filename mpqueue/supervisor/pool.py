@@ -213,8 +213,8 @@ class Pool:
                 continue
             h.kill("cancelled")
             for slot in doomed:
-                log.warning("job %s cancelled: killed worker %s/%d (pid %d)", slot.job_id, h.queue, h.index, h.pid,
-                            extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "cancelled"})
+                log.warning("killed worker %s/%d (pid %d) to cancel job %s (kill)", h.queue, h.index, h.pid,
+                            slot.job_id, extra={"queue": h.queue, "job_id": slot.job_id})
                 h.overdue.add(slot.job_id)
                 held = h.holding.running(h, slot)
                 if held is not None:

@@ -15,7 +15,7 @@ import time
 from ..brokers import BrokerError, Held
 from ..core import envelope as jobmod
 from ..core import failures
-from ..execution.settle import settle_failure
+from ..execution.settle import Settled, cancelled_line, settle_failure
 from ..tally import UNREGISTERED, Totals
 
 log = logging.getLogger("mpqueue.recovery")
@@ -95,29 +95,41 @@ class Recovery:
         if kind == failures.LOST and held.unconfirmed:
             # Handed to a consumer that never confirmed taking it (its host died while
             # Redis still counted its subscription): it never ran, so no attempt is spent.
-            if self.broker.release(queue, held.id, held.token):
+            settled = Settled.of("released", self.broker.release(queue, held.id, held.token))
+            if settled.outcome == "released":
                 log.warning("job %s was handed to %s, which never took it: handed back", held.id, held.consumer,
                             extra={"queue": queue, "job_id": held.id})
-            return
+            return self._cancelled(queue, held, settled, f"handed to {held.consumer}, which never took it")
         if kind == "shutdown":
-            if self.broker.release(queue, held.id, held.token):
+            settled = Settled.of("released", self.broker.release(queue, held.id, held.token))
+            if settled.outcome == "released":
                 log.info("job %s handed back to the queue", held.id, extra={"queue": queue, "job_id": held.id})
-            return
-        try:
-            job = jobmod.decode(held.envelope, queue, held.token)
-        except jobmod.PayloadError:
-            job_id, attempts = jobmod.split_header(held.envelope)
-            job = jobmod.Job(id=held.id, task="?", attempts=attempts, queue=queue, token=held.token)
+            return self._cancelled(queue, held, settled, "its worker stopped before it ran or ended")
+        job = _job_of(queue, held)
         cfg, has_hook = self.policy(queue, job.task)
         message = {"crashed": "the worker running it died", "timeout": f"exceeded its timeout of {cfg.timeout:g} s",
                    "lost": "its lease expired (the node running it is gone)"}[kind]
-        result = settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
-        if result != "stale":
-            # A task name from a payload is a label only if a worker registered it.
-            self.outcomes.count(queue, job.task if job.task in self.tasks else UNREGISTERED, result, kind)
-            log.error("job %s: %s (%s)", result, message, kind,
+        settled = settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
+        if settled.outcome == "cancelled":
+            killed = kind == "crashed" and settled.asked == "kill"
+            return self._cancelled(queue, held, settled, "its worker was killed on request" if killed else message)
+        if settled.outcome != "stale":
+            self.outcomes.count(queue, self._label(job.task), settled.outcome, kind)
+            log.error("job %s: %s (%s)", settled.outcome, message, kind,
                       extra={"queue": queue, "job_id": job.id, "task": job.task, "attempt": job.attempts,
                              "outcome": kind})
+
+    def _cancelled(self, queue: str, held: Held, settled: Settled, did: str) -> None:
+        """If a cancel request ended the job as it was settled: counted and logged as cancelled."""
+        if settled.outcome == "cancelled":
+            job = _job_of(queue, held)
+            self.outcomes.count(queue, self._label(job.task), "cancelled", settled.asked)
+            log.warning(cancelled_line(settled.asked, did), extra={"queue": queue, "job_id": job.id,
+                                                                    "task": job.task, "outcome": "cancelled"})
+
+    def _label(self, task: str) -> str:
+        """A task name from a payload is a label only if a worker registered it."""
+        return task if task in self.tasks else UNREGISTERED
 
     def policy(self, queue: str, task: str):
         """The queue's settings with the task's own overrides, and whether it has a hook."""
@@ -126,6 +138,14 @@ class Recovery:
         fields = {f.name for f in dataclasses.fields(cfg)}
         overrides = {k: v for k, v in opts.items() if k in fields and k != "name"}
         return dataclasses.replace(cfg, **overrides), bool(opts.get("has_on_failure"))
+
+
+def _job_of(queue: str, held: Held) -> jobmod.Job:
+    try:
+        return jobmod.decode(held.envelope, queue, held.token)
+    except jobmod.PayloadError:
+        job_id, attempts = jobmod.split_header(held.envelope)
+        return jobmod.Job(id=held.id, task="?", attempts=attempts, queue=queue, token=held.token)
 
 
 def _batch_position(held: Held) -> int:

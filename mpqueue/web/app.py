@@ -1,39 +1,34 @@
-"""The dashboard's Flask application: one page, its JSON endpoints and the three
-actions on failed jobs (retry, delete, purge).
+"""The dashboard's Flask application: one page, its JSON reads, and the actions
+(actions.py).
 
-The page is a shell drawn by static/dashboard.js, which polls /api/state and
-fills it in with textContent (never HTML from data). Every value a browser sends
-is checked before it reaches the broker, and a bad one is a 4xx with a one-line
-JSON error, never a traceback; each action is logged with who asked.
+The page is a shell drawn by static/dashboard.js, which polls /api/state (the
+queues, the nodes, one page of one job view) and fills it in with textContent
+(never HTML from data). /api/state is shared: one snapshot per page asked and
+refresh interval, for every tab (cache.py). Answers are gzipped for clients
+that accept it (compress.py). Every value a browser sends is checked before it
+reaches the broker (checks.py), and a bad one is a 4xx with a one-line JSON
+error, never a traceback.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
 import threading
 
 from flask import Flask, current_app, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..brokers import BrokerError, DataFormatError, open_broker
-from ..core.names import is_queue_name, redact, redact_text
-from . import security, snapshot
+from ..core.names import redact, redact_text
+from . import checks, security, snapshot, views
+from .actions import Actions
+from .cache import SnapshotCache
+from .checks import BadRequest
+from .compress import gzip_response
 
 log = logging.getLogger("mpqueue.web")
-# A job id as the dashboard accepts it: printable ASCII without spaces or the glob
-# characters a Redis pattern would read (ids are 16 hex digits; junk gets "bad-...").
-JOB_ID = re.compile(r"[!-~]{1,128}")
-GLOB = set("*?[]\\")
-MAX_IDS = 1000
 MAX_BODY = 1 << 20
-
-
-class BadRequest(Exception):
-    """A value from the browser that can't be used: a 4xx with this message."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+POLL_SECONDS = 2.5       # dashboard.js polls this often: a snapshot is shared for as long
 
 
 class LazyBroker:
@@ -59,17 +54,18 @@ class LazyBroker:
 
 
 class Dashboard:
-    """The routes, bound to one service's config and broker."""
+    """The page and the reads, bound to one service's config and broker."""
 
-    def __init__(self, cfg, settings, broker: LazyBroker, history, first_seen):
+    def __init__(self, cfg, settings, broker: LazyBroker, history, first_seen, cache: SnapshotCache):
         self.cfg, self.settings, self.broker = cfg, settings, broker
-        self.history, self.first_seen = history, first_seen
+        self.history, self.first_seen, self.cache = history, first_seen, cache
 
     # -- pages
     def index(self):
         return render_template("index.html", service=self.cfg.name, broker=redact(self.cfg.broker),
                                csrf=security.csrf_token(), read_only=self.settings.read_only,
-                               auth=self.settings.token is not None)
+                               auth=self.settings.token is not None, poll_ms=int(POLL_SECONDS * 1000),
+                               page_sizes=views.PAGE_SIZES)
 
     def login(self):
         if self.settings.token is None:
@@ -95,86 +91,44 @@ class Dashboard:
 
     # -- reads
     def api_state(self):
-        return jsonify(snapshot.state(self.cfg, self.broker.get(), self.history, self.first_seen,
-                                      self.settings.read_only))
+        broker = self.broker.get()
+        # Queue names are checked against the config's only here (no broker read per
+        # poll); an unknown one falls back to every queue inside the snapshot.
+        query = views.parse(request.args, _Anything())
+        body = self.cache.get(dataclasses.astuple(query), lambda: snapshot.state(
+            self.cfg, broker, self.history, self.first_seen, self.settings.read_only, query))
+        return jsonify(body)
 
     def api_job(self):
-        job_id = _job_id(request.args.get("id", "").strip())
+        job_id = checks.job_id(request.args.get("id", "").strip())
         queue = request.args.get("queue") or None
         broker = self.broker.get()
         if queue is not None:
-            self._known_queue(broker, queue)
+            checks.queue_name(queue, snapshot.queue_names(self.cfg, broker))
         info = snapshot.lookup(self.cfg, broker, job_id, queue)
         if info is None:
             raise BadRequest(f"job {job_id} not found" + (f" in queue {queue}" if queue else ""), 404)
         return jsonify(info)
 
-    # -- actions on failed jobs
-    def api_retry(self):
-        broker, queue, body = self._action()
-        if body.get("all") is True:
-            moved = broker.requeue_failed(queue, None)
-            self._log("retry of every failed job", queue, None, f"{moved} requeued")
-            return jsonify(queue=queue, requeued=moved, not_found=[])
-        ids = _ids(body)
-        # One id per call: the count each returns says exactly which ids were there (as mpqctl does).
-        missing = [i for i in ids if broker.requeue_failed(queue, [i]) == 0]
-        self._log("retry", queue, ids, f"{len(ids) - len(missing)} requeued")
-        return jsonify(queue=queue, requeued=len(ids) - len(missing), not_found=missing)
 
-    def api_delete(self):
-        broker, queue, body = self._action()
-        ids = _ids(body)
-        dropped = broker.delete_failed(queue, ids)
-        self._log("delete", queue, ids, f"{dropped} deleted")
-        return jsonify(queue=queue, deleted=dropped)
+class _Anything:
+    """Every well-formed queue name 'is known' (state() drops one the broker lacks)."""
 
-    def api_purge(self):
-        broker, queue, _ = self._action()
-        dropped = broker.purge_failed(queue)
-        self._log("purge of the failed store", queue, None, f"{dropped} dropped")
-        return jsonify(queue=queue, dropped=dropped)
-
-    def _action(self):
-        if self.settings.read_only:
-            raise BadRequest("read-only dashboard: no retry, delete or purge", 403)
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BadRequest("expected a JSON object such as {\"queue\": \"default\", \"ids\": [\"...\"]}")
-        broker = self.broker.get()
-        return broker, self._known_queue(broker, body.get("queue")), body
-
-    def _known_queue(self, broker, queue) -> str:
-        if not isinstance(queue, str) or not is_queue_name(queue):
-            raise BadRequest("queue: expected a queue name (letters, digits, '_', '.', '-')")
-        if queue not in snapshot.queue_names(self.cfg, broker):
-            raise BadRequest(f"unknown queue {queue!r}", 404)
-        return queue
-
-    @staticmethod
-    def _log(what: str, queue: str, ids, outcome: str) -> None:
-        jobs = f" {len(ids)} job(s) [{', '.join(ids[:20])}{', ...' if len(ids) > 20 else ''}]" if ids else ""
-        log.info("dashboard: %s%s of queue %s by %s: %s", what, jobs, queue, security.who(), outcome,
-                 extra={"queue": queue})
+    def __contains__(self, name) -> bool:
+        return True
 
 
 def _body_size():
-    # Checked up front: werkzeug 2.2 (Debian 12) enforces MAX_CONTENT_LENGTH only when parsing a form.
+    # Checked up front: werkzeug 2.2 (Debian 12) enforces MAX_CONTENT_LENGTH only when
+    # parsing a form. A body without a length (chunked) is read up to the limit here:
+    # one byte more is a 413, as for a Content-Length over it.
     if (request.content_length or 0) > MAX_BODY:
         raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
-
-
-def _job_id(value) -> str:
-    if not isinstance(value, str) or not JOB_ID.fullmatch(value) or GLOB & set(value):
-        raise BadRequest("id: expected a job id (printable characters, no spaces, at most 128)")
-    return value
-
-
-def _ids(body: dict) -> list[str]:
-    ids = body.get("ids")
-    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS:
-        raise BadRequest(f"ids: expected a list of 1 to {MAX_IDS} job ids")
-    return list(dict.fromkeys(_job_id(i) for i in ids))
+    if request.content_length is None and request.method not in security.SAFE_METHODS:
+        body = request.stream.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
+        request._cached_data = body          # get_json() reads this instead of the spent stream
 
 
 def create_app(cfg, settings, broker: LazyBroker, history, first_seen) -> Flask:
@@ -182,13 +136,22 @@ def create_app(cfg, settings, broker: LazyBroker, history, first_seen) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.before_request(_body_size)
     security.install(app, settings.token, settings.port)
-    d = Dashboard(cfg, settings, broker, history, first_seen)
+    cache = SnapshotCache(POLL_SECONDS)
+    app.extensions["mpqueue_snapshots"] = cache
+    d = Dashboard(cfg, settings, broker, history, first_seen, cache)
     for rule, view, methods in (("/", d.index, ["GET"]), ("/login", d.login, ["GET", "POST"]),
                                 ("/logout", d.logout, ["POST"]), ("/favicon.ico", d.favicon, ["GET"]),
-                                ("/api/state", d.api_state, ["GET"]), ("/api/job", d.api_job, ["GET"]),
-                                ("/api/retry", d.api_retry, ["POST"]), ("/api/delete", d.api_delete, ["POST"]),
-                                ("/api/purge", d.api_purge, ["POST"])):
+                                ("/api/state", d.api_state, ["GET"]), ("/api/job", d.api_job, ["GET"])):
         app.add_url_rule(rule, view.__name__, view, methods=methods)
+    for rule, view in Actions(cfg, settings, broker).routes():
+        app.add_url_rule(rule, view.__name__, view, methods=["POST"])
+
+    def after_action(response):
+        if request.method == "POST" and request.path.startswith("/api/"):
+            cache.clear()        # the next poll shows what the action did
+        return response
+    app.after_request(after_action)
+    app.after_request(gzip_response)
     _errors(app)
     return app
 

@@ -7,8 +7,9 @@ line held 1,030 threads, and at systemd's fd limit (1,024) `accept` failed with
 EMFILE and the page stopped answering. Here:
 
 - one thread (`serve_forever`) accepts and reads with a selector: a request
-  must arrive whole (head and body, by Content-Length) within HEAD_DEADLINE of
-  its connection, or the connection is closed;
+  must arrive whole (head and body, by Content-Length or to the last chunk of a
+  chunked body) within HEAD_DEADLINE of its connection, or the connection is
+  closed; a body over the limit either way is a 413 as soon as that is known;
 - at most `max_open` connections are read at once (below the fd limit); one
   more closes the oldest, which is the one most likely to be a slow client,
   so a new one (a page load) still gets in;
@@ -40,6 +41,7 @@ BACKLOG = 32                # complete requests waiting for a worker
 MAX_OPEN = 4096
 RESERVE = 64                # fds kept for the broker, logs, and requests being answered
 REPORT_EVERY = 60.0         # at most one log line a minute about closed connections
+CHUNKED = -1                # body_length's answer for Transfer-Encoding: chunked
 
 
 @dataclass(eq=False)
@@ -49,6 +51,7 @@ class _Conn:
     deadline: float
     buf: bytearray = field(default_factory=bytearray)
     need: int | None = None             # bytes of head + body, once the head is in
+    chunked_at: int | None = None       # where a chunked body starts (its end is read from the chunks)
     answered: bool = False              # refused by the gate: reading only to let the client see why
 
 
@@ -153,7 +156,18 @@ class Gate:
             if problem:
                 self._answer(conn, *problem)
                 return
-            conn.need = end + 4 + length
+            if length == CHUNKED:
+                conn.chunked_at, conn.need = end + 4, -1
+            else:
+                conn.need = end + 4 + length
+        if conn.chunked_at is not None:
+            body_end, problem = chunked_end(conn.buf, conn.chunked_at, self.max_body)
+            if problem:
+                self._answer(conn, *problem)
+                return
+            if body_end is None:
+                return
+            conn.need = body_end
         if len(conn.buf) >= conn.need:
             self._hand_over(conn, bytes(conn.buf[:conn.need]))
 
@@ -228,21 +242,55 @@ class Gate:
 
 
 def body_length(head: bytes, max_body: int) -> tuple[int, tuple | None]:
-    """(Content-Length, None), or (0, (status, message)) for a body the gate refuses."""
-    length = 0
+    """(Content-Length or CHUNKED, None), or (0, (status, message)) for a body the
+    gate refuses. Both headers at once is refused (how request smuggling starts)."""
+    length, chunked = None, False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
+        name, value = name.strip().lower(), value.strip()
         if name == b"transfer-encoding":
-            return 0, (411, "send the body with a Content-Length")
+            if value.lower() != b"chunked":
+                return 0, (501, "only Transfer-Encoding: chunked is understood")
+            chunked = True
         if name == b"content-length":
-            value = value.strip()
             if not value.isdigit():
                 return 0, (400, "bad Content-Length")
             length = int(value)
-    if length > max_body:
+    if chunked and length is not None:
+        return 0, (400, "Content-Length and Transfer-Encoding together")
+    if (length or 0) > max_body:
         return 0, (413, f"request body over {max_body} bytes")
-    return length, None
+    return (CHUNKED if chunked else length or 0), None
+
+
+def chunked_end(buf: bytearray, start: int, max_body: int) -> tuple[int | None, tuple | None]:
+    """Where a chunked body that starts at `start` ends (after its last chunk and
+    trailers), None while more is to come, or a refusal: (None, (status, message))."""
+    pos, size = start, 0
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None, (400, "bad chunk size") if len(buf) - pos > 64 else None
+        line = bytes(buf[pos:eol]).partition(b";")[0].strip()
+        try:
+            n = int(line, 16)
+        except ValueError:
+            return None, (400, "bad chunk size")
+        if n < 0 or line.startswith((b"-", b"+", b"0x", b"0X")):
+            return None, (400, "bad chunk size")
+        size += n
+        if size > max_body:
+            return None, (413, f"request body over {max_body} bytes")
+        if n == 0:
+            end = buf.find(b"\r\n\r\n", eol)        # the trailers, most often none
+            if end == eol:
+                return end + 4, None
+            if end < 0:
+                return None, (431, "chunk trailers over 64 KiB") if len(buf) - eol > MAX_HEAD else None
+            return end + 4, None
+        pos = eol + 2 + n + 2
+        if pos > len(buf):
+            return None, None
 
 
 def reply(status: int, message: str, headers: dict | None = None) -> bytes:

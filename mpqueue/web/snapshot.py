@@ -1,25 +1,23 @@
 """What the dashboard shows, read from the broker alone (like mpqctl, it works
 while the service is down): every queue's counts, the live nodes with their
-workers and the jobs they hold, the delayed jobs, the failed jobs, one job by id.
+workers and the jobs they hold, whether a queue is paused and how long its oldest
+job has waited, one page of a job view (views.py), one job by id.
 
 Plain data for the JSON endpoint; nothing here knows of HTTP. Long texts are cut
-so that a poll every few seconds stays small whatever the jobs carry.
+and tracebacks left out, so a poll every few seconds stays small whatever the
+jobs carry (a traceback comes with /api/job, when its row is unfolded).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 
 from .. import proc
 from ..core import envelope as jobmod
 from ..core.names import redact
-from ..ops.jobview import failed_entry, holder, job_info  # the shapes `mpqctl failed/job --json` print
-from ..ops.schedview import schedule_rows                 # the shape `mpqctl schedules --json` prints
-
-PER_QUEUE = 50           # failed or scheduled jobs listed per queue
-MESSAGE_CHARS = 2000
-TRACEBACK_CHARS = 8000   # the end of a traceback: where the exception is
-ARGS_CHARS = 500
+from ..ops.jobview import holder, job_info   # the shape `mpqctl job --json` prints
+from ..ops.schedview import schedule_rows    # the shape `mpqctl schedules --json` prints
+from . import views
 
 
 def queue_names(cfg, broker) -> list[str]:
@@ -27,18 +25,23 @@ def queue_names(cfg, broker) -> list[str]:
     return list(dict.fromkeys([*cfg.queues, *sorted(broker.queues())]))
 
 
-def state(cfg, broker, history, first_seen, read_only: bool) -> dict:
+def state(cfg, broker, history, first_seen, read_only: bool, query: views.ViewQuery) -> dict:
+    """Everything one poll shows: the queues, the nodes, the schedules, and one page
+    of one job view. The same for every tab asking the same page (app.py caches it
+    for a poll's interval), so nothing here is per user."""
     names = queue_names(cfg, broker)
-    counts = broker.counts_many(names)
+    if query.queue is not None and query.queue not in names:
+        query = dataclasses.replace(query, queue=None)
+    counts, ages = broker.counts_and_ages(names)          # one round trip per server
     held = {q: broker.held(q) for q in names if counts[q]["running"]}
+    paused = broker.paused(names) if names else set()
     now = time.time()
     return {
         "service": cfg.name, "broker": redact(cfg.broker), "read_only": read_only, "now": now,
-        "queues": [{"name": q, "declared": q in cfg.queues, "counts": counts[q], "history": history.series(q)}
-                   for q in names],
+        "queues": [{"name": q, "declared": q in cfg.queues, "counts": counts[q], "history": history.series(q),
+                    "paused": q in paused, "oldest_age": ages[q]} for q in names],
         "nodes": nodes_view(broker.nodes(), held, first_seen, now),
-        "scheduled": scheduled_rows(broker, [q for q in names if counts[q]["scheduled"]]),
-        "failed": failed_rows(broker, [q for q in names if counts[q]["failed"]], counts),
+        "view": views.read(broker, query, names, counts),
         "schedules": schedule_rows(cfg, broker, now),
     }
 
@@ -92,55 +95,6 @@ def _task(envelope: str) -> str | None:
         return jobmod.decode(envelope).task
     except jobmod.PayloadError:
         return None
-
-
-# -- delayed and failed jobs
-def scheduled_rows(broker, queues: list[str]) -> list[dict]:
-    """Next due first, over every queue."""
-    rows = []
-    for q in queues:
-        for job_id, envelope, due_ms in broker.scheduled(q, PER_QUEUE):
-            job_id, attempts = jobmod.split_header(envelope)
-            rows.append({"queue": q, "id": job_id, "task": _task(envelope), "attempts": attempts,
-                         "due_at": due_ms / 1000.0})
-    return sorted(rows, key=lambda r: r["due_at"])
-
-
-def failed_rows(broker, queues: list[str], counts: dict) -> dict:
-    """Newest failure first, over every queue; `total` is how many there are."""
-    rows = []
-    for q in queues:
-        for job_id, envelope, error in broker.failed(q, PER_QUEUE):
-            rows.append(_failed(q, failed_entry(job_id, envelope, error)))
-    rows.sort(key=lambda r: -(r["error"]["at"] if isinstance(r["error"]["at"], (int, float)) else 0))
-    return {"jobs": rows, "total": sum(counts[q]["failed"] for q in queues)}
-
-
-def _failed(queue: str, entry: dict) -> dict:
-    error = entry["error"]
-    return {"queue": queue, "id": entry["id"], "task": entry["task"], "attempts": entry["attempts"],
-            "args": _cut(_arguments(entry), ARGS_CHARS),
-            "error": {"type": _text(error.get("type")), "at": error.get("at"),
-                      "message": _cut(_text(error.get("message")), MESSAGE_CHARS),
-                      "traceback": _cut(_text(error.get("traceback")), TRACEBACK_CHARS, keep_end=True)}}
-
-
-def _arguments(entry: dict) -> str:
-    if entry["args"] is None:
-        return "(unreadable payload)"
-    parts = [json.dumps(a, ensure_ascii=False) for a in entry["args"]]
-    parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (entry["kwargs"] or {}).items()]
-    return ", ".join(parts)
-
-
-def _text(value) -> str:
-    return "" if value is None else value if isinstance(value, str) else str(value)
-
-
-def _cut(text: str, limit: int, keep_end: bool = False) -> str:
-    if len(text) <= limit:
-        return text
-    return "…" + text[-limit:] if keep_end else text[:limit] + "…"
 
 
 # -- one job

@@ -73,7 +73,7 @@ def test_ack_folded_into_the_next_reserve(broker):
 def test_a_stale_token_cannot_ack_fail_or_retry(broker):
     push(broker, "a")
     (job,), _ = take(broker)
-    assert broker.retry(Q, job.id, job.token, 0, "{}")
+    assert broker.retry(Q, job.id, job.token, 0, "{}") is True
     (again,), _ = take(broker)
     assert again.id == job.id and again.token != job.token
     # the first holder, presumed dead, wakes up: every settle is refused
@@ -379,6 +379,71 @@ def test_failed_lists_the_oldest_failures_first_however_many_there_are(broker):
     broker.delete_failed(Q, [oldest[1].id])
     assert {row[0] for row in broker.failed(Q, 3)} == {j.id for j in oldest[2:]}
     assert broker.failed(Q, 0) == [] and broker.failed("never-used") == []
+
+
+def test_failed_pages_newest_first_at_any_offset(broker):
+    # Given: 30 failures in three groups, each group a tick of the clock later
+    push(broker, *range(30))
+    jobs, _ = take(broker, 30)
+    groups = [jobs[:10], jobs[10:20], jobs[20:]]
+    for group in groups:
+        _fail_all(broker, group)
+        _clock_moves_on()
+    ids = [{j.id for j in g} for g in groups]
+    # When: it is read newest first, a page at a time
+    pages = [[row[0] for row in broker.failed(Q, 10, offset=o, newest_first=True)] for o in (0, 10, 20, 30)]
+    # Then: each page is one group, newest group first, and past the end is empty
+    assert [set(p) for p in pages[:3]] == [ids[2], ids[1], ids[0]] and pages[3] == []
+    # And: oldest first by offset is the same order reversed, page for page
+    assert {r[0] for r in broker.failed(Q, 10, offset=10)} == ids[1]
+    assert {r[0] for r in broker.failed(Q, 5, offset=25)} <= ids[2]
+    assert broker.failed(Q, 0, offset=5, newest_first=True) == []
+
+
+def test_scheduled_pages_by_due_time(broker):
+    # Given: five delayed jobs due a minute apart, pushed out of order
+    due = {}
+    for n in (3, 0, 4, 1, 2):
+        due[n] = push(broker, f"d{n}", delay=60 * (n + 1))[0]
+    # When / Then: pages of two, next due first, and past the end is empty
+    assert [r[0] for r in broker.scheduled(Q, 2)] == [due[0], due[1]]
+    assert [r[0] for r in broker.scheduled(Q, 2, offset=2)] == [due[2], due[3]]
+    assert [r[0] for r in broker.scheduled(Q, 2, offset=4)] == [due[4]]
+    assert broker.scheduled(Q, 2, offset=5) == []
+
+
+def test_last_errors_tells_the_error_of_a_job_waiting_for_its_retry(broker):
+    # Given: a job that failed an attempt and waits for its retry, and a plain delayed job
+    push(broker, "r")
+    (job,), _ = take(broker)
+    error = json.dumps({"type": "error", "message": "ValueError: nope", "at": time.time()})
+    assert broker.retry(Q, job.id, job.token, 60, error)
+    (later,) = push(broker, "later", delay=60)
+    # When / Then: the retry's last error is there, and nothing for the others
+    found = broker.last_errors(Q, [job.id, later, "no-such-job"])
+    assert list(found) == [job.id] and json.loads(found[job.id])["message"] == "ValueError: nope"
+    assert broker.last_errors(Q, []) == {}
+
+
+def test_run_now_makes_delayed_jobs_ready_with_their_attempts_unchanged(broker):
+    # Given: a retry waiting out its delay (one attempt spent), two delayed jobs and a ready one
+    push(broker, "r")
+    (job,), _ = take(broker)
+    assert broker.retry(Q, job.id, job.token, 600, "{}")
+    first, second = push(broker, "a", delay=600)[0], push(broker, "b", delay=600)[0]
+    (ready,) = push(broker, "now")
+    # When: the retry and one delayed job are run now (with an unknown and a ready id)
+    moved = broker.run_now(Q, [job.id, first, "no-such-job", ready])
+    # Then: exactly those two are ready, after the job that was ready already, in the order given, attempts kept
+    assert moved == 2
+    c = broker.counts(Q)
+    assert (c["ready"], c["scheduled"]) == (3, 1)
+    taken, _ = take(broker, 3)
+    assert [j.id for j in taken] == [ready, job.id, first]
+    assert [j.attempts for j in taken] == [1, 2, 1]       # reserving counts the attempt now running
+    assert broker.find(Q, second)["state"] == "scheduled"
+    # And: a job no longer delayed is not moved again
+    assert broker.run_now(Q, [job.id, first]) == 0 and broker.run_now(Q, []) == 0
 
 
 # -- oldest_ages: how long each queue's oldest waiting job has waited (metrics, dashboard)

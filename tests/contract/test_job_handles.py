@@ -197,18 +197,21 @@ def test_a_running_job_asked_to_stop_ends_as_cancelled_whatever_it_returns(clien
     assert broker.counts(Q)["done_total"] == 0
 
 
+@pytest.mark.parametrize("kill", [False, True])
 @pytest.mark.parametrize("how", ["fail", "retry", "release"])
-def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how):
+def test_a_running_job_asked_to_stop_is_neither_retried_nor_failed_nor_hooked(client, broker, how, kill):
     h = client.push(Q, "t:f")
     (job,) = take(broker)
-    h.cancel()
+    h.cancel(kill=kill)
     hook_id, hook = jobmod.encode("mpqueue:failure_hook", ["queue", "t:f", {}, {}])
+    # settling it says it ended as cancelled, and what was asked (the worker logs and counts that)
     if how == "fail":
-        assert broker.fail(Q, job.id, job.token, error_of(), hook)
+        settled = broker.fail(Q, job.id, job.token, error_of(), hook)
     elif how == "retry":
-        assert broker.retry(Q, job.id, job.token, 0, error_of())
+        settled = broker.retry(Q, job.id, job.token, 0, error_of())
     else:
-        assert broker.release(Q, job.id, job.token)
+        settled = broker.release(Q, job.id, job.token)
+    assert settled == ("kill" if kill else "ask")
     assert h.status() == "cancelled"
     c = broker.counts(Q)
     assert (c["ready"], c["scheduled"], c["failed"], c["running"]) == (0, 0, 0, 0)     # no hook job either
@@ -239,10 +242,13 @@ def test_cancel_and_reserve_of_one_job_at_once_have_exactly_one_winner_every_tim
     taken = []
 
     def worker():
-        for _ in range(rounds):
-            start.wait()
-            taken.append([j.id for j in take(broker, 1, consumer="racer")])
-            done.wait()
+        try:
+            for _ in range(rounds):
+                start.wait()
+                taken.append([j.id for j in take(broker, 1, consumer="racer")])
+                done.wait()
+        except threading.BrokenBarrierError:
+            pass                # the test failed and let go of the barriers
 
     t = threading.Thread(target=worker)
     t.start()
@@ -258,9 +264,11 @@ def test_cancel_and_reserve_of_one_job_at_once_have_exactly_one_winner_every_tim
             assert (answer == "cancelled") != got, (i, answer, taken[-1])
             assert got or taken[-1] == []
             wins["reserved" if got else "cancelled"] += 1
+    except BaseException:
+        start.abort()           # only on failure: after the last round the worker may still be
+        done.abort()            # leaving its last wait, and an abort then breaks it
+        raise
     finally:
-        start.abort()
-        done.abort()
         t.join()
     assert broker.counts(Q)["ready"] == 0
     assert sum(wins.values()) == rounds, wins

@@ -385,6 +385,48 @@ def test_close_in_async_code_closes_that_loops_connections_soon_after(own_redis)
     asyncio.run(main())
 
 
+# -- fork: a child never touches its parent's async connections or loops
+FORKED = """
+import asyncio, os, sys, time
+from mpqueue import Client
+
+client = Client(sys.argv[1])
+loop = asyncio.new_event_loop()          # the parent's long-lived loop (a web server's, say)
+loop.run_until_complete(client.apush("mail", "m:f", args=["parent-before"]))
+child = os.fork()
+if child == 0:                           # the child pushes on a loop of its own, then closes the client
+    try:
+        asyncio.run(client.apush("mail", "m:f", args=["child"]))
+        client.close()
+        os._exit(0)
+    except BaseException as exc:
+        print("child:", repr(exc), flush=True)
+        os._exit(1)
+_, status = os.waitpid(child, 0)
+started = time.monotonic()
+try:
+    loop.run_until_complete(asyncio.wait_for(client.apush("mail", "m:f", args=["parent-after"]), 5))
+    print("parent pushed in", round(time.monotonic() - started, 3), "child exit", os.waitstatus_to_exitcode(status))
+except BaseException as exc:
+    print("parent:", repr(exc), "after", round(time.monotonic() - started, 3))
+client.close()
+loop.close()
+"""
+
+
+def test_a_forked_child_closing_the_client_leaves_the_parents_async_pushes_working(broker_url, client, tmp_path):
+    # Given a parent that apushed on its loop, and a forked child that apushes on a
+    # loop of its own and closes the client
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    done = subprocess.run([sys.executable, str(script), broker_url], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    # Then the parent's next apush on its loop goes through at once
+    assert done.stdout.startswith("parent pushed in") and done.stdout.split()[-1] == "0", done.stdout + done.stderr
+    assert float(done.stdout.split()[3]) < 2.0, done.stdout
+    assert client.broker.counts(Q)["ready"] == 3       # parent-before, child, parent-after
+
+
 # -- a real service runs what apush pushed
 def test_a_service_runs_an_apushed_job(service, broker_url, rdb):
     svc = service().start()

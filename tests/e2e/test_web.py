@@ -1,9 +1,7 @@
 """The web dashboard end to end: a real `mpqueue run` service, a real `mpqueue web`
 subprocess on a free port, and Debian's headless Chromium driven by selenium
-(chromium and chromium-driver; .ci/run installs them).
-
-MPQ_SCREENSHOT=docs/dashboard.png also saves the main page as it shows a
-running service (after half a minute of traffic, so the sparklines have a shape).
+(chromium and chromium-driver; .ci/run installs them). The job views at real
+sizes are in test_web_views.py; docs/screenshots.py makes the pictures in docs/.
 """
 from __future__ import annotations
 
@@ -257,14 +255,15 @@ def test_the_page_shows_pushed_running_scheduled_and_failed_jobs_and_retry_runs_
     assert queue_cells(browser, "emails")[4] == "1"
     wait_for(lambda: all(h in text_of(browser, "#nodes") for h in holds), 10, 0.1, what="the running jobs")
     assert "testtasks:linger" in text_of(browser, "#nodes") and "busy" in text_of(browser, "#nodes")
-    assert later in text_of(browser, "#scheduled")
-    row = f'#failed tr[data-key="f|emails|{flaky}"]'
+    row = f'#jobs article[data-key="dead|emails|{flaky}"]'
     assert "f1 fails on its first run" in text_of(browser, row) and "error" in text_of(browser, row + " .badge")
     css(browser, row + " summary")[0].click()
     wait_for(lambda: "ValueError" in text_of(browser, row + " pre.traceback"), 5, 0.05, what="the traceback")
     assert "Traceback (most recent call last)" in text_of(browser, row + " pre.traceback")
-    if os.environ.get("MPQ_SCREENSHOT"):
-        screenshot(browser, client, Path(ROOT, os.environ["MPQ_SCREENSHOT"]))
+    css(browser, '#jobs .tab[data-view="scheduled"]')[0].click()
+    wait_for(lambda: later in text_of(browser, "#job-list"), 10, 0.1, what="the delayed job in the Scheduled view")
+    css(browser, '#jobs .tab[data-view="dead"]')[0].click()
+    wait_for(lambda: css(browser, row), 10, 0.1, what="the Dead view again")
 
     # When: Retry is clicked on the failed job
     css(browser, row + ' button[data-action="retry"]')[0].click()
@@ -280,24 +279,6 @@ def test_the_page_shows_pushed_running_scheduled_and_failed_jobs_and_retry_runs_
         rdb.rpush(f"test:release:{tag}", "go")
 
 
-def screenshot(driver, client, path: Path) -> None:
-    """The main page after half a minute of traffic on the emails queue (some of it failing)."""
-    deadline = time.monotonic() + 32
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        client.push("emails", "testtasks:send_email", [n])
-        if n % 80 == 0:
-            client.push("emails", "testtasks:hostile", ["SMTP 451: try again later"])
-        time.sleep(0.1)  # ok: a steady trickle of jobs for the sparklines
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(900, height + 200), 2600))     # the window's frame included
-    time.sleep(3)  # ok: one more poll after the resize, so the picture is current
-    path.parent.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
-
-
 def test_a_hostile_task_name_or_error_message_is_shown_as_text_and_never_runs(service, web, browser, redis_url):
     # Given: failed jobs whose task name and error message are HTML with script in it
     svc = service({"queues": {"default": {"workers": 1}}}, tasks=TASKS).start()
@@ -310,10 +291,10 @@ def test_a_hostile_task_name_or_error_message_is_shown_as_text_and_never_runs(se
     dash = web(svc.config_path)
     # When: the page shows them
     browser.get(dash.url + "/")
-    wait_for(lambda: css(browser, f'#failed tr[data-key="f|default|{by_message}"]'), 15, 0.1, what="the rows")
+    wait_for(lambda: css(browser, f'#jobs article[data-key="dead|default|{by_message}"]'), 15, 0.1, what="the rows")
     # Then: the text is there exactly as written, and nothing of it became an element or ran
-    assert css(browser, f'#failed tr[data-key="f|default|{by_name}"] code.task')[0].text == name
-    assert message in text_of(browser, f'#failed tr[data-key="f|default|{by_message}"] .message')
+    assert css(browser, f'#jobs article[data-key="dead|default|{by_name}"] code.task')[0].text == name
+    assert message in text_of(browser, f'#jobs article[data-key="dead|default|{by_message}"] .message')
     assert css(browser, "main img, main script") == []
     # And: the job lookup shows the name as text too
     css(browser, "#lookup-id")[0].send_keys(by_name)
@@ -385,7 +366,7 @@ def test_read_only_shows_everything_and_changes_nothing(web, browser, broker, re
     job_id = failed_job(broker, redis_url)
     dash = web(write_config(tmp_path, redis_url), "--read-only")
     browser.get(dash.url + "/")
-    wait_for(lambda: css(browser, f'#failed tr[data-key="f|default|{job_id}"]'), 15, 0.1, what="the failed job")
+    wait_for(lambda: css(browser, f'#jobs article[data-key="dead|default|{job_id}"]'), 15, 0.1, what="the failed job")
     assert css(browser, "button[data-action]") == [] and css(browser, "#read-only")
     status, body = Session(dash).post("/api/purge", {"queue": "default"})
     assert status == 403 and "read-only" in json.loads(body)["error"]
@@ -411,7 +392,7 @@ def test_with_a_token_the_browser_logs_in_once_and_scripts_send_it_as_bearer(web
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
     # Then: the dashboard shows, on a session cookie scripts can't read, sent to this site only
-    row = f'#failed tr[data-key="f|default|{job_id}"]'
+    row = f'#jobs article[data-key="dead|default|{job_id}"]'
     wait_for(lambda: css(browser, row), 15, 0.1, what="the dashboard after login")
     (cookie,) = [c for c in browser.get_cookies() if c["name"] == f"mpqueue_web_{dash.port}"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]

@@ -77,12 +77,37 @@ def test_when_max_open_connections_idle_the_oldest_is_closed_to_let_a_new_one_in
         s.close()
 
 
-@pytest.mark.parametrize("head, status", [(b"Content-Length: 101", b"413"), (b"Transfer-Encoding: chunked", b"411"),
-                                          (b"Content-Length: -1", b"400")])
+@pytest.mark.parametrize("head, status", [(b"Content-Length: 101", b"413"), (b"Content-Length: -1", b"400"),
+                                          (b"Transfer-Encoding: gzip", b"501"),
+                                          (b"Transfer-Encoding: chunked\r\nContent-Length: 5", b"400")])
 def test_a_body_the_gate_refuses_is_answered_while_the_client_still_sends(gate, head, status):
     sock = connect(gate, b"POST / HTTP/1.1\r\n" + head + b"\r\n\r\n" + b"x" * 50)
     answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 " + status) and b'{"error": ' in answer
+    assert gate.seen == []
+
+
+def test_a_chunked_body_reaches_the_worker_whole_when_it_ends(gate):
+    # Given: a chunked body sent in pieces, under the limit
+    sock = connect(gate, b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    sock.sendall(b"lo\r\n3;ext=1\r\nabc\r\n")
+    wait_for(lambda: len(gate._open) == 1, 5, what="the gate still reading it")
+    assert gate.seen == []
+    # When: the last chunk comes
+    sock.sendall(b"0\r\n\r\n")
+    # Then: the request goes to a worker as sent (werkzeug undoes the chunking)
+    assert read_all(sock).endswith(b"ok")
+    assert gate.seen[0].endswith(b"\r\n\r\n5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("chunks", [[b"40\r\n" + b"x" * 64 + b"\r\n", b"40\r\n" + b"x" * 64 + b"\r\n"],
+                                    [b"FFFFFFFF\r\n"], [b"zz\r\n"]])
+def test_a_chunked_body_over_the_limit_is_a_413_as_soon_as_it_is_known(gate, chunks):
+    sock = connect(gate, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for chunk in chunks:
+        sock.sendall(chunk)
+    answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 " + (b"400" if chunks == [b"zz\r\n"] else b"413"))
     assert gate.seen == []
 
 

@@ -217,9 +217,10 @@ local function cancelled(id, done_key, ttl, was)
   finished(id, 'cancelled', record)
 end
 
--- A running job's cancel request: nil, or its ttl (the record's lifetime).
+-- A running job's cancel request: nil, or its ttl (the record's lifetime) and
+-- what it asked ('ask' or 'kill').
 local function cancel_request(id)
   local req = redis.call('HGET', KEYS[CANCELS], id)
   if not req then return nil end
-  return tonumber(string.match(req, '(%d+)$') or '0')
+  return tonumber(string.match(req, '(%d+)$') or '0'), string.match(req, '^(%a+)') or 'ask'
 end

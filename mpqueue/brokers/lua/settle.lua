@@ -7,7 +7,8 @@
 --   extend  : the lease now ends `ms` from now
 -- KEYS[NKEYS + 1]: done:<id>. A job with a cancel request (cancel.lua) ends as
 -- cancelled whichever way it is settled: no retry, no failure hook.
--- Returns 1, or 0 when the token no longer owns the job (stale worker).
+-- Returns 1, 0 when the token no longer owns the job (stale worker), or what the
+-- cancel request asked ('ask' or 'kill') when it ended the job as cancelled.
 local id, token, action, ms, record, hook = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 if action == 'extend' then
   local held = redis.call('HGET', KEYS[HELD], id)
@@ -22,10 +23,10 @@ if action ~= 'retry' and action ~= 'release' and action ~= 'fail' then
 end
 local env = take_held(id, token)
 if not env then return 0 end
-local cancel_ttl = cancel_request(id)
+local cancel_ttl, asked = cancel_request(id)
 if cancel_ttl then
   cancelled(id, KEYS[NKEYS + 1], cancel_ttl, 'running')
-  return 1
+  return asked
 end
 local jid, n, prio, body = parse(env)
 prio = tonumber(prio or '0')

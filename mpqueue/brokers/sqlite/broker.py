@@ -135,9 +135,9 @@ class SQLiteBroker(Inspection, History, Database, Broker):
                              (queue, a.id, HELD, a.token))
             if cur.rowcount:
                 acked += 1
-                cancel_ttl = self._cancel_request(db, queue, a.id)
-                if cancel_ttl is not None:      # it ended after a cancel request: cancelled, whatever it returned
-                    self._cancelled(db, queue, a.id, cancel_ttl, "running")
+                request = self._cancel_request(db, queue, a.id)
+                if request is not None:         # it ended after a cancel request: cancelled, whatever it returned
+                    self._cancelled(db, queue, a.id, request[0], "running")
                     continue
                 done += 1
                 if a.ttl > 0:
@@ -167,15 +167,16 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             self._ended(queue)
         return acked
 
-    def _settled_as_cancelled(self, db, queue, job_id, rowid) -> bool:
+    def _settled_as_cancelled(self, db, queue, job_id, rowid) -> str | None:
         """A reserved job being settled (retry, release, fail) after a cancel request
-        ends as cancelled instead: no retry, no failure hook."""
-        cancel_ttl = self._cancel_request(db, queue, job_id)
-        if cancel_ttl is None:
-            return False
+        ends as cancelled instead: no retry, no failure hook. Returns what the
+        request asked ('ask' or 'kill'), or None when there was none."""
+        request = self._cancel_request(db, queue, job_id)
+        if request is None:
+            return None
         db.execute("DELETE FROM job WHERE rowid=?", (rowid,))
-        self._cancelled(db, queue, job_id, cancel_ttl, "running")
-        return True
+        self._cancelled(db, queue, job_id, request[0], "running")
+        return request[1]
 
     def retry(self, queue, job_id, token, delay, error):
         wake = ended = False
@@ -184,24 +185,23 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             if row is None:
                 return False
             rowid, env = row
-            if self._settled_as_cancelled(db, queue, job_id, rowid):
-                ended = True
-            elif delay > 0:
-                due = now_ms() + int(round(delay * 1000))
-                wake = self._schedule_sooner(db, queue, due)
-                state, order = SCHED, due
-            else:
-                head = jobmod.header(env)
-                wake = not self._has_ready(db, queue)
-                state, order = READY, self._ord(db, queue, head.priority if head else 0)
+            ended = self._settled_as_cancelled(db, queue, job_id, rowid)
             if not ended:
+                if delay > 0:
+                    due = now_ms() + int(round(delay * 1000))
+                    wake = self._schedule_sooner(db, queue, due)
+                    state, order = SCHED, due
+                else:
+                    head = jobmod.header(env)
+                    wake = not self._has_ready(db, queue)
+                    state, order = READY, self._ord(db, queue, head.priority if head else 0)
                 db.execute("UPDATE job SET state=?, ord=?, token=NULL, consumer=NULL, error=? WHERE rowid=?",
                            (state, order, error, rowid))
         if wake:
             self._wake(queue)
         if ended:
             self._ended(queue)
-        return True
+        return ended or True
 
     def release(self, queue, job_id, token):
         wake = ended = False
@@ -223,7 +223,7 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             self._wake(queue)
         if ended:
             self._ended(queue)
-        return True
+        return ended or True
 
     def fail(self, queue, job_id, token, error, hook=None):
         wake = False
@@ -231,12 +231,13 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             row = self._take_held(db, queue, job_id, token)
             if row is None:
                 return False
-            if not self._settled_as_cancelled(db, queue, job_id, row[0]):
+            ended = self._settled_as_cancelled(db, queue, job_id, row[0])
+            if not ended:
                 wake = self._fail(db, queue, job_id, row[0], error, hook)
         if wake:
             self._wake(queue)
         self._ended(queue)
-        return True
+        return ended or True
 
     def _fail(self, db, queue, job_id, rowid, error, hook) -> bool:
         """To the failed store, with its failure-hook job; True if consumers need waking."""

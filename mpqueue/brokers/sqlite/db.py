@@ -174,12 +174,12 @@ class Database:
 
     @staticmethod
     def _cancel_request(db, queue, job_id):
-        """The ttl of a standing cancel request of a running job, or None; spends it."""
-        row = db.execute("SELECT ttl FROM cancel WHERE queue=? AND id=?", (queue, job_id)).fetchone()
+        """(ttl, 'ask' | 'kill') of a standing cancel request of a running job, or None; spends it."""
+        row = db.execute("SELECT ttl, mode FROM cancel WHERE queue=? AND id=?", (queue, job_id)).fetchone()
         if row is None:
             return None
         db.execute("DELETE FROM cancel WHERE queue=? AND id=?", (queue, job_id))
-        return row[0]
+        return row[0], row[1]
 
     @staticmethod
     def _cancelled(db, queue, job_id, ttl, was) -> None:

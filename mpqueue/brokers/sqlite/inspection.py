@@ -59,11 +59,39 @@ class Inspection(InspectionContract):
         ages = {q: _age(rows, now) for q, rows in zip(names, results)}
         return {q: ages[q] for q in queues}
 
-    def scheduled(self, queue, limit=100):
+    def scheduled(self, queue, limit=100, offset=0):
         if limit <= 0:
             return []
         return [tuple(r) for r in self._read(
-            "SELECT id, env, ord FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?", (queue, SCHED, limit))]
+            "SELECT id, env, ord FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ? OFFSET ?",
+            (queue, SCHED, limit, max(0, offset)))]
+
+    def last_errors(self, queue, ids):
+        ids = list(dict.fromkeys(ids))
+        out = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            out.update(self._read(f"SELECT id, error FROM job WHERE queue=? AND state IN (?, ?, ?) "
+                                  f"AND error IS NOT NULL AND id IN ({','.join('?' * len(chunk))})",
+                                  (queue, READY, SCHED, HELD, *chunk)))
+        return out
+
+    def run_now(self, queue, ids):
+        moved = 0
+        with self._write() as db:
+            wake = not self._has_ready(db, queue)
+            for job_id in dict.fromkeys(ids):
+                row = db.execute("SELECT rowid, env FROM job WHERE queue=? AND id=? AND state=?",
+                                 (queue, job_id, SCHED)).fetchone()
+                if row is None:
+                    continue
+                head = jobmod.header(row[1])
+                db.execute("UPDATE job SET state=?, ord=? WHERE rowid=?",
+                           (READY, self._ord(db, queue, head.priority if head else 0), row[0]))
+                moved += 1
+        if wake and moved:
+            self._wake(queue)
+        return moved
 
     def delete_failed(self, queue, ids):
         ids = list(dict.fromkeys(ids))
@@ -80,9 +108,13 @@ class Inspection(InspectionContract):
     def ready_count(self, queue):
         return self._read("SELECT count(*) FROM job WHERE queue=? AND state=?", (queue, READY))[0][0]
 
-    def failed(self, queue, limit=100):
+    def failed(self, queue, limit=100, offset=0, newest_first=False):
+        if limit <= 0:
+            return []
+        order = "DESC" if newest_first else ""
         return [tuple(r) for r in self._read(
-            "SELECT id, env, error FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?", (queue, FAILED, limit))]
+            f"SELECT id, env, error FROM job WHERE queue=? AND state=? ORDER BY ord {order}, rowid {order} "
+            "LIMIT ? OFFSET ?", (queue, FAILED, limit, max(0, offset)))]
 
     def requeue_failed(self, queue, ids):
         moved = 0

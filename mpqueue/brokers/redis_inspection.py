@@ -168,12 +168,32 @@ class RedisInspection:
         return {i: e for i, e in zip(ids, errors) if e is not None}
 
     def run_now(self, queue, ids):
-        # The delayed ZSET is keyed by envelope: find the ids' (one server-side ZSCAN,
-        # as find() does), then one script moves those still delayed, in the order given.
+        # The delayed ZSET is keyed by envelope: read the ids' from the index of waiting
+        # jobs (one HMGET, at any depth; a ZSCAN only for ids it lacks, pushed by a release
+        # without it), then one script moves those still delayed, in the order given.
         ids = list(dict.fromkeys(ids))
-        found = self._scheduled_envelopes(queue, set(ids))
+        found, unindexed = self._indexed_scheduled(queue, ids)
+        found.update(self._scheduled_envelopes(queue, unindexed))
         envelopes = [found[i] for i in ids if i in found]
         return self._call("run_now", queue, envelopes) if envelopes else 0
+
+    def _indexed_scheduled(self, queue, ids: list[str]) -> tuple[dict[str, str], set]:
+        """({id: envelope} of the ids the index has as delayed, the ids to scan for: those
+        without an entry, if the queue holds jobs without one, else none)."""
+        if not ids:
+            return {}, set()
+        k = self.keys(queue)
+
+        def read(node):
+            with node.client.pipeline(transaction=True) as pipe:
+                pipe.hmget(k.where, ids).hlen(k.where).zcard(k.sched).hget(k.stats, "dead")
+                for key in k.ready:
+                    pipe.llen(key)
+                return executed(pipe)
+        entries, indexed, delayed, dead, *ready = self._on(queue, read)
+        covered = indexed == delayed + sum(ready) - int(dead or 0)
+        found = {i: e[2:] for i, e in zip(ids, entries) if e is not None and e.startswith("s ")}
+        return found, set() if covered else {i for i, e in zip(ids, entries) if e is None}
 
     def _scheduled_envelopes(self, queue, wanted: set) -> dict[str, str]:
         if not wanted:

@@ -161,3 +161,13 @@ def test_nothing_of_a_drained_queue_is_left_but_its_totals_and_done_records(brok
     left = {key[len(prefix):] for key in rdb.scan_iter(prefix + "*")}
     assert {key for key in left if not key.startswith("done:")} <= {"stats", "errors"}, left
     assert rdb.hlen(broker.keys(Q).errors) == 0
+
+
+def test_run_now_of_a_delayed_job_deep_in_sched_reads_no_set(broker, rdb):
+    # Given many delayed jobs
+    ids = fill(broker, 5000, delay=3600)
+    before = scans(rdb)
+    # When the last one and a job nobody pushed are run now, the first is moved, through the index
+    assert broker.run_now(Q, [ids[-1], "no-such-job"]) == 1
+    assert broker.find(Q, ids[-1])["state"] == "ready"
+    assert scans(rdb) == before

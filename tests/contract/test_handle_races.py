@@ -22,7 +22,7 @@ from mpqueue.producer import handles
 from mpqueue.producer.client import Client
 
 Q = "races"
-JOBS = 600            # per run; a few hundred waiting at once, so cancels reach mid-list
+JOBS = 1500          # per run; a few hundred waiting at once, so cancels reach mid-list
 RESULT_TTL = 3600     # every job's end outlives the test: nothing may ever be "unknown"
 
 
@@ -213,6 +213,8 @@ def test_handles_answer_consistently_with_each_jobs_history_under_a_concurrent_d
     for check, args in h.answers:
         check(h, *args)
     assert len(h.answers) > 200 and not h.errors, "\n".join(h.errors[:10])
+    cancels = [args[1] for check, args in h.answers if check is check_cancel]
+    assert "cancelled" in cancels and "done" in cancels       # waiting jobs cancelled, ended ones refused
     c = broker.counts(Q)
     assert (c["ready"], c["scheduled"], c["running"]) == (0, 0, 0), c
     wrong = [job_id for job_id in ids if not final_state_is_consistent(h, client, job_id)]

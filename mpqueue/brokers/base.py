@@ -207,12 +207,14 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def cancel(self, queue: str, job_id: str, envelope: str | None, record: str, ttl: int,
                kill: bool = False) -> str:
-        """Cancel one job in one atomic step. A waiting job (ready or scheduled: its
-        stored `envelope` as find() read it) is removed and leaves the done record
-        `record` (state cancelled) for `ttl` s; a running one gets a cancel request
-        ('kill' if `kill`, else 'ask') that its settling honours. Returns 'cancelled',
-        'requested', 'moved' (not where `envelope` said: read it again), or the
-        state it had: 'done', 'failed', 'unknown'."""
+        """Cancel one job in one atomic step, which also locates it, at a cost that does
+        not grow with the queue's depth. A waiting job (ready or scheduled) is removed
+        and leaves the done record `record` (state cancelled) for `ttl` s; a running
+        one gets a cancel request ('kill' if `kill`, else 'ask') that its settling
+        honours. `envelope` (as find() read it) is only for a waiting job the broker
+        has no index entry for (Redis: pushed by a release without the index).
+        Returns 'cancelled', 'requested', 'moved' (such a job not where `envelope`
+        said: read it again), or the state it had: 'done', 'failed', 'unknown'."""
 
     @abc.abstractmethod
     def cancel_requested(self, queue: str, job_id: str) -> str | None:
@@ -330,7 +332,10 @@ class Inspection(abc.ABC):
 
     @abc.abstractmethod
     def find(self, queue: str, job_id: str) -> dict | None:
-        """{'state': scheduled|ready|running|done|failed, ...} or None."""
+        """{'state': scheduled|ready|running|done|failed, ...} or None, read as one
+        snapshot (a job moving meanwhile is seen in one place, never in none) at a
+        cost that does not grow with the queue's depth. None means no such job:
+        never pushed, or ended longer ago than its result_ttl."""
 
     @abc.abstractmethod
     def ticks(self, queue: str) -> dict[str, tuple[int, int]]:

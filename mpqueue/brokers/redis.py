@@ -33,11 +33,11 @@ from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
 
 _SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
-            "tick", "watch", "cancel", "run_now", "pause", "resume")
-# Every script gets these keys of its queue, in this order (KEYS[1..24] of _keys.lua).
+            "tick", "watch", "cancel", "run_now", "pause", "resume", "find")
+# Every script gets these keys of its queue, in this order (KEYS[1..26] of _keys.lua).
 _KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
     "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
-    "watch", "cancels", "ids", "paused")
+    "watch", "cancels", "ids", "paused", "where", "dead")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -55,7 +55,8 @@ class QueueKeys:
         self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
         self.ready = self.all[:10]                                 # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
-         self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids, self.paused) = self.all[10:]
+         self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids, self.paused,
+         self.where, self.dead) = self.all[10:]
         self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
 
     def done(self, job_id: str) -> str:

@@ -53,9 +53,10 @@ def age_from(res: list, now_ms: int) -> float:
 
 
 def counts_from(res: list) -> dict:
-    """The counts dict (base.COUNT_KEYS) from one queue's slice of a counts pipeline."""
+    """The counts dict (base.COUNT_KEYS) from one queue's slice of a counts pipeline.
+    Cancelled envelopes still in a ready list (stats "dead", see _keys.lua) are not jobs."""
     stats = res[13]
-    return {"ready": sum(res[:10]), "scheduled": res[10], "running": res[11], "failed": res[12],
+    return {"ready": sum(res[:10]) - int(stats.get("dead", 0)), "scheduled": res[10], "running": res[11], "failed": res[12],
             "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
 
 
@@ -167,12 +168,32 @@ class RedisInspection:
         return {i: e for i, e in zip(ids, errors) if e is not None}
 
     def run_now(self, queue, ids):
-        # The delayed ZSET is keyed by envelope: find the ids' (one server-side ZSCAN,
-        # as find() does), then one script moves those still delayed, in the order given.
+        # The delayed ZSET is keyed by envelope: read the ids' from the index of waiting
+        # jobs (one HMGET, at any depth; a ZSCAN only for ids it lacks, pushed by a release
+        # without it), then one script moves those still delayed, in the order given.
         ids = list(dict.fromkeys(ids))
-        found = self._scheduled_envelopes(queue, set(ids))
+        found, unindexed = self._indexed_scheduled(queue, ids)
+        found.update(self._scheduled_envelopes(queue, unindexed))
         envelopes = [found[i] for i in ids if i in found]
         return self._call("run_now", queue, envelopes) if envelopes else 0
+
+    def _indexed_scheduled(self, queue, ids: list[str]) -> tuple[dict[str, str], set]:
+        """({id: envelope} of the ids the index has as delayed, the ids to scan for: those
+        without an entry, if the queue holds jobs without one, else none)."""
+        if not ids:
+            return {}, set()
+        k = self.keys(queue)
+
+        def read(node):
+            with node.client.pipeline(transaction=True) as pipe:
+                pipe.hmget(k.where, ids).hlen(k.where).zcard(k.sched).hget(k.stats, "dead")
+                for key in k.ready:
+                    pipe.llen(key)
+                return executed(pipe)
+        entries, indexed, delayed, dead, *ready = self._on(queue, read)
+        covered = indexed == delayed + sum(ready) - int(dead or 0)
+        found = {i: e[2:] for i, e in zip(ids, entries) if e is not None and e.startswith("s ")}
+        return found, set() if covered else {i for i, e in zip(ids, entries) if e is None}
 
     def _scheduled_envelopes(self, queue, wanted: set) -> dict[str, str]:
         if not wanted:
@@ -225,32 +246,53 @@ class RedisInspection:
         return self._on(queue, delete)
 
     def find(self, queue, job_id):
-        return self._on(queue, lambda node: self._find(node.client, self.keys(queue), job_id))
+        # find.lua: one atomic read through the index of waiting jobs, O(1) at any depth.
+        # Only while the queue holds jobs an older release pushed (no index entry) is a
+        # job that the index does not know looked for by the scan, as before the index.
+        k = self.keys(queue)
+        out = self._call("find", queue, [job_id], [k.done(job_id)])
+        if out[0] == "none" and out[1] != 1:
+            scanned = self._on(queue, lambda node: _scan(node.client, k, job_id))
+            if scanned is not None:
+                return scanned
+            out = self._call("find", queue, [job_id], [k.done(job_id)])     # it may have moved on
+        return None if out[0] == "none" else found_from(out)
 
-    def _find(self, c, k, job_id):
-        held = c.hget(k.held, job_id)
-        if held:
-            _, consumer, envelope = held.split(" ", 2)      # "<token> <consumer> <envelope>"
-            return {"state": "running", "envelope": envelope, "consumer": consumer.rstrip("+")}
-        done = c.get(k.done(job_id))
-        if done:
-            return {"state": "done", **json.loads(done)}
-        failed = c.hget(k.failed, job_id)
-        if failed:
-            envelope, error = split_failed(failed)
-            return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
-        last_error = c.hget(k.errors, job_id)
-        extra = {"last_error": json.loads(last_error)} if last_error else {}
-        # The id is a pattern to ZSCAN: escape it, and take only an exact match
-        for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
-            if envelope.startswith(job_id + " "):
-                return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
-        for key in k.ready:
-            for start in range(0, c.llen(key), 1000):
-                for envelope in c.lrange(key, start, start + 999):
-                    if envelope.startswith(job_id + " "):
-                        return {"state": "ready", "envelope": envelope, **extra}
-        return None
+
+def found_from(out: list) -> dict:
+    """find()'s answer from find.lua's reply."""
+    state, record = out[0], out[1]
+    if state == "running":
+        _, consumer, envelope = record.split(" ", 2)      # "<token> <consumer> <envelope>"
+        return {"state": "running", "envelope": envelope, "consumer": consumer.rstrip("+")}
+    if state == "done":
+        return {"state": "done", **json.loads(record)}
+    if state == "failed":
+        envelope, error = split_failed(record)
+        return {"state": "failed", "envelope": envelope, "error": json.loads(error or "{}")}
+    extra = {"last_error": json.loads(out[2])} if out[2] else {}
+    if state == "scheduled":
+        return {"state": "scheduled", "envelope": record, "due_ms": int(float(out[3])), **extra}
+    return {"state": "ready", "envelope": record, **extra}
+
+
+def _scan(c, k, job_id):
+    """A waiting job that the index does not know (pushed by an older release), looked
+    for as before the index: in sched by ZSCAN, then in the ready lists by offset (O(depth),
+    and not atomic: a job moving meanwhile can be missed, so the caller asks find.lua
+    again). Only for queues holding such jobs."""
+    last_error = c.hget(k.errors, job_id)
+    extra = {"last_error": json.loads(last_error)} if last_error else {}
+    # The id is a pattern to ZSCAN: escape it, and take only an exact match
+    for envelope, due in c.zscan_iter(k.sched, match=f"{_glob_escape(job_id)} *"):
+        if envelope.startswith(job_id + " "):
+            return {"state": "scheduled", "envelope": envelope, "due_ms": int(due), **extra}
+    for key in k.ready:
+        for start in range(0, c.llen(key), 1000):
+            for envelope in c.lrange(key, start, start + 999):
+                if envelope.startswith(job_id + " ") and not c.hexists(k.dead, envelope):
+                    return {"state": "ready", "envelope": envelope, **extra}
+    return None
 
 
 def executed(pipe) -> list:

@@ -204,15 +204,24 @@ def _heard(watch) -> bool:
 def cancel(client, job_id: str, kill: bool, queue: str | None) -> tuple[str | None, str]:
     """Client.cancel: (queue, answer), the answer as broker.cancel gives it
     ('cancelled': it was waiting and never runs; 'requested': it runs and is asked
-    to stop, or killed) or 'done', 'was-cancelled', 'failed', 'unknown'."""
-    queue, found = locate(client, job_id, queue)
+    to stop, or killed) or 'done', 'was-cancelled', 'failed', 'unknown'.
+    The broker locates the job itself in the same atomic step that cancels it, so
+    a job moving meanwhile is cancelled where it is now. Only a job that its index
+    does not know (Redis: pushed by a release without it) is first looked for by
+    find(), and its envelope passed along ('moved': it changed place between the two)."""
+    queue = queue or getattr(job_id, "queue", None)
+    if not queue:
+        queue, found = locate(client, job_id, None)
+        if found is None:
+            return queue, "unknown"
     job_id = str.__str__(job_id)
     ttl = client.result_ttl(queue)
-    for _ in range(5):      # 'moved': it changed place between find and cancel; read it again
+    answer = client.broker.cancel(queue, job_id, None, ttl, kill)
+    for _ in range(5):
+        if answer not in ("unknown", "moved"):
+            return queue, answer
+        found = client.broker.find(queue, job_id)
         if found is None:
             return queue, "unknown"
         answer = client.broker.cancel(queue, job_id, found.get("envelope"), ttl, kill)
-        if answer != "moved":
-            return queue, answer
-        found = client.broker.find(queue, job_id)
     return queue, "unknown"

@@ -23,13 +23,30 @@
 --   KEYS[24]    paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
 --                           reserves nothing and nobody joins the idle list, so no push hands a
 --                           job over; acks, and the promotion of due delayed jobs, go on
--- KEYS[25..]   script-specific (done:<id> keys for acks)
+--   KEYS[25]    where       HASH    id -> "r <envelope>" (in a ready list) | "s <envelope>" (in sched):
+--                           the index of waiting jobs, kept by enqueue() and schedule() here and
+--                           by every script that takes a job out of ready or sched, so find.lua
+--                           and cancel.lua know where a job is in O(1), at any depth. Held,
+--                           failed and done jobs are keyed by id already and are not in it.
+--   KEYS[26]    dead        HASH    envelope -> n: ready envelopes cancelled where they lie in their
+--                           list (an LREM of a deep list would block the server for O(depth));
+--                           reserve.lua drops them as it pops them, and keeps the head of every
+--                           list live (age reads LINDEX 0). Their total is stats field "dead",
+--                           which the ready counts subtract.
+-- KEYS[27..]   script-specific (done:<id> keys for acks)
+-- Index cost: one HASH entry per waiting job holding a copy of its envelope (so `mpqctl job`
+-- shows a ready job's arguments without a scan); bench/scale.py measures the bytes.
+-- Jobs pushed by a release without the index (0.1.0, or an old node during a rolling
+-- upgrade) have no entry: find.lua reports whether the index covers every waiting job
+-- (HLEN where == the jobs in ready and sched, less the dead), and only when it does not
+-- does the caller fall back to the old scan.
 -- An envelope is "<id> <attempts> <priority> <json body>".
 local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
 local FAILED_AT = 20
 local WATCH, CANCELS, IDS = 21, 22, 23
 local PAUSED = 24
-local NKEYS = 24
+local WHERE, DEAD = 25, 26
+local NKEYS = 26
 -- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
@@ -45,9 +62,16 @@ local function parse(env)
   return string.match(env, '^(%S+) (%d+) (%d) (.*)$')
 end
 
+-- Just the id of an envelope (nil for junk), without copying its body.
+local function id_of(env)
+  return string.match(env, '^(%S+) %d+ %d ')
+end
+
 -- Append (or, for a job handed back, prepend) to its priority's list. Returns
 -- true when the list was empty, i.e. idle consumers may be waiting for it.
 local function enqueue(env, prio, front)
+  local id = id_of(env)
+  if id then redis.call('HSET', KEYS[WHERE], id, 'r ' .. env) end
   local n
   if front then n = redis.call('LPUSH', KEYS[prio + 1], env)
   else n = redis.call('RPUSH', KEYS[prio + 1], env) end
@@ -60,6 +84,8 @@ end
 -- Schedule for later. Returns true when it is now the earliest due job, so
 -- waiting consumers must shorten their timers.
 local function schedule(env, due)
+  local id = id_of(env)
+  if id then redis.call('HSET', KEYS[WHERE], id, 's ' .. env) end
   local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
   redis.call('ZADD', KEYS[SCHED], due, env)
   return first[2] == nil or due < tonumber(first[2])
@@ -80,11 +106,44 @@ local function may_hand_off()
   return redis.call('LLEN', KEYS[IDLE]) > 0 and not paused()
 end
 
+-- The number of dead (cancelled, still listed) ready envelopes; 0 on the hot path.
+local function dead_total()
+  return tonumber(redis.call('HGET', KEYS[STATS], 'dead') or '0')
+end
+
+-- Whether `env`, just popped from a ready list, is a cancelled one (then it is
+-- forgotten here and must not run). `ndead`: dead_total(), read once per call.
+local function popped_dead(env, ndead)
+  if ndead == 0 then return false end
+  local n = redis.call('HINCRBY', KEYS[DEAD], env, -1)
+  if n < 0 then
+    redis.call('HDEL', KEYS[DEAD], env)
+    return false
+  end
+  if n == 0 then redis.call('HDEL', KEYS[DEAD], env) end
+  if redis.call('HINCRBY', KEYS[STATS], 'dead', -1) <= 0 then redis.call('HDEL', KEYS[STATS], 'dead') end
+  return true
+end
+
+-- Pop the dead envelopes at the head of ready list `key`, so the head is a live job
+-- (the oldest-age read uses LINDEX 0). Returns the dead total left.
+local function drop_dead_heads(key, ndead)
+  while ndead > 0 do
+    local head = redis.call('LINDEX', key, 0)
+    if not head or not redis.call('HGET', KEYS[DEAD], head) then break end
+    redis.call('LPOP', key)
+    popped_dead(head, ndead)
+    ndead = ndead - 1
+  end
+  return ndead
+end
+
 -- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
 -- Returns the envelope as held.
 local function hold(env, token, consumer, lease_ms, now)
   local id, n, prio, body = parse(env)
   if id then
+    redis.call('HDEL', KEYS[WHERE], id)
     env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
   else
     -- Junk someone pushed into our list: give it an id and a header so the

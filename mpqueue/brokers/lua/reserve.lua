@@ -5,6 +5,7 @@
 -- idle: "" or letters: L = the consumer leaves the idle list first; E = if nothing
 --       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
+-- Cancelled envelopes (KEYS[DEAD]) popped on the way are dropped, not counted.
 -- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
 -- A paused queue (KEYS[PAUSED]) reserves nothing and its consumers do not join the
 -- idle list; the acks and the promotion of due delayed jobs happen all the same.
@@ -44,9 +45,12 @@ local stopped = paused()
 if stopped then count = 0 end
 local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
 local p, got, top = pmax, 0, pmax
+local ndead = count > 0 and dead_total() or 0
 while got < count and p >= 0 do
   local env = redis.call('LPOP', KEYS[p + 1])
-  if env then
+  if env and popped_dead(env, ndead) then
+    ndead = ndead - 1          -- cancelled where it lay: dropped, never run
+  elseif env then
     got = got + 1
     local token = prefix .. got
     local _, held = hold(env, token, consumer, lease, now)
@@ -58,6 +62,8 @@ while got < count and p >= 0 do
     p = p - 1
   end
 end
+-- the list we stopped in may now start with a cancelled envelope: keep its head live
+if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[p + 1], ndead) end
 if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end

@@ -5,11 +5,19 @@
 -- Returns {} while the job has not ended, else {state, record}: 'done' with the
 -- done record (a cancelled job's too), or 'failed' with "<envelope>\n<error>".
 local id, ttl = ARGV[1], tonumber(ARGV[2])
+-- A job that has ended already is not watched: nothing would ever remove its entry
+-- (finished() removes the entries of jobs that end later).
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[WATCH], '-inf', now)
-redis.call('ZADD', KEYS[WATCH], now + ttl, id)
 local done = redis.call('GET', KEYS[NKEYS + 1])
-if done then return {'done', done} end
+if done then
+  redis.call('ZREM', KEYS[WATCH], id)
+  return {'done', done}
+end
 local failed = redis.call('HGET', KEYS[FAILED], id)
-if failed then return {'failed', failed} end
+if failed then
+  redis.call('ZREM', KEYS[WATCH], id)
+  return {'failed', failed}
+end
+redis.call('ZADD', KEYS[WATCH], now + ttl, id)
 return {}

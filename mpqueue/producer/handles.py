@@ -9,7 +9,9 @@ result() waits for the job's end without polling the broker in a loop: it
 watches the job (broker.watch: on Redis a subscription told by the script that
 ends the job, on SQLite a FIFO woken by every end in the queue), re-checks it,
 then sleeps until told, re-checking at most every RESULT_RECHECK seconds in case
-a hint was lost.
+a hint was lost. On Redis every wait of a process shares one subscriber
+connection per server (brokers/redis_watches.py). The awaitable versions
+(aresult, astatus, acancel) are in ahandles.py.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import time
 
 from ..brokers.base import RESULT_RECHECK
 from ..core import names
-from ..proc import readable
 
 STATES = ("scheduled", "ready", "running", "done", "failed", "cancelled", "unknown")
 ENDED = ("done", "failed", "cancelled")
@@ -189,7 +190,7 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
         if deadline is not None and now >= deadline:
             raise ResultTimeout(job_id, timeout, state)
         until = next_check if deadline is None else min(next_check, deadline)
-        if readable([watch], max(0.0, until - now)):
+        if watch.wait(max(0.0, until - now)):
             heard = [o for o in watch.drain() if state_of(o) in ENDED]
             if heard:
                 return outcome(job_id, heard[0])
@@ -198,7 +199,7 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
 
 def _heard(watch) -> bool:
     """Whether an end arrived already (found gone, yet told: a result_ttl of 0)."""
-    return bool(readable([watch], 0))
+    return watch.wait(0)
 
 
 def cancel(client, job_id: str, kill: bool, queue: str | None) -> tuple[str | None, str]:

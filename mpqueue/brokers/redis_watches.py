@@ -64,8 +64,10 @@ class Subscriber:
         self._channels: dict[bytes, _Channel] = {}
         self._unasked: collections.Counter = collections.Counter()   # unsubscribes we sent, unconfirmed
         self.dead: str | None = None
-        # Made, not borrowed: it lives as long as the broker and is not the pool's to lend.
-        self._conn = pool.make_connection()
+        # Made with the pool's settings (on Sentinel: to the master it names now) but
+        # outside its count: it lives as long as the broker, and a pool whose every
+        # connection is lent must not keep it from being made.
+        self._conn = pool.connection_class(**pool.connection_kwargs)
         with broker_errors():
             self._conn.connect()
         self._sock = self._conn._sock

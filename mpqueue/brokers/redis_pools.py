@@ -16,6 +16,7 @@ socket timeout (a command's longest wait), so the wait is bounded in practice.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 
 import redis as redislib
@@ -25,6 +26,10 @@ import redis.sentinel  # noqa: F401 - redislib.sentinel below
 DEFAULT_CONNECTIONS = 64
 # A borrower that missed a release (it raced the refusal) looks again this often.
 RETRY_EVERY = 0.5
+# redis-py 4.3 wants a command name (which it ignores); 5 and later take none and
+# warn when given one. Callers here may give none (resp.py asks the signature).
+_NAME = inspect.signature(redislib.ConnectionPool.get_connection).parameters.get("command_name")
+_NEEDS_NAME = _NAME is not None and _NAME.default is inspect.Parameter.empty
 
 
 def _exhausted(exc: Exception) -> bool:
@@ -42,6 +47,8 @@ class _Waiting:
         return cond
 
     def get_connection(self, *args, **kwargs):
+        if _NEEDS_NAME and not args and "command_name" not in kwargs:
+            args = ("PING",)
         freed = self._freed()
         while True:
             with freed:

@@ -114,6 +114,9 @@ class Subscriber:
             try:
                 ready = readable([self._sock], LIVENESS)
                 chunk = self._sock.recv(65536) if ready else None
+                # TLS: poll() does not see bytes already decrypted into the SSL buffer
+                while chunk and getattr(self._sock, "pending", lambda: 0)():
+                    chunk += self._sock.recv(65536)
             except (OSError, ValueError) as exc:
                 return self._die(f"the connection failed: {exc}")
             if chunk is None:

@@ -68,7 +68,7 @@ async def wait_result(client, job_id: str, timeout: float | None, queue: str | N
         raise JobUnknown(job_id, queue)
     if state_of(found) in ENDED:
         return outcome(job_id, found)
-    watch = await calls.run(client.broker.watch, queue, job_id)
+    watch = await _watch(calls, client.broker, queue, job_id)
     woken = asyncio.Event()
     disarm = _arm(asyncio.get_running_loop(), watch, woken.set)
     try:
@@ -76,6 +76,22 @@ async def wait_result(client, job_id: str, timeout: float | None, queue: str | N
     finally:
         disarm()
         watch.close()
+
+
+async def _watch(calls, broker, queue, job_id):
+    """broker.watch() on the executor; closed there too if the await is cancelled
+    meanwhile (a request timeout), so no subscription outlives its waiter."""
+    task = asyncio.ensure_future(calls.run(broker.watch, queue, job_id))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_close_unclaimed)
+        raise
+
+
+def _close_unclaimed(task) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
 
 
 async def _wait(client, watch, woken, queue, job_id, deadline, timeout):

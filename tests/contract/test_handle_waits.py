@@ -181,3 +181,28 @@ def test_aresult_awaits_hold_no_thread_each(client, broker):
         return during
     assert asyncio.run(main()) - before <= 16
     assert os.getpid()
+
+
+def test_a_cancelled_aresult_leaves_no_watch_behind(client, broker):
+    # Given awaits of jobs that never end, cancelled as a request timeout would
+    handles = [client.push(Q, "t:f") for _ in range(20)]
+    opened, closed = [], []
+    original = broker.watch
+
+    def watch(queue, job_id):
+        w = original(queue, job_id)
+        opened.append(job_id)
+        close = w.close
+        w.close = lambda: (closed.append(job_id), close())
+        return w
+    broker.watch = watch
+
+    async def main():
+        waits = [asyncio.ensure_future(h.aresult()) for h in handles]
+        for delay in range(len(waits)):          # cancelled at different points of their start
+            await asyncio.sleep(0.001 * delay)
+            waits[delay].cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    asyncio.run(main())
+    # Then every watch opened is closed, now or once its call returns
+    wait_for(lambda: sorted(closed) == sorted(opened), 10, what="every watch closed")

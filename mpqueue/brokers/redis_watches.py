@@ -202,15 +202,26 @@ class Watches:
         self._pid = os.getpid()
 
     def attach(self, node, watch) -> None:
-        """Subscribe `watch` on `node`'s Subscriber (a new one if there is none, or it died)."""
+        """Subscribe `watch` on `node`'s Subscriber (a new one if there is none, or it
+        died). A connection that dies while the subscription is on its way is
+        replaced once; a new one failing too is the caller's BrokerError."""
+        for attempt in (1, 2):
+            sub = self._subscriber(node)
+            watch.sub = sub
+            try:
+                return sub.subscribe(watch)
+            except BrokerError:
+                if attempt == 2 or not sub.dead or sub.dead == "closed":
+                    raise
+
+    def _subscriber(self, node) -> Subscriber:
         with self._lock:
             if os.getpid() != self._pid:
                 self._pid, self._subs = os.getpid(), {}    # the parent's are the parent's
             sub = self._subs.get(node)
             if sub is None or sub.dead:
                 sub = self._subs[node] = Subscriber(node.client.connection_pool, self.sharded)
-        watch.sub = sub
-        sub.subscribe(watch)
+            return sub
 
     def close(self) -> None:
         with self._lock:

@@ -228,10 +228,15 @@ class Lifecycle(abc.ABC):
 class JobWatch(Waiter):
     """A watch on one job's end. drain() returns the outcomes heard, as find()
     shapes them ({'state': 'done', ...}), or [] for a bare hint; refresh() keeps
-    the watch alive (call it at each fallback re-check)."""
+    the watch alive (call it at each fallback re-check). wait(timeout) sleeps until
+    something may be drained (True) or the timeout passes (False)."""
 
     def refresh(self) -> None:
         pass
+
+    def wait(self, timeout: float | None) -> bool:
+        from ..proc import readable
+        return bool(readable([self], timeout))
 
 
 class Inspection(abc.ABC):

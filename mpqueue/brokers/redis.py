@@ -29,6 +29,7 @@ from .redis_history import RedisHistory
 from .redis_inspection import RedisInspection
 from .redis_node_records import RedisNodeRecords
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
+from .redis_pools import DEFAULT_CONNECTIONS
 from .redis_handles import RedisHandles
 from .redis_waiter import RedisWaiter
 
@@ -139,7 +140,9 @@ def client_options(url: str, socket_timeout: float) -> dict:
 
 
 class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords, Broker):
-    def __init__(self, url: str, socket_timeout: float = 10.0):
+    def __init__(self, url: str, socket_timeout: float = 10.0, connections: int | None = None):
+        """`connections`: how many connections each server's pool lends at once (a
+        worker: its concurrency and a margin); a borrower beyond waits for one."""
         self.url = url
         try:
             self.target = redis_url.parse(url)
@@ -148,7 +151,7 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         self.options = client_options(url, socket_timeout)      # the async producer's client uses them too
         try:
             with broker_errors():
-                self.servers = open_nodes(self.target, self.options)
+                self.servers = open_nodes(self.target, self.options, connections or DEFAULT_CONNECTIONS)
         except ValueError as exc:        # redis-py refusing an option: one line, never a traceback
             raise BrokerError(f"broker: {exc}") from None
         self.service = ServiceKeys(self.servers.service_prefix)
@@ -383,6 +386,7 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         self._on(None, lambda node: node.client.ping())
 
     def close(self):
+        self.close_watches()
         self.servers.close()
 
 

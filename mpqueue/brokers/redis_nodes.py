@@ -31,6 +31,7 @@ from redis.crc import key_slot
 from ..core.redis_url import RedisTarget
 from . import resp
 from .base import BrokerError
+from .redis_pools import DEFAULT_CONNECTIONS, WaitingSentinelPool, waiting_client
 
 SLOTS = 16384
 # How long one call keeps retrying redirects and migrations before it reports
@@ -65,12 +66,12 @@ class Nodes:
     """One server (redis://, rediss://, unix://): every key on it."""
     service_prefix = "mpq:"
 
-    def __init__(self, target: RedisTarget, options: dict):
-        self.target = target
+    def __init__(self, target: RedisTarget, options: dict, connections: int = DEFAULT_CONNECTIONS):
+        self.target, self.connections = target, connections
         self.node = self._open(options)
 
     def _open(self, options) -> Node:
-        return Node(redislib.Redis.from_url(self.target.url, **options))
+        return Node(waiting_client(redislib.Redis.from_url(self.target.url, **options), self.connections))
 
     def for_queue(self, queue: str) -> Node:
         return self.node
@@ -106,7 +107,8 @@ class SentinelNodes(Nodes):
         self.sentinel = redislib.sentinel.Sentinel(list(t.nodes), sentinel_kwargs=sentinel_options)
         auth = {k: v for k, v in (("username", t.username), ("password", t.password),
                                   ("client_name", t.client_name)) if v is not None}
-        return Node(self.sentinel.master_for(t.master, db=t.db, **auth, **tls, **options))
+        return Node(self.sentinel.master_for(t.master, db=t.db, connection_pool_class=WaitingSentinelPool,
+                                             max_connections=self.connections, **auth, **tls, **options))
 
     def suspect(self, queue: str | None) -> None:
         # Sentinel's pool asks the sentinels for the master on each new connection,
@@ -127,8 +129,8 @@ class ClusterNodes(Nodes):
     they sit in one slot and read without cross-slot commands."""
     service_prefix = "mpq:{mpq}:"
 
-    def __init__(self, target: RedisTarget, options: dict):
-        self.target, self.options = target, options
+    def __init__(self, target: RedisTarget, options: dict, connections: int = DEFAULT_CONNECTIONS):
+        self.target, self.options, self.connections = target, options, connections
         self._lock = threading.Lock()            # an async producer's threads share the map
         self._by_addr: dict[tuple, Node] = {}
         self._slots: list[tuple | None] = [None] * SLOTS
@@ -140,7 +142,8 @@ class ClusterNodes(Nodes):
         auth = {k: v for k, v in (("username", t.username), ("password", t.password),
                                   ("client_name", t.client_name)) if v is not None}
         tls = {"ssl": True, **t.tls} if t.tls is not None else {}
-        return redislib.Redis(host=addr[0], port=addr[1], **auth, **tls, **self.options)
+        return waiting_client(redislib.Redis(host=addr[0], port=addr[1], **auth, **tls, **self.options),
+                              self.connections)
 
     def _node(self, addr: tuple) -> Node:
         node = self._by_addr.get(addr)
@@ -230,6 +233,7 @@ def redirect_kind(exc: Exception) -> str | None:
     return None
 
 
-def open_nodes(target: RedisTarget, options: dict) -> Nodes:
+def open_nodes(target: RedisTarget, options: dict, connections: int = DEFAULT_CONNECTIONS) -> Nodes:
+    """`connections`: the size of each server's pool (a borrower waits when all are lent)."""
     cls = {"single": Nodes, "sentinel": SentinelNodes, "cluster": ClusterNodes}[target.kind]
-    return cls(target, options)
+    return cls(target, options, connections)

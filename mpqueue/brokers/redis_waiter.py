@@ -1,5 +1,6 @@
 """A Redis consumer's wake-up subscription (base.Waiter): hints that work may be
-waiting, and the jobs a push hands straight to an idle consumer."""
+waiting, and the jobs a push hands straight to an idle consumer. (Waits for a
+job's end share a connection instead: redis_watches.py.)"""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ import redis
 
 from ..proc import readable
 from . import resp
-from .base import BrokerError, JobWatch, Waiter
+from .base import BrokerError, Waiter
 from .redis_nodes import broker_errors
 
 
@@ -150,55 +151,6 @@ class RedisWaiter(Waiter):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.disconnect()
-
-
-class RedisJobWatch(RedisWaiter, JobWatch):
-    """base.JobWatch on Redis: a subscription to one job's channel ("<watch>:<id>"),
-    on which the script that ends the job publishes "<state> <record>" while the
-    job is in the queue's watch ZSET. `refresh` runs watch.lua: it (re)adds the
-    job to that ZSET and returns its end if it has one already."""
-
-    def __init__(self, client, channel, sharded, refresh):
-        self._channel = channel.encode()
-        self._refresh = refresh
-        self.ended = None            # what the last refresh() found: an outcome, or None
-        super().__init__(client, channel, None, sharded)
-
-    def _open_connection(self, pool):
-        # Borrowed from the pool and handed back, closed, by close(): a producer waits
-        # for many results over its life, and made connections count against the
-        # pool's limit until it is closed. (redis-py 4.3 wants a command name.)
-        self._pool = pool
-        try:
-            return pool.get_connection()
-        except TypeError:
-            return pool.get_connection("SUBSCRIBE")
-
-    def close(self) -> None:
-        super().close()
-        with contextlib.suppress(Exception):
-            self._pool.release(self._conn)
-
-    def refresh(self) -> None:
-        out = self._refresh()
-        self.ended = outcome(out[0], out[1]) if out else None
-
-    def _handed(self) -> list:
-        out, pos = [], 0
-        while True:
-            frame, end = resp.read_array(self._buf, pos)
-            if frame is None:
-                break
-            pos = end
-            if len(frame) == 3 and frame[0] == self._message and frame[1] == self._channel:
-                state, _, record = frame[2].decode("utf-8", "surrogateescape").partition(" ")
-                out.append(outcome(state, record))
-            elif frame and frame[0] == self._lost:
-                self._gone = True
-        self._buf = self._buf[pos:]
-        if self._gone and not out:
-            raise BrokerError("redis: the queue's slot moved to another node while waiting for a job")
-        return out
 
 
 def outcome(state: str, record: str) -> dict:

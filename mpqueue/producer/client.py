@@ -15,7 +15,7 @@ from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
 from ..core.retry import MAX_DELAY, delay_problem
-from . import handles
+from . import ahandles, handles
 from .handles import JobHandle
 
 log = logging.getLogger("mpqueue.producer")
@@ -36,6 +36,7 @@ class Client:
         self._async = None                  # the awaitable push side, made on the first apush
         self._result_ttls: dict[str, int] = {}   # queue -> result_ttl, from a config (cancel records' life)
         self._declared: tuple[str, frozenset] | None = None   # (config source, its queues), from a config
+        self._calls = ahandles.Calls()      # the threads of aresult/astatus/acancel's broker calls
 
     @classmethod
     def from_config(cls, path, scope=None) -> "Client":
@@ -99,6 +100,18 @@ class Client:
         to stop (current_job().cancelled), or with `kill` its worker is killed. Either
         way it ends as cancelled. False if it had already ended or is unknown."""
         return handles.cancel(self, job_id, kill, queue)[1] in ("cancelled", "requested")
+
+    async def astatus(self, job_id: str, queue: str | None = None) -> str:
+        """status() for async code."""
+        return await ahandles.status(self, job_id, queue)
+
+    async def aresult(self, job_id: str, timeout: float | None = None, queue: str | None = None):
+        """result() for async code: awaits the end without a thread per waiter."""
+        return await ahandles.wait_result(self, job_id, timeout, queue)
+
+    async def acancel(self, job_id: str, kill: bool = False, queue: str | None = None) -> bool:
+        """cancel() for async code."""
+        return (await ahandles.cancel(self, job_id, kill, queue))[1] in ("cancelled", "requested")
 
     def result_ttl(self, queue: str | None) -> int:
         """How long the queue keeps ended jobs' records (its config's, if the client has one)."""
@@ -177,12 +190,14 @@ class Client:
     def close(self) -> None:
         if self._async is not None:
             self._async.close()
+        self._calls.close()
         self.broker.close()
 
     async def aclose(self) -> None:
         """close() for async code: closes this loop's async connections on it."""
         if self._async is not None:
             await self._async.aclose()
+        self._calls.close()
         # Closing an SQLite database may checkpoint its WAL into the file: not on the loop.
         await asyncio.to_thread(self.broker.close)
 

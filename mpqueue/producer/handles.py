@@ -9,7 +9,9 @@ result() waits for the job's end without polling the broker in a loop: it
 watches the job (broker.watch: on Redis a subscription told by the script that
 ends the job, on SQLite a FIFO woken by every end in the queue), re-checks it,
 then sleeps until told, re-checking at most every RESULT_RECHECK seconds in case
-a hint was lost.
+a hint was lost. On Redis every wait of a process shares one subscriber
+connection per server (brokers/redis_watches.py). The awaitable versions
+(aresult, astatus, acancel) are in ahandles.py.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import time
 
 from ..brokers.base import RESULT_RECHECK
 from ..core import names
-from ..proc import readable
 
 STATES = ("scheduled", "ready", "running", "done", "failed", "cancelled", "unknown")
 ENDED = ("done", "failed", "cancelled")
@@ -70,7 +71,8 @@ class ResultTimeout(JobError, TimeoutError):
 
 class JobHandle(str):
     """The id push() returns (a str, equal to the bare id), which also remembers
-    its queue and client: handle.status(), .result(timeout), .cancel(kill).
+    its queue and client: handle.status(), .result(timeout), .cancel(kill), and
+    for async code astatus(), aresult(timeout), acancel(kill).
     `duplicate`: a push with a caller-chosen id found that job already live,
     and created nothing."""
 
@@ -91,6 +93,16 @@ class JobHandle(str):
 
     def cancel(self, kill: bool = False) -> bool:
         return self.client.cancel(self.id, kill=kill, queue=self.queue)
+
+    # -- awaitable, for async code (ahandles.py): the same answers and errors
+    async def astatus(self) -> str:
+        return await self.client.astatus(self.id, queue=self.queue)
+
+    async def aresult(self, timeout: float | None = None):
+        return await self.client.aresult(self.id, timeout, queue=self.queue)
+
+    async def acancel(self, kill: bool = False) -> bool:
+        return await self.client.acancel(self.id, kill=kill, queue=self.queue)
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r}, queue={self.queue!r}{', duplicate=True' if self.duplicate else ''})"
@@ -158,7 +170,7 @@ def wait_result(client, job_id: str, timeout: float | None, queue: str | None):
     """Client.result: the job's result once it ends; see the module docstring."""
     timeout = check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
-    queue, found = locate(client, job_id, queue)
+    queue, found = located(client, job_id, queue)
     job_id = str.__str__(job_id)
     if found is None:
         raise JobUnknown(job_id, queue)
@@ -177,9 +189,7 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
     while True:
         now = time.monotonic()
         if now >= next_check:
-            if next_check:
-                watch.refresh()
-            found = getattr(watch, "ended", None) or client.broker.find(queue, job_id)
+            found = recheck(client, watch, queue, job_id, bool(next_check))
             state = state_of(found)
             if state in ENDED:
                 return outcome(job_id, found)
@@ -189,16 +199,39 @@ def _wait(client, watch, queue, job_id, deadline, timeout):
         if deadline is not None and now >= deadline:
             raise ResultTimeout(job_id, timeout, state)
         until = next_check if deadline is None else min(next_check, deadline)
-        if readable([watch], max(0.0, until - now)):
+        if watch.wait(max(0.0, until - now)):
             heard = [o for o in watch.drain() if state_of(o) in ENDED]
             if heard:
                 return outcome(job_id, heard[0])
             next_check = 0.001       # a bare hint (SQLite): re-check now
 
 
+def located(client, job_id: str, queue: str | None) -> tuple[str | None, dict | None]:
+    """locate(), read once more in its queue when it found nothing there (see recheck):
+    a job just pushed may be moving to a worker while it is read."""
+    queue, found = locate(client, job_id, queue)
+    if found is None and queue:
+        found = client.broker.find(queue, str.__str__(job_id))
+    return queue, found
+
+
+def recheck(client, watch, queue, job_id, refresh: bool) -> dict | None:
+    """The job as the broker has it now, after keeping the watch alive (`refresh`;
+    on Redis this also subscribes again after a lost connection)."""
+    if refresh:
+        watch.refresh()
+    found = getattr(watch, "ended", None) or client.broker.find(queue, job_id)
+    if found is None:
+        # Redis's find() reads the places a job can be one after another: a job that
+        # moves from ready to running meanwhile can be missed once. Read it again
+        # before calling a job that was there a moment ago unknown.
+        found = client.broker.find(queue, job_id)
+    return found
+
+
 def _heard(watch) -> bool:
     """Whether an end arrived already (found gone, yet told: a result_ttl of 0)."""
-    return bool(readable([watch], 0))
+    return watch.wait(0)
 
 
 def cancel(client, job_id: str, kill: bool, queue: str | None) -> tuple[str | None, str]:

@@ -33,6 +33,10 @@ from .concurrent import ConcurrentDispatchedSource, ConcurrentGrabSource
 from .dispatched import DispatchedSource
 from .grab import GrabSource
 
+# Broker connections a worker uses besides its running jobs': its reserve/ack
+# loop, lease renewal, heartbeats, the hand-off receipt sender.
+POOL_MARGIN = 8
+
 log = logging.getLogger("mpqueue.worker")
 RSS_EVERY = 0.1             # memory_limit: read the resident size at most this often
 _PR_SET_PDEATHSIG = 1
@@ -99,7 +103,9 @@ class Worker:
         for entry in reversed(self.service.path):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        self.broker = open_broker(self.service.broker)
+        # Every running job may push or settle at the same moment: the pool lends that
+        # many connections and a margin (redis_pools.py; SQLite ignores it).
+        self.broker = open_broker(self.service.broker, connections=self.cfg.concurrency + POOL_MARGIN)
         try:
             self.broker.check_format()    # newer data: a boot failure, whose error names both formats
         except DataFormatError:

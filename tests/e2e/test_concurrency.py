@@ -363,3 +363,51 @@ def test_mpqctl_shows_busy_slots_and_a_running_jobs_worker_and_slot(service, cli
     node, = ctl("status")["nodes"]
     assert (node["queues"]["default"]["slots"], node["queues"]["default"]["busy_slots"]) == (4, 2)
     rdb.delete("test:hang")
+
+
+TOGETHER = TASKS + '''
+import threading
+
+_lock, _started, _all_in = threading.Lock(), [0], threading.Event()
+
+@mpqueue.task(queue="default", timeout=300)
+def push_together(n):
+    # Every job waits until all n run at once, then all push in the same instant:
+    # as many pool connections wanted at once as the worker has slots.
+    with _lock:
+        _started[0] += 1
+        if _started[0] >= n:
+            _all_in.set()
+    _all_in.wait(240)
+    return noop.push()
+'''
+
+
+def test_a_worker_with_1000_slots_whose_jobs_all_push_at_once_loses_and_crashes_none(service, client, rdb):
+    # Given a worker with concurrency 1000 (one thread, and possibly one broker
+    # connection, per running job: the open-file limit is raised for it where the
+    # hard limit allows) whose 1,000 jobs run together and then all push at once
+    import resource
+    n = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if want < 2 * n + 200:
+        pytest.skip(f"the hard limit on open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    try:
+        svc = service(conc(n), tasks=TOGETHER).start()       # the service inherits the raised limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    pids = svc.worker_pids()
+    parents = client.push_many("default", [{"task": "testtasks:push_together", "args": [n]}] * n)
+    # When they have all ended
+    ended = {}
+    for job_id in parents:
+        ended[job_id] = final(client, job_id, timeout=240)
+    # Then every one is done (none failed as crashed, none lost), each child it
+    # pushed is done too, and the worker never exited
+    assert {f["state"] for f in ended.values()} == {"done"}
+    assert all(f.get("attempts", 1) == 1 for f in ended.values())
+    for f in ended.values():
+        assert final(client, f["result"], timeout=120)["state"] == "done"
+    assert svc.worker_pids() == pids

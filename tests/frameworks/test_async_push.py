@@ -73,3 +73,31 @@ def test_a_fastapi_handler_pushes_concurrently_without_blocking(service, produce
     assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.5
     wait_for(lambda: rdb.llen("signup:sent") >= N, 30, what=f"{N} jobs")
     assert sorted(rdb.lrange("signup:sent", 0, -1)) == sorted(f"f{i}@example.org" for i in range(N))
+
+
+def test_a_fastapi_handler_awaits_results_concurrently_without_blocking(service, producer, rdb):
+    pytest.importorskip("fastapi")
+    from signup.api import app
+    signup_service(service).start()
+
+    async def main():
+        # A ticker on the same loop: a wait that blocked the loop would stall it.
+        ticks, stop = [], asyncio.Event()
+
+        async def tick():
+            while not stop.is_set():
+                ticks.append(asyncio.get_running_loop().time())
+                await asyncio.sleep(0.005)
+        ticker = asyncio.create_task(tick())
+        replies = await asyncio.gather(*(asgi_post(app, "/signup/wait", f"email=w{i}@example.org")
+                                         for i in range(N)))
+        stop.set()
+        await ticker
+        await producer.aclose()
+        return replies, ticks
+    replies, ticks = asyncio.run(main())
+    # Each request answered once its job had run, with the job's result
+    assert {status for status, _ in replies} == {200}
+    assert {body["result"] for _, body in replies} == {None}
+    assert rdb.llen("signup:sent") == N
+    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.5

@@ -11,3 +11,10 @@ app = FastAPI()
 async def signup(email: str):
     job_id = await send_welcome.apush(email)
     return {"job": job_id}
+
+
+@app.post("/signup/wait")
+async def signup_and_wait(email: str):
+    # Waits for the job's end (at most 10 s) without blocking the loop or holding a thread.
+    job = await send_welcome.apush(email)
+    return {"job": job, "result": await job.aresult(timeout=10)}

@@ -132,7 +132,7 @@
       return {
         key: "q|" + q.name, cls: (c.failed > 0 ? "has-failed" : "") + (q.paused ? " paused" : ""),
         cells: [td({ class: "name" }, code(q.name), q.paused ? el("span", { class: "badge paused" }, "paused") : null,
-                   q.declared ? null : el("span", { class: "hint", text: " not in this config" })),
+                   q.declared ? null : el("span", { class: "hint", text: " no workers: not in this service's config" })),
                 num(c.ready), num(c.scheduled), num(c.running), num(c.failed), num(c.done_total), num(c.failed_total),
                 td({ class: "n latency", title: "how long the oldest waiting job has waited" },
                    typeof age !== "number" || (!age && !c.ready) ? "–" : duration(age)),

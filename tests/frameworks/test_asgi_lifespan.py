@@ -39,11 +39,15 @@ def test_the_lifespan_connects_apush_for_the_apps_life(service, rdb, monkeypatch
         await lifespan_event(app, queue_in, queue_out, "startup")
         connected = default._default
         status, body = await asgi_post(app, "/signup", "email=life@example.org")
+        waited = await asgi_post(app, "/signup/wait", "email=wait@example.org")
         await lifespan_event(app, queue_in, queue_out, "shutdown")
         await server
-        return connected, status, body
-    connected, status, body = asyncio.run(main())
-    # Then the handler pushed through the client the lifespan made, gone after shutdown
+        return connected, status, body, waited
+    connected, status, body, waited = asyncio.run(main())
+    # Then the handler pushed through the client the lifespan made, gone after shutdown,
+    # and a handler awaited its job's end (aresult) through that client
     assert connected is not None and status == 200 and body["job"]
+    assert waited[0] == 200 and waited[1]["sent"] is True
     assert default._default is None
-    wait_for(lambda: rdb.lrange("signup:sent", 0, -1) == ["life@example.org"], 15, what="the job run")
+    wait_for(lambda: sorted(rdb.lrange("signup:sent", 0, -1)) == ["life@example.org", "wait@example.org"], 15,
+             what="the jobs run")

@@ -18,3 +18,10 @@ app.router.lifespan_context = lifespan(os.environ.get("SIGNUP_MPQUEUE_CONFIG"))
 async def signup(email: str):
     job_id = await send_welcome.apush(email)
     return {"job": job_id}
+
+
+@app.post("/signup/wait")
+async def signup_and_wait(email: str):
+    job = await send_welcome.apush(email)
+    await job.aresult(timeout=10)         # the job ran: the e-mail is sent
+    return {"job": job, "sent": True}

@@ -45,7 +45,8 @@ from types import SimpleNamespace
 from mpqueue.brokers import Ack, open_broker
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer.client import Client
-from mpqueue.web import snapshot
+from mpqueue.web import snapshot, views
+from mpqueue.web.history import FirstSeen
 
 from .common import PrivateRedis
 
@@ -99,7 +100,7 @@ class NoHistory:
 
 def api_state(url: str, broker) -> dict:
     cfg = SimpleNamespace(name="bench", broker=url, queues={QUEUE: None}, schedules={})
-    return snapshot.state(cfg, broker, NoHistory(), {}, True)
+    return snapshot.state(cfg, broker, NoHistory(), FirstSeen(), True, views.ViewQuery())
 
 
 def handles(url: str, broker, ids: list[str], calls: int, ctl_calls: int) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 
 import click
 
@@ -31,9 +32,28 @@ class _UnixConnection(http.client.HTTPConnection):
         self.unix_path = path
 
     def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(FETCH_TIMEOUT)
-        self.sock.connect(self.unix_path)
+        # A unix socket whose listen backlog is full refuses a connect with EAGAIN at
+        # once rather than waiting (a flood of idle clients the server is shedding):
+        # try again until the fetch's deadline, as a TCP client's SYN would.
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        pause = 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(FETCH_TIMEOUT)
+            try:
+                sock.connect(self.unix_path)
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            return
 
 
 def fetch(listen: str, service: str) -> bytes:

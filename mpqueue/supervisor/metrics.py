@@ -285,7 +285,7 @@ def _bind(listen: str, runtime_dir, endpoint) -> metrics_http.Server:
         except OSError:
             sock.close()
             raise
-    sock.listen(128)
+    sock.listen(socket.SOMAXCONN)       # a flood of idle clients waits here while the server sheds them
     server = metrics_http.Server(sock, endpoint.scrape, host)
     server.path = path
     return server

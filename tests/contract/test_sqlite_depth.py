@@ -280,3 +280,24 @@ def test_watch_files_are_cleaned_with_their_job(broker):
     [job] = take(broker)
     broker.ack(Q, [ack_of(job)])
     assert os.listdir(end_dir) == []
+
+
+def test_a_watch_made_while_its_job_directory_is_removed_is_made_again(tmp_path, monkeypatch):
+    # A job's end removes its (empty) wake directory; a watcher that made it a moment
+    # before, between its mkdir and its chmod, must make it again, not fail result().
+    from mpqueue.brokers.sqlite import wake
+    real_chmod, raced = os.chmod, []
+
+    directory = str(tmp_path / "db-wake" / "q.end" / "job")
+
+    def chmod(path, mode, *a, **kw):
+        if path == directory and not raced:
+            raced.append(path)
+            os.rmdir(path)                 # the waker's rmdir, just after our mkdir
+        return real_chmod(path, mode, *a, **kw)
+    monkeypatch.setattr(wake.os, "chmod", chmod)
+    watch = wake.FifoJobWatch(directory, (0o700, 0o600))
+    try:
+        assert raced and os.path.isdir(directory)
+    finally:
+        watch.close()

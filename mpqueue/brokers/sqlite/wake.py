@@ -27,13 +27,14 @@ class FifoWaiter(Waiter):
         hidden = os.path.join(directory, "." + name)
         self.path = os.path.join(directory, name)
         for attempt in range(5):
-            _make_dirs(directory, dir_mode, self.depth)
             try:
+                _make_dirs(directory, dir_mode, self.depth)
                 # Made under a hidden name and renamed once open: a waker never sees it unopened
                 # (it would take it for the FIFO of a dead process and remove it).
                 os.mkfifo(hidden, fifo_mode)
                 break
-            except FileNotFoundError:          # a waker removed the (empty) job directory just now
+            except FileNotFoundError:          # a waker removed the (empty) job directory just now,
+                                               # even between our mkdir and its chmod
                 if attempt == 4:
                     raise
         self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)

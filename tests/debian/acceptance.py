@@ -54,6 +54,16 @@ def run(tag, seconds=0.0):
     return tag
 
 
+@mpqueue.task(queue="default")
+def held_until_killed(tag):
+    # Its first attempt outlasts any watchdog (the worker is killed meanwhile); a later one
+    # runs at once. A fixed run time would race the watchdog's kill.
+    if mpqueue.current_job().attempt == 1:
+        time.sleep(600)
+    _record(tag)
+    return tag
+
+
 @mpqueue.task(queue="default", retries=0)
 def fail(message):
     raise RuntimeError(message)

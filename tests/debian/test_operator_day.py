@@ -372,9 +372,9 @@ def test_stop_with_jobs_in_flight_loses_nothing_and_ends_with_result_success(day
 def test_a_frozen_supervisor_is_restarted_by_the_watchdog_and_no_job_is_lost(day):
     host = day.host
     host.ctl("start", FROZEN)
-    held = push(day, "frozen", "run", "held", 3)
+    held = push(day, "frozen", "held_until_killed", "held")
     wait_for(lambda: host.mpqctl("frozen", "job", held)["state"] == "running", 20, interval=0.1,
-             what="the job running")
+             what=f"the job running ({host.mpqctl('frozen', 'job', held)})")
     main, old = host.prop(FROZEN, "MainPID"), host.workers(FROZEN)
     host.ctl("kill", "--kill-who=main", "--signal=SIGSTOP", FROZEN)
     pushed_while_frozen = [push(day, "frozen", "run", f"while-frozen-{i}") for i in range(3)]

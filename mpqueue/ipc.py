@@ -40,6 +40,24 @@ READY, BOOT_FAILED, DONE, OVERDUE, STOP, JOB = "ready", "boot_failed", "done", "
 BEAT_EVERY = 2.0
 
 
+def done_message(job_id: str, ack=None) -> dict:
+    """DONE, dispatch mode: a job ended; with its ack (a brokers.Ack) when it succeeded.
+    The one place this message is built; ack_fields() reads it back."""
+    msg = {"type": DONE, "id": job_id}
+    if ack is not None:
+        msg.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)
+    return msg
+
+
+def ack_fields(msg: dict) -> dict | None:
+    """The ack carried by a DONE message, as brokers.Ack's keyword arguments; None
+    when the job did not succeed (it was settled in the worker)."""
+    if "token" not in msg:
+        return None
+    return {"id": msg["id"], "token": msg["token"], "record": msg["record"], "ttl": msg["ttl"],
+            "first_attempt": msg["first"]}
+
+
 class Channel:
     """Newline-delimited JSON over a pipe (both ends use it)."""
 

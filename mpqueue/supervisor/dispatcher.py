@@ -60,8 +60,9 @@ class Dispatcher(Holding):
     def job_done(self, handle, msg: dict) -> None:
         if self.handed.get(handle, {}).pop(msg["id"], None) is not None:
             self.free[handle] += 1
-        if "token" in msg:
-            self.acks.append(Ack(msg["id"], msg["token"], msg["record"], msg["ttl"], msg["first"]))
+        fields = ipc.ack_fields(msg)
+        if fields is not None:
+            self.acks.append(Ack(**fields))
         if not handle.retiring and handle not in self.idle:
             self.idle.append(handle)
         self.wanted = True

@@ -177,8 +177,5 @@ class ConcurrentDispatchedSource:
         except BrokerError as exc:
             exit_unsettled(exc, self.w.cfg.name)
         for s, ack in finished:
-            reply = {"type": ipc.DONE, "id": s.job.id}
-            if ack:
-                reply.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)
-            self.w.report.send(reply)
+            self.w.report.send(ipc.done_message(s.job.id, ack))
             self.w.after_job()

@@ -28,8 +28,5 @@ class DispatchedSource:
                     ack = w.runner.run(msg["token"], msg["envelope"])
                 except BrokerError as exc:
                     exit_unsettled(exc, w.cfg.name)     # the supervisor knows what it sent
-                reply = {"type": ipc.DONE, "id": msg["id"]}
-                if ack:
-                    reply.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)
-                w.report.send(reply)
+                w.report.send(ipc.done_message(msg["id"], ack))
                 w.after_job()

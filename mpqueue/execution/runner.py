@@ -20,6 +20,7 @@ from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
+from .outcome import Done, Errored, Outcome, RetryAsked, TimedOut
 from .settle import cancelled_line, settle_failure
 from .texts import clean_text, describe, format_traceback, result_record
 
@@ -128,7 +129,7 @@ class Runner:
             self.tally.observe_wait(time.time() - job.due_ms / 1000.0)
         return Started(job, info, cfg, time.monotonic(), slot, is_async)
 
-    def end(self, s: Started, outcome: tuple) -> Ack | None:
+    def end(self, s: Started, outcome: Outcome) -> Ack | None:
         """Record the outcome of a job begun here; frees its slot."""
         try:
             ack = self._record(s, outcome)
@@ -143,59 +144,59 @@ class Runner:
         self.scoreboard.finish(ack is not None, s.slot)
         return ack
 
-    def execute(self, s: Started) -> tuple:
-        """Run a plain task (in any thread): ("done", value), ("retry", delay, message),
-        ("timeout",) or ("error", message, traceback). Never raises, whatever the task does."""
+    def execute(self, s: Started) -> Outcome:
+        """Run a plain task (in any thread) to its Outcome. Never raises, whatever the task does."""
         try:
-            return ("done", self._call(s))
+            return Done(self._call(s))
         except Retry as exc:
-            return ("retry", exc.delay, describe(exc, with_type=False))
+            return RetryAsked(exc.delay, describe(exc, with_type=False))
         except _Expired:
-            return ("timeout",)
+            return TimedOut()
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            return ("error", describe(exc), clean_text(format_traceback()))
+            return Errored(describe(exc), clean_text(format_traceback()))
 
-    async def execute_async(self, s: Started) -> tuple:
+    async def execute_async(self, s: Started) -> Outcome:
         """Run an async task on the running loop, cancelled at its timeout; the
         outcome as execute() gives it. Never raises."""
         s.task = asyncio.current_task()
         timer = asyncio.get_running_loop().call_later(s.cfg.timeout, _expire, s)
         watcher = asyncio.ensure_future(_cancel_when_asked(s))
         try:
-            return ("done", await self._call_async(s))
+            return Done(await self._call_async(s))
         except Retry as exc:
-            return ("retry", exc.delay, describe(exc, with_type=False))
+            return RetryAsked(exc.delay, describe(exc, with_type=False))
         except (asyncio.CancelledError, _Expired) as exc:
             if s.timed_out:
-                return ("timeout",)
-            return ("error", describe(exc), clean_text(format_traceback()))
+                return TimedOut()
+            return Errored(describe(exc), clean_text(format_traceback()))
         except BaseException as exc:  # noqa: BLE001
-            return ("error", describe(exc), clean_text(format_traceback()))
+            return Errored(describe(exc), clean_text(format_traceback()))
         finally:
             timer.cancel()
             watcher.cancel()
 
-    def _record(self, s: Started, outcome) -> Ack | None:
+    def _record(self, s: Started, outcome: Outcome) -> Ack | None:
         job, info, cfg, started = s.job, s.info, s.cfg, s.started
-        kind = outcome[0]
-        if kind == "done":
+        if isinstance(outcome, Done):
             asked = self._asked(s)
             if asked:             # its ack ends it as cancelled: count and log it so
                 self._cancelled(job, job.task, asked, "asked to stop, it returned (its result is dropped)", started)
-            return self._ack(job, outcome[1], started, counted=bool(asked))
-        if kind == "timeout":
+            return self._ack(job, outcome.value, started, counted=bool(asked))
+        if isinstance(outcome, TimedOut):
             self._failed(job, info, cfg, failures.TIMEOUT, f"exceeded its timeout of {cfg.timeout:g} s (cancelled)",
                          "", started)
             return None
-        if kind == "retry":
-            delay, message = outcome[1], outcome[2]
+        if isinstance(outcome, RetryAsked):
+            delay, message = outcome.delay, outcome.message
             problem = retry_delay_problem(delay)
             if problem:
                 self._failed(job, info, cfg, failures.BAD_RESULT, f"Retry({problem})", "", started)
             else:
                 self._failed(job, info, cfg, failures.ERROR, message, "", started, delay, f"it raised Retry: {message}")
             return None
-        self._failed(job, info, cfg, failures.ERROR, outcome[1], outcome[2], started)
+        if not isinstance(outcome, Errored):     # a bug of ours: end() fails the job as bad_result
+            raise TypeError(f"not an Outcome: {outcome!r:.80}")
+        self._failed(job, info, cfg, failures.ERROR, outcome.message, outcome.traceback, started)
         return None
 
     def _asked(self, s: Started) -> str | None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 
 from .. import ipc
 from ..execution.aio import TICK
+from ..execution.outcome import Errored, Outcome
 from ..execution.runner import CANCEL_GRACE, Runner, Started
 
 log = logging.getLogger("mpqueue.worker")
@@ -73,9 +73,8 @@ class Slots:
 
     def _spawn(self, batch) -> None:
         # On the loop's thread.
-        loop = self.runner.aio.loop
         for s in batch:
-            task = loop.create_task(self.runner.execute_async(s))
+            task = self.runner.aio.create_job_task(self.runner.execute_async(s), s.job.id)
             task.add_done_callback(lambda t, s=s: self._ended(s, _outcome(t)))
 
     def _ended(self, s: Started, outcome) -> None:
@@ -149,29 +148,20 @@ class Slots:
             pass                         # the supervisor is gone; we die with it
 
     def blocker(self) -> Started | None:
-        """The async job running on the loop's thread right now: the one blocking it."""
-        thread = self.runner.aio.thread
-        frame = sys._current_frames().get(thread.ident) if thread else None
-        while frame is not None:
-            if frame.f_code in _JOB_CODES:
-                s = frame.f_locals.get("s")
-                if isinstance(s, Started):
-                    return s
-            frame = frame.f_back
-        return None
+        """The async job whose task the loop's thread is running a step of right now
+        (aio.py records it around each step): the one blocking it."""
+        job_id = self.runner.aio.stepping()
+        return next((s for s in self.running.values() if s.job.id == job_id), None)
 
     def close(self) -> None:
         self.runner.aio.close()
 
 
-_JOB_CODES = {Runner.execute_async.__code__, Runner._call_async.__code__}
-
-
-def _outcome(task) -> tuple:
+def _outcome(task) -> Outcome:
     try:
         return task.result()
     except BaseException as exc:  # noqa: BLE001 - execute_async() never raises; a cancelled task can
-        return ("error", f"{type(exc).__name__}: the job was interrupted", "")
+        return Errored(f"{type(exc).__name__}: the job was interrupted")
 
 
 class _Threads:

@@ -43,7 +43,7 @@ class Started:
     job: jobmod.Job
     info: tasks.TaskInfo
     cfg: object               # the queue's settings with the task's overrides
-    started: float            # time.monotonic()
+    started: float            # the runner's clock (time.monotonic())
     slot: int
     is_async: bool
     timed_out: bool = False   # its timeout cancelled it
@@ -76,8 +76,9 @@ _OUTSIDE = object()     # no scope entered (yet)
 
 class Runner:
     def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None,
-                 tally=None, scope: JobScope | None = None):
+                 tally=None, scope: JobScope | None = None, clock=time.monotonic):
         self.broker = broker
+        self.clock = clock            # durations and deadlines: monotonic (a parameter for tests)
         self.scope = scope            # the framework's per-job setup, or None
         self.service = service_cfg
         self.cfg = queue_cfg
@@ -127,7 +128,7 @@ class Runner:
         self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
         if job.attempts == 1 and job.due_ms > 0:     # a retry's due time is not in its envelope: first attempts only
             self.tally.observe_wait(time.time() - job.due_ms / 1000.0)
-        return Started(job, info, cfg, time.monotonic(), slot, is_async)
+        return Started(job, info, cfg, self.clock(), slot, is_async)
 
     def end(self, s: Started, outcome: Outcome) -> Ack | None:
         """Record the outcome of a job begun here; frees its slot."""
@@ -204,7 +205,7 @@ class Runner:
         probe saw it, with one more look for a job that ran past CANCEL_POLL (short
         jobs cost no round trip; a request in their last second may be missed here,
         not by the broker, which ends the job as cancelled on its ack all the same)."""
-        if s.probe is not None and time.monotonic() - s.started >= CANCEL_POLL:
+        if s.probe is not None and self.clock() - s.started >= CANCEL_POLL:
             s.probe()
         return s.probe.asked if s.probe is not None else None
 
@@ -271,7 +272,7 @@ class Runner:
         return hook(job_info, error)
 
     def _ack(self, job, value, started, counted: bool = False) -> Ack:
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         record = ""
         if self.cfg.result_ttl:
             fields = {"task": job.task, "attempts": job.attempts, "result": value,
@@ -292,7 +293,7 @@ class Runner:
             did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
                           failures.TIMEOUT: f"it {message}"}.get(kind, f"its outcome: {kind}, {message}")
             return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         if settled.outcome != "stale":
             self.tally.count(task, settled.outcome, kind)
             self.tally.observe_duration(task, ms / 1000)
@@ -301,7 +302,7 @@ class Runner:
 
     def _cancelled(self, job, task, asked, did, started) -> None:
         """A cancel request ended the job: counted and logged as cancelled, with what it asked."""
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         self.tally.count(task, "cancelled", asked)
         self.tally.observe_duration(task, ms / 1000)
         log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
@@ -309,7 +310,7 @@ class Runner:
     def _refuse_job(self, job, kind, message, slot=0):
         settled = settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
         if settled.outcome == "cancelled":
-            return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", time.monotonic())
+            return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", self.clock())
         if settled.outcome != "stale":
             self.tally.count(UNREGISTERED, "failed", kind)     # a name nobody registered is no label
         self.scoreboard.count_failed()

@@ -200,3 +200,4 @@ def test_a_blocked_event_loop_blames_the_job_blocking_it_not_the_oldest(slots_on
     slots.check(time.monotonic())
     assert slots.overran
     assert report.reports == [{"type": OVERDUE, "id": culprit.id}]
+    assert len(wait_ended(slots, 2)) == 2                  # both cancelled at their timeout once the loop turns

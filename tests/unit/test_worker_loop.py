@@ -186,3 +186,36 @@ def test_jobs_sent_over_the_pipe_wait_in_the_inbox_and_every_wait_beats():
     control.wait([], 1.0)
     assert [m["id"] for m in control.take_jobs(4)] == ["a"] and control.take_jobs(4) == []
     assert control.scoreboard.read().beat == clock.t
+
+
+# -- recycling
+
+class Tally:
+    def __init__(self):
+        self.reasons = []
+
+    def recycling(self, reason):
+        self.reasons.append(reason)
+
+
+def test_memory_over_the_limit_recycles_and_is_read_at_most_every_tenth_of_a_second():
+    clock, stops, reads, tally = Clock(), [], [], Tally()
+    rss = iter([100.0, 300.0, 300.0])
+    recycler = Recycler("q", 0, 200, lambda: stops.append(1), tally, clock,
+                        rss=lambda: reads.append(clock.t) or next(rss))
+    recycler.after_job()                  # 100 MB: fine
+    recycler.after_job()                  # too soon to look again
+    clock.advance(0.1)
+    recycler.after_job()                  # 300 MB: recycle
+    assert len(reads) == 2 and stops == [1] and tally.reasons == ["memory"]
+
+
+def test_max_jobs_recycles_with_its_reason_and_leaves_a_count_of_jobs():
+    stops, tally = [], Tally()
+    recycler = Recycler("q", 3, 0, lambda: stops.append(1), tally, Clock())
+    assert recycler.left() == 3
+    recycler.after_job()
+    recycler.after_job()
+    assert recycler.left() == 1 and stops == []
+    recycler.after_job()
+    assert stops == [1] and tally.reasons == ["max_jobs"]

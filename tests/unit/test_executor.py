@@ -201,3 +201,11 @@ def test_a_blocked_event_loop_blames_the_job_blocking_it_not_the_oldest(slots_on
     assert slots.overran
     assert report.reports == [{"type": OVERDUE, "id": culprit.id}]
     assert len(wait_ended(slots, 2)) == 2                  # both cancelled at their timeout once the loop turns
+
+
+def test_a_job_refused_at_its_start_ends_at_once_and_frees_its_slot(slots_on):
+    slots, broker, _ = slots_on(clock=Clock())
+    u = unit("exe:not_registered")
+    slots.start(u)
+    assert slots.collect() == [(u, None)] and slots.free() == 4
+    assert [job_id for job_id, _ in broker.failed] == [u.id]

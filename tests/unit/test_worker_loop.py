@@ -219,3 +219,24 @@ def test_max_jobs_recycles_with_its_reason_and_leaves_a_count_of_jobs():
     assert recycler.left() == 1 and stops == []
     recycler.after_job()
     assert stops == [1] and tally.reasons == ["max_jobs"]
+
+
+def test_a_stream_of_short_jobs_makes_no_poll_per_job_yet_sees_a_stop_within_look_every(monkeypatch):
+    # Given a worker loop on the real control line, counting its poll() calls
+    import mpqueue.worker.control as control_module
+    polls = []
+    real = control_module.proc.readable
+    monkeypatch.setattr(control_module.proc, "readable", lambda fds, t: polls.append(t) or real(fds, t))
+    clock = Clock()
+    control, supervisor, _ = control_line(clock)
+    broker, runner = FakeBroker(), Recorder(clock, default=0.00001)       # 10 us jobs
+    ids = broker.push(1000)
+    loop = WorkerLoop(GrabSource(broker, "q", "node/1", 60.0, control, 5.0, clock),
+                      InlineExecutor(runner, "q", clock), control, Recycler("q", 0, 0, control.stop, clock=clock),
+                      16, clock)
+    # When the supervisor asks it to stop after job 500
+    runner.on_run = lambda job_id: job_id == ids[499] and supervisor.send({"type": ipc.STOP})
+    loop.run()
+    # Then ~5 ms of work cost a handful of polls, and the stop took effect within LOOK_EVERY (200 jobs)
+    assert len(polls) <= 6
+    assert 500 <= len(runner.ran) <= 500 + LOOK_EVERY / 0.00001 + 1

@@ -43,6 +43,10 @@ class SignalQueue:
     def fileno(self) -> int:
         return self._r
 
+    def pending(self) -> bool:
+        """Whether a signal arrived since the last drain(): a look that costs no system call."""
+        return bool(self._pending)
+
     def fds(self) -> tuple[int, int]:
         """Both ends of the self-pipe (a forked child closes them)."""
         return self._r, self._w

@@ -22,6 +22,7 @@ once. No job is charged for any of it, except one that awaits the task.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import inspect
 import logging
 import threading
@@ -83,6 +84,17 @@ class EventLoop:
     def started(self) -> bool:
         return self.loop is not None
 
+    def create_job_task(self, coro, job_id: str):
+        """A task on the loop (call on its thread) running `coro` for job `job_id`,
+        whose steps the loop records (stepping())."""
+        return self.loop.create_task(_Stepped(coro, self.loop, job_id))
+
+    def stepping(self) -> str | None:
+        """The id of the job whose task the loop is running a step of right now (None:
+        none, or a callback that is no job's). Safe to read from any thread: a plain
+        attribute, written only by the loop's thread around each step."""
+        return self.loop.stepping if self.loop is not None else None
+
     def on_loop_thread(self) -> bool:
         return self.thread is not None and threading.get_ident() == self.thread.ident
 
@@ -135,6 +147,7 @@ class _Loop(asyncio.SelectorEventLoop):
     """The worker's loop: remembers who called stop() (asyncio's own calls say
     nobody), so a stop that is not ours is told in one line naming its job."""
     stopped_by = None          # [the JobContext or None] of the last stop()
+    stepping = None            # the job id whose task runs a step now (_Stepped)
 
     def stop(self) -> None:
         self.stopped_by = [current_job()]
@@ -155,8 +168,41 @@ def _task_factory(loop, coro, **kwargs):
     its coroutine inside _guarded, which knows the job."""
     job = current_job()
     if job is not None and asyncio.iscoroutine(coro):
-        coro = _guarded(coro, job)
+        coro = _Stepped(_guarded(coro, job), loop, job.id)
     return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+class _Stepped(collections.abc.Coroutine):
+    """A job's coroutine as its task drives it: each step (send/throw) records the
+    job's id on the loop for that step. A job that blocks the loop (time.sleep in an
+    async def) is then named by reading one attribute from the watching thread: no
+    frame or local variable of anyone's is looked at, and asyncio's own
+    current_task() is not safe to call from another thread. Costs one attribute
+    write each side of a step."""
+    __slots__ = ("coro", "loop", "job_id")
+
+    def __init__(self, coro, loop, job_id: str):
+        self.coro, self.loop, self.job_id = coro, loop, job_id
+
+    def send(self, value):
+        before, self.loop.stepping = self.loop.stepping, self.job_id
+        try:
+            return self.coro.send(value)
+        finally:
+            self.loop.stepping = before
+
+    def throw(self, *exc):
+        before, self.loop.stepping = self.loop.stepping, self.job_id
+        try:
+            return self.coro.throw(*exc)
+        finally:
+            self.loop.stepping = before
+
+    def close(self):
+        return self.coro.close()
+
+    def __await__(self):
+        return self.coro.__await__()
 
 
 async def _guarded(coro, job):

@@ -20,6 +20,7 @@ from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
+from .outcome import Done, Errored, Outcome, RetryAsked, TimedOut
 from .settle import cancelled_line, settle_failure
 from .texts import clean_text, describe, format_traceback, result_record
 
@@ -42,7 +43,7 @@ class Started:
     job: jobmod.Job
     info: tasks.TaskInfo
     cfg: object               # the queue's settings with the task's overrides
-    started: float            # time.monotonic()
+    started: float            # the runner's clock (time.monotonic())
     slot: int
     is_async: bool
     timed_out: bool = False   # its timeout cancelled it
@@ -75,8 +76,9 @@ _OUTSIDE = object()     # no scope entered (yet)
 
 class Runner:
     def __init__(self, broker, service_cfg, queue_cfg, worker_index: int, scoreboard, aio: EventLoop | None = None,
-                 tally=None, scope: JobScope | None = None):
+                 tally=None, scope: JobScope | None = None, clock=time.monotonic):
         self.broker = broker
+        self.clock = clock            # durations and deadlines: monotonic (a parameter for tests)
         self.scope = scope            # the framework's per-job setup, or None
         self.service = service_cfg
         self.cfg = queue_cfg
@@ -126,9 +128,9 @@ class Runner:
         self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
         if job.attempts == 1 and job.due_ms > 0:     # a retry's due time is not in its envelope: first attempts only
             self.tally.observe_wait(time.time() - job.due_ms / 1000.0)
-        return Started(job, info, cfg, time.monotonic(), slot, is_async)
+        return Started(job, info, cfg, self.clock(), slot, is_async)
 
-    def end(self, s: Started, outcome: tuple) -> Ack | None:
+    def end(self, s: Started, outcome: Outcome) -> Ack | None:
         """Record the outcome of a job begun here; frees its slot."""
         try:
             ack = self._record(s, outcome)
@@ -143,59 +145,59 @@ class Runner:
         self.scoreboard.finish(ack is not None, s.slot)
         return ack
 
-    def execute(self, s: Started) -> tuple:
-        """Run a plain task (in any thread): ("done", value), ("retry", delay, message),
-        ("timeout",) or ("error", message, traceback). Never raises, whatever the task does."""
+    def execute(self, s: Started) -> Outcome:
+        """Run a plain task (in any thread) to its Outcome. Never raises, whatever the task does."""
         try:
-            return ("done", self._call(s))
+            return Done(self._call(s))
         except Retry as exc:
-            return ("retry", exc.delay, describe(exc, with_type=False))
+            return RetryAsked(exc.delay, describe(exc, with_type=False))
         except _Expired:
-            return ("timeout",)
+            return TimedOut()
         except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            return ("error", describe(exc), clean_text(format_traceback()))
+            return Errored(describe(exc), clean_text(format_traceback()))
 
-    async def execute_async(self, s: Started) -> tuple:
+    async def execute_async(self, s: Started) -> Outcome:
         """Run an async task on the running loop, cancelled at its timeout; the
         outcome as execute() gives it. Never raises."""
         s.task = asyncio.current_task()
         timer = asyncio.get_running_loop().call_later(s.cfg.timeout, _expire, s)
         watcher = asyncio.ensure_future(_cancel_when_asked(s))
         try:
-            return ("done", await self._call_async(s))
+            return Done(await self._call_async(s))
         except Retry as exc:
-            return ("retry", exc.delay, describe(exc, with_type=False))
+            return RetryAsked(exc.delay, describe(exc, with_type=False))
         except (asyncio.CancelledError, _Expired) as exc:
             if s.timed_out:
-                return ("timeout",)
-            return ("error", describe(exc), clean_text(format_traceback()))
+                return TimedOut()
+            return Errored(describe(exc), clean_text(format_traceback()))
         except BaseException as exc:  # noqa: BLE001
-            return ("error", describe(exc), clean_text(format_traceback()))
+            return Errored(describe(exc), clean_text(format_traceback()))
         finally:
             timer.cancel()
             watcher.cancel()
 
-    def _record(self, s: Started, outcome) -> Ack | None:
+    def _record(self, s: Started, outcome: Outcome) -> Ack | None:
         job, info, cfg, started = s.job, s.info, s.cfg, s.started
-        kind = outcome[0]
-        if kind == "done":
+        if isinstance(outcome, Done):
             asked = self._asked(s)
             if asked:             # its ack ends it as cancelled: count and log it so
                 self._cancelled(job, job.task, asked, "asked to stop, it returned (its result is dropped)", started)
-            return self._ack(job, outcome[1], started, counted=bool(asked))
-        if kind == "timeout":
+            return self._ack(job, outcome.value, started, counted=bool(asked))
+        if isinstance(outcome, TimedOut):
             self._failed(job, info, cfg, failures.TIMEOUT, f"exceeded its timeout of {cfg.timeout:g} s (cancelled)",
                          "", started)
             return None
-        if kind == "retry":
-            delay, message = outcome[1], outcome[2]
+        if isinstance(outcome, RetryAsked):
+            delay, message = outcome.delay, outcome.message
             problem = retry_delay_problem(delay)
             if problem:
                 self._failed(job, info, cfg, failures.BAD_RESULT, f"Retry({problem})", "", started)
             else:
                 self._failed(job, info, cfg, failures.ERROR, message, "", started, delay, f"it raised Retry: {message}")
             return None
-        self._failed(job, info, cfg, failures.ERROR, outcome[1], outcome[2], started)
+        if not isinstance(outcome, Errored):     # a bug of ours: end() fails the job as bad_result
+            raise TypeError(f"not an Outcome: {outcome!r:.80}")
+        self._failed(job, info, cfg, failures.ERROR, outcome.message, outcome.traceback, started)
         return None
 
     def _asked(self, s: Started) -> str | None:
@@ -203,7 +205,7 @@ class Runner:
         probe saw it, with one more look for a job that ran past CANCEL_POLL (short
         jobs cost no round trip; a request in their last second may be missed here,
         not by the broker, which ends the job as cancelled on its ack all the same)."""
-        if s.probe is not None and time.monotonic() - s.started >= CANCEL_POLL:
+        if s.probe is not None and self.clock() - s.started >= CANCEL_POLL:
             s.probe()
         return s.probe.asked if s.probe is not None else None
 
@@ -270,7 +272,7 @@ class Runner:
         return hook(job_info, error)
 
     def _ack(self, job, value, started, counted: bool = False) -> Ack:
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         record = ""
         if self.cfg.result_ttl:
             fields = {"task": job.task, "attempts": job.attempts, "result": value,
@@ -291,7 +293,7 @@ class Runner:
             did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
                           failures.TIMEOUT: f"it {message}"}.get(kind, f"its outcome: {kind}, {message}")
             return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         if settled.outcome != "stale":
             self.tally.count(task, settled.outcome, kind)
             self.tally.observe_duration(task, ms / 1000)
@@ -300,7 +302,7 @@ class Runner:
 
     def _cancelled(self, job, task, asked, did, started) -> None:
         """A cancel request ended the job: counted and logged as cancelled, with what it asked."""
-        ms = (time.monotonic() - started) * 1000
+        ms = (self.clock() - started) * 1000
         self.tally.count(task, "cancelled", asked)
         self.tally.observe_duration(task, ms / 1000)
         log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
@@ -308,7 +310,7 @@ class Runner:
     def _refuse_job(self, job, kind, message, slot=0):
         settled = settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
         if settled.outcome == "cancelled":
-            return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", time.monotonic())
+            return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", self.clock())
         if settled.outcome != "stale":
             self.tally.count(UNREGISTERED, "failed", kind)     # a name nobody registered is no label
         self.scoreboard.count_failed()

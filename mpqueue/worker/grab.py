@@ -1,192 +1,209 @@
-"""Grab mode, the worker's side: this worker reserves its own jobs, several at a
-time when recent jobs were short (prefetch), folding the acks of finished jobs
-into its next reserve; when its queue is empty it waits on the broker's wake-up
-hint, on the idle list where a push can hand it a job directly."""
+"""Grab mode, the worker's side, as a source of units for the worker loop: this
+worker reserves its own jobs, as many at once as the loop wants (prefetch),
+folding the acks of finished jobs into its next reserve. When its queue is
+empty it waits on the broker's wake-up hint, and on the idle list, where a push
+can hand it a job directly (confirmed before it runs). After a broker outage
+it hands back what a lost reserve reply may have left in its name; on the way
+out it delivers the acks owed and hands back, last first, what it did not run."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
-from .. import ipc
 from ..brokers import FALLBACK_WAIT, BrokerError
-from ..ipc import BEAT_EVERY
 from ..core import envelope as jobmod
+from .units import Unit
 
 log = logging.getLogger("mpqueue.worker")
-PREFETCH_BUDGET = 0.010      # reserve no more jobs at once than this many seconds of recent work
-SLOW = PREFETCH_BUDGET       # a job expected to take this long first delivers the acks owed
 
 
-def exit_unsettled(exc, queue: str) -> None:
-    """A job ran but its outcome can't be recorded: exit, and the supervisor settles
-    what this worker held when the broker answers again (leases bound the wait)."""
-    log.warning("broker unreachable while settling a job, exiting to be replaced: %s", exc, extra={"queue": queue})
-    os._exit(ipc.EXIT_FAILED)
+class GrabUnit(Unit):
+    """A job reserved by (or handed to) this worker: its ack joins the source's
+    next reserve, and it can be handed back unrun."""
+
+    def __init__(self, source: "GrabSource", token: str, envelope: str, received: float):
+        super().__init__(token, envelope, received)
+        self.source = source
+        self.task = jobmod.peek_task(envelope)
+        self.id = jobmod.job_id(envelope)
+
+    def extend(self) -> bool:
+        return self.source.broker.extend(self.source.queue, self.id, self.token, self.source.lease)
+
+    def done(self, ack) -> None:
+        if ack:
+            self.source.owed.append(ack)
+        # A reserve now: it delivers the ack, fills the freed slot, and finds what
+        # settling the job may have queued (its failure hook, a retry due at once).
+        self.source.wake()
+
+    def release(self) -> None:
+        self.source.broker.release(self.source.queue, self.id, self.token)
 
 
 class GrabSource:
-    def __init__(self, worker):
-        self.w = worker
-        self.broker, self.cfg, self.queue = worker.broker, worker.cfg, worker.cfg.name
-        self.lease = worker.cfg.timeout + worker.service.lease_grace
+    def __init__(self, broker, queue: str, consumer: str, lease: float, control, shutdown_timeout: float,
+                 clock=time.monotonic):
+        self.broker, self.queue, self.consumer, self.lease = broker, queue, consumer, lease
+        self.control, self.shutdown_timeout, self.clock = control, shutdown_timeout, clock
+        self.handed: list[GrabUnit] = []   # reserved for us (or handed by a push), not started yet
+        self.owed: list = []               # acks of finished jobs, for the next reserve
         self.waiter = None
-        self.handed: list = []        # (token, envelope, received): reserved for us, not run yet
-        self.avg_run = PREFETCH_BUDGET  # seconds per job, recent average (first reserve takes one)
-        self.down_since = None        # monotonic time the broker stopped answering
-        self.task_avg: dict[str, float] = {}   # task name -> its recent run time, seconds
-        self.released: set[str] = set()   # tokens reclaim() handed back: a late hand-off message is void
+        self.idle = False                  # our last reserve found nothing and put us on the idle list
+        self.listen = False                # a hand-off may be waiting on the waiter (we were idle)
+        self.quiet_until = 0.0             # no reserve before this: idle until a hint, or backing off
+        self.down_since = None             # when the broker stopped answering
+        self.released: set[str] = set()    # tokens reclaim() handed back: a late hand-off message is void
 
-    def serve(self) -> None:
-        w = self.w
-        pending, idle = [], False
-        while not w.stopping:
-            w.select([], 0)              # a stop asked for during the last job
-            if w.stopping:
-                break
+    def held(self) -> int:
+        return len(self.handed)
+
+    def take(self, free: int, now: float) -> list[Unit]:
+        """Up to `free` of the jobs in our hands, oldest first."""
+        if self.listen:
             self.collect_handed()
-            if self.handed:              # prefetched, or handed to us by a push while we were idle
-                token, envelope, received = self.handed.pop(0)
-                task = jobmod.peek_task(envelope)
-                if pending and self.task_avg.get(task, SLOW) >= SLOW:
-                    pending = self.deliver(pending)     # finished jobs' acks never wait behind a slow one
-                pending += self.run_one(token, envelope, received, task)
-                continue
-            try:
-                if self.down_since is not None:
-                    self.reclaim(keep={a.id for a in pending})
-                reserved, next_due = self.broker.reserve(self.queue, w.consumer, self.batch_size(), self.lease,
-                                                         pending, leave_idle=idle, join_idle=self.waiter is not None)
-            except BrokerError as exc:
-                self.broker_down(exc)
-                continue
-            pending, idle = [], not reserved and self.waiter is not None
-            if not reserved:
-                self.wait(next_due)
-                continue
-            now = time.monotonic()
-            self.handed += [(r.token, r.envelope, now) for r in reserved]
-        self.flush(pending)
+        units, self.handed = self.handed[:free], self.handed[free:]
+        return units
 
-    def batch_size(self) -> int:
-        """How many jobs to reserve at once: one round trip for several short jobs,
-        but never more than about PREFETCH_BUDGET of work, so a batch can't keep
-        jobs from another idle worker (or a newer higher-priority job) for long."""
-        n = self.cfg.prefetch
-        if n > 1:
-            n = max(1, min(n, int(PREFETCH_BUDGET / max(self.avg_run, 1e-6))))
-        if self.cfg.max_jobs:
-            n = max(1, min(n, self.cfg.max_jobs - self.w.jobs))
-        return n
-
-    def deliver(self, acks) -> list:
-        """Acknowledge now; on a broker error keep them for the next reserve."""
+    def fill(self, want: int, free: int, running) -> bool:
+        """Reserve up to `want` jobs, the acks owed folded in; True when the loop
+        should turn again at once (jobs came, or a re-check is due). `free`: slots
+        free now (only a worker that can start a job at once joins the idle list);
+        `running()`: ids of our running jobs (kept through a reclaim)."""
+        if want <= 0:
+            self.deliver()                 # reserving nothing: the acks owed go now
+            return False
+        now = self.clock()
+        if now < self.quiet_until:
+            return False
         try:
-            self.broker.ack(self.queue, acks)
-            return []
+            if self.down_since is not None:
+                self.reclaim(keep={a.id for a in self.owed} | set(running()))
+            join = self.waiter is not None and free > len(self.handed)
+            reserved, next_due = self.broker.reserve(self.queue, self.consumer, want, self.lease, self.owed,
+                                                     leave_idle=self.idle, join_idle=join)
         except BrokerError as exc:
             self.broker_down(exc)
-            return acks
+            return False
+        was_idle, self.owed = self.idle, []
+        self.idle = not reserved and join
+        self.listen = was_idle or self.idle      # a push may have handed us a job as we left the list
+        if reserved:
+            now = self.clock()
+            self.handed += [GrabUnit(self, r.token, r.envelope, now) for r in reserved]
+            return True
+        self.quiet_until = now + (FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due))
+        return self.subscribe()
 
-    def run_one(self, token: str, envelope: str, received: float | None = None, task: str = "") -> list:
-        """Run a reserved job; returns the ack to deliver (folded into the next reserve).
-        `task`: its name as peeked, for the run-time estimate that decides whether a
-        job may be slow (a task not seen yet counts as slow)."""
-        started = time.monotonic()
-        if received is not None and started - received > 1.0:
-            # it waited in our hands: its lease has been running since then
-            if not self.broker.extend(self.queue, jobmod.job_id(envelope), token, self.lease):
-                return []                # no longer ours (its lease ran out): someone else has it
-        try:
-            ack = self.w.runner.run(token, envelope)
-        except BrokerError as exc:
-            exit_unsettled(exc, self.queue)
-        took = time.monotonic() - started
-        self.avg_run += (took - self.avg_run) * 0.2
-        self.task_avg[task] = self.task_avg.get(task, took) * 0.8 + took * 0.2
-        self.w.after_job()
-        return [ack] if ack else []
-
-    def collect_handed(self) -> None:
+    def subscribe(self) -> bool:
+        """Open the wake-up subscription on first need; True: re-check now (a hint may
+        have been missed while subscribing)."""
         if self.waiter is not None:
+            return False
+        try:
+            self.waiter = self.broker.waiter(self.queue, self.consumer)
+        except (BrokerError, OSError) as exc:
+            self.broker_down(exc)
+            return False
+        self.quiet_until = 0.0
+        return True
+
+    def wake(self) -> None:
+        """Something may be worth a reserve now (a hint, a hand-off, an ack owed)."""
+        if self.down_since is None:
+            self.quiet_until = 0.0
+
+    def deliver(self) -> None:
+        """Acknowledge the finished jobs now (before a slow job, or with nothing to
+        reserve); while the broker is down they wait for the reserve after it."""
+        if self.owed and self.down_since is None:
             try:
-                now = time.monotonic()
-                # A hand-off that arrives after reclaim() released its job is no longer ours.
-                for token, envelope in self.waiter.drain():
-                    if token not in self.released:
-                        # Taken: confirm it now, before it runs (a loss from here on spends its attempt).
-                        self.broker.confirm(self.queue, jobmod.job_id(envelope), token, self.lease)
-                        self.handed.append((token, envelope, now))
+                self.broker.ack(self.queue, self.owed)
+                self.owed = []
             except BrokerError as exc:
-                self.drop_waiter()
                 self.broker_down(exc)
 
-    def flush(self, acks) -> None:
-        """On the way out: deliver the last acks, and hand back the jobs reserved for
-        us that we have not run (attempt refunded, to the front of the queue)."""
-        deadline = time.monotonic() + self.w.service.shutdown_timeout
+    def wait(self, timeout: float, fds) -> None:
+        """Until a wake hint or hand-off, one of `fds`, a stop, `timeout`, or the end
+        of our quiet time (the next delayed job, the fallback, the back-off)."""
+        now = self.clock()
+        if self.quiet_until > now:
+            timeout = min(timeout, self.quiet_until - now)
+        try:
+            readable = self.control.wait([*fds, *([self.waiter] if self.waiter is not None else [])], timeout)
+            if self.waiter is not None and self.waiter in readable:
+                self.collect_handed()
+                self.wake()
+        except (BrokerError, OSError) as exc:
+            self.broker_down(exc)
+
+    def collect_handed(self) -> None:
+        if self.waiter is None:
+            return
+        self.listen = self.idle
+        try:
+            now = self.clock()
+            for token, envelope in self.waiter.drain():
+                # A hand-off that arrives after reclaim() released its job is no longer ours.
+                if token not in self.released:
+                    # Taken: confirm it now, before it runs (a loss from here on spends its attempt).
+                    self.broker.confirm(self.queue, jobmod.job_id(envelope), token, self.lease)
+                    self.handed.append(GrabUnit(self, token, envelope, now))
+        except BrokerError as exc:
+            self.broker_down(exc)
+
+    def hand_back(self) -> None:
+        """On the way out: deliver the acks owed, and hand back the jobs in our hands
+        not run (attempt refunded, to the front of the queue), within shutdown_timeout."""
+        deadline = self.clock() + self.shutdown_timeout
         self.collect_handed()
-        while (acks or self.handed) and time.monotonic() < deadline:
+        while (self.owed or self.handed) and self.clock() < deadline:
             try:
-                if acks:
-                    self.broker.ack(self.queue, acks)
-                    acks = []
+                if self.owed:
+                    self.broker.ack(self.queue, self.owed)
+                    self.owed = []
                 while self.handed:       # last first: each goes to the front, so order is kept
-                    token, envelope, _ = self.handed[-1]
-                    self.broker.release(self.queue, jobmod.job_id(envelope), token)
+                    self.handed[-1].release()
                     self.handed.pop()
             except BrokerError as exc:
                 self.broker_down(exc)
+                self.control.wait([], min(self.quiet_until, deadline) - self.clock())
+        self.drop_waiter()
 
-    def wait(self, next_due: float | None) -> None:
-        """Sleep until a wake hint or a handed job, the next delayed job is due, a stop,
-        or the fallback, stamping the scoreboard so the supervisor knows we live."""
-        deadline = time.monotonic() + (FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due))
-        try:
-            if self.waiter is None:
-                self.waiter = self.broker.waiter(self.queue, self.w.consumer)
-                return        # a hint may have been missed while subscribing: re-check now
-            while not self.w.stopping:
-                remaining = deadline - time.monotonic()
-                readable = self.w.select([self.waiter], min(remaining, BEAT_EVERY))
-                if self.waiter in readable:
-                    self.collect_handed()
-                    return
-                if remaining <= BEAT_EVERY:
-                    return
-        except (BrokerError, OSError) as exc:
-            self.drop_waiter()
-            self.broker_down(exc)
+    def close(self) -> None:
+        self.drop_waiter()
 
     # -- broker outages
     def broker_down(self, exc) -> None:
         # The wake-up subscription goes too: it may be on a server that is no longer
         # the master (a failover), where no hand-off or wake-up will ever come.
         self.drop_waiter()
+        now = self.clock()
         if self.down_since is None:
-            self.down_since = time.monotonic()
+            self.down_since = now
             log.warning("broker unreachable, retrying: %s", exc, extra={"queue": self.queue})
-        backoff = min(5.0, 0.05 * 2 ** min(10, (time.monotonic() - self.down_since) // 1))
-        self.w.select([], backoff)
+        self.quiet_until = now + min(5.0, 0.05 * 2 ** min(10, (now - self.down_since) // 1))
 
     def reclaim(self, keep=frozenset()) -> None:
         """Back from an outage: a reserve whose reply was lost may have left a job held
-        in our name that we never saw. We run nothing now, so hand back, unrun, all we
-        hold but the jobs in `keep` (finished, their ack still to deliver)."""
+        in our name that we never saw. Hand back, unrun, all we hold but the jobs in
+        `keep` (finished, their ack still to deliver; or running): our jobs in hand
+        go too, and a hand-off of one of them arriving late is void."""
         self.handed = []
         self.released = set()
         for held in self.broker.held(self.queue):
-            if held.consumer == self.w.consumer and held.id not in keep \
+            if held.consumer == self.consumer and held.id not in keep \
                     and self.broker.release(self.queue, held.id, held.token):
                 self.released.add(held.token)
                 log.warning("handed back job %s reserved during the outage", held.id,
                             extra={"queue": self.queue, "job_id": held.id})
-        log.warning("broker reachable again after %.1f s", time.monotonic() - self.down_since,
+        log.warning("broker reachable again after %.1f s", self.clock() - self.down_since,
                     extra={"queue": self.queue})
         self.down_since = None
 
     def drop_waiter(self) -> None:
+        # `idle` stays: our next reserve still takes us off the broker's idle list.
+        self.listen = False
         if self.waiter is not None:
             self.waiter.close()
             self.waiter = None
-

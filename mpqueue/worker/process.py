@@ -4,8 +4,8 @@ from its source until told to stop or recycled. One worker serves one queue.
 Talks to its supervisor over two pipes (ipc.py): `report` (worker ->
 supervisor: ready, boot failure, and in dispatch mode finished jobs) and
 `control` (supervisor -> worker: stop, and in dispatch mode the jobs to run).
-Never notifies systemd. Where the jobs come from is the source's business:
-grab.py (this worker reserves) or dispatched.py (the supervisor hands them over).
+Never notifies systemd. Serving is the worker loop's business (loop.py), over
+the source and executor the queue's settings pick there.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import time
 import traceback
 
 from .. import contrib, ipc, logsetup
@@ -25,20 +24,18 @@ from ..core import tasks
 from ..core.names import import_string
 from ..execution.aio import EventLoop
 from ..execution.runner import Runner
-from .. import proc
 from ..proc import SignalQueue, set_title
 from ..producer.client import Client
 from ..producer.default import set_default_client
-from .concurrent import ConcurrentDispatchedSource, ConcurrentGrabSource
-from .dispatched import DispatchedSource
-from .grab import GrabSource
+from .control import Control
+from .loop import Parts, build
+from .recycle import Recycler, rss_mb
 
 # Broker connections a worker uses besides its running jobs': its reserve/ack
 # loop, lease renewal, heartbeats, the hand-off receipt sender.
 POOL_MARGIN = 8
 
 log = logging.getLogger("mpqueue.worker")
-RSS_EVERY = 0.1             # memory_limit: read the resident size at most this often
 _PR_SET_PDEATHSIG = 1
 
 
@@ -61,15 +58,11 @@ class Worker:
         self.report, self.control = ipc.Channel(report_fd), ipc.Channel(control_fd)
         self.scoreboard = scoreboard
         self.parent_pid = parent_pid
-        self.stopping = False
-        self.jobs = 0
         self.broker = None
         self.runner = None
         self.scope = None                 # the framework's per-job scope (contrib/), if the YAML names one
         self.signals = None
         self.memory_limit = queue.memory_limit
-        self._rss_checked = 0.0
-        self.inbox: list[dict] = []       # dispatch mode: jobs sent, not yet taken
         self.aio = EventLoop(threaded=queue.concurrency > 1)
 
     # -- lifecycle
@@ -89,14 +82,15 @@ class Worker:
             self.report.send({"type": ipc.BOOT_FAILED, "error": text})
             return ipc.EXIT_BOOT_FAILED
         self.report.send({"type": ipc.READY, "tasks": {n: t.public() for n, t in tasks.all_tasks().items()}})
-        self.source().serve()
+        self.serve()
         self.run_stop_hooks()
         return ipc.EXIT_OK
 
-    def source(self):
-        if self.cfg.concurrency > 1:
-            return ConcurrentDispatchedSource(self) if self.cfg.mode == "dispatch" else ConcurrentGrabSource(self)
-        return DispatchedSource(self) if self.cfg.mode == "dispatch" else GrabSource(self)
+    def serve(self) -> None:
+        control = Control(self.control, self.signals, self.scoreboard)
+        recycler = Recycler(self.cfg.name, self.cfg.max_jobs, self.memory_limit, control.stop, self.tally)
+        build(Parts(self.broker, self.service, self.cfg, self.consumer, self.runner, control, self.report),
+              recycler).run()
 
     def boot(self) -> None:
         logsetup.setup_logging(self.service.log, self.service.name)
@@ -149,66 +143,11 @@ class Worker:
         """memory_limit, or 0 when the worker is over it already after boot: every
         job would recycle it (a fork and a full re-import each time)."""
         limit = self.cfg.memory_limit
-        if limit and (rss := _rss_mb()) > limit:
+        if limit and (rss := rss_mb()) > limit:
             log.error("memory_limit %d MB is below this worker's size after boot (%.0f MB): ignored, or every "
                       "job would recycle the worker; raise it above that", limit, rss, extra={"queue": self.cfg.name})
             return 0
         return limit
-
-    # -- waiting: the control pipe, our own signals, and whatever a source adds
-    def select(self, extra, timeout):
-        fds = [self.control.fd, self.signals.fileno(), *extra]
-        readable = proc.readable(fds, max(0.0, timeout))
-        self.scoreboard.beat()
-        if self.signals.fileno() in readable and self.signals.drain():
-            self.stopping = True
-        if self.control.fd in readable:
-            self.inbox += self.on_control()
-        return readable
-
-    def take_jobs(self) -> list[dict]:
-        jobs, self.inbox = self.inbox, []
-        return jobs
-
-    def on_control(self) -> list[dict]:
-        messages = self.control.receive()
-        if messages is None:               # supervisor gone
-            os._exit(ipc.EXIT_FAILED)
-        jobs = []
-        for msg in messages:
-            if msg["type"] == ipc.STOP:
-                self.stopping = True
-            elif msg["type"] == ipc.JOB:
-                jobs.append(msg)
-        return jobs
-
-    # -- recycling
-    def after_job(self) -> None:
-        self.jobs += 1
-        if self.cfg.max_jobs and self.jobs >= self.cfg.max_jobs:
-            log.info("recycling after %d jobs (max_jobs)", self.jobs, extra={"queue": self.cfg.name})
-            self.recycle("max_jobs")
-        elif self.memory_limit and self.over_memory_limit():
-            self.recycle("memory")
-
-    def recycle(self, reason: str) -> None:
-        self.stopping = True
-        if self.tally is not None:
-            self.tally.recycling(reason)      # the supervisor counts the restart by its reason
-
-    def over_memory_limit(self) -> bool:
-        # Reading /proc costs more than a short job: look at most every RSS_EVERY
-        # seconds (after every job when jobs take longer than that).
-        now = time.monotonic()
-        if now - self._rss_checked < RSS_EVERY:
-            return False
-        self._rss_checked = now
-        rss = _rss_mb()
-        if rss <= self.memory_limit:
-            return False
-        log.warning("recycling: %.0f MB resident exceeds memory_limit %d MB", rss,
-                    self.memory_limit, extra={"queue": self.cfg.name})
-        return True
 
 
 def _scoped(scope, hook):
@@ -239,8 +178,3 @@ def _keep_our_loggers() -> None:
     for name, logger in logging.root.manager.loggerDict.items():
         if name.startswith("mpqueue") and isinstance(logger, logging.Logger):
             logger.disabled = False
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)

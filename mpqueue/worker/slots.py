@@ -1,8 +1,10 @@
-"""A worker's slots, for a queue with `concurrency` > 1: up to that many jobs at
-once, async tasks on the worker's event loop (its own thread), plain tasks in
-a pool of that many threads. The worker's main thread keeps every broker call
-and every decision: it starts jobs (`start`), records their outcomes when they
-end (`collect`, woken through a pipe) and watches their deadlines (`check`).
+"""The executor of a worker with `concurrency` > 1, its slots: up to that many
+jobs at once, async tasks on the worker's event loop (its own thread), plain
+tasks in a pool of that many threads. The worker's main thread keeps every
+broker call and every decision: it starts jobs (`start`), records their
+outcomes when they end (`collect`, woken through a pipe) and watches their
+deadlines (`check`). It never holds jobs in waiting itself: what the loop
+should have in hand beyond its free slots is wanted()'s prefetch rule.
 
 Timeouts. An async job is cancelled at its timeout by the loop itself and, once
 cancelled, fails as `timeout` like any outcome: its siblings run on. A job that
@@ -16,12 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
+import time
 
 from .. import ipc
+from ..brokers import BrokerError
 from ..execution.aio import TICK
+from ..execution.outcome import Errored, Outcome
 from ..execution.runner import CANCEL_GRACE, Runner, Started
+from .units import PREFETCH_BUDGET, Unit, exit_unsettled
 
 log = logging.getLogger("mpqueue.worker")
 BACKSTOP = 1.0          # the supervisor's deadline is this much after ours: for a main thread that is stuck
@@ -29,41 +34,72 @@ STALL_LIMIT = 10 * TICK  # a loop silent this long while its job's cancel is due
 
 
 class Slots:
-    def __init__(self, worker, runner: Runner, size: int):
-        self.w, self.runner, self.size = worker, runner, size
+    """`report`: the channel to the supervisor (OVERDUE)."""
+
+    def __init__(self, runner: Runner, size: int, report: ipc.Channel, clock=time.monotonic):
+        self.runner, self.size, self.report, self.clock = runner, size, report, clock
+        self.queue = runner.cfg.name
         self.free_slots = list(range(size - 1, -1, -1))      # pop() hands out the lowest
-        self.running: dict[int, Started] = {}                 # slot -> its job
+        self.running_jobs: dict[int, Started] = {}            # slot -> its job
+        self.units: dict[int, Unit] = {}                      # slot -> the unit it came as
         self.overran = False        # gave up on a job: take no more, wait to be killed
+        self.avg = None             # seconds per job, recent average (None: no job ended yet)
         self._threads = None        # made on the first plain job
         self._done = queue.SimpleQueue()
         self._to_loop: list[Started] = []
+        self._refused: list[Unit] = []   # refused at start(): ended, reported on the next collect()
         self._woken = False
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def fileno(self) -> int:
         return self._r
 
+    def fds(self) -> list:
+        return [self]
+
     def free(self) -> int:
         return 0 if self.overran else len(self.free_slots)
 
+    def running(self) -> int:
+        return len(self.running_jobs)
+
     def job_ids(self) -> set[str]:
-        return {s.job.id for s in self.running.values()}
+        return {s.job.id for s in self.running_jobs.values()}
+
+    def wanted(self, prefetch: int, held: int) -> int:
+        """How many jobs to have in hand: one per free slot, plus a few to start the
+        moment a slot frees (no round trip first) when jobs are short: no more than
+        slots free up in about PREFETCH_BUDGET, judged by recent jobs, so a job
+        never waits long in our hands while another worker idles."""
+        free = self.free()
+        extra = 0
+        if (free or held) and self.avg is not None:
+            extra = min(prefetch - 1, int(PREFETCH_BUDGET * self.size / max(self.avg, 1e-6)))
+        return free + max(0, extra) - held
+
+    def blocks(self, unit: Unit) -> bool:
+        return False                # jobs run beside the main thread: an ack owed never waits behind one
 
     # -- starting and ending
-    def start(self, token: str, envelope: str) -> None:
-        """Begin a job in the lowest free slot; it runs once kick() hands it over."""
+    def start(self, unit: Unit) -> None:
+        """Begin a job in the lowest free slot; it runs once kick() hands it over.
+        One refused (settled already) ends at once."""
         slot = self.free_slots.pop()
-        s = self.runner.begin(token, envelope, slot, backstop=BACKSTOP)
-        if s is None:                   # refused and settled: the slot is free again
+        try:
+            s = self.runner.begin(unit.token, unit.envelope, slot, backstop=BACKSTOP)
+        except BrokerError as exc:       # refusing it, or stretching its lease, needs the broker
+            exit_unsettled(exc, self.queue)
+        if s is None:
             self.free_slots.append(slot)
+            self._refused.append(unit)
             return
-        self.running[slot] = s
+        self.running_jobs[slot], self.units[slot] = s, unit
         if s.is_async:
             self._to_loop.append(s)
         else:
             if self._threads is None:
                 self._threads = _Threads(self.size, self.runner.execute, self._ended)
-            self._threads.submit(s, len(self.running))
+            self._threads.submit(s, len(self.running_jobs))
 
     def kick(self) -> None:
         """Hand the async jobs begun since the last kick to the loop, in one wake-up."""
@@ -73,9 +109,8 @@ class Slots:
 
     def _spawn(self, batch) -> None:
         # On the loop's thread.
-        loop = self.runner.aio.loop
         for s in batch:
-            task = loop.create_task(self.runner.execute_async(s))
+            task = self.runner.aio.create_job_task(self.runner.execute_async(s), s.job.id)
             task.add_done_callback(lambda t, s=s: self._ended(s, _outcome(t)))
 
     def _ended(self, s: Started, outcome) -> None:
@@ -89,40 +124,45 @@ class Slots:
             except BlockingIOError:
                 pass                     # the pipe is full: the main thread is awake anyway
 
-    def collect(self) -> list[tuple[Started, object]]:
-        """Record the outcome of every job that ended; (job, its Ack or None) each.
-        Raises BrokerError when an outcome can't be recorded (the caller exits)."""
+    def collect(self) -> list:
+        """Record the outcome of every job that ended: (unit, its Ack or None) each.
+        A broker that can't record one makes the worker exit."""
         try:
             while os.read(self._r, 4096):
                 pass
         except BlockingIOError:
             pass
         self._woken = False
-        out = []
+        out, self._refused = [(u, None) for u in self._refused], []
         while True:
             try:
                 s, outcome = self._done.get_nowait()
             except queue.Empty:
                 return out
-            ack = self.runner.end(s, outcome)
-            del self.running[s.slot]
+            try:
+                ack = self.runner.end(s, outcome)
+            except BrokerError as exc:
+                exit_unsettled(exc, self.queue)
+            took = self.clock() - s.started
+            self.avg = took if self.avg is None else self.avg + (took - self.avg) * 0.2
+            del self.running_jobs[s.slot]
             self.free_slots.append(s.slot)
-            out.append((s, ack))
+            out.append((self.units.pop(s.slot), ack))
 
     # -- deadlines
     def next_check(self, now: float) -> float:
         """Seconds until check() has something to look at."""
         times = [(s.started + s.cfg.timeout + (CANCEL_GRACE if s.is_async else 0.0)) - now
-                 for s in self.running.values()]
-        if any(s.is_async for s in self.running.values()):
+                 for s in self.running_jobs.values()]
+        if any(s.is_async for s in self.running_jobs.values()):
             times.append(TICK * 2)       # watch the loop turn
         return max(0.0, min(times, default=float("inf")))
 
     def check(self, now: float) -> None:
-        if self.overran or not self.running:
+        if self.overran or not self.running_jobs:
             return
         stalled = now - self.runner.aio.turned if self.runner.aio.started() else 0.0
-        for s in list(self.running.values()):
+        for s in list(self.running_jobs.values()):
             due = s.started + s.cfg.timeout
             if now < due:
                 continue
@@ -132,7 +172,7 @@ class Slots:
                 if stalled > STALL_LIMIT:
                     return self.give_up(self.blocker() or s, "blocks the event loop")
                 return self.give_up(s, f"did not finish cancelling within {CANCEL_GRACE:g} s of its timeout")
-        on_loop = [s for s in self.running.values() if s.is_async]
+        on_loop = [s for s in self.running_jobs.values() if s.is_async]
         if on_loop and stalled > min(s.cfg.timeout for s in on_loop):
             self.give_up(self.blocker() or min(on_loop, key=lambda s: s.started),
                          f"blocked the event loop for {stalled:.1f} s")
@@ -144,34 +184,25 @@ class Slots:
                                                    "outcome": "timeout"})
         self.runner.scoreboard.overdue(s.slot, s.job.id, s.job.token, s.started)
         try:
-            self.w.report.send({"type": ipc.OVERDUE, "id": s.job.id})
+            self.report.send({"type": ipc.OVERDUE, "id": s.job.id})
         except OSError:
             pass                         # the supervisor is gone; we die with it
 
     def blocker(self) -> Started | None:
-        """The async job running on the loop's thread right now: the one blocking it."""
-        thread = self.runner.aio.thread
-        frame = sys._current_frames().get(thread.ident) if thread else None
-        while frame is not None:
-            if frame.f_code in _JOB_CODES:
-                s = frame.f_locals.get("s")
-                if isinstance(s, Started):
-                    return s
-            frame = frame.f_back
-        return None
+        """The async job whose task the loop's thread is running a step of right now
+        (aio.py records it around each step): the one blocking it."""
+        job_id = self.runner.aio.stepping()
+        return next((s for s in self.running_jobs.values() if s.job.id == job_id), None)
 
     def close(self) -> None:
         self.runner.aio.close()
 
 
-_JOB_CODES = {Runner.execute_async.__code__, Runner._call_async.__code__}
-
-
-def _outcome(task) -> tuple:
+def _outcome(task) -> Outcome:
     try:
         return task.result()
     except BaseException as exc:  # noqa: BLE001 - execute_async() never raises; a cancelled task can
-        return ("error", f"{type(exc).__name__}: the job was interrupted", "")
+        return Errored(f"{type(exc).__name__}: the job was interrupted")
 
 
 class _Threads:

@@ -252,8 +252,14 @@ class Pool:
         (Client.cancel(kill=True)). Its standing request makes the job's settling
         end it as cancelled (no retry, no failure hook, no attempt question)."""
         for h, board in self.boards():
+            if h.queue != queue or h.killed_for is not None or not kills & {s.job_id for s in board.running}:
+                continue
+            # The turn's reading was taken before the broker was asked for the requests
+            # (up to its timeout ago): read this worker afresh, so one whose job has
+            # finished meanwhile is not killed for it. Rare: only a kill request costs it.
+            board = h.scoreboard.read()
             doomed = [s for s in board.running if s.job_id in kills]
-            if h.queue == queue and h.killed_for is None and doomed:
+            if doomed:
                 self.kill_for_jobs(h, KillReason.CANCELLED, doomed, len(board.running))
 
     def kill_for_jobs(self, h, reason: KillReason, slots, running: int) -> None:

@@ -310,3 +310,18 @@ def test_the_pool_hands_its_own_descriptors_to_every_child_to_close():
     pool._spawn = lambda *args: seen.append(args[5]) or spawn(*args)
     pool.top_up()
     assert seen == [[7, 8]]
+
+
+def test_a_cancel_whose_job_ended_since_the_turns_reading_kills_nothing():
+    # Given a turn's reading that saw j1 running
+    pool = make_pool(service(timeout=60))
+    h, = started(pool)
+    h.scoreboard.start("j1", "t1", 60.0)
+    pool.look()
+    pool.enforce_timeouts()
+    # When j1 finishes while the broker is asked for kill requests, and one names it
+    h.scoreboard.finish(True)
+    pool.kill_cancelled("q", {"j1"})
+    pool.end_look()
+    # Then its worker lives: the kill is decided on a fresh read of that worker alone
+    assert h.killed_for is None

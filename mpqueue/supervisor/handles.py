@@ -1,4 +1,5 @@
-"""Worker processes as the supervisor sees them: fork one, talk to it, reap it.
+"""Worker processes as the supervisor sees them: fork one, talk to it, kill it
+(and why: KillReason, with KILLS saying what each reason means), reap it.
 The worker package is imported only in the forked child."""
 from __future__ import annotations
 

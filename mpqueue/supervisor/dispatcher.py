@@ -36,6 +36,10 @@ class Dispatcher(Holding):
         self.failures = 0                 # broker calls failed in a row
         self.retry_at = None              # after a failed call: not before then
 
+    @classmethod
+    def for_queue(cls, broker, recovery, queue_cfg, lease_grace: float, node_id: str, clock):
+        return cls(broker, recovery, queue_cfg, lease_grace, f"{node_id}/dispatch", clock)
+
     def configure(self, queue_cfg, lease_grace: float) -> None:
         self.cfg = queue_cfg
         self.lease = queue_cfg.timeout + lease_grace
@@ -87,6 +91,9 @@ class Dispatcher(Holding):
 
     def holders(self) -> list[str]:
         return [self.consumer] if any(self.handed.values()) else []
+
+    def consumers_of(self, handle) -> list[str]:
+        return []                         # what a worker runs is held under the dispatcher's consumer
 
     def broker_failed(self) -> None:
         # Acks owed and idle workers would make every loop turn try again at once:

@@ -1,7 +1,9 @@
-"""Worker processes as the supervisor sees them: fork one, talk to it, reap it.
+"""Worker processes as the supervisor sees them: fork one, talk to it, kill it
+(and why: KillReason, with KILLS saying what each reason means), reap it.
 The worker package is imported only in the forked child."""
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -9,11 +11,39 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..ipc import EXIT_FAILED, STOP, Channel, Scoreboard
 from ..tally import WorkerTally
 
 log = logging.getLogger("mpqueue.supervisor")
+
+
+class KillReason(enum.StrEnum):
+    """Why the supervisor killed a worker. The value is the word the restarts
+    metric and the tests use."""
+    TIMEOUT = "timeout"        # a job it ran was past its timeout
+    CANCELLED = "cancelled"    # a job it ran was cancelled with kill=True
+    STALE = "stale"            # idle and silent too long
+    SHUTDOWN = "shutdown"      # the service stops (or a reload is abandoned)
+
+
+class KillRule(NamedTuple):
+    job: str | None        # how the job it was killed for is settled at once (Recovery.settle's kind)
+    held: str              # how the rest of what it held is settled when it is reaped
+    restart: str | None    # the restart reason counted (metrics.RESTART_REASONS); None: not a restart
+
+
+# The one table of what a kill means. Killed for a job's timeout or cancel: that job
+# is settled at once (a cancelled one as crashed: its standing request ends it as
+# cancelled), and its siblings did nothing wrong, so they go back unspent. A stale
+# worker may have died holding a job it never marked: judged as a crash.
+KILLS = {
+    KillReason.TIMEOUT: KillRule(job="timeout", held="timeout", restart="timeout"),
+    KillReason.CANCELLED: KillRule(job="crashed", held="timeout", restart="cancelled"),
+    KillReason.STALE: KillRule(job=None, held="crashed", restart="stale"),
+    KillReason.SHUTDOWN: KillRule(job=None, held="shutdown", restart=None),
+}
 
 
 @dataclass(eq=False)
@@ -32,7 +62,7 @@ class WorkerHandle:
     ready: bool = False
     retiring: bool = False            # asked to finish its job and exit
     replaced: bool = False            # ...because a reload replaces it
-    killed_for: str | None = None     # "timeout" | "cancelled" | "stale" | "shutdown": we killed it, and why
+    killed_for: KillReason | None = None     # we killed it, and why (the first reason counts)
     boot_error: str | None = None
     overdue: set = field(default_factory=set)   # ids of its jobs settled as a timeout when we killed it
 
@@ -54,7 +84,7 @@ class WorkerHandle:
             self.retiring = True
             self.tell({"type": STOP})
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: KillReason) -> None:
         self.killed_for = self.killed_for or reason
         try:
             os.kill(self.pid, signal.SIGKILL)

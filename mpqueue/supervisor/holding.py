@@ -18,6 +18,11 @@ class Holding:
     """What the loop asks of a fetch mode. The defaults are grab mode's no-ops."""
     mode = "grab"
 
+    @classmethod
+    def for_queue(cls, broker, recovery, queue_cfg, lease_grace: float, node_id: str, clock):
+        """The holding of one queue's workers (the pool makes one per queue and mode)."""
+        raise NotImplementedError
+
     def worker_ready(self, handle) -> None:
         """A worker of this mode booted and may be given work."""
 
@@ -41,6 +46,11 @@ class Holding:
         """Consumers of the supervisor's own that hold jobs now (their leases are renewed)."""
         return []
 
+    def consumers_of(self, handle) -> list[str]:
+        """The consumers whose leases a worker's jobs are held under, renewed while its
+        queue is busy: the worker's own in grab mode."""
+        raise NotImplementedError
+
     # -- for holdings that talk to the broker from the supervisor's loop
     def fds(self) -> list:
         return []
@@ -62,6 +72,13 @@ class Holding:
 class GrabHolding(Holding):
     def __init__(self, broker, recovery):
         self.broker, self.recovery = broker, recovery
+
+    @classmethod
+    def for_queue(cls, broker, recovery, queue_cfg, lease_grace: float, node_id: str, clock):
+        return cls(broker, recovery)
+
+    def consumers_of(self, handle) -> list[str]:
+        return [handle.consumer]
 
     def worker_gone(self, handle, board, kind: str) -> None:
         # Scan even after a clean-looking exit: a worker can die between reserving

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 
@@ -21,11 +20,14 @@ from ..proc import SignalQueue, set_title
 from . import handles, lock, reload
 from . import metrics as metricsmod
 from .gate import BrokerGate, wait_until_up
+from .handles import KillReason
 from .history import HistoryWriter
 from .notify import Notifier, watchdog_interval
+from .phase import Phase, move
 from .pool import Pool
 from .recovery import Recovery
 from .schedules import Schedules
+from .signals import STOP_SIGNALS, SignalActions
 from .status import QueueLook, busy_count, node_info, status_line
 from .timers import Timers, reap_every, renew_every
 
@@ -39,10 +41,9 @@ HEARTBEAT_EVERY, REAP_EVERY, STATUS_EVERY, COUNT_EVERY = 15.0, 15.0, 2.0, 15.0
 CANCELS_EVERY = 1.0
 RENEW_EVERY = 10.0      # lease renewal of running jobs; only queues with a busy worker cost a call
 BROKER_TIMEOUT = 2.0    # a hung broker must not hold the loop (and the watchdog ping): see gate.py
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
 
-class Supervisor:
+class Supervisor(SignalActions):
     def __init__(self, config, clock=time.monotonic, spawn=handles.spawn, reap=handles.reap, wall=time.time):
         self.cfg = config
         self.clock, self._spawn, self._reap = clock, spawn, reap
@@ -50,7 +51,7 @@ class Supervisor:
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.notifier = Notifier()
         self.generation = 0
-        self.stopping = self.quick = self.reloading = False
+        self.phase = Phase.STARTING
         self.stop_deadline = None
         self.gate = BrokerGate(clock)
         self.watchdog_every = watchdog_interval()
@@ -96,9 +97,9 @@ class Supervisor:
                                    self.cfg.max_payload)
         self.history = HistoryWriter(self.wall)
         if self.signals is not None:
-            self.pool.close_in_child = list(self.signals.fds())
+            self.pool.inherit(self.signals.fds())
         if self.metrics is not None:
-            self.pool.close_in_child += self.metrics.fileno_for_children()
+            self.pool.inherit(self.metrics.fileno_for_children())
 
     def start(self) -> int:
         self.broker.add_queues(list(self.cfg.queues))
@@ -109,7 +110,9 @@ class Supervisor:
             return self.fatal(f"failed: {error}", errno=8, code=ipc.EX_SOFTWARE)    # ENOEXEC
         if self.stopping:
             return self.loop()     # a stop during start-up drains the running jobs like any other stop
-        log.info("started: %d workers on queues %s", len(self.pool.workers), ", ".join(self.cfg.queues))
+        if self.phase == Phase.STARTING:          # (a HUP meanwhile: the reload's end says READY again)
+            self.enter(Phase.SERVING)
+        log.info("started: %d workers on queues %s", len(self.pool.handles()), ", ".join(self.cfg.queues))
         self.notifier.ready(self.status_line())
         return self.loop()
 
@@ -134,29 +137,50 @@ class Supervisor:
             self.turn(1.0)
             if self.stopping:
                 return None
-            failed = [h for h in self.pool.dead_at_boot if h.boot_error]
+            failed = self.pool.booting_failures()
             if failed:
                 return f"queue {failed[0].queue}: {failed[0].boot_error}"
         return None
 
+    # -- the phase: every change of it goes through here
+    @property
+    def stopping(self) -> bool:
+        return self.phase.stopping
+
+    @property
+    def reloading(self) -> bool:
+        return self.phase == Phase.RELOADING
+
+    def enter(self, phase: Phase) -> None:
+        self.phase = move(self.phase, phase)
+
     # -- the loop
     def loop(self) -> int:
+        timeout = self.next_timeout()
         while True:
-            self.turn(self.next_timeout())
-            if self.stopping and not self.pool.workers:
+            self.turn(timeout)
+            if self.stopping and not self.pool.handles():
                 return self.finish()
+            timeout = self.judge()
+
+    def judge(self) -> float:
+        """This turn's decisions, all on one reading of every worker's scoreboard;
+        returns how long the next turn may wait."""
+        self.pool.look()
+        try:
             if self.stopping:
                 self.stop_step()
             else:
                 self.maintain()
+            return self.next_timeout()
+        finally:
+            self.pool.end_look()
 
     def turn(self, timeout: float) -> None:
         """Wait for anything, then handle signals, reports, dead children, dispatch."""
         pool = self.pool
-        pool.dead_at_boot = []
-        fds = [self.signals, *[h.report.fd for h in pool.handles()]]
-        for holding in pool.holdings.values():
-            fds += holding.fds()
+        pool.begin_turn()
+        fds = [self.signals, *pool.fds()]
         if self.metrics is not None:
             fds += self.metrics.fds()
         readable = self.select(fds, timeout)
@@ -185,27 +209,13 @@ class Supervisor:
     def next_timeout(self) -> float:
         """Until the next timer, job deadline, dispatcher turn or stop deadline; at most 1 s."""
         now = self.clock()
-        t = min([self.timers.next_in(), 1.0, self.pool.next_deadline(now),
-                 *(d.timeout(now) for d in self.pool.holdings.values())])
+        t = min(self.timers.next_in(), 1.0, self.pool.timeout(now))
         if self.stop_deadline is not None:
             t = min(t, self.stop_deadline - now)
         if not self.stopping:
             # a due tick waits for the broker gate, not in a busy loop
             t = min(t, max(self.schedules.next_in(), 0.0 if self.gate.may_call() else self.gate.retry_at - now))
         return max(0.0, t)
-
-    # -- signals: record in the handler, act here
-    def handle_signal(self, signum: int) -> None:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            if self.stopping:
-                log.warning("second stop signal: stopping now")
-                self.quick_stop()
-            else:
-                self.graceful_stop()
-        elif signum == signal.SIGQUIT:
-            self.quick_stop()
-        elif signum == signal.SIGHUP and not self.stopping:
-            self.begin_reload()
 
     # -- reload: a new generation of workers, overlapping the old one
     def begin_reload(self) -> None:
@@ -219,16 +229,13 @@ class Supervisor:
             return
         log.info("reloading: starting generation %d", self.generation + 1)
         self.generation += 1
-        self.cfg = new
-        self.recovery.configure(new.queues)
-        self.pool.configure(new, self.generation)
-        self.schedules.configure(new.schedules, new.queues)
-        logsetup.set_level(new.log.level)
+        self.apply_config(new, self.generation)
         self.gate.call(lambda: self.broker.add_queues(list(new.queues)))
-        self.reloading = True
+        self.enter(Phase.RELOADING)
 
     def end_reload(self, error: str = "") -> None:
-        self.reloading = False
+        if self.phase == Phase.RELOADING:
+            self.enter(Phase.SERVING)
         if error:
             error = redact_text(error)
             log.error("%s", error)
@@ -241,29 +248,35 @@ class Supervisor:
 
     def revert_reload(self) -> None:
         """Back to the configuration that served before the reload, all of it."""
-        self.pool.revert()
-        self.cfg = self.pool.cfg
-        self.recovery.configure(self.cfg.queues)
-        self.schedules.configure(self.cfg.schedules, self.cfg.queues)
-        logsetup.set_level(self.cfg.log.level)
+        self.apply_config(*self.pool.revert())
+
+    def apply_config(self, cfg, generation: int) -> None:
+        """Every collaborator a configuration reaches, in one list: a reload and its
+        revert change the same things. (self.generation only counts up: a reverted
+        reload's workers keep theirs while they retire.)"""
+        self.cfg = cfg
+        self.recovery.configure(cfg.queues)
+        self.pool.configure(cfg, generation)
+        self.schedules.configure(cfg.schedules, cfg.queues)
+        logsetup.set_level(cfg.log.level)
 
     # -- stopping
     def graceful_stop(self) -> None:
         """Stop reserving; running jobs may finish until shutdown_timeout."""
         log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
-        self.stopping = True
+        self.enter(Phase.DRAINING)
         self.stop_deadline = self.clock() + self.cfg.shutdown_timeout
-        self.notifier.stopping(f"stopping: draining {busy_count(self.pool.handles())} running jobs")
+        self.notifier.stopping(f"stopping: draining {busy_count(self.pool.boards())} running jobs")
         self.pool.stop_all()
 
     def quick_stop(self) -> None:
-        self.stopping = self.quick = True
+        self.enter(Phase.QUICK)
         self.notifier.stopping("stopping now")
-        self.pool.kill_all("shutdown")
-        while self.pool.workers:
+        self.pool.kill_all(KillReason.SHUTDOWN)
+        while self.pool.handles():
             for pid, status in self._reap():
                 self.pool.on_exit(pid, status)
-            if self.pool.workers:
+            if self.pool.handles():
                 self.select([], 0.01)
 
     def stop_step(self) -> None:
@@ -271,14 +284,13 @@ class Supervisor:
         remaining = self.stop_deadline - self.clock()
         if remaining <= 0:
             log.warning("shutdown_timeout reached: killing %d workers, their jobs go back to the queue",
-                        len(self.pool.workers))
-            self.pool.kill_all("shutdown")
+                        len(self.pool.handles()))
+            self.pool.kill_all(KillReason.SHUTDOWN)
         else:
             self.notifier.extend_timeout(max(5.0, remaining + 5))
 
     def finish(self) -> int:
-        for holding in self.pool.holdings.values():
-            holding.finish()
+        self.pool.finish()
         self.recovery.flush()
         try:        # the last broker call, workers gone: the node stops being listed now, not at its ttl
             self.broker.forget_node(self.node_id)
@@ -327,20 +339,14 @@ class Supervisor:
         if self.metrics is not None and self.timers.fire("metrics", 1.0):
             self.publish_metrics()
         if self.watchdog_every and self.timers.fire("watchdog", self.watchdog_every):
-            # Only this loop pings, right after it has read every worker's scoreboard
-            # (enforce_timeouts): a frozen or stuck supervisor falls silent and systemd
+            # Only this loop pings, in a turn that has read every worker's scoreboard
+            # (Pool.look): a frozen or stuck supervisor falls silent and systemd
             # restarts it. A broker outage alone keeps the loop turning, so it keeps
             # pinging: restarting would not fix Redis.
             self.notifier.watchdog()
 
     def pump(self, readable) -> None:
-        for holding in self.pool.holdings.values():
-            try:
-                if holding.pump(readable, self.stopping):
-                    self.gate.record(True)
-            except BrokerError as exc:
-                self.gate.record(False, exc)
-                holding.broker_failed()
+        self.pool.pump(readable, self.stopping, self.gate.record)
 
     def reap_expired(self) -> None:
         if any([self.recovery.reap_expired(q) for q in self.cfg.queues]):
@@ -359,7 +365,7 @@ class Supervisor:
                 self.pool.kill_cancelled(queue, kills)
 
     def heartbeat(self) -> None:
-        info = node_info(self.cfg, self.pool.handles(), self.pool.totals, self.node_id, self.started_at)
+        info = node_info(self.cfg, self.pool.boards(), self.pool.totals, self.node_id, self.started_at)
         self.broker.heartbeat(self.node_id, info, ttl=HEARTBEAT_EVERY * 6)
         self.history.beat(self.broker, self.known_queues())      # a point a minute, on the same timer
 
@@ -381,6 +387,6 @@ class Supervisor:
         return list(dict.fromkeys([*self.cfg.queues, *(h.queue for h in self.pool.handles())]))
 
     def status_line(self) -> str:
-        return status_line(self.cfg, self.pool.handles(), self.pool.totals, self.look.ready, self.gate.ok,
+        return status_line(self.cfg, self.pool.boards(), self.pool.totals, self.look.ready, self.gate.ok,
                            self.schedules.totals() if self.cfg.schedules else None, self.look.paused)
 

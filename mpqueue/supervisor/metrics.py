@@ -54,10 +54,9 @@ def snapshot(pool, recovery, queues, broker_up: bool, ticks: dict | None = None)
     totals.merge(recovery.outcomes)
     workers = {(q, s): 0 for q in queues for s in ("busy", "idle", "booting")}
     slots = {(q, s): 0 for q in queues for s in ("busy", "free")}
-    for h in pool.handles():
+    for h, board in pool.boards():
         if h.tally is not None:
             totals.merge(h.tally.read())
-        board = h.scoreboard.read()
         state = "booting" if not h.ready else "busy" if board.busy else "idle"
         workers[(h.queue, state)] = workers.get((h.queue, state), 0) + 1
         slots[(h.queue, "busy")] = slots.get((h.queue, "busy"), 0) + board.busy

@@ -3,7 +3,7 @@ manage_workers). It keeps every configured slot filled, reads the workers'
 reports, judges each exit, kills overdue and stale workers, and has the fetch
 mode's holding settle what a dead worker held. Only the supervisor's loop calls
 it; it decides on the injectable clock and forks through `spawn`, so tests
-drive it without processes."""
+drive it without processes (tests/unit/test_pool.py)."""
 from __future__ import annotations
 
 import logging
@@ -11,14 +11,18 @@ import math
 import os
 
 from .. import ipc
+from ..brokers import BrokerError
 from ..tally import Totals
 from . import handles, reload
 from .backoff import BootBackoff
 from .dispatcher import Dispatcher
+from .handles import KILLS, KillReason
 from .holding import GrabHolding
 
 log = logging.getLogger("mpqueue.supervisor")
 STALE_AFTER = 30.0      # an idle worker silent this long is stuck: replace it (it beats every ipc.BEAT_EVERY)
+# How each fetch mode holds its workers' jobs (holding.py), by the queue's `mode`.
+HOLDINGS = {"grab": GrabHolding, "dispatch": Dispatcher}
 
 
 class Pool:
@@ -37,8 +41,71 @@ class Pool:
         self.totals = {"done": 0, "failed": 0}     # of workers gone since start
         self.retired = Totals()                    # the job counters of workers gone (metrics)
         self.restarts: dict[tuple[str, str], int] = {}     # (queue, reason) -> workers replaced
-        self.dead_at_boot: list = []
-        self.close_in_child: list[int] = []        # the supervisor's own descriptors
+        self._dead_at_boot: list = []              # this turn's workers that died before they were ready
+        self._close_in_child: list[int] = []       # the supervisor's own descriptors
+        self._reading: dict | None = None          # handle -> Board, while a look lasts
+
+    # -- the loop's view
+    def begin_turn(self) -> None:
+        """A new loop turn: forget the last turn's boot failures."""
+        self._dead_at_boot = []
+
+    def booting_failures(self) -> list:
+        """Workers that died this turn before they were ready, with the error they gave."""
+        return [h for h in self._dead_at_boot if h.boot_error]
+
+    def inherit(self, fds) -> None:
+        """Descriptors of the supervisor's own that every forked worker must close."""
+        self._close_in_child += list(fds)
+
+    def fds(self) -> list:
+        """What the loop waits on for the pool: report pipes and the holdings' wake-ups."""
+        fds = [h.report.fd for h in self.workers.values()]
+        for holding in self.holdings.values():
+            fds += holding.fds()
+        return fds
+
+    def timeout(self, now: float) -> float:
+        """Seconds until a job's deadline or a holding's next turn is due."""
+        return min([self.next_deadline(now), *(d.timeout(now) for d in self.holdings.values())])
+
+    def pump(self, readable, stopping: bool, record) -> None:
+        """Each holding's turn with the broker; `record(ok, error)` tells the gate how it answered."""
+        for holding in self.holdings.values():
+            try:
+                if holding.pump(readable, stopping):
+                    record(True)
+            except BrokerError as exc:
+                record(False, exc)
+                holding.broker_failed()
+
+    def finish(self) -> None:
+        """The service stops: each holding delivers what it owes."""
+        for holding in self.holdings.values():
+            holding.finish()
+
+    # -- one reading of the scoreboards per turn
+    def look(self) -> None:
+        """Read every worker's scoreboard once, for this turn's decisions (each read
+        decodes every slot: up to a thousand with high concurrency). Until end_look(),
+        every decider uses this reading."""
+        self._reading = {h: h.scoreboard.read() for h in self.workers.values()}
+
+    def end_look(self) -> None:
+        self._reading = None
+
+    def board(self, h) -> ipc.Board:
+        """The worker's scoreboard as this turn's look read it; outside a look (or for a
+        worker started since) read now."""
+        if self._reading is None:
+            return h.scoreboard.read()
+        if h not in self._reading:
+            self._reading[h] = h.scoreboard.read()
+        return self._reading[h]
+
+    def boards(self) -> list:
+        """(handle, Board) of every live worker."""
+        return [(h, self.board(h)) for h in self.workers.values()]
 
     def handles(self) -> list:
         return list(self.workers.values())
@@ -51,32 +118,27 @@ class Pool:
             if holding is not None:
                 holding.configure(q, cfg.lease_grace)
 
-    def revert(self) -> None:
-        """A reload failed: the configuration that served before it is the current one
-        again. The new generation's workers still booting are stopped; those already
-        ready retire as the serving configuration's workers replace them."""
+    def revert(self) -> tuple:
+        """A reload failed: stop the new generation's workers still booting (those
+        already ready retire as the serving configuration's workers replace them), and
+        return (config, generation) that served before it, for the supervisor to apply."""
         cfg, generation = self.serving
         for h in self.workers.values():
             if h.generation == self.generation and not h.ready:
-                h.kill("shutdown")
-        self.configure(cfg, generation)
+                h.kill(KillReason.SHUTDOWN)
+        return cfg, generation
 
     # -- starting workers
     def holding_for(self, q):
         """One per (queue, mode): old workers of a queue whose mode a reload changed keep theirs."""
         key = (q.name, q.mode)
         if key not in self.holdings:
-            broker = self.recovery.broker
-            if q.mode == "dispatch":
-                holding = Dispatcher(broker, self.recovery, q, self.cfg.lease_grace, f"{self.node_id}/dispatch",
-                                     self.clock)
-            else:
-                holding = GrabHolding(broker, self.recovery)
-            self.holdings[key] = holding
+            self.holdings[key] = HOLDINGS[q.mode].for_queue(self.recovery.broker, self.recovery, q,
+                                                            self.cfg.lease_grace, self.node_id, self.clock)
         return self.holdings[key]
 
     def spawn(self, queue_cfg, index: int, cfg=None, generation: int | None = None) -> None:
-        inherited = list(self.close_in_child)
+        inherited = list(self._close_in_child)
         for h in self.workers.values():
             inherited += [h.report.fd, h.control.fd]
         cfg, generation = cfg or self.cfg, self.generation if generation is None else generation
@@ -140,16 +202,15 @@ class Pool:
         board = h.scoreboard.read()
         self.totals["done"] += board.done
         self.totals["failed"] += board.failed
-        # killed for a job's timeout or cancel: that job is settled already, its siblings go back unspent
-        kind = {"timeout": "timeout", "cancelled": "timeout", "shutdown": "shutdown"}.get(h.killed_for, "crashed")
+        kind = KILLS[h.killed_for].held if h.killed_for else "crashed"
         h.holding.worker_gone(h, board, kind)
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         self.count_exit(h, clean)
         h.close()
-        if not h.ready and h.killed_for == "shutdown":
+        if not h.ready and h.killed_for == KillReason.SHUTDOWN:
             return                       # stopped while booting: not a boot failure
         if not h.ready:
-            self.dead_at_boot.append(h)
+            self._dead_at_boot.append(h)
             h.boot_error = h.boot_error or handles.describe(status)
             self.on_boot_failure(h, self.backoff.failed(h.boot_slot))
         elif not clean and not h.killed_for:
@@ -161,12 +222,12 @@ class Pool:
         if h.tally is None:
             return
         self.retired.merge(h.tally.read())
-        if h.killed_for == "shutdown":
+        if h.killed_for == KillReason.SHUTDOWN:
             return                                  # a stop, not a restart
         if not h.ready:
             reason = "boot_failed"
-        elif h.killed_for in ("timeout", "stale", "cancelled"):
-            reason = h.killed_for
+        elif h.killed_for:
+            reason = KILLS[h.killed_for].restart
         elif not clean:
             reason = "crashed"
         else:
@@ -177,48 +238,51 @@ class Pool:
     # -- judging the living
     def enforce_timeouts(self) -> None:
         now = self.clock()
-        for h in list(self.workers.values()):
-            board = h.scoreboard.read()
+        for h, board in self.boards():
             if h.ready and not board.busy and now - board.beat > STALE_AFTER and h.killed_for is None:
                 log.error("worker %s/%d (pid %d) silent for %.0f s while idle: replacing it", h.queue, h.index,
                           h.pid, now - board.beat, extra={"queue": h.queue, "worker": h.index})
-                h.kill("stale")
+                h.kill(KillReason.STALE)
             overdue = [s for s in board.running if now >= s.deadline()]
             if overdue and h.killed_for is None:
-                self.kill_overdue(h, overdue, len(board.running))
-
-    def kill_overdue(self, h, overdue, running: int) -> None:
-        """Kill a worker for its overdue jobs: each fails as a timeout; whatever
-        else it was running goes back unspent when it is reaped."""
-        h.kill("timeout")
-        for slot in overdue:
-            log.error("job %s exceeded its timeout (%.3g s): killed worker %s/%d%s", slot.job_id, slot.timeout,
-                      h.queue, h.index, f", {running - 1} other running jobs go back unspent" if running > 1 else "",
-                      extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
-            h.overdue.add(slot.job_id)
-            held = h.holding.running(h, slot)
-            if held is not None:
-                self.recovery.settle(h.queue, held, "timeout")
+                self.kill_for_jobs(h, KillReason.TIMEOUT, overdue, len(board.running))
 
     def kill_cancelled(self, queue: str, kills: set) -> None:
         """Kill the workers running jobs of `queue` whose cancel request says kill
-        (Client.cancel(kill=True)). Each such job is settled at once; its standing
-        request makes that settling end it as cancelled (no retry, no failure hook,
-        no attempt question). Whatever else the worker ran goes back unspent."""
-        for h in list(self.workers.values()):
-            if h.queue != queue or h.killed_for is not None:
+        (Client.cancel(kill=True)). Its standing request makes the job's settling
+        end it as cancelled (no retry, no failure hook, no attempt question)."""
+        for h, board in self.boards():
+            if h.queue != queue or h.killed_for is not None or not kills & {s.job_id for s in board.running}:
                 continue
-            doomed = [s for s in h.scoreboard.read().running if s.job_id in kills]
-            if not doomed:
-                continue
-            h.kill("cancelled")
-            for slot in doomed:
-                log.warning("killed worker %s/%d (pid %d) to cancel job %s (kill)", h.queue, h.index, h.pid,
-                            slot.job_id, extra={"queue": h.queue, "job_id": slot.job_id})
-                h.overdue.add(slot.job_id)
-                held = h.holding.running(h, slot)
-                if held is not None:
-                    self.recovery.settle(h.queue, held, "crashed")
+            # The turn's reading was taken before the broker was asked for the requests
+            # (up to its timeout ago): read this worker afresh, so one whose job has
+            # finished meanwhile is not killed for it. Rare: only a kill request costs it.
+            board = h.scoreboard.read()
+            doomed = [s for s in board.running if s.job_id in kills]
+            if doomed:
+                self.kill_for_jobs(h, KillReason.CANCELLED, doomed, len(board.running))
+
+    def kill_for_jobs(self, h, reason: KillReason, slots, running: int) -> None:
+        """Kill a worker for some of its jobs (overdue, or cancelled with kill): each
+        is settled at once as KILLS says; whatever else it was running goes back
+        unspent when it is reaped."""
+        h.kill(reason)
+        for slot in slots:
+            self._log_kill(h, reason, slot, running)
+            h.overdue.add(slot.job_id)
+            held = h.holding.running(h, slot)
+            if held is not None:
+                self.recovery.settle(h.queue, held, KILLS[reason].job)
+
+    @staticmethod
+    def _log_kill(h, reason: KillReason, slot, running: int) -> None:
+        if reason == KillReason.TIMEOUT:
+            log.error("job %s exceeded its timeout (%.3g s): killed worker %s/%d%s", slot.job_id, slot.timeout,
+                      h.queue, h.index, f", {running - 1} other running jobs go back unspent" if running > 1 else "",
+                      extra={"queue": h.queue, "job_id": slot.job_id, "outcome": "timeout"})
+        else:
+            log.warning("killed worker %s/%d (pid %d) to cancel job %s (kill)", h.queue, h.index, h.pid,
+                        slot.job_id, extra={"queue": h.queue, "job_id": slot.job_id})
 
     def retire_replaced(self) -> None:
         """Ask old-generation workers to finish and exit as new ones are ready for their places."""
@@ -241,24 +305,21 @@ class Pool:
             if h.ready:
                 h.stop()
             else:
-                h.kill("shutdown")
+                h.kill(KillReason.SHUTDOWN)
 
-    def kill_all(self, reason: str) -> None:
+    def kill_all(self, reason: KillReason) -> None:
         for h in self.workers.values():
             h.kill(reason)
 
     def holders(self) -> dict[str, list[str]]:
         """queue -> the consumers whose held jobs must keep their leases: every live
-        worker of a queue where one is busy (a batch may be waiting in a worker's
-        hands), and a dispatcher that has jobs out. Queues with nothing running
-        are left out, so an idle service makes no renewal call."""
-        out: dict[str, list[str]] = {}
+        worker's (holding.consumers_of) of a queue where one is busy (a batch may be
+        waiting in a worker's hands), and a dispatcher's that has jobs out. Queues
+        with nothing running are left out, so an idle service makes no renewal call."""
+        out: dict[str, list[str]] = {h.queue: [] for h, board in self.boards() if board.busy}
         for h in self.workers.values():
-            if h.scoreboard.read().busy:
-                out.setdefault(h.queue, [])
-        for h in self.workers.values():
-            if h.queue in out and h.holding.mode == "grab":
-                out[h.queue].append(h.consumer)
+            if h.queue in out:
+                out[h.queue] += h.holding.consumers_of(h)
         for (queue, _), holding in self.holdings.items():
             if holding.holders():
                 out.setdefault(queue, []).extend(holding.holders())
@@ -266,4 +327,4 @@ class Pool:
 
     def next_deadline(self, now: float) -> float:
         """Seconds until the first running job's deadline (inf if none runs)."""
-        return min([math.inf, *(h.scoreboard.read().deadline() - now for h in self.workers.values())])
+        return min([math.inf, *(board.deadline() - now for _, board in self.boards())])

@@ -6,156 +6,18 @@ records the calls the decisions make (a small fake of pure bookkeeping; the
 contract and e2e suites run the real brokers and processes)."""
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from mpqueue import ipc
-from mpqueue.brokers import BrokerError, Held, Reserved
-from mpqueue.core import envelope as jobmod
+from mpqueue.brokers import Held, Reserved
 from mpqueue.core.config import QueueConfig, ServiceConfig
 from mpqueue.supervisor import Supervisor, loop, pool, reload, timers
-from mpqueue.supervisor.handles import WorkerHandle
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-class Channel:
-    """A report or control pipe that keeps what is sent and hands out what is queued."""
-
-    def __init__(self):
-        self.fd, self.inbox, self.sent = -1, [], []
-
-    def receive(self):
-        out, self.inbox = self.inbox, []
-        return out
-
-    def send(self, msg):
-        self.sent.append(msg)
-
-
-class Handle(WorkerHandle):
-    def kill(self, reason):          # no process: record the decision
-        self.killed_for = self.killed_for or reason
-
-    def close(self):
-        pass
-
-
-class Spawner:
-    def __init__(self, clock):
-        self.clock, self.next_pid, self.handles = clock, 100, []
-
-    def __call__(self, service, queue_cfg, index, node_id, generation, inherited, started_at):
-        self.next_pid += 1
-        h = Handle(self.next_pid, queue_cfg.name, index, generation, Channel(), Channel(),
-                   ipc.Scoreboard(queue_cfg.concurrency, self.clock), f"{node_id}/{self.next_pid}", started_at=started_at)
-        self.handles.append(h)
-        return h
-
-
-class Broker:
-    """Records every call; `down` makes each one fail as an unreachable broker would."""
-
-    def __init__(self):
-        self.calls, self.down, self.held_jobs, self.to_reserve = [], False, [], []
-
-    def _call(self, name, *args):
-        self.calls.append((name, *args))
-        if self.down:
-            raise BrokerError("redis: ConnectionError: down")
-
-    def names(self):
-        return [c[0] for c in self.calls]
-
-    def add_queues(self, names):
-        self._call("add_queues", names)
-
-    def heartbeat(self, node_id, info, ttl):
-        self._call("heartbeat")
-
-    def record_history(self, queues, every_ms=60_000, now_ms=None):
-        self._call("record_history", list(queues), every_ms)
-        return None if self.down else getattr(self, "broker_now_ms", None)
-
-    def forget_node(self, node_id):
-        self._call("forget_node", node_id)
-
-    def expired(self, queue, limit=100):
-        self._call("expired", queue)
-        return []
-
-    def held(self, queue):
-        self._call("held", queue)
-        return list(self.held_jobs)
-
-    def cancel_requests(self, queue):
-        self._call("cancel_requests", queue)
-        return dict(getattr(self, "cancels", {}))
-
-    def retry(self, queue, job_id, token, delay, error):
-        return self._settle("retry", job_id, token)
-
-    def fail(self, queue, job_id, token, error, hook=None):
-        return self._settle("fail", job_id, token)
-
-    def release(self, queue, job_id, token):
-        return self._settle("release", job_id, token)
-
-    def _settle(self, name, job_id, token):
-        self._call(name, job_id)
-        # like a broker: a settled reservation is no longer held (fencing by token)
-        self.held_jobs = [h for h in self.held_jobs if (h.id, h.token) != (job_id, token)]
-        return True
-
-    def ready_count(self, queue):
-        self._call("ready_count", queue)
-        return 0
-
-    def paused(self, queues):
-        self._call("paused", list(queues))
-        return set(getattr(self, "paused_queues", ()))
-
-    def renew(self, queue, consumers, lease):
-        self._call("renew", queue, sorted(consumers), lease)
-        return len(consumers)
-
-    def reserve(self, queue, consumer, count, lease, acks=(), **_):
-        self._call("reserve", count)
-        out, self.to_reserve = self.to_reserve[:count], self.to_reserve[count:]
-        return out, None
-
-    def waiter(self, queue, consumer=None):
-        return Waiter()
-
-
-class Waiter:
-    def fileno(self):
-        return -1
-
-    def drain(self):
-        return []
-
-    def close(self):
-        pass
-
-
-def envelope(job_id="j1", attempts=1):
-    _, env = jobmod.encode("tasks:work", job_id=job_id)
-    return jobmod.with_attempts(jobmod.header(env), attempts)
-
-
-def service(**queue):
-    q = QueueConfig("q", **{"workers": 1, **queue})
-    return ServiceConfig(name="svc", broker="redis://127.0.0.1:1/0", imports=("tasks",), queues={"q": q},
-                         shutdown_timeout=30.0, lease_grace=2.0)
+from mpqueue.supervisor.phase import Phase, PhaseError, move
+from mpqueue.supervisor.signals import SIG_HANDLERS, STOP_SIGNALS
+# Broker and Spawner are imported from here by other test files too.
+from tests.unit.supervisor_fakes import Broker, Clock, Spawner, envelope, exit_status, service
 
 
 @pytest.fixture
@@ -184,10 +46,6 @@ def started(s):
 def report_ready(s, h):
     h.report.inbox.append({"type": ipc.READY, "tasks": {}})
     s.pool.on_reports(h)
-
-
-def exit_status(code=0, signal_number=None):
-    return signal_number if signal_number else code << 8
 
 
 # -- timeouts
@@ -655,3 +513,103 @@ def test_a_reload_onto_a_world_readable_yaml_with_a_password_fails_as_run_would_
     assert status["state"] == "failed" and "the URL holds a password but the file is readable by other users " \
         "(mode 0644)" in status["error"] and "s3cret" not in status["error"]
     assert s.generation == 0 and s.cfg.broker == "redis://127.0.0.1:1/0"
+
+
+# -- phases and signals (signals.py, phase.py)
+def reaping(s):
+    """Let quick_stop reap: every worker killed is dead at the next reap."""
+    s._reap = lambda: [(h.pid, exit_status(signal_number=9)) for h in s.pool.handles() if h.killed_for]
+    return s
+
+
+def test_a_supervisor_starts_in_the_starting_phase_and_serves_again_once_a_reload_completes(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    assert s.phase == Phase.STARTING and not s.stopping and not s.reloading
+    started(s)
+    s.enter(Phase.SERVING)
+    s.handle_signal(signal.SIGHUP)
+    assert s.phase == Phase.RELOADING and s.reloading
+    s.maintain()
+    new, = [h for h in s.pool.workers.values() if h.generation == 1]
+    report_ready(s, new)
+    s.maintain()
+    assert s.phase == Phase.SERVING
+
+
+def test_a_term_drains_and_a_second_term_during_the_drain_stops_now(sup):
+    s = reaping(sup(service(workers=2)))
+    handles = started(s)
+    s.handle_signal(signal.SIGTERM)
+    assert s.phase == Phase.DRAINING and s.stopping
+    assert all(h.control.sent == [{"type": ipc.STOP}] for h in handles)
+    s.handle_signal(signal.SIGTERM)
+    assert s.phase == Phase.QUICK and s.pool.handles() == []
+    assert all(h.killed_for == "shutdown" for h in handles)
+
+
+def test_an_int_is_a_term(sup):
+    s = reaping(sup())
+    started(s)
+    s.handle_signal(signal.SIGINT)
+    assert s.phase == Phase.DRAINING
+    s.handle_signal(signal.SIGINT)
+    assert s.phase == Phase.QUICK
+
+
+def test_a_quit_stops_now_whatever_the_phase(sup):
+    s = reaping(sup())
+    h, = started(s)
+    s.handle_signal(signal.SIGQUIT)
+    assert s.phase == Phase.QUICK and h.killed_for == "shutdown" and s.pool.handles() == []
+
+
+def test_a_hup_during_a_drain_is_ignored_and_a_chld_only_wakes_the_loop(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    s.handle_signal(signal.SIGCHLD)
+    assert s.phase == Phase.STARTING
+    s.handle_signal(signal.SIGTERM)
+    s.handle_signal(signal.SIGHUP)
+    assert s.phase == Phase.DRAINING and s.generation == 0
+    assert reload.ReloadStatus.read("svc")["state"] == "none"
+
+
+def test_a_failed_reload_leaves_the_supervisor_serving(sup, tmp_path):
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    s.enter(Phase.SERVING)
+    (tmp_path / "svc.yaml").write_text("queues: [not, a, mapping]\n")
+    s.handle_signal(signal.SIGHUP)
+    assert s.phase == Phase.SERVING and reload.ReloadStatus.read("svc")["state"] == "failed"
+
+
+def test_nothing_leaves_a_stop_but_a_quicker_stop():
+    for stop in (Phase.DRAINING, Phase.QUICK):
+        for other in (Phase.STARTING, Phase.SERVING, Phase.RELOADING):
+            with pytest.raises(PhaseError):
+                move(stop, other)
+    assert move(Phase.DRAINING, Phase.QUICK) == Phase.QUICK
+
+
+def test_every_signal_the_supervisor_catches_has_its_own_handler():
+    assert set(SIG_HANDLERS) == set(STOP_SIGNALS) == {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                                                       signal.SIGHUP, signal.SIGCHLD}
+    assert all(callable(getattr(Supervisor, name)) for name in SIG_HANDLERS.values())
+
+
+def test_a_loop_turn_reads_each_workers_scoreboard_once(sup):
+    # Given busy workers, and a turn on which every duty is due
+    s = sup(service(workers=2, timeout=60))
+    handles = started(s)
+    handles[0].scoreboard.start("j1", "t1", 60.0)
+    reads = {h: 0 for h in handles}
+    for h in handles:
+        def counted(h=h, read=h.scoreboard.read):
+            reads[h] += 1
+            return read()
+        h.scoreboard.read = counted
+    # When the loop judges the turn (timeouts, leases, cancels, heartbeat, status) and sets its next wait
+    s.judge()
+    # Then each scoreboard was read once
+    assert "renew" in s.broker.names() and "heartbeat" in s.broker.names()
+    assert list(reads.values()) == [1, 1]

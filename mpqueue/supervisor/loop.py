@@ -261,15 +261,23 @@ class Supervisor(SignalActions):
         logsetup.set_level(cfg.log.level)
 
     # -- stopping
+    def abandon_reload(self) -> None:
+        """A stop while a reload runs: the reload ends there, failed, so `mpqueue reload`
+        (systemctl reload) says so at once instead of waiting out its timeout."""
+        if self.phase == Phase.RELOADING:
+            self.reload_status.write("failed", "the service is stopping: the reload did not complete")
+
     def graceful_stop(self) -> None:
         """Stop reserving; running jobs may finish until shutdown_timeout."""
         log.info("stopping: waiting up to %g s for running jobs", self.cfg.shutdown_timeout)
+        self.abandon_reload()
         self.enter(Phase.DRAINING)
         self.stop_deadline = self.clock() + self.cfg.shutdown_timeout
         self.notifier.stopping(f"stopping: draining {busy_count(self.pool.boards())} running jobs")
         self.pool.stop_all()
 
     def quick_stop(self) -> None:
+        self.abandon_reload()
         self.enter(Phase.QUICK)
         self.notifier.stopping("stopping now")
         self.pool.kill_all(KillReason.SHUTDOWN)

@@ -281,6 +281,20 @@ def test_a_reload_retires_old_workers_only_as_new_ones_become_ready(sup, tmp_pat
     assert reload.ReloadStatus.read("svc")["state"] == "done"
 
 
+def test_a_stop_during_a_reload_ends_the_reload_as_failed_so_its_caller_hears_at_once(sup, tmp_path):
+    # Given a reload whose new workers are still booting
+    s = reloadable(sup, tmp_path, workers=1)
+    started(s)
+    s.begin_reload()
+    s.maintain()
+    assert reload.ReloadStatus.read("svc")["state"] == "running"
+    # When a stop arrives
+    s.graceful_stop()
+    # Then the reload's status says it failed, and why
+    status = reload.ReloadStatus.read("svc")
+    assert status["state"] == "failed" and "stopping" in status["error"]
+
+
 def test_a_reload_whose_workers_cannot_boot_fails_and_keeps_the_old_ones(sup, tmp_path):
     s = reloadable(sup, tmp_path, workers=1)
     old, = started(s)

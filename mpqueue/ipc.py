@@ -6,7 +6,8 @@ Messages (newline-delimited JSON objects, field "type"):
   worker -> supervisor (report pipe): READY {"tasks": {name: public options}},
       BOOT_FAILED {"error"}, OVERDUE {} (a job overran and can't be stopped: its
       scoreboard deadline is now, kill me), and in dispatch mode DONE {"id", and
-      for an ack "token", "record", "ttl", "first"}
+      for an ack "token", "record", "ttl", "first"} and WANT {"n"} (send me up to n
+      more jobs: the worker's credit, which only it raises; each job sent spends one)
   supervisor -> worker (control pipe): STOP {}, and in dispatch mode JOB
       {"id", "token", "envelope"}
 
@@ -35,6 +36,7 @@ EX_CONFIG = 78           # invalid configuration: the unit does not restart on i
 EXIT_BOOT_FAILED = EX_SOFTWARE
 
 READY, BOOT_FAILED, DONE, OVERDUE, STOP, JOB = "ready", "boot_failed", "done", "overdue", "stop", "job"
+WANT = "want"
 # An idle worker stamps its scoreboard this often; the supervisor replaces one
 # silent for many times longer (supervisor/loop.py STALE_AFTER).
 BEAT_EVERY = 2.0
@@ -47,6 +49,12 @@ def done_message(job_id: str, ack=None) -> dict:
     if ack is not None:
         msg.update(token=ack.token, record=ack.record, ttl=ack.ttl, first=ack.first_attempt)
     return msg
+
+
+def want_message(n: int) -> dict:
+    """WANT, dispatch mode: the worker asks for up to `n` more jobs (its prefetch rule
+    decides how many it wants in hand; the supervisor never sends beyond its credit)."""
+    return {"type": WANT, "n": n}
 
 
 def ack_fields(msg: dict) -> dict | None:

@@ -1,8 +1,14 @@
 """Dispatch mode (multi-process-queue's "dispatch"): one fetcher per queue, in the
-supervisor, reserves as many jobs as its workers have free slots (one each with
-`concurrency: 1`) in one round trip, folding in the acks of the jobs just
-finished, and hands them out over pipes, one at a time round the workers. It
-knows what each worker holds, so it settles a dead worker's jobs itself."""
+supervisor, reserves as many jobs as its workers asked for in one round trip,
+folding in the acks of the jobs just finished, and hands them out over pipes,
+one at a time round the workers. It knows what each worker holds, so it settles
+a dead worker's jobs itself.
+
+A worker says how many jobs it wants (WANT, its credit: worker/dispatched.py):
+one per free slot, and a batch of about 10 ms of work while its recent jobs were
+short, by the same prefetch rule as grab mode. Acks wait up to ACK_DELAY for
+a reserve to ride on, so a stream of short jobs costs one round trip per batch,
+not one per job."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +21,9 @@ from .holding import Holding
 
 log = logging.getLogger("mpqueue.dispatch")
 BACKOFF_MAX = 2.0       # seconds between tries while the broker fails
+# An ack waits at most this long for a reserve to fold it into (a job's caller in
+# result() hears this much later at worst; grab mode's acks wait for their batch alike).
+ACK_DELAY = 0.010
 
 
 class Dispatcher(Holding):
@@ -27,8 +36,9 @@ class Dispatcher(Holding):
         self.idle: list = []              # WorkerHandles with a free slot, in the order they freed one
         self.workers: set = set()         # every live worker of this queue
         self.handed: dict = {}            # WorkerHandle -> {job id: Held}: what it was sent, in order
-        self.free: dict = {}              # WorkerHandle -> its free slots
+        self.free: dict = {}              # WorkerHandle -> jobs it asked for and was not sent yet
         self.acks: list[Ack] = []
+        self.acks_since = 0.0             # when the oldest ack owed came in
         self.waiter = None
         self.wanted = True                # there may be work: reserve at the next turn
         self.suspect = False              # a call failed mid-way: reconcile before reserving
@@ -50,26 +60,32 @@ class Dispatcher(Holding):
     def timeout(self, now: float) -> float:
         if self.retry_at is not None and now < self.retry_at:
             return self.retry_at - now
-        if self.acks or (self.idle and self.wanted):
+        if self.idle and self.wanted:
             return 0.0
-        return max(0.0, self.due_at - now) if self.idle else FALLBACK_WAIT
+        wait = max(0.0, self.due_at - now) if self.idle else FALLBACK_WAIT
+        return min(wait, max(0.0, self.acks_since + ACK_DELAY - now)) if self.acks else wait
 
     def worker_ready(self, handle) -> None:
+        """Booted: it is sent jobs once it asks for them (its first loop turn does)."""
         self.workers.add(handle)
         self.handed[handle] = {}
-        self.free[handle] = handle.scoreboard.size
-        self.idle.append(handle)
-        self.wanted = True
+        self.free[handle] = 0
 
-    def job_done(self, handle, msg: dict) -> None:
-        if self.handed.get(handle, {}).pop(msg["id"], None) is not None:
-            self.free[handle] += 1
-        fields = ipc.ack_fields(msg)
-        if fields is not None:
-            self.acks.append(Ack(**fields))
+    def jobs_wanted(self, handle, n: int) -> None:
+        if handle not in self.free:
+            return                        # not ready, or gone: it asks again if it lives
+        self.free[handle] += n
         if not handle.retiring and handle not in self.idle:
             self.idle.append(handle)
         self.wanted = True
+
+    def job_done(self, handle, msg: dict) -> None:
+        self.handed.get(handle, {}).pop(msg["id"], None)
+        fields = ipc.ack_fields(msg)
+        if fields is not None:
+            if not self.acks:
+                self.acks_since = self.clock()
+            self.acks.append(Ack(**fields))
 
     def worker_gone(self, handle, board, kind: str) -> None:
         """Its running jobs spend an attempt if it crashed; the rest, and every job
@@ -115,7 +131,7 @@ class Dispatcher(Holding):
         if self.clock() >= self.due_at:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
-        if not self.acks and not (idle and self.wanted):
+        if not (idle and self.wanted) and not self.acks_due(stopping):
             return False
         if self.suspect:
             self.reconcile()
@@ -136,6 +152,13 @@ class Dispatcher(Holding):
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
         self.due_at = self.clock() + wait
         return True
+
+    def acks_due(self, stopping: bool) -> bool:
+        """Acks owed that must go now, without a reserve to ride on: the oldest has
+        waited ACK_DELAY, or we stop."""
+        if not self.acks:
+            return False
+        return stopping or self.clock() >= self.acks_since + ACK_DELAY
 
     def reconcile(self) -> None:
         """After a failed call whose reply was lost, jobs may be held in our name that

@@ -29,6 +29,9 @@ class Holding:
     def job_done(self, handle, msg: dict) -> None:
         """A worker reported a finished job (dispatch mode only)."""
 
+    def jobs_wanted(self, handle, n: int) -> None:
+        """A worker asked for up to `n` more jobs (dispatch mode only)."""
+
     def worker_gone(self, handle, board, kind: str) -> None:
         """A worker exited; settle what it held. `board` is its last scoreboard
         (ipc.Board); `kind`: crashed, timeout or shutdown (see Recovery.settle)."""

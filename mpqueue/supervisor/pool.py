@@ -193,6 +193,8 @@ class Pool:
                 h.boot_error = msg.get("error")
             elif kind == ipc.DONE:
                 h.holding.job_done(h, msg)
+            elif kind == ipc.WANT:
+                h.holding.jobs_wanted(h, msg["n"])
 
     def on_exit(self, pid: int, status: int) -> None:
         h = self.workers.pop(pid, None)

@@ -21,6 +21,7 @@ class Control:
         self.channel, self.signals, self.scoreboard, self.clock = channel, signals, scoreboard, clock
         self.stopping = False
         self.inbox: list[dict] = []       # dispatch mode: jobs sent to us, not yet taken
+        self.received = 0                 # dispatch mode: jobs sent to us since we started
         self._looked = clock()
 
     def stop(self) -> None:
@@ -58,3 +59,4 @@ class Control:
                 self.stopping = True
             elif msg["type"] == ipc.JOB:
                 self.inbox.append(msg)
+                self.received += 1

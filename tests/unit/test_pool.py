@@ -61,7 +61,10 @@ def make_pool(cfg=None):
 
 
 def ready(pool, h):
+    # A worker's first words: READY, then (dispatch mode) its first loop turn asks
+    # for a job per slot (worker/dispatched.py).
     h.report.inbox.append({"type": ipc.READY, "tasks": {}})
+    h.report.inbox.append(ipc.want_message(h.scoreboard.size))
     pool.on_reports(h)
 
 

@@ -179,6 +179,7 @@ class TestDispatchedSource(SourceBehaviours):
         for _ in range(n):
             job_id, env = envelope()
             self.control.inbox.append({"type": "job", "id": job_id, "token": f"t-{job_id}", "envelope": env})
+            self.control.received += 1
             ids.append(job_id)
         return ids
 
@@ -190,10 +191,27 @@ class TestDispatchedSource(SourceBehaviours):
     def settled(self):
         return [m["id"] for m in self.control.reports if m.get("token")]
 
+    def asked(self):
+        return [m["n"] for m in self.control.reports if m["type"] == "want"]
+
     def test_a_failed_job_is_reported_done_without_an_ack(self):
         (unit,) = self.units(free=1)
         unit.done(None)
-        assert self.control.reports == [{"type": "done", "id": jobmod.job_id(unit.envelope)}]
+        assert [m for m in self.control.reports if m["type"] == "done"] == \
+            [{"type": "done", "id": jobmod.job_id(unit.envelope)}]
+
+    def test_it_asks_the_supervisor_only_for_jobs_not_already_asked_for(self):
+        # Given a worker that wants 4 jobs in hand and has asked for them
+        self.source.fill(4, 1, set)
+        assert self.asked() == [4]
+        # When 3 arrive and it still wants 4 more, only 3 more are asked for (1 is on its way)
+        self.offer(3)
+        self.source.fill(4, 1, set)
+        assert self.asked() == [4, 3]
+        # And wanting no more than is on its way asks nothing
+        self.source.fill(4, 1, set)
+        self.source.fill(0, 1, set)
+        assert self.asked() == [4, 3]
 
     def test_a_dispatched_job_never_asks_the_broker_to_stretch_its_lease(self):
         (unit,) = self.units(free=1)

@@ -44,7 +44,10 @@ def started(s):
 
 
 def report_ready(s, h):
+    # A worker's first words: READY, then (dispatch mode) its first loop turn asks
+    # for a job per slot (worker/dispatched.py); a grab worker's holding ignores that.
     h.report.inbox.append({"type": ipc.READY, "tasks": {}})
+    h.report.inbox.append(ipc.want_message(h.scoreboard.size))
     s.pool.on_reports(h)
 
 
@@ -474,6 +477,61 @@ def test_a_concurrent_worker_past_one_jobs_timeout_is_killed_and_its_other_jobs_
     settled = [c for c in s.broker.calls if c[0] in ("retry", "release", "fail")]
     assert settled[0] == ("fail", "j1")              # the overdue one: failed as timeout (no retry_on_timeout)
     assert sorted(settled[1:]) == [("release", "j2"), ("release", "j3")]     # running or not, unspent
+
+
+def test_a_dispatcher_sends_a_worker_no_more_jobs_than_it_asked_for(sup):
+    # Given a dispatch worker that asked for 1 job (its first turn) and 5 jobs waiting
+    s = sup(service(mode="dispatch"))
+    h, = started(s)
+    s.broker.to_reserve = [Reserved(f"t{i}", envelope(f"j{i}")) for i in range(5)]
+    s.pump([])
+    assert [m["id"] for m in h.control.sent] == ["j0"] and ("reserve", 1) in s.broker.calls
+    # When it ends that job without asking for more, nothing more is sent
+    h.report.inbox.append(ipc.done_message("j0"))
+    s.pool.on_reports(h)
+    s.clock.advance(1.0)
+    s.pump([])
+    assert len(h.control.sent) == 1
+    # And when it asks for 3 (recent jobs were short), one reserve brings 3
+    h.report.inbox.append(ipc.want_message(3))
+    s.pool.on_reports(h)
+    s.pump([])
+    assert [m["id"] for m in h.control.sent] == ["j0", "j1", "j2", "j3"] and ("reserve", 3) in s.broker.calls
+
+
+def test_a_dispatchers_acks_wait_briefly_for_a_reserve_to_ride_on(sup):
+    from mpqueue.brokers import Ack
+    from mpqueue.supervisor.dispatcher import ACK_DELAY
+    # Given a dispatch worker running the 2 jobs it asked for
+    s = sup(service(mode="dispatch"))
+    h, = started(s)
+    h.report.inbox.append(ipc.want_message(1))
+    s.pool.on_reports(h)
+    s.broker.to_reserve = [Reserved(f"t{i}", envelope(f"j{i}")) for i in range(2)]
+    s.pump([])
+    holding, = s.pool.holdings.values()
+    reserves = s.broker.names().count("reserve")
+    # When the first ends with its ack, no call is made for the ack alone at once
+    h.report.inbox.append(ipc.done_message("j0", Ack("j0", "t0", "", 0)))
+    s.pool.on_reports(h)
+    s.pump([])
+    assert s.broker.names().count("reserve") == reserves and holding.timeout(s.clock()) == pytest.approx(ACK_DELAY)
+    # And when the worker asks again before ACK_DELAY, the ack rides on that reserve
+    h.report.inbox.append(ipc.want_message(2))
+    s.pool.on_reports(h)
+    s.pump([])
+    assert s.broker.names().count("reserve") == reserves + 1 and holding.acks == []
+    # Then an ack with no reserve coming goes alone once ACK_DELAY has passed
+    h.report.inbox.append(ipc.done_message("j1", Ack("j1", "t1", "", 0)))
+    s.pool.on_reports(h)
+    s.broker.to_reserve = []
+    holding.wanted = False
+    holding.due_at = s.clock() + 60
+    s.pump([])
+    assert holding.acks
+    s.clock.advance(ACK_DELAY)
+    s.pump([])
+    assert holding.acks == []
 
 
 def test_a_dispatcher_whose_reserve_fails_backs_off_and_shuts_the_gate(sup):

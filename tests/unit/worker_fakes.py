@@ -137,6 +137,7 @@ class FakeControl:
         self.clock, self.max_wait = clock, max_wait
         self.stopping = False
         self.inbox: list[dict] = []
+        self.received = 0                 # jobs put in the inbox as sent (dispatch mode's credit)
         self.waits: list[float] = []
         self.readable: list = []          # what the next wait() returns
         self.reports: list[dict] = []

@@ -22,6 +22,11 @@ def main(argv=None) -> None:
         sys.path.insert(0, argv[0])       # that tree's mpqueue first
     import mpqueue
     from mpqueue.brokers import Ack, open_broker
+    try:
+        from mpqueue.brokers import PushItem
+    except ImportError:                    # a tree from before PushItem pushed tuples
+        def PushItem(envelope, priority=0, delay=0.0):
+            return envelope, priority, delay
     from mpqueue.core import envelope as jobmod
 
     from .common import PrivateRedis
@@ -34,18 +39,18 @@ def main(argv=None) -> None:
         s = r.client.info("commandstats").get("cmdstat_evalsha", {})
         return s.get("calls", 0), s.get("usec", 0)
     try:
-        b.push("warm", [(jobmod.encode("t:f")[1], 0, 0)])
+        b.push("warm", [PushItem(jobmod.encode("t:f")[1])])
         b.reserve("warm", "w", 1, 60)
         m0 = r.used_memory()
         n, bulk = 5000, 50_000
         c0, u0, t0 = *evalsha(), time.perf_counter()
         for i in range(n):
-            b.push(q, [(jobmod.encode("t:f", [i])[1], 0, 0)])
+            b.push(q, [PushItem(jobmod.encode("t:f", [i])[1])])
         (c1, u1), t = evalsha(), time.perf_counter() - t0
         out.update({"push single /s": n / t, "push us/call redis": (u1 - u0) / (c1 - c0)})
         c0, u0, t0 = *evalsha(), time.perf_counter()
         for _ in range(0, bulk, 1000):
-            b.push(q, [(jobmod.encode("t:f", [i])[1], 0, 0) for i in range(1000)])
+            b.push(q, [PushItem(jobmod.encode("t:f", [i])[1]) for i in range(1000)])
         (c1, u1), t = evalsha(), time.perf_counter() - t0
         out.update({"push bulk /s": bulk / t, "push bulk us/job redis": (u1 - u0) / bulk,
                     "bytes/job": (r.used_memory() - m0) / (n + bulk)})

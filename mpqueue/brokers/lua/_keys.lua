@@ -1,39 +1,46 @@
--- Prepended to every script by brokers/redis.py. The data model of one queue,
--- all keys under the queue's hash tag "mpq:{<queue>}:" so a queue lives in one
--- Redis Cluster slot. Every script receives these keys, in this order:
---   KEYS[1..10] ready:0..9  LIST    envelopes waiting, one list per priority (9 first)
---   KEYS[11]    pmax        STRING  upper bound of the priorities whose list may be non-empty
---   KEYS[12]    sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries
---   KEYS[13]    held        HASH    id -> "<token> <consumer> <envelope>": reserved jobs
---   KEYS[14]    leases      ZSET    id -> lease deadline (ms, broker clock)
---   KEYS[15]    stats       HASH    done, failed: totals
---   KEYS[16]    failed      HASH    id -> "<envelope>\n<error json>": the failed store
---   KEYS[17]    errors      HASH    id -> last error json of a job waiting for a retry
---   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers;
---                           "<wake>:<consumer>" is that consumer's channel for handed-over jobs
---   KEYS[19]    idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
---   KEYS[20]    failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
---                           order, written with the failed HASH in the same script
---   KEYS[21]    watch       ZSET    id -> expiry (ms, broker clock): jobs a caller waits on
---                           (Client.result); "<watch>:<id>" is the channel their end is told on
---   KEYS[22]    cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
---                           jobs; whatever way the job ends next, it ends as cancelled
---   KEYS[23]    ids         HASH    caller-chosen id -> "1" while its job is waiting or running
---                           (push.lua's dedup); finished() drops it at the job's end
---   KEYS[24]    paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
---                           reserves nothing and nobody joins the idle list, so no push hands a
---                           job over; acks, and the promotion of due delayed jobs, go on
---   KEYS[25]    where       HASH    id -> "r <envelope>" (in a ready list) | "s <envelope>" (in sched):
---                           the index of waiting jobs, kept by enqueue() and schedule() here and
---                           by every script that takes a job out of ready or sched, so find.lua
---                           and cancel.lua know where a job is in O(1), at any depth. Held,
---                           failed and done jobs are keyed by id already and are not in it.
---   KEYS[26]    dead        HASH    envelope -> n: ready envelopes cancelled where they lie in their
---                           list (an LREM of a deep list would block the server for O(depth));
---                           reserve.lua drops them as it pops them, and keeps the head of every
---                           list live (age reads LINDEX 0). Their total is stats field "dead",
---                           which the ready counts subtract.
--- KEYS[27..]   script-specific (done:<id> keys for acks)
+-- The data model of one queue, and the helpers the scripts share. Every key is under
+-- the queue's hash tag "mpq:{<queue>}:" so a queue lives in one Redis Cluster slot.
+-- A script names the keys it uses in its header line, "-- KEYS: held leases ...", and
+-- gets just those, in that order: redis_scripts.py prepends the positions as local
+-- constants (`local HELD, LEASES = 1, 2`; "ready:*" is the ten lists ready:0..9 from
+-- READY on; NKEYS is their number, so extra keys such as done:<id> follow from
+-- KEYS[NKEYS + 1]), then only the helpers below that the script calls. The keys:
+--   ready:0..9  LIST    envelopes waiting, one list per priority (9 first): KEYS[READY + prio]
+--   pmax        STRING  upper bound of the priorities whose list may be non-empty
+--   sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries
+--   held        HASH    id -> "<token> <consumer> <envelope>": reserved jobs
+--   leases      ZSET    id -> lease deadline (ms, broker clock)
+--   stats       HASH    done, failed: totals
+--   failed      HASH    id -> "<envelope>\n<error json>": the failed store
+--   errors      HASH    id -> last error json of a job waiting for a retry
+--   wake        channel name (not a key): PUBLISH here wakes idle consumers;
+--               "<wake>:<consumer>" is that consumer's channel for handed-over jobs
+--   idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
+--   failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
+--               order, written with the failed HASH in the same script
+--   watch       ZSET    id -> expiry (ms, broker clock): jobs a caller waits on
+--               (Client.result); "<watch>:<id>" is the channel their end is told on
+--   cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
+--               jobs; whatever way the job ends next, it ends as cancelled
+--   ids         HASH    caller-chosen id -> "1" while its job is waiting or running
+--               (push.lua's dedup); finished() drops it at the job's end
+--   paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
+--               reserves nothing and nobody joins the idle list, so no push hands a
+--               job over; acks, and the promotion of due delayed jobs, go on
+--   where       HASH    id -> "r <envelope>" (in a ready list) | "s <envelope>" (in sched):
+--               the index of waiting jobs, kept by enqueue() and schedule() here and
+--               by every script that takes a job out of ready or sched, so find.lua
+--               and cancel.lua know where a job is in O(1), at any depth. Held,
+--               failed and done jobs are keyed by id already and are not in it.
+--   dead        HASH    envelope -> n: ready envelopes cancelled where they lie in their
+--               list (an LREM of a deep list would block the server for O(depth));
+--               reserve.lua drops them as it pops them, and keeps the head of every
+--               list live (age reads LINDEX 0). Their total is stats field "dead",
+--               which the ready counts subtract.
+--   ticks       HASH    schedule name -> "<last tick claimed ms> <last tick fired ms>" (tick.lua)
+--   history     ZSET    "<interval start ms> <done_total> <failed_total>" by the interval's
+--               start: the throughput history (history.lua)
+--   done:<id>   STRING  a finished job's done record (result, or cancelled), with its TTL
 -- Index cost: one HASH entry per waiting job holding a copy of its envelope (so `mpqctl job`
 -- shows a ready job's arguments without a scan); bench/scale.py measures the bytes.
 -- Jobs pushed by a release without the index (0.1.0, or an old node during a rolling
@@ -41,13 +48,8 @@
 -- (HLEN where == the jobs in ready and sched, less the dead), and only when it does not
 -- does the caller fall back to the old scan.
 -- An envelope is "<id> <attempts> <priority> <json body>".
-local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
-local FAILED_AT = 20
-local WATCH, CANCELS, IDS = 21, 22, 23
-local PAUSED = 24
-local WHERE, DEAD = 25, 26
-local NKEYS = 26
--- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
+
+-- On a Cluster, redis_scripts.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
 local PUBLISH = 'PUBLISH'
@@ -73,8 +75,8 @@ local function enqueue(env, prio, front)
   local id = id_of(env)
   if id then redis.call('HSET', KEYS[WHERE], id, 'r ' .. env) end
   local n
-  if front then n = redis.call('LPUSH', KEYS[prio + 1], env)
-  else n = redis.call('RPUSH', KEYS[prio + 1], env) end
+  if front then n = redis.call('LPUSH', KEYS[READY + prio], env)
+  else n = redis.call('RPUSH', KEYS[READY + prio], env) end
   if prio > 0 and prio > tonumber(redis.call('GET', KEYS[PMAX]) or '0') then
     redis.call('SET', KEYS[PMAX], prio)
   end
@@ -194,13 +196,19 @@ local function take_held(id, token)
 end
 
 -- Job handles (Client.result, Client.cancel) ------------------------------------
+-- Whether any caller waits on a job of this queue: read once per call (EXISTS of the
+-- watch ZSET), so a batch of acks with nobody waiting costs one check, not one each.
+-- Only watch.lua adds to the ZSET, never during this script, so the answer holds.
+local watching = nil
+
 -- A job reached its end (done, failed, cancelled): tell a caller waiting on it, if
--- any (one ZSCORE when nobody waits). `record`: the done record, or the failed
--- store's "<envelope>\n<error>". Its cancel request, if any, is spent.
+-- any. `record`: the done record, or the failed store's "<envelope>\n<error>".
+-- Its cancel request, if any, is spent.
 local function finished(id, state, record)
   redis.call('HDEL', KEYS[CANCELS], id)
   redis.call('HDEL', KEYS[IDS], id)
-  if redis.call('ZSCORE', KEYS[WATCH], id) then
+  if watching == nil then watching = redis.call('EXISTS', KEYS[WATCH]) == 1 end
+  if watching and redis.call('ZSCORE', KEYS[WATCH], id) then
     redis.call('ZREM', KEYS[WATCH], id)
     redis.call(PUBLISH, KEYS[WATCH] .. ':' .. id, state .. ' ' .. record)
   end

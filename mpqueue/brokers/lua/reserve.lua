@@ -1,3 +1,4 @@
+-- KEYS: ready:* pmax sched held leases stats errors idle watch cancels ids paused where dead + done:<id> per ack
 -- Ack finished jobs, promote due delayed jobs, and reserve up to `count` jobs,
 -- in one step: a worker in a steady stream pays one round trip per job.
 -- ARGV: consumer, token_prefix, count, lease_ms, idle, n_acks,
@@ -6,7 +7,8 @@
 --       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
 -- Cancelled envelopes (KEYS[DEAD]) popped on the way are dropped, not counted.
--- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
+-- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}; the next due
+-- time only when fewer than `count` jobs were reserved (-1 otherwise).
 -- A paused queue (KEYS[PAUSED]) reserves nothing and its consumers do not join the
 -- idle list; the acks and the promotion of due delayed jobs happen all the same.
 local consumer, prefix = ARGV[1], ARGV[2]
@@ -47,7 +49,7 @@ local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
 local p, got, top = pmax, 0, pmax
 local ndead = count > 0 and dead_total() or 0
 while got < count and p >= 0 do
-  local env = redis.call('LPOP', KEYS[p + 1])
+  local env = redis.call('LPOP', KEYS[READY + p])
   if env and popped_dead(env, ndead) then
     ndead = ndead - 1          -- cancelled where it lay: dropped, never run
   elseif env then
@@ -63,13 +65,17 @@ while got < count and p >= 0 do
   end
 end
 -- the list we stopped in may now start with a cancelled envelope: keep its head live
-if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[p + 1], ndead) end
+if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[READY + p], ndead) end
 if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end
 
 if got == 0 and not stopped and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
 
-local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
-if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+-- The next due time matters only to a caller that will wait: one that got fewer jobs
+-- than it asked for (a pure ack asks for none).
+if got < count then
+  local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
+  if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+end
 return out

@@ -20,7 +20,7 @@ from ..core.names import import_string
 from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
-from .settle import cancelled_line, settle_failure
+from .settle import Failure, cancelled_line, settle_failure
 from .texts import clean_text, describe, format_traceback, result_record
 
 log = logging.getLogger("mpqueue.job")
@@ -121,7 +121,7 @@ class Runner:
         cfg = self._effective.get(info.name) or self._options(info)
         if cfg.timeout > self.cfg.timeout:
             # The reservation's lease was sized for the queue's timeout.
-            self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
+            self.broker.extend_soon(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
         is_async = info.is_async
         self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
         if job.attempts == 1 and job.due_ms > 0:     # a retry's due time is not in its envelope: first attempts only
@@ -284,8 +284,8 @@ class Runner:
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
 
     def _failed(self, job, info, cfg, kind, message, tb, started, delay=None, did=""):
-        settled = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
-                                 info is not None and info.on_failure is not None, delay)
+        settled = settle_failure(self.broker, self.cfg.name, job, Failure(kind, message, tb, delay), cfg,
+                                 info is not None and info.on_failure is not None)
         task = job.task if info is not None else UNREGISTERED
         if settled.outcome == "cancelled":
             did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
@@ -306,7 +306,7 @@ class Runner:
         log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
 
     def _refuse_job(self, job, kind, message, slot=0):
-        settled = settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        settled = settle_failure(self.broker, self.cfg.name, job, Failure(kind, message), self.cfg)
         if settled.outcome == "cancelled":
             return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", time.monotonic())
         if settled.outcome != "stale":

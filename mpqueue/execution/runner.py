@@ -277,8 +277,7 @@ class Runner:
                       "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
             record = result_record(fields)
         if not counted:
-            self.tally.count(job.task, "done")
-            self.tally.observe_duration(job.task, ms / 1000)
+            self.tally.ended(job.task, "done", "", ms / 1000)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
@@ -293,16 +292,14 @@ class Runner:
             return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
         ms = (time.monotonic() - started) * 1000
         if settled.outcome != "stale":
-            self.tally.count(task, settled.outcome, kind)
-            self.tally.observe_duration(task, ms / 1000)
+            self.tally.ended(task, settled.outcome, kind, ms / 1000)
         level = logging.WARNING if settled.outcome == "retried" else logging.ERROR
         log.log(level, "job %s: %s", settled.outcome, message, extra=self._extra(job, ms, settled.outcome))
 
     def _cancelled(self, job, task, asked, did, started) -> None:
         """A cancel request ended the job: counted and logged as cancelled, with what it asked."""
         ms = (time.monotonic() - started) * 1000
-        self.tally.count(task, "cancelled", asked)
-        self.tally.observe_duration(task, ms / 1000)
+        self.tally.ended(task, "cancelled", asked, ms / 1000)
         log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
 
     def _refuse_job(self, job, kind, message, slot=0):

@@ -63,7 +63,8 @@ def main(argv=None) -> None:
             if not res:
                 break
         (c1, u1), t = evalsha(), time.perf_counter() - t0
-        out.update({"drain one at a time /s": got / t, "reserve+ack us/call redis": (u1 - u0) / (c1 - c0)})
+        out.update({"drain one at a time /s": got / t, "reserve+ack us/call redis": (u1 - u0) / (c1 - c0),
+                    "reserve+ack calls": c1 - c0})
         print(json.dumps(out))
     finally:
         b.close()

@@ -196,19 +196,23 @@ local function take_held(id, token)
 end
 
 -- Job handles (Client.result, Client.cancel) ------------------------------------
--- Whether any caller waits on a job of this queue: read once per call (EXISTS of the
--- watch ZSET), so a batch of acks with nobody waiting costs one check, not one each.
--- Only watch.lua adds to the ZSET, never during this script, so the answer holds.
-local watching = nil
+-- Whether KEYS[k] exists, read once per call: the per-job side records (watch,
+-- cancels, ids) are empty on most queues, so a batch of acks costs one EXISTS each
+-- instead of a lookup per ack. Scripts that add to them (watch, cancel, push, requeue)
+-- never ask here after adding, so the answer holds for the call.
+local present = {}
+local function present_once(k)
+  if present[k] == nil then present[k] = redis.call('EXISTS', KEYS[k]) == 1 end
+  return present[k]
+end
 
 -- A job reached its end (done, failed, cancelled): tell a caller waiting on it, if
 -- any. `record`: the done record, or the failed store's "<envelope>\n<error>".
--- Its cancel request, if any, is spent.
+-- Its cancel request and its caller-chosen id, if any, are spent.
 local function finished(id, state, record)
-  redis.call('HDEL', KEYS[CANCELS], id)
-  redis.call('HDEL', KEYS[IDS], id)
-  if watching == nil then watching = redis.call('EXISTS', KEYS[WATCH]) == 1 end
-  if watching and redis.call('ZSCORE', KEYS[WATCH], id) then
+  if present_once(CANCELS) then redis.call('HDEL', KEYS[CANCELS], id) end
+  if present_once(IDS) then redis.call('HDEL', KEYS[IDS], id) end
+  if present_once(WATCH) and redis.call('ZSCORE', KEYS[WATCH], id) then
     redis.call('ZREM', KEYS[WATCH], id)
     redis.call(PUBLISH, KEYS[WATCH] .. ':' .. id, state .. ' ' .. record)
   end
@@ -228,7 +232,23 @@ end
 -- A running job's cancel request: nil, or its ttl (the record's lifetime) and
 -- what it asked ('ask' or 'kill').
 local function cancel_request(id)
+  if not present_once(CANCELS) then return nil end
   local req = redis.call('HGET', KEYS[CANCELS], id)
   if not req then return nil end
   return tonumber(string.match(req, '(%d+)$') or '0'), string.match(req, '^(%a+)') or 'ask'
+end
+
+-- How retry, release and fail begin: take the job from `token` (the fence) and, if a
+-- cancel request stands, end it as cancelled instead (done_key: its done:<id>).
+-- Returns its envelope, or nil and the script's reply: 0 (the token no longer owns
+-- the job) or what the cancel request asked ('ask' or 'kill').
+local function settle_start(id, token, done_key)
+  local env = take_held(id, token)
+  if not env then return nil, 0 end
+  local cancel_ttl, asked = cancel_request(id)
+  if cancel_ttl then
+    cancelled(id, done_key, cancel_ttl, 'running')
+    return nil, asked
+  end
+  return env
 end

@@ -6,13 +6,8 @@
 -- (no failure hook). Returns 1, 0 when the token no longer owns the job, or what
 -- the cancel request asked ('ask' or 'kill').
 local id, token, record, hook = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local env = take_held(id, token)
-if not env then return 0 end
-local cancel_ttl, asked = cancel_request(id)
-if cancel_ttl then
-  cancelled(id, KEYS[NKEYS + 1], cancel_ttl, 'running')
-  return asked
-end
+local env, reply = settle_start(id, token, KEYS[NKEYS + 1])
+if not env then return reply end
 redis.call('HSET', KEYS[FAILED], id, env .. '\n' .. record)
 redis.call('ZADD', KEYS[FAILED_AT], now_ms(), id)
 redis.call('HINCRBY', KEYS[STATS], 'failed', 1)

@@ -5,13 +5,8 @@
 -- cancelled instead. Returns 1, 0 when the token no longer owns the job, or what
 -- the cancel request asked ('ask' or 'kill').
 local id, token = ARGV[1], ARGV[2]
-local env = take_held(id, token)
-if not env then return 0 end
-local cancel_ttl, asked = cancel_request(id)
-if cancel_ttl then
-  cancelled(id, KEYS[NKEYS + 1], cancel_ttl, 'running')
-  return asked
-end
+local env, reply = settle_start(id, token, KEYS[NKEYS + 1])
+if not env then return reply end
 local jid, n, prio, body = parse(env)
 prio = tonumber(prio or '0')
 if jid then env = jid .. ' ' .. math.max(0, tonumber(n) - 1) .. ' ' .. prio .. ' ' .. body end

@@ -6,13 +6,8 @@
 -- cancelled instead. Returns 1, 0 when the token no longer owns the job (stale
 -- worker), or what the cancel request asked ('ask' or 'kill').
 local id, token, ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local env = take_held(id, token)
-if not env then return 0 end
-local cancel_ttl, asked = cancel_request(id)
-if cancel_ttl then
-  cancelled(id, KEYS[NKEYS + 1], cancel_ttl, 'running')
-  return asked
-end
+local env, reply = settle_start(id, token, KEYS[NKEYS + 1])
+if not env then return reply end
 redis.call('HSET', KEYS[ERRORS], id, ARGV[4])
 if ms > 0 then
   if schedule(env, now_ms() + ms) then wake() end

@@ -2,9 +2,10 @@
 
 Each script is given only the keys its header names, with only the helpers of
 `_keys.lua` (the data model) it calls (redis_scripts.py), loaded once and called
-by SHA. Every key of a queue is under the hash tag `mpq:{<queue>}:` and passed in
-KEYS, so the same scripts can run on Redis Cluster. Script calls and wake-up frames go over the wire through
-resp.py, which skips redis-py's per-argument packing on these hot paths.
+by SHA. Every key of a queue is under the hash tag `mpq:{<queue>}:` and passed
+in KEYS, so the same scripts can run on Redis Cluster. Script calls and wake-up
+frames go over the wire through resp.py, which skips redis-py's per-argument
+packing on these hot paths.
 Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
 redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
 pub/sub, whose receiver count is exact on the queue's own shard. The batch reads
@@ -51,7 +52,7 @@ class QueueKeys:
         self.ready = [f"{self.prefix}ready:{p}" for p in range(10)]     # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
          self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids, self.paused,
-         self.where, self.dead, self.ticks, self.history) = (self.prefix + name for name in KEY_NAMES[1:])
+         self.where, self.dead, self.ticks, self.history) = (self.prefix + name for name in KEY_NAMES[1:])  # its order
         self._packed: dict[str, bytes] = {}
 
     def done(self, job_id: str) -> str:

@@ -1,5 +1,6 @@
 """Pushing to Redis from async code (Client.apush): redis.asyncio running the
-sync broker's own push.lua (same source, same KEYS in the same order), so a FastAPI or aiohttp handler enqueues without blocking its loop.
+sync broker's own push.lua (same source, same KEYS in the same order), so a
+FastAPI or aiohttp handler enqueues without blocking its loop.
 
 A redis.asyncio connection belongs to the event loop that opened it, and a
 Client may outlive a loop (two asyncio.run() calls, one loop per test). So each

@@ -141,7 +141,8 @@ MetricsConfig = _record("MetricsConfig", METRICS_KEYS)
 WEB_KEYS = {
     "listen": Key(str, "127.0.0.1:9809", checks.listen(allow_unix=False),
                   "where `mpqueue web` listens; beyond loopback only with token_file"),
-    "token_file": Key(str | None, None, checks.optional_text, "a file holding the access token (e.g. a systemd credential)"),
+    "token_file": Key(str | None, None, checks.optional_text,
+                      "a file holding the access token (e.g. a systemd credential)"),
     "read_only": Key(bool, False, checks.boolean, "no retry, delete or purge from the dashboard"),
 }
 WebConfig = _record("WebConfig", WEB_KEYS)

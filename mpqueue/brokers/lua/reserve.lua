@@ -17,7 +17,7 @@ local now = now_ms()
 local entry = consumer .. ' ' .. lease
 if string.find(idle, 'L', 1, true) then redis.call('LREM', KEYS[IDLE], 0, entry) end
 
-local acked = 0
+local acked, done = 0, 0
 for i = 1, nacks do
   local b = 6 + (i - 1) * 5
   local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
@@ -27,13 +27,14 @@ for i = 1, nacks do
     if cancel_ttl then         -- it ended after a cancel request: cancelled, whatever it returned
       cancelled(id, KEYS[NKEYS + i], cancel_ttl, 'running')
     else
-      redis.call('HINCRBY', KEYS[STATS], 'done', 1)
+      done = done + 1
       if ttl > 0 then redis.call('SET', KEYS[NKEYS + i], ARGV[b + 3], 'EX', ttl) end
       finished(id, 'done', ARGV[b + 3])
     end
     if ARGV[b + 5] ~= '1' then redis.call('HDEL', KEYS[ERRORS], id) end
   end
 end
+if done > 0 then redis.call('HINCRBY', KEYS[STATS], 'done', done) end     -- one write for the batch
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[SCHED], '-inf', now, 'LIMIT', 0, 1000)
 for _, env in ipairs(due) do

@@ -140,22 +140,24 @@ local function drop_dead_heads(key, ndead)
   return ndead
 end
 
--- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
--- Returns the envelope as held.
-local function hold(env, token, consumer, lease_ms, now)
+-- `env` as held (attempt counted) under `token`: its id and its new envelope.
+local function as_held(env, token)
   local id, n, prio, body = parse(env)
-  if id then
-    redis.call('HDEL', KEYS[WHERE], id)
-    env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
-  else
-    -- Junk someone pushed into our list: give it an id and a header so the
-    -- worker can move it to the failed store as bad_payload.
-    id = 'bad-' .. token
-    env = id .. ' 1 0 ' .. env
-  end
-  redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. env)
+  if id then return id, id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body end
+  -- Junk someone pushed into our list: give it an id and a header so the
+  -- worker can move it to the failed store as bad_payload.
+  id = 'bad-' .. token
+  return id, id .. ' 1 0 ' .. env
+end
+
+-- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
+-- Returns its id and the envelope as held. (reserve.lua writes a batch at once.)
+local function hold(env, token, consumer, lease_ms, now)
+  local id, held = as_held(env, token)
+  redis.call('HDEL', KEYS[WHERE], id)
+  redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. held)
   redis.call('ZADD', KEYS[LEASES], now + lease_ms, id)
-  return id, env
+  return id, held
 end
 
 -- Hand a new job straight to an idle consumer: reserved for it exactly as by

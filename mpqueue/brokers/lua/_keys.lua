@@ -198,13 +198,19 @@ local function take_held(id, token)
 end
 
 -- Job handles (Client.result, Client.cancel) ------------------------------------
--- Whether KEYS[k] exists, read once per call: the per-job side records (watch,
--- cancels, ids) are empty on most queues, so a batch of acks costs one EXISTS each
--- instead of a lookup per ack. Scripts that add to them (watch, cancel, push, requeue)
--- never ask here after adding, so the answer holds for the call.
+-- Whether KEYS[k], one of the per-job side records (watch, cancels, ids), exists, read
+-- once per call: they are empty on most queues, so one EXISTS of all three answers
+-- for every ack of the call (each is asked alone only when some exist), instead of a
+-- lookup per ack. Scripts that add to them (watch, cancel, push, requeue) never ask
+-- here after adding, so the answer holds for the call.
 local present = {}
 local function present_once(k)
-  if present[k] == nil then present[k] = redis.call('EXISTS', KEYS[k]) == 1 end
+  if present[k] == nil then
+    if present.any == nil then
+      present.any = redis.call('EXISTS', KEYS[CANCELS], KEYS[IDS], KEYS[WATCH]) > 0
+    end
+    present[k] = present.any and redis.call('EXISTS', KEYS[k]) == 1
+  end
   return present[k]
 end
 

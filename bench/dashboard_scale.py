@@ -42,20 +42,20 @@ TRACEBACK = "Traceback (most recent call last):\n" + "".join(
 
 
 def fill(url: str, waiting: int, failed: int, scheduled: int, retries: int) -> None:
-    from mpqueue.brokers import open_broker
+    from mpqueue.brokers import PushItem, open_broker
     from mpqueue.core import envelope as jobmod
     broker = open_broker(url)
     broker.add_queues(["default", "emails", "reports"])
     started = time.monotonic()
     for start in range(0, waiting, 10_000):
         n = min(10_000, waiting - start)
-        broker.push("default", [(jobmod.encode("shop.tasks:resize_image", [f"img-{start + i}.jpg"])[1], 0, 0)
+        broker.push("default", [PushItem(jobmod.encode("shop.tasks:resize_image", [f"img-{start + i}.jpg"])[1], 0, 0)
                                 for i in range(n)])
     print(f"  {waiting:,} waiting in default: {time.monotonic() - started:.1f} s", file=sys.stderr)
     started = time.monotonic()
     for start in range(0, failed, 1000):
         n = min(1000, failed - start)
-        broker.push("emails", [(jobmod.encode("shop.tasks:send_receipt", [start + i], {"to": f"c{i}@example.com"})[1],
+        broker.push("emails", [PushItem(jobmod.encode("shop.tasks:send_receipt", [start + i], {"to": f"c{i}@example.com"})[1],
                                 0, 0) for i in range(n)])
         reserved, _ = broker.reserve("emails", "bench/1", n, 600)
         for r in reserved:
@@ -65,10 +65,10 @@ def fill(url: str, waiting: int, failed: int, scheduled: int, retries: int) -> N
     print(f"  {failed:,} failed in emails: {time.monotonic() - started:.1f} s", file=sys.stderr)
     for start in range(0, scheduled, 10_000):
         n = min(10_000, scheduled - start)
-        broker.push("reports", [(jobmod.encode("shop.tasks:weekly_report", [start + i])[1], 0, 3600 + i)
+        broker.push("reports", [PushItem(jobmod.encode("shop.tasks:weekly_report", [start + i])[1], 0, 3600 + i)
                                 for i in range(n)])
     for _ in range(retries):
-        broker.push("reports", [(jobmod.encode("shop.tasks:sync_stock", [])[1], 0, 0)])
+        broker.push("reports", [PushItem(jobmod.encode("shop.tasks:sync_stock", [])[1], 0, 0)])
         (r,), _ = broker.reserve("reports", "bench/1", 1, 600)
         broker.retry("reports", jobmod.job_id(r.envelope), r.token, 1800,
                      json.dumps({"type": "error", "message": "ConnectionError: upstream down", "at": time.time(),

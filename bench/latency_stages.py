@@ -14,7 +14,7 @@ import select
 import time
 
 from mpqueue.core import envelope as jobmod
-from mpqueue.brokers import open_broker
+from mpqueue.brokers import PushItem, open_broker
 
 from .common import PrivateRedis, percentile
 
@@ -57,7 +57,7 @@ def measure(redis, hand_over: bool) -> list:
         for _ in range(N):
             t0 = time.time()
             _, env = jobmod.encode("m:f", [t0])
-            broker.push("lat", [(env, 0, 0)])
+            broker.push("lat", [PushItem(env)])
             t1 = time.time()
             woke, drained, in_hand = json.loads(replies.readline())
             rows.append((t1 - t0, woke - t0, drained - woke, in_hand - drained, in_hand - t0))

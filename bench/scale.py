@@ -42,7 +42,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer.client import Client
 from mpqueue.web import snapshot, views
@@ -65,7 +65,7 @@ def fill(broker, depth: int) -> tuple[list[str], float]:
             prio = 0 if delayed else (0, 4, 9)[i % 3]
             job_id, env = jobmod.encode("bench:noop", [i], priority=prio)
             ids.append(job_id)
-            items.append((env, prio, 3600 if delayed else 0))
+            items.append(PushItem(env, prio, 3600 if delayed else 0))
         broker.push(QUEUE, items)
     return ids, depth / (time.perf_counter() - t0)
 
@@ -139,7 +139,7 @@ def drain(broker, limit: int | None = None) -> tuple[int, float]:
 
 
 def drain_one(broker) -> None:
-    broker.push(QUEUE, [(jobmod.encode("bench:noop")[1], 0, 0)])
+    broker.push(QUEUE, [PushItem(jobmod.encode("bench:noop")[1])])
     drain(broker)
     broker.watch(QUEUE, "warm-up").close()
     broker.find(QUEUE, "warm-up")
@@ -226,7 +226,7 @@ def soak(kind: str, total: int, waiters: int) -> dict:
         while pushed < total:
             n = min(BATCH, total - pushed)
             items = [jobmod.encode("bench:noop", [pushed + i]) for i in range(n)]
-            t.broker.push(QUEUE, [(env, 0, 0) for _, env in items])
+            t.broker.push(QUEUE, [PushItem(env) for _, env in items])
             pushed += n
             per_batch = -(-waiters * BATCH // total)
             for job_id, _ in rng.sample(items, min(n, max(0, waiters - watched), per_batch)):

@@ -99,6 +99,8 @@ class WorkerTally:
         length = _ROWS_AT + MAX_ROWS * _ROW
         self._mm = mmap.mmap(-1, -(-length // mmap.PAGESIZE) * mmap.PAGESIZE)   # anonymous + shared: survives fork
         self._rows: dict[str, int] = {}           # the writer's own index of its rows
+        # The region as 8-byte words (every field is one, 8-aligned), for ended()'s increments.
+        self._words, self._floats = memoryview(self._mm).cast("Q"), memoryview(self._mm).cast("d")
 
     # -- the worker's side
     def _row(self, task: str) -> int:
@@ -116,6 +118,14 @@ class WorkerTally:
 
     def observe_duration(self, task: str, seconds: float) -> None:
         _observe(self._mm, self._row(task) + _ROW_NAME.size + _COUNTS.size, seconds)
+
+    def ended(self, task: str, outcome: str, reason: str, seconds: float) -> None:
+        """A job's end, on a worker's hot path: count() and observe_duration() as one
+        row lookup and three in-place word increments (no struct packing of the row)."""
+        word = (self._row(task) + _ROW_NAME.size) // 8
+        self._words[word + _OUTCOME_INDEX[(outcome, reason)]] += 1
+        self._words[word + len(OUTCOMES) + bucket_of(seconds)] += 1
+        self._floats[word + len(OUTCOMES) + len(BUCKETS) + 1] += seconds
 
     def observe_wait(self, seconds: float) -> None:
         _observe(self._mm, _WAIT_AT, max(0.0, seconds))
@@ -148,6 +158,8 @@ class WorkerTally:
         return out
 
     def close(self) -> None:
+        self._words.release()
+        self._floats.release()       # mmap refuses to close while a view of it exists
         self._mm.close()
 
 
@@ -170,6 +182,9 @@ class NoTally:
         pass
 
     def observe_duration(self, task: str, seconds: float) -> None:
+        pass
+
+    def ended(self, task: str, outcome: str, reason: str, seconds: float) -> None:
         pass
 
     def observe_wait(self, seconds: float) -> None:

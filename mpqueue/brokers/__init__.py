@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..core.names import INLINE_SCHEME, redact
 from ..core.redis_url import SCHEMES as REDIS_SCHEMES, split_url
-from .base import COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, NotReplicated, Reserved, Tick, Waiter
+from .base import (COUNT_KEYS, FALLBACK_WAIT, Ack, Broker, BrokerError, Held, NotReplicated, PushItem, Reserved,
+                   Tick, Waiter)
 from .data_format import DataFormatError
 
 __all__ = ["Ack", "Broker", "BrokerError", "COUNT_KEYS", "DataFormatError", "FALLBACK_WAIT", "Held",
-           "NotReplicated", "Reserved", "Tick", "Waiter", "open_async_pusher", "open_broker"]
+           "NotReplicated", "PushItem", "Reserved", "Tick", "Waiter", "open_broker"]
 
 
 def open_broker(url: str, **kw) -> Broker:
@@ -25,15 +26,3 @@ def open_broker(url: str, **kw) -> Broker:
                           "sqlite:///PATH or redis://HOST")
     raise BrokerError(f"broker: unsupported URL scheme {scheme!r} in {redact(url)!r}")
 
-
-def open_async_pusher(broker: Broker):
-    """The awaitable push side of an open broker (push, add_queues, aclose, close):
-    redis.asyncio for one Redis server, the broker's own calls on a thread for the
-    others (SQLite; Sentinel and Cluster, whose routing and failover live in the
-    sync broker; pushes that WAIT for replicas)."""
-    target = getattr(broker, "target", None)
-    if target is not None and target.kind == "single" and not target.wait_replicas:
-        from .redis_async import AsyncRedisPusher
-        return AsyncRedisPusher(broker)
-    from .threaded import ThreadedPusher
-    return ThreadedPusher(broker)

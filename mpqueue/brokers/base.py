@@ -16,7 +16,8 @@ dashboard read and administer. A backend is a new module implementing
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+
+from .records import Ack, Held, PushItem, Reserved, Tick   # noqa: F401 - the contract's values, here too
 
 
 # The shape of counts(): mpqctl's columns and the dashboard's, in this order.
@@ -43,49 +44,6 @@ class NotReplicated(BrokerError):
     wait_replicas confirmed within wait_timeout: a failover now could lose it."""
 
 
-@dataclass(frozen=True)
-class Ack:
-    """A finished job to acknowledge: removes it from the broker for good."""
-    id: str
-    token: str
-    record: str        # JSON done-record kept for `result_ttl` seconds
-    ttl: int           # result_ttl; 0 keeps nothing
-    first_attempt: bool = True
-
-
-@dataclass(frozen=True)
-class Held:
-    """A reservation as the broker records it. `unconfirmed`: handed to an idle
-    consumer by a push, which has not confirmed taking it (if its lease ends,
-    nobody took it: recovery refunds its attempt)."""
-    id: str
-    token: str
-    consumer: str
-    envelope: str
-    unconfirmed: bool = False
-
-
-@dataclass(frozen=True)
-class Tick:
-    """What tick() came to. outcome: "fired" (this call pushed the job), "taken"
-    (the tick, or a later one, was claimed already), "skipped" (more than the grace
-    late: recorded as dealt with, no job), "new" (a schedule the broker had no
-    record of: its first tick tried is recorded as dealt with, never fired, on
-    time or not, so a schedule added or renamed starts with its next tick and can't
-    re-fire a tick claimed under another name; nothing to count as missed), "early" (not due yet on the
-    broker's clock: nothing recorded). previous_ms: the last tick claimed before,
-    -1 if none. now_ms: the broker's clock."""
-    outcome: str
-    previous_ms: int
-    now_ms: int
-
-
-@dataclass(frozen=True)
-class Reserved:
-    token: str
-    envelope: str
-
-
 class Waiter(abc.ABC):
     """A selectable hint that work may be waiting. Hints may be lost or repeated:
     a waker always re-checks the broker, and waits with a fallback timeout."""
@@ -108,12 +66,11 @@ class Lifecycle(abc.ABC):
 
     # -- producers
     @abc.abstractmethod
-    def push(self, queue: str, items: list[tuple]) -> list[int]:
-        """Enqueue (envelope, priority, delay_seconds) items in one atomic step. An item
-        may have a 4th element, its caller-chosen id (the envelope's): it is pushed
-        only if no job with that id is waiting, scheduled or running, and then
-        replaces that id's old done or failed record. Returns the positions of the
-        items not pushed for that reason."""
+    def push(self, queue: str, items: list[PushItem]) -> list[int]:
+        """Enqueue items in one atomic step. An item with a caller_id (the envelope's
+        id, chosen by the caller) is pushed only if no job with that id is waiting,
+        scheduled or running, and then replaces that id's old done or failed record.
+        Returns the positions of the items not pushed for that reason."""
 
     @abc.abstractmethod
     def tick(self, queue: str, name: str, tick_ms: int, envelope: str, priority: int, grace_ms: int) -> Tick:
@@ -158,6 +115,11 @@ class Lifecycle(abc.ABC):
     @abc.abstractmethod
     def extend(self, queue: str, job_id: str, token: str, lease: float) -> bool:
         """Move a reservation's lease deadline to `lease` seconds from now."""
+
+    def extend_soon(self, queue: str, job_id: str, token: str, lease: float) -> None:
+        """extend() for a caller that needs no answer (a job starting): a broker may send
+        it without waiting, and if it is lost the reservation keeps the lease it had."""
+        self.extend(queue, job_id, token, lease)
 
     def confirm(self, queue: str, job_id: str, token: str, lease: float) -> None:
         """The consumer took a job a push handed to it: its lease becomes `lease`
@@ -388,3 +350,9 @@ class Inspection(abc.ABC):
 
 class Broker(Lifecycle, Inspection):
     """A complete backend: both contracts."""
+
+    def async_pusher(self):
+        """The awaitable push side of this broker (push, add_queues, aclose, close): by
+        default its own calls on a thread (threaded.py), for a broker whose calls block."""
+        from .threaded import ThreadedPusher
+        return ThreadedPusher(self)

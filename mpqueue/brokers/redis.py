@@ -1,10 +1,11 @@
 """The Redis broker: thin Python over one Lua script per state change (lua/*.lua).
 
-Each script is `_keys.lua` (the data model, shared helpers) followed by the
-script's own body, loaded once and called by SHA. Every key of a queue is under
-the hash tag `mpq:{<queue>}:` and passed in KEYS, so the same scripts can run
-on Redis Cluster. Script calls and wake-up frames go over the wire through
-resp.py, which skips redis-py's per-argument packing on these hot paths.
+Each script is given only the keys its header names, with only the helpers of
+`_keys.lua` (the data model) it calls (redis_scripts.py), loaded once and called
+by SHA. Every key of a queue is under the hash tag `mpq:{<queue>}:` and passed
+in KEYS, so the same scripts can run on Redis Cluster. Script calls and wake-up
+frames go over the wire through resp.py, which skips redis-py's per-argument
+packing on these hot paths.
 Where the calls go (one server, Sentinel's master, a Cluster's slot owner) is
 redis_nodes.py's business; on a Cluster, wake-ups and hand-offs use sharded
 pub/sub, whose receiver count is exact on the queue's own shard. The batch reads
@@ -14,11 +15,9 @@ redis_node_records.py, the throughput history in redis_history.py.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import socket
 import time
-from importlib import resources
 
 import redis as redislib
 
@@ -31,14 +30,11 @@ from .redis_node_records import RedisNodeRecords
 from .redis_nodes import REDIRECT_PATIENCE, broker_errors, open_nodes
 from .redis_pools import DEFAULT_CONNECTIONS
 from .redis_handles import RedisHandles
+from .redis_scripts import KEY_NAMES, caller_done_keys, key_count, push_args, script_keys, script_source
 from .redis_waiter import RedisWaiter
 
-_SCRIPTS = ("push", "reserve", "settle", "expired", "renew", "requeue", "clean", "ready_count", "index_failed",
-            "tick", "watch", "cancel", "run_now", "pause", "resume", "find")
-# Every script gets these keys of its queue, in this order (KEYS[1..26] of _keys.lua).
-_KEY_NAMES = tuple(f"ready:{p}" for p in range(10)) + (
-    "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle", "failed_at",
-    "watch", "cancels", "ids", "paused", "where", "dead")
+_SCRIPTS = ("push", "reserve", "retry", "release", "fail", "extend", "confirm", "expired", "renew", "requeue",
+            "clean", "ready_count", "index_failed", "tick", "watch", "cancel", "run_now", "pause", "resume", "find")
 # An idle worker only reads its wake-up connection, so it would learn that the
 # connection died without a word (a Redis host that rebooted, a failover behind a
 # VIP) only from TCP keepalive, after hours by default. Probing after 5 s idle,
@@ -49,29 +45,32 @@ KEEPALIVE = {opt: value for opt, value in ((getattr(socket, "TCP_KEEPIDLE", None
 
 
 class QueueKeys:
-    """A queue's Redis keys by name, in step with the table at the top of _keys.lua."""
+    """A queue's Redis keys by name, as documented at the top of _keys.lua."""
 
     def __init__(self, queue: str):
         self.prefix = f"mpq:{{{queue}}}:"
-        self.all = [self.prefix + name for name in _KEY_NAMES]     # KEYS, in script order
-        self.ready = self.all[:10]                                 # one list per priority 0..9
+        self.ready = [f"{self.prefix}ready:{p}" for p in range(10)]     # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
          self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids, self.paused,
-         self.where, self.dead) = self.all[10:]
-        self.packed = b"".join(map(resp.bulk, self.all))           # RESP-encoded once
+         self.where, self.dead, self.ticks, self.history) = (self.prefix + name for name in KEY_NAMES[1:])  # its order
+        self._packed: dict[str, bytes] = {}
 
     def done(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
 
-    @property
-    def ticks(self) -> str:
-        """Schedules' claimed ticks (tick.lua): an extra key, after the standard ones."""
-        return f"{self.prefix}ticks"
+    def of(self, script: str) -> list[str]:
+        """The keys script `script` declares (its KEYS header), in its order."""
+        out = []
+        for name in script_keys(script):
+            out += self.ready if name == "ready:*" else [self.prefix + name]
+        return out
 
-    @property
-    def history(self) -> str:
-        """Throughput history, a point a minute (history.lua, redis_history.py)."""
-        return f"{self.prefix}history"
+    def packed(self, script: str) -> bytes:
+        """of(script), RESP-encoded once per queue and script."""
+        packed = self._packed.get(script)
+        if packed is None:
+            packed = self._packed[script] = b"".join(map(resp.bulk, self.of(script)))
+        return packed
 
 
 class ServiceKeys:
@@ -88,42 +87,8 @@ class ServiceKeys:
         return self.node_prefix + node_id
 
 
-# Scripts on a worker's hot path that touch one key are sent that key alone, without
-# the data model's prelude (Redis parses every key and the prelude on each call).
-_STANDALONE = ("confirm",)
-
-
-@functools.lru_cache(maxsize=None)
-def script_source(name: str, sharded: bool = False) -> str:
-    """A script's Lua as sent to Redis: the _keys.lua prelude, then its body (standalone ones alone).
-    `sharded`: wake-ups and hand-offs over SPUBLISH (a Cluster), else PUBLISH."""
-    lua = resources.files(__package__).joinpath("lua")
-    body = lua.joinpath(f"{name}.lua").read_text()
-    if name in _STANDALONE:
-        return body
-    prelude = lua.joinpath("_keys.lua").read_text()
-    if sharded:
-        prelude = prelude.replace("local PUBLISH = 'PUBLISH'", "local PUBLISH = 'SPUBLISH'", 1)
-    return prelude + "\n" + body
-
-
 def _load_scripts(client, sharded: bool) -> dict:
-    return {name: client.register_script(script_source(name, sharded)) for name in _SCRIPTS + _STANDALONE}
-
-
-def push_args(items) -> list:
-    """push.lua's ARGV for (envelope, priority, delay seconds[, caller's id]) items."""
-    args = [os.urandom(6).hex() + ".", len(items)]
-    for item in items:
-        envelope, priority, delay = item[:3]
-        args += [int(round(delay * 1000)) if delay and delay > 0 else 0, priority,
-                 "1" if len(item) > 3 and item[3] else "0", envelope]
-    return args
-
-
-def caller_ids(items) -> list[str]:
-    """The caller-chosen ids among push items, in order (push.lua gets their done keys)."""
-    return [item[3] for item in items if len(item) > 3 and item[3]]
+    return {name: client.register_script(script_source(name, sharded)) for name in _SCRIPTS}
 
 
 def client_options(url: str, socket_timeout: float) -> dict:
@@ -209,39 +174,41 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
                 time.sleep(pause)     # ok: a bounded wait for a migrating slot, not a test
 
     def _call(self, script: str, queue: str, args, extra_keys=(), wait=None):
-        packed = self.keys(queue).packed
+        """Run `script` on the queue's keys it declares, then `extra_keys` (its KEYS[NKEYS + i])."""
+        packed = self.keys(queue).packed(script)
         if extra_keys:
             packed += b"".join(map(resp.bulk, extra_keys))
-        nkeys = len(_KEY_NAMES) + len(extra_keys)
+        nkeys = key_count(script) + len(extra_keys)
         return self._on(queue, lambda node: node.caller.call(self._scripts[script], packed, nkeys, args, wait))
+
+    def _write(self, script: str, queue: str, args, extra_keys=()):
+        """_call of a state change that must be durable when the URL asks for it (wait_replicas):
+        then WAIT follows in the same round trip. Returns (reply, shortfall): shortfall is ""
+        when it is durable, else how far it got, for the caller's error."""
+        t = self.target
+        if not t.wait_replicas:
+            return self._call(script, queue, args, extra_keys), ""
+        out, replicas = self._call(script, queue, args, extra_keys, wait=(t.wait_replicas, t.wait_timeout))
+        if replicas >= t.wait_replicas:
+            return out, ""
+        return out, f"reached {replicas} of {t.wait_replicas} replicas within {t.wait_timeout:g} s"
 
     # -- producers
     def push(self, queue, items):
-        t, keys = self.target, self.keys(queue)
-        done_keys = [keys.done(i) for i in caller_ids(items)]
-        if not t.wait_replicas:
-            return self._call("push", queue, push_args(items), done_keys)
-        dups, replicas = self._call("push", queue, push_args(items), done_keys,
-                                    wait=(t.wait_replicas, t.wait_timeout))
-        if replicas < t.wait_replicas:
+        dups, short = self._write("push", queue, push_args(items), caller_done_keys(self.keys(queue), items))
+        if short:
             self._not_replicated(queue)
-            raise NotReplicated(f"redis: the push reached {replicas} of {t.wait_replicas} replicas within "
-                                f"{t.wait_timeout:g} s: the master has the jobs, but a failover now could lose "
-                                "them; pushing them again may run them twice")
+            raise NotReplicated(f"redis: the push {short}: the master has the jobs, but a failover now could "
+                                "lose them; pushing them again may run them twice")
         return dups
 
     def tick(self, queue, name, tick_ms, envelope, priority, grace_ms):
         args = [name, int(tick_ms), int(grace_ms), priority, envelope, os.urandom(6).hex() + ".t"]
-        t = self.target
-        if not t.wait_replicas:
-            out = self._call("tick", queue, args, [self.keys(queue).ticks])
-        else:
-            out, replicas = self._call("tick", queue, args, [self.keys(queue).ticks],
-                                       wait=(t.wait_replicas, t.wait_timeout))
-            if replicas < t.wait_replicas:
-                # Claimed and pushed on the master: a failover now loses both, and then
-                # another node claims the tick again on the new one. Nothing to retry here.
-                self._not_replicated(queue)
+        out, short = self._write("tick", queue, args)
+        if short:
+            # Claimed and pushed on the master: a failover now loses both, and then
+            # another node claims the tick again on the new one. Nothing to retry here.
+            self._not_replicated(queue)
         return Tick(out[0], int(out[1]), int(out[2]))
 
     def _not_replicated(self, queue) -> None:
@@ -257,20 +224,15 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         keys = self.keys(queue)
         for a in acks:
             args += [a.id, a.token, a.record, a.ttl, "1" if a.first_attempt else "0"]
-        t = self.target
-        if not t.wait_replicas:
-            return self._call("reserve", queue, args, [keys.done(a.id) for a in acks])
         # Durable (wait_replicas): a job starts only once the replicas know it is
         # reserved, and an ack counts only once they have it. Otherwise a failover
         # would hand the new master a queue where those jobs still wait (or are
         # still held), and they would run again: for every job the old master
         # handed out until Sentinel demoted it, seconds later.
-        out, replicas = self._call("reserve", queue, args, [keys.done(a.id) for a in acks],
-                                   wait=(t.wait_replicas, t.wait_timeout))
-        if replicas < t.wait_replicas and (acks or len(out) > 2):
+        out, short = self._write("reserve", queue, args, [keys.done(a.id) for a in acks])
+        if short and (acks or len(out) > 2):
             self._not_replicated(queue)
-            raise NotReplicated(f"redis: a reserve reached {replicas} of {t.wait_replicas} replicas within "
-                                f"{t.wait_timeout:g} s: its jobs are not run and its acks are sent again")
+            raise NotReplicated(f"redis: a reserve {short}: its jobs are not run and its acks are sent again")
         return out
 
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
@@ -283,35 +245,44 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         # reserve.lua with count 0 is a pure ack: one script, one code path.
         return self._reserve_raw(queue, "-", 0, 0, acks)[0] if acks else 0
 
-    def _settle(self, queue, job_id, token, action, ms=0, record="", hook=""):
-        reply = self._call("settle", queue, [job_id, token, action, ms, record, hook or ""],
-                           [self.keys(queue).done(job_id)])
+    def _settle(self, script, queue, job_id, token, *args):
+        reply = self._call(script, queue, [job_id, token, *args], [self.keys(queue).done(job_id)])
         if isinstance(reply, (bytes, str)):       # ended as cancelled: what the request asked
             return reply.decode() if isinstance(reply, bytes) else reply
         return reply == 1
 
     def retry(self, queue, job_id, token, delay, error):
-        return self._settle(queue, job_id, token, "retry", int(round(delay * 1000)), error)
+        return self._settle("retry", queue, job_id, token, int(round(delay * 1000)), error)
 
     def release(self, queue, job_id, token):
-        return self._settle(queue, job_id, token, "release")
+        return self._settle("release", queue, job_id, token)
 
     def fail(self, queue, job_id, token, error, hook=None):
-        return self._settle(queue, job_id, token, "fail", 0, error, hook)
+        return self._settle("fail", queue, job_id, token, error, hook or "")
 
     def extend(self, queue, job_id, token, lease):
-        return self._settle(queue, job_id, token, "extend", int(lease * 1000))
+        return self._call("extend", queue, [job_id, token, int(lease * 1000)]) == 1
+
+    def extend_soon(self, queue, job_id, token, lease):
+        # Sent like confirm (after it, on the same connection, so a hand-off's receipt
+        # can't undo it): a job's start waits for no reply.
+        self._send_receipt("extend", queue, [job_id, token, int(lease * 1000)])
 
     def confirm(self, queue, job_id, token, lease):
         # Sent without waiting for the reply: a hand-off must stay one round trip.
-        script, keys = self._scripts["confirm"], self.keys(queue)
-        packed = resp.bulk(keys.held) + resp.bulk(keys.leases)
-        command = resp.ScriptCaller.packed(script, packed, 2, [job_id, token, int(lease * 1000)])
+        self._send_receipt("confirm", queue, [job_id, token, int(lease * 1000)])
+
+    def _send_receipt(self, script, queue, args) -> None:
+        """Send a script call nobody waits for, on the node's receipts connection (resp.Sender).
+        A lost one only leaves what the reservation gave: a hand-off unconfirmed (its short
+        lease ends and recovery refunds it), or a lease not lengthened (renewals go on)."""
+        command = resp.ScriptCaller.packed(self._scripts[script], self.keys(queue).packed(script),
+                                           key_count(script), args)
         try:
             node = self.servers.for_queue(queue)
         except redislib.exceptions.RedisError:
-            return           # unconfirmed: its short lease ends and recovery refunds it
-        node.receipts.send(command, script)
+            return
+        node.receipts.send(command, self._scripts[script])
 
     def renew(self, queue, consumers, lease):
         return self._call("renew", queue, [int(lease * 1000), *consumers]) if consumers else 0
@@ -384,6 +355,14 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
 
     def ping(self):
         self._on(None, lambda node: node.client.ping())
+
+    def async_pusher(self):
+        """redis.asyncio for one server; Sentinel and Cluster (whose routing and failover
+        live in this broker) and pushes that WAIT for replicas use its calls on a thread."""
+        if self.target.kind == "single" and not self.target.wait_replicas:
+            from .redis_async import AsyncRedisPusher
+            return AsyncRedisPusher(self)
+        return super().async_pusher()
 
     def close(self):
         self.close_watches()

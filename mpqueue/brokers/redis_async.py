@@ -1,6 +1,6 @@
 """Pushing to Redis from async code (Client.apush): redis.asyncio running the
-sync broker's own push.lua (same _keys.lua prelude, same KEYS in the same
-order), so a FastAPI or aiohttp handler enqueues without blocking its loop.
+sync broker's own push.lua (same source, same KEYS in the same order), so a
+FastAPI or aiohttp handler enqueues without blocking its loop.
 
 A redis.asyncio connection belongs to the event loop that opened it, and a
 Client may outlive a loop (two asyncio.run() calls, one loop per test). So each
@@ -23,7 +23,7 @@ import os
 import redis.asyncio as aioredis
 
 from . import data_format
-from .redis import caller_ids, push_args, script_source
+from .redis_scripts import caller_done_keys, push_args, script_source
 from .redis_nodes import broker_errors
 
 # A burst of concurrent pushes on one loop shares this many connections (waiting
@@ -58,8 +58,7 @@ class AsyncRedisPusher:
         client = await self._client()
         keys = self._keys(queue)
         with broker_errors():
-            return await _shielded(client.push(keys.all + [keys.done(i) for i in caller_ids(items)],
-                                               push_args(items)))
+            return await _shielded(client.push(keys.of("push") + caller_done_keys(keys, items), push_args(items)))
 
     async def add_queues(self, names) -> None:
         if names:

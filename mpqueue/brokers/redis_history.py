@@ -9,14 +9,13 @@ pipeline each.
 """
 from __future__ import annotations
 
-from importlib import resources
-
 from .base import HISTORY_EVERY_MS, HISTORY_KEEP_MS
 from .redis_inspection import executed
+from .redis_scripts import script_source
 
 # Sent with EVAL, not EVALSHA: a pipeline of registered scripts first asks SCRIPT EXISTS,
 # a second round trip, and this runs once a minute (Redis caches the compiled body).
-_SCRIPT = resources.files(__package__).joinpath("lua", "history.lua").read_text()
+_SCRIPT = script_source("history")
 
 
 class RedisHistory:
@@ -27,7 +26,7 @@ class RedisHistory:
             with node.client.pipeline(transaction=False) as pipe:
                 for queue in here:
                     k = self.keys(queue)
-                    pipe.eval(_SCRIPT, 2, k.stats, k.history, *args)
+                    pipe.eval(_SCRIPT, 2, *k.of("history"), *args)
                 return dict(zip(here, executed(pipe)))
         written = self._by_node(queues, write)
         return max(written.values()) if written else None

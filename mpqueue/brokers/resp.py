@@ -1,7 +1,7 @@
 """The Redis wire protocol (RESP) on the two hot paths, done by hand.
 
 redis-py's generic packer costs about a microsecond per argument, and a
-reserve carries dozens (20 queue keys, 5 per folded ack); its pub/sub parser
+reserve carries dozens (23 queue keys, 5 per folded ack); its pub/sub parser
 cost a quarter of a millisecond per message. So: the queue's keys are encoded
 once, a script call is one bytes object sent on a pooled connection (the reply
 still parsed by redis-py), and wake-up frames are parsed here.
@@ -83,45 +83,48 @@ class ScriptCaller:
 
 
 class Sender:
-    """Commands nobody waits for (a hand-off's receipt), on a connection of their
-    own: each is sent at once, and their replies (a few bytes each) are left in the
-    socket and read only every UNREAD_MAX sends, off the path to the job's start;
-    one refused because Redis lost the script (a restart) is sent again once it is
-    loaded. A send that fails is lost, which only leaves a hand-off unconfirmed;
-    the connection is made again next time."""
+    """Commands nobody waits for (a hand-off's receipt, a lease lengthened at a job's
+    start), on a connection of their own, so they reach Redis in the order sent: each
+    is sent at once, and their replies (a few bytes each) are left in the socket and
+    read only every UNREAD_MAX sends, off the path to the job's start; one refused
+    because Redis lost its script (a restart) is sent again once it is loaded. A send
+    that fails is lost, which only leaves what the reservation gave (an unconfirmed
+    hand-off, the queue's lease); the connection is made again next time."""
     UNREAD_MAX = 64
 
     def __init__(self, client):
-        self.client, self.conn, self.inflight = client, None, []
+        self.client, self.conn, self.inflight, self.loaded = client, None, [], set()
 
     def send(self, command: bytes, script) -> None:
         try:
             if self.conn is None:
                 self.conn = self.client.connection_pool.make_connection()
                 self.conn.connect()
-                self.client.script_load(script.script)     # once per connection: EVALSHA must find it
+            if script.sha not in self.loaded:      # once per connection and script: EVALSHA must find it
+                self.client.script_load(script.script)
+                self.loaded.add(script.sha)
             if len(self.inflight) >= self.UNREAD_MAX:
-                self.drain(script)
+                self.drain()
             self.conn.send_packed_command([command])
-            self.inflight.append(command)
+            self.inflight.append((command, script))
         except (redislib.exceptions.RedisError, OSError):
             self.close()
 
-    def drain(self, script) -> None:
+    def drain(self) -> None:
         while self.inflight:
-            command = self.inflight.pop(0)
+            command, script = self.inflight.pop(0)
             try:
                 self.conn.read_response()
             except redislib.exceptions.NoScriptError:     # Redis restarted meanwhile
                 self.client.script_load(script.script)
                 self.conn.send_packed_command([command])
-                self.inflight.append(command)
+                self.inflight.append((command, script))
 
     def close(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.disconnect()
-        self.conn, self.inflight = None, []
+        self.conn, self.inflight, self.loaded = None, [], set()
 
 
 def read_array(buf: bytes, pos: int):

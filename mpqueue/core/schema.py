@@ -1,5 +1,7 @@
-"""The configuration's shape: frozen dataclasses, and the validation of a parsed
-YAML mapping into them (config.py reads the file).
+"""The configuration's shape: one table per section naming each YAML key once (Key:
+its type, default, check and limits, a line of documentation, whether a reload
+applies it), the frozen records derived from those tables, and the validation of
+a parsed YAML mapping into them (config.py reads the file; checks.py checks values).
 
 Validation is strict and friendly: every problem raises ConfigError with one
 line naming the file, the key path and what was expected, e.g.
@@ -10,68 +12,140 @@ lost or stuck jobs.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import reprlib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, make_dataclass
 
 from . import envelope, redis_url
+from . import checks
 from .schedules import ScheduleConfig, parse_schedules
 from .names import INLINE_SCHEME, NAME_CHARS, is_name, is_queue_name, queue_rule, redact
 
 BROKER_SCHEMES = (*redis_url.SCHEMES, "sqlite", INLINE_SCHEME)
-HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_CONCURRENCY = 1000     # each slot is a scoreboard record and, for plain tasks, a thread
 MODULE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+RELOAD, RESTART = "reload", "restart"      # when a changed key applies (Key.reload)
 
 
 class ConfigError(Exception):
     """str(e) is one line: '<file name>: <key.path>: <what is expected>, got <repr>'."""
 
 
-@dataclass(frozen=True)
-class QueueConfig:
-    name: str
-    workers: int = 3                    # >= 1
-    mode: str = "grab"                  # "grab" | "dispatch"
-    timeout: float = 120.0              # seconds > 0, a job past it is killed
-    retries: int = 3                    # >= 0; a job may run retries + 1 times
-    retry_delay: float = 3.0            # seconds >= 0, to the millisecond
-    backoff: str = "fixed"              # "fixed" | "exponential"
-    max_retry_delay: float = 3600.0     # cap for exponential backoff, >= retry_delay
-    retry_on_timeout: bool = False
-    memory_limit: int = 0               # MB resident, 0 = none
-    max_jobs: int = 0                   # recycle a worker after N jobs, 0 = never
-    prefetch: int = 16                  # grab mode: most jobs one reserve may take (1 = one at a time)
-    concurrency: int = 1                # most jobs one worker runs at once (async tasks, or threads), 1..1000
-    result_ttl: int = 300               # seconds done jobs stay visible, 0 = not kept
-    on_failure: str | None = None       # "module:function" hooks
-    before_job: str | None = None
-    on_worker_start: str | None = None  # runs after the service's own one
-    on_worker_stop: str | None = None   # runs before the service's own one, as the worker exits
+def _broker(v):
+    """A broker URL of a scheme mpqueue knows (BROKER_SCHEMES), well formed for it."""
+    # (kept here, not in checks.py: tests widen BROKER_SCHEMES of this module)
+    schemes = ", ".join(BROKER_SCHEMES[:-1]) + " or " + BROKER_SCHEMES[-1]
+    expected = f"a URL with scheme {schemes}"
+    if not isinstance(v, str):
+        raise checks.Bad(expected)
+    parts = redis_url.split_url(v)
+    if parts.scheme not in BROKER_SCHEMES:
+        raise checks.Bad(expected)
+    if parts.scheme == INLINE_SCHEME:
+        if parts.authority or parts.path.strip("/") or parts.query:
+            raise checks.Bad("sync:// with nothing after it")
+        return v
+    if parts.scheme == "sqlite":
+        if parts.query not in ("", "synchronous=normal", "synchronous=full"):
+            raise checks.Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
+        if not (parts.authority or parts.path):
+            raise checks.Bad("a URL with a host or a path after 'sqlite:'")
+        return v
+    try:
+        redis_url.parse(v)
+    except ValueError as exc:
+        raise checks.Bad(str(exc)) from None
+    return v
+
+
+_broker.expected = "a URL with scheme " + ", ".join(BROKER_SCHEMES)
 
 
 @dataclass(frozen=True)
-class LogConfig:
-    level: str = "info"                 # debug | info | warning | error
-    format: str = "json"                # json | text
-    file: str | None = None             # size-rotated file, in addition to stderr
-    max_bytes: int = 100 * 1024 * 1024
-    backups: int = 5
+class Key:
+    """One YAML key, the one place it is named: the type and default of its config
+    field, the check of its value (whose `expected` states the limits), one line for
+    the reference (docs), and when a change applies: RELOAD (a reload takes it) or
+    RESTART (a reload refuses it: supervisor/reload.py). `required`: what a required
+    key holds, for the "missing" message. `section`: a mapping checked by its own
+    table or parser, not by `check`. `field`: False for a key with no config field."""
+    type: object
+    default: object
+    check: object
+    doc: str
+    reload: str = RELOAD
+    required: str = ""
+    section: bool = False
+    field: bool = True
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
-    # "HOST:PORT" for Prometheus to scrape, or "unix": metrics.sock in the service's
-    # runtime directory (for `mpqctl metrics` on a host that opens no port). None: off.
-    listen: str | None = None
+def _hook_key(doc: str) -> Key:
+    return Key(str | None, None, checks.hook, doc)
 
 
-@dataclass(frozen=True)
-class WebConfig:
-    listen: str = "127.0.0.1:9809"       # beyond loopback only with token_file
-    token_file: str | None = None        # a file holding the access token (e.g. a systemd credential)
-    read_only: bool = False              # no retry, delete or purge
+def _record(name: str, keys: dict, first=(), last=()):
+    """The frozen config record of a table: a field per key, with the key's type and default."""
+    fields = list(first)
+    for key_name, key in keys.items():
+        if not key.field:
+            continue
+        if key.default is MISSING:
+            fields.append((key_name, key.type))
+        elif isinstance(key.default, dict):
+            fields.append((key_name, key.type, field(default_factory=dict)))
+        else:
+            fields.append((key_name, key.type, field(default=key.default)))
+    cls = make_dataclass(name, fields + list(last), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+QUEUE_KEYS = {
+    "workers": Key(int, 3, checks.integer(1), "worker processes serving the queue"),
+    "mode": Key(str, "grab", checks.choice("grab", "dispatch"),
+                "grab: each worker reserves its own jobs; dispatch: the supervisor hands them out"),
+    "timeout": Key(float, 120.0, checks.seconds(0, above=True), "seconds a job may run; past it, it is killed"),
+    "retries": Key(int, 3, checks.integer(0), "a job may run retries + 1 times"),
+    "retry_delay": Key(float, 3.0, checks.seconds(0), "seconds before a retry, to the millisecond"),
+    "backoff": Key(str, "fixed", checks.choice("fixed", "exponential"), "how the retry delay grows"),
+    "max_retry_delay": Key(float, 3600.0, checks.seconds(0), "cap of exponential backoff, >= retry_delay"),
+    "retry_on_timeout": Key(bool, False, checks.boolean, "whether a job that timed out is retried"),
+    "memory_limit": Key(int, 0, checks.integer(0), "MB resident that recycles a worker, 0 = none"),
+    "max_jobs": Key(int, 0, checks.integer(0), "recycle a worker after N jobs, 0 = never"),
+    "prefetch": Key(int, 16, checks.integer(1), "grab mode: most jobs one reserve may take (1 = one at a time)"),
+    "result_ttl": Key(int, 300, checks.integer(0), "seconds done jobs stay visible, 0 = not kept"),
+    "concurrency": Key(int, 1, checks.integer(1, MAX_CONCURRENCY),
+                       "most jobs one worker runs at once (async tasks, or threads)"),
+    "on_failure": _hook_key("'module:function' called with a job that failed for good; null: none"),
+    "before_job": _hook_key("'module:function' run before each job"),
+    "on_worker_start": _hook_key("'module:function' run in each worker after the service's own one"),
+    "on_worker_stop": _hook_key("'module:function' run before the service's own one, as the worker exits"),
+}
+QueueConfig = _record("QueueConfig", QUEUE_KEYS, first=[("name", str)])
+LOG_KEYS = {
+    "level": Key(str, "info", checks.choice("debug", "info", "warning", "error"), "the least severe level logged"),
+    "format": Key(str, "json", checks.choice("json", "text"), "one JSON object a line, or plain text"),
+    "file": Key(str | None, None, checks.optional_text, "a size-rotated file, in addition to stderr"),
+    # Under 1 KiB is surely a unit mistake (MB meant); with 0 backups the
+    # rotating handler never rotates and the file grows without bound.
+    "max_bytes": Key(int, 100 * 1024 * 1024, checks.integer(1024), "size at which the file rotates"),
+    "backups": Key(int, 5, checks.integer(1), "rotated files kept"),
+}
+LogConfig = _record("LogConfig", LOG_KEYS)
+METRICS_KEYS = {
+    "listen": Key(str | None, None, checks.listen(allow_unix=True),
+                  '"HOST:PORT" for Prometheus to scrape, or "unix": metrics.sock in the service\'s runtime '
+                  "directory (for `mpqctl metrics` on a host that opens no port); null: off", RESTART),
+}
+MetricsConfig = _record("MetricsConfig", METRICS_KEYS)
+WEB_KEYS = {
+    "listen": Key(str, "127.0.0.1:9809", checks.listen(allow_unix=False),
+                  "where `mpqueue web` listens; beyond loopback only with token_file"),
+    "token_file": Key(str | None, None, checks.optional_text,
+                      "a file holding the access token (e.g. a systemd credential)"),
+    "read_only": Key(bool, False, checks.boolean, "no retry, delete or purge from the dashboard"),
+}
+WebConfig = _record("WebConfig", WEB_KEYS)
 
 
 @dataclass(frozen=True)
@@ -82,174 +156,45 @@ class FrameworkConfig:
                                          # flask: "module:factory" or "module:app"
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    name: str
-    broker: str
-    path: tuple[str, ...] = ()
-    imports: tuple[str, ...] = ()
-    on_worker_start: str | None = None
-    on_worker_stop: str | None = None
-    framework: FrameworkConfig | None = None    # Django or Flask, booted in each worker
-    log: LogConfig = LogConfig()
-    queues: dict[str, QueueConfig] = field(default_factory=dict)
-    shutdown_timeout: float = 30.0
-    max_payload: int = 1048576
-    lease_grace: float = 30.0
-    broker_password_file: str | None = None   # as written in the YAML; its content is in `broker`
-    metrics: MetricsConfig = MetricsConfig()
-    web: WebConfig = WebConfig()
-    source: str | None = None
-    schedules: dict[str, ScheduleConfig] = field(default_factory=dict)   # core/schedules.py
-
-
-# -- value checkers: each returns the clean value or raises _Bad ------------
-
-_WHOLE = object()
-
-
-class _Bad(Exception):
-    """What a value should have been. For a list, `where` is the index of the bad
-    item and `value` that item, so the message points at it."""
-
-    def __init__(self, expected: str, where: str = "", value=_WHOLE):
-        super().__init__(expected)
-        self.expected, self.where, self.value = expected, where, value
-
-
-def _integer(minimum: int, maximum: int | None = None):
-    def check(v):
-        # bool is an int subclass, and `workers: yes` is a typo, not a 1.
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
-            raise _Bad(f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}")
-        return v
-    return check
-
-
-def _seconds(minimum: float, above: bool = False):
-    def check(v):
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        # Time is kept to the millisecond (broker scores are in ms), so round
-        # before checking: 0.0004 is 0, which `> 0` must refuse.
-        v = round(float(v), 3) if ok else v
-        if not ok or v < minimum or (above and v == minimum):
-            raise _Bad(f"a number of seconds {'>' if above else '>='} {minimum:g}")
-        return v
-    return check
-
-
-def _choice(*options: str):
-    def check(v):
-        if not isinstance(v, str) or v.lower() not in options:
-            raise _Bad("one of " + ", ".join(options))
-        return v.lower()
-    return check
-
-
-def _boolean(v):
-    if not isinstance(v, bool):
-        raise _Bad("true or false")
-    return v
-
-
-def _hook(v):
-    # null is a value here: a queue's `on_failure: null` switches off a default hook.
-    if v is not None and not (isinstance(v, str) and HOOK_RE.fullmatch(v)):
-        raise _Bad("a 'module:function' name or null")
-    return v
-
-
-def _optional_text(v):
-    if v is not None and not (isinstance(v, str) and v.strip()):
-        raise _Bad("a non-empty string or null")
-    return v
-
-
-def _strings(one: str, many: str, valid, at_least_one: bool = False):
-    """A list of strings, or one string standing for a list of one."""
-    def check(v):
-        items = [] if v is None else [v] if isinstance(v, str) else v
-        if not isinstance(items, list) or (at_least_one and not items):
-            raise _Bad(f"{'one or more' if at_least_one else 'a list of'} {many}")
-        for i, item in enumerate(items):
-            if not (isinstance(item, str) and valid(item)):
-                raise _Bad(one, where=f"[{i}]", value=item)
-        return tuple(items)
-    return check
-
-
-def _broker(v):
-    schemes = ", ".join(BROKER_SCHEMES[:-1]) + " or " + BROKER_SCHEMES[-1]
-    expected = f"a URL with scheme {schemes}"
-    if not isinstance(v, str):
-        raise _Bad(expected)
-    parts = redis_url.split_url(v)
-    if parts.scheme not in BROKER_SCHEMES:
-        raise _Bad(expected)
-    if parts.scheme == INLINE_SCHEME:
-        if parts.authority or parts.path.strip("/") or parts.query:
-            raise _Bad("sync:// with nothing after it")
-        return v
-    if parts.scheme == "sqlite":
-        if parts.query not in ("", "synchronous=normal", "synchronous=full"):
-            raise _Bad("an sqlite: URL whose only option is ?synchronous=normal or ?synchronous=full")
-        if not (parts.authority or parts.path):
-            raise _Bad("a URL with a host or a path after 'sqlite:'")
-        return v
-    try:
-        redis_url.parse(v)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-    return v
-
-
-QUEUE_FIELDS = {
-    "workers": _integer(1), "mode": _choice("grab", "dispatch"), "timeout": _seconds(0, above=True),
-    "retries": _integer(0), "retry_delay": _seconds(0), "backoff": _choice("fixed", "exponential"),
-    "max_retry_delay": _seconds(0), "retry_on_timeout": _boolean, "memory_limit": _integer(0),
-    "max_jobs": _integer(0), "prefetch": _integer(1), "result_ttl": _integer(0),
-    "concurrency": _integer(1, MAX_CONCURRENCY),
-    "on_failure": _hook, "before_job": _hook, "on_worker_start": _hook, "on_worker_stop": _hook,
+SERVICE_KEYS = {
+    "name": Key(str, MISSING, None, "the service's name; default: the file name without .yaml", RESTART),
+    "broker": Key(str, MISSING, _broker, "the broker URL", RESTART,
+                  required="a broker URL such as redis://127.0.0.1:6379/0"),
+    "broker_password_file": Key(str | None, None, checks.optional_text, "a file holding the broker's password"),
+    "path": Key(tuple[str, ...], (), checks.strings("a directory", "directories", lambda s: bool(s.strip())),
+                "directories put on sys.path before the imports"),
+    "imports": Key(tuple[str, ...], (), checks.strings("a dotted module name", "module names", MODULE_RE.fullmatch,
+                                                 at_least_one=True), "the modules defining the tasks",
+                   required="one or more module names defining the tasks"),
+    "on_worker_start": _hook_key("'module:function' run in each worker as it starts"),
+    "log": Key(LogConfig, LogConfig(), None, "logging (LOG_KEYS)", section=True),
+    "metrics": Key(MetricsConfig, MetricsConfig(), None, "the metrics endpoint (METRICS_KEYS)", RESTART, section=True),
+    "web": Key(WebConfig, WebConfig(), None, "the dashboard (WEB_KEYS)", section=True),
+    "defaults": Key(None, None, None, "settings every queue starts from (QUEUE_KEYS)", section=True, field=False),
+    "queues": Key(dict, {}, None, "queue name -> its settings (QUEUE_KEYS)", section=True,
+                  required="a mapping of one or more queue names to their settings"),
+    "shutdown_timeout": Key(float, 30.0, checks.seconds(0, above=True), "seconds a stop waits for running jobs"),
+    "max_payload": Key(int, 1048576, checks.integer(1024), "most bytes of a job's envelope"),
+    "lease_grace": Key(float, 30.0, checks.seconds(0, above=True), "seconds a lease outlasts its job's timeout"),
+    "schedules": Key(dict, {}, None, "name -> a job pushed on a schedule (core/schedules.py)", section=True),
+    "framework": Key(FrameworkConfig | None, None, None, "a web framework booted in each worker: {django: SETTINGS} "
+                     "or {flask: 'module:name'}", section=True),
+    "on_worker_stop": _hook_key("'module:function' run in each worker as it exits"),
 }
-LOG_FIELDS = {
-    "level": _choice("debug", "info", "warning", "error"), "format": _choice("json", "text"),
-    "file": _optional_text,
-    # Under 1 KiB is surely a unit mistake (MB meant); with 0 backups the
-    # rotating handler never rotates and the file grows without bound.
-    "max_bytes": _integer(1024), "backups": _integer(1),
-}
-def _listen(allow_unix: bool):
-    """HOST:PORT (an IPv6 host in brackets), or, if allowed, "unix"."""
-    def check(v):
-        if allow_unix and v in ("unix", None):      # metrics: None is off
-            return v
-        host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-        if not (sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536) or any(c.isspace() for c in v):
-            raise _Bad("HOST:PORT such as 127.0.0.1:9808" + (', or "unix"' if allow_unix else ""))
-        return v
-    return check
-
-
-METRICS_FIELDS = {"listen": _listen(allow_unix=True)}
-WEB_FIELDS = {"listen": _listen(allow_unix=False), "token_file": _optional_text, "read_only": _boolean}
-SERVICE_FIELDS = {
-    "broker": _broker,
-    "path": _strings("a directory", "directories", lambda s: bool(s.strip())),
-    "imports": _strings("a dotted module name", "module names", MODULE_RE.fullmatch, at_least_one=True),
-    "on_worker_start": _hook, "on_worker_stop": _hook, "shutdown_timeout": _seconds(0, above=True),
-    "max_payload": _integer(1024), "lease_grace": _seconds(0, above=True),
-    "broker_password_file": _optional_text,
-}
-TOP_KEYS = ("name", "broker", "broker_password_file", "path", "imports", "on_worker_start", "log", "metrics", "web",
-            "defaults", "queues", "shutdown_timeout", "max_payload", "lease_grace")
-TOP_KEYS += ("schedules",)        # core/schedules.py checks its contents
-TOP_KEYS += ("framework", "on_worker_stop")
 FRAMEWORKS = {"django": "a settings module such as myproject.settings, or null for $DJANGO_SETTINGS_MODULE",
               "flask": "an app factory or app as 'module:name', such as 'myapp:create_app'"}
-# What each required key holds, for the "missing" message.
-REQUIRED = {"broker": "a broker URL such as redis://127.0.0.1:6379/0",
-            "imports": "one or more module names defining the tasks",
-            "queues": "a mapping of one or more queue names to their settings"}
+
+
+# Derived from the tables above, never written out again.
+QUEUE_FIELDS = {name: key.check for name, key in QUEUE_KEYS.items()}
+LOG_FIELDS = {name: key.check for name, key in LOG_KEYS.items()}
+METRICS_FIELDS = {name: key.check for name, key in METRICS_KEYS.items()}
+WEB_FIELDS = {name: key.check for name, key in WEB_KEYS.items()}
+SERVICE_FIELDS = {name: key.check for name, key in SERVICE_KEYS.items() if key.check is not None}
+TOP_KEYS = tuple(SERVICE_KEYS)
+REQUIRED = {name: key.required for name, key in SERVICE_KEYS.items() if key.required}
+# `source`: the file read (config.py), not a YAML key
+ServiceConfig = _record("ServiceConfig", SERVICE_KEYS, last=[("source", str | None, field(default=None))])
 
 
 def _bounded_repr() -> reprlib.Repr:
@@ -279,7 +224,7 @@ def _key(path: str, key) -> str:
 
 
 class _Checker:
-    """Turns _Bad and structural problems into ConfigErrors naming file and key path."""
+    """Turns checks.Bad and structural problems into ConfigErrors naming file and key path."""
 
     def __init__(self, source_name: str):
         self.source = source_name
@@ -310,8 +255,8 @@ class _Checker:
             if key in raw:
                 try:
                     out[key] = check(raw[key])
-                except _Bad as bad:
-                    value = raw[key] if bad.value is _WHOLE else bad.value
+                except checks.Bad as bad:
+                    value = raw[key] if bad.value is checks.WHOLE else bad.value
                     raise self.expected(_key(path, key) + bad.where, bad.expected, value) from None
         return out
 
@@ -355,7 +300,7 @@ class _Checker:
         if kind == "django":
             ok = target is None or (isinstance(target, str) and MODULE_RE.fullmatch(target))
         else:
-            ok = isinstance(target, str) and HOOK_RE.fullmatch(target)
+            ok = isinstance(target, str) and checks.HOOK_RE.fullmatch(target)
         if not ok:
             raise self.expected(f"framework.{kind}", FRAMEWORKS[kind], target)
         return FrameworkConfig(kind, target)
@@ -380,6 +325,6 @@ def parse_config(data, source_name: str, default_name: str) -> ServiceConfig:
     settings["framework"] = check.framework(top.get("framework"))
     queues = check.queues(top["queues"], defaults)
     schedules = parse_schedules(top.get("schedules"), check, queues, settings.get("max_payload", 1048576),
-                                HOOK_RE, is_name, envelope.encode)
+                                checks.HOOK_RE, is_name, envelope.encode)
     return ServiceConfig(name=name, log=log, metrics=metrics, web=web, queues=queues, schedules=schedules,
                          **settings)

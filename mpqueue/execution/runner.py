@@ -21,7 +21,7 @@ from ..core.retry import delay_problem
 from ..tally import UNREGISTERED, NoTally
 from .aio import EventLoop
 from .outcome import Done, Errored, Outcome, RetryAsked, TimedOut
-from .settle import cancelled_line, settle_failure
+from .settle import Failure, cancelled_line, settle_failure
 from .texts import clean_text, describe, format_traceback, result_record
 
 log = logging.getLogger("mpqueue.job")
@@ -123,7 +123,7 @@ class Runner:
         cfg = self._effective.get(info.name) or self._options(info)
         if cfg.timeout > self.cfg.timeout:
             # The reservation's lease was sized for the queue's timeout.
-            self.broker.extend(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
+            self.broker.extend_soon(self.cfg.name, job.id, token, cfg.timeout + self.service.lease_grace)
         is_async = info.is_async
         self.scoreboard.start(job.id, token, cfg.timeout + (CANCEL_GRACE if is_async else 0.0) + backstop, slot)
         if job.attempts == 1 and job.due_ms > 0:     # a retry's due time is not in its envelope: first attempts only
@@ -279,15 +279,14 @@ class Runner:
                       "finished_at": round(time.time(), 3), "duration_ms": round(ms, 3)}
             record = result_record(fields)
         if not counted:
-            self.tally.count(job.task, "done")
-            self.tally.observe_duration(job.task, ms / 1000)
+            self.tally.ended(job.task, "done", "", ms / 1000)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
 
     def _failed(self, job, info, cfg, kind, message, tb, started, delay=None, did=""):
-        settled = settle_failure(self.broker, self.cfg.name, job, cfg, kind, message, tb,
-                                 info is not None and info.on_failure is not None, delay)
+        settled = settle_failure(self.broker, self.cfg.name, job, Failure(kind, message, tb, delay), cfg,
+                                 info is not None and info.on_failure is not None)
         task = job.task if info is not None else UNREGISTERED
         if settled.outcome == "cancelled":
             did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
@@ -295,20 +294,18 @@ class Runner:
             return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
         ms = (self.clock() - started) * 1000
         if settled.outcome != "stale":
-            self.tally.count(task, settled.outcome, kind)
-            self.tally.observe_duration(task, ms / 1000)
+            self.tally.ended(task, settled.outcome, kind, ms / 1000)
         level = logging.WARNING if settled.outcome == "retried" else logging.ERROR
         log.log(level, "job %s: %s", settled.outcome, message, extra=self._extra(job, ms, settled.outcome))
 
     def _cancelled(self, job, task, asked, did, started) -> None:
         """A cancel request ended the job: counted and logged as cancelled, with what it asked."""
         ms = (self.clock() - started) * 1000
-        self.tally.count(task, "cancelled", asked)
-        self.tally.observe_duration(task, ms / 1000)
+        self.tally.ended(task, "cancelled", asked, ms / 1000)
         log.warning(cancelled_line(asked, did), extra=self._extra(job, ms, "cancelled"))
 
     def _refuse_job(self, job, kind, message, slot=0):
-        settled = settle_failure(self.broker, self.cfg.name, job, self.cfg, kind, message)
+        settled = settle_failure(self.broker, self.cfg.name, job, Failure(kind, message), self.cfg)
         if settled.outcome == "cancelled":
             return self._cancelled(job, UNREGISTERED, settled.asked, f"refused: {message}", self.clock())
         if settled.outcome != "stale":

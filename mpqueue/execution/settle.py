@@ -28,13 +28,24 @@ class Settled:
         return cls(outcome if reply else "stale")
 
 
-def settle_failure(broker, queue: str, job: jobmod.Job, policy_cfg, kind: str, message: str,
-                   traceback: str = "", task_has_hook: bool = False, delay: float | None = None) -> Settled:
-    """Retry or fail one reserved job."""
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt: its kind (core/failures.py), message and traceback, and the
+    retry delay the task asked for (seconds; None: the retry policy's backoff)."""
+    kind: str
+    message: str
+    traceback: str = ""
+    delay: float | None = None
+
+
+def settle_failure(broker, queue: str, job: jobmod.Job, failure: Failure, policy_cfg,
+                   task_has_hook: bool = False) -> Settled:
+    """Retry or fail one reserved job, by the policy of `policy_cfg` (the queue's settings
+    with the task's overrides); `task_has_hook`: the task has its own failure hook."""
     policy = RetryPolicy.from_options(policy_cfg)
-    error = error_record(kind, message, traceback, job.attempts)
-    if kind not in NO_RETRY and policy.should_retry(job.attempts, kind):
-        wait = policy.delay(job.attempts) if delay is None else delay
+    error = error_record(failure.kind, failure.message, failure.traceback, job.attempts)
+    if failure.kind not in NO_RETRY and policy.should_retry(job.attempts, failure.kind):
+        wait = policy.delay(job.attempts) if failure.delay is None else failure.delay
         return Settled.of("retried", broker.retry(queue, job.id, job.token, wait, json.dumps(error)))
     hook = hook_envelope(job, policy_cfg, task_has_hook, error)
     return Settled.of("failed", broker.fail(queue, job.id, job.token, json.dumps(error), hook))

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 
-from ..brokers import open_async_pusher, open_broker
+from ..brokers import PushItem, open_broker
 from ..core import envelope as jobmod
 from ..core import names
 from ..core.config import load_config
@@ -122,14 +122,14 @@ class Client:
         seconds = _delay_seconds(delay, eta)
         if job_id is None:
             job_id, envelope = jobmod.encode(task, args, kwargs, priority, max_payload=self.max_payload, delay=seconds)
-            return job_id, (envelope, priority, seconds)
+            return job_id, PushItem(envelope, priority, seconds)
         if not names.is_caller_job_id(job_id):
             raise jobmod.PayloadError(f"job_id: expected {names.caller_job_id_rule()}, got {job_id!r:.80}")
         job_id, envelope = jobmod.encode(task, args, kwargs, priority, job_id=job_id, max_payload=self.max_payload,
                                          delay=seconds)
-        return job_id, (envelope, priority, seconds, job_id)
+        return job_id, PushItem(envelope, priority, seconds, job_id)
 
-    def _items(self, jobs) -> tuple[list[str], list]:
+    def _items(self, jobs) -> tuple[list[str], list[PushItem]]:
         ids, items = [], []
         for spec in jobs:
             job_id, item = self._item(spec["task"], spec.get("args", ()), spec.get("kwargs"),
@@ -184,7 +184,7 @@ class Client:
     def _pusher(self):
         # Made on the first apush: sync-only producers never load redis.asyncio.
         if self._async is None:
-            self._async = open_async_pusher(self.broker)
+            self._async = self.broker.async_pusher()     # the broker's choice
         return self._async
 
     def close(self) -> None:

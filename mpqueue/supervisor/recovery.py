@@ -15,7 +15,7 @@ import time
 from ..brokers import BrokerError, Held
 from ..core import envelope as jobmod
 from ..core import failures
-from ..execution.settle import Settled, cancelled_line, settle_failure
+from ..execution.settle import Failure, Settled, cancelled_line, settle_failure
 from ..tally import UNREGISTERED, Totals
 
 log = logging.getLogger("mpqueue.recovery")
@@ -109,7 +109,7 @@ class Recovery:
         cfg, has_hook = self.policy(queue, job.task)
         message = {"crashed": "the worker running it died", "timeout": f"exceeded its timeout of {cfg.timeout:g} s",
                    "lost": "its lease expired (the node running it is gone)"}[kind]
-        settled = settle_failure(self.broker, queue, job, cfg, kind, message, "", has_hook)
+        settled = settle_failure(self.broker, queue, job, Failure(kind, message), cfg, has_hook)
         if settled.outcome == "cancelled":
             killed = kind == "crashed" and settled.asked == "kill"
             return self._cancelled(queue, held, settled, "its worker was killed on request" if killed else message)

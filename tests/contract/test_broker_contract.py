@@ -6,7 +6,7 @@ import threading
 import time
 
 from mpqueue.core import envelope as jobmod
-from mpqueue.brokers import Ack
+from mpqueue.brokers import Ack, PushItem
 from tests.support import wait_for
 
 Q = "contract"
@@ -16,7 +16,7 @@ def push(broker, *tags, priority=0, delay=0.0, task="t:f"):
     ids = []
     for tag in tags:
         job_id, env = jobmod.encode(task, [tag], priority=priority)
-        broker.push(Q, [(env, priority, delay)])
+        broker.push(Q, [PushItem(env, priority, delay)])
         ids.append(job_id)
     return ids
 
@@ -166,7 +166,7 @@ def test_clean_drops_waiting_jobs_only(broker):
 
 
 def test_junk_in_the_queue_is_reserved_with_an_id_so_it_can_be_failed(broker):
-    broker.push(Q, [("junk", 0, 0.0)])
+    broker.push(Q, [PushItem("junk", 0, 0.0)])
     reserved, _ = broker.reserve(Q, "c", 1, 30)
     job_id = reserved[0].envelope.split()[0]
     assert broker.fail(Q, job_id, reserved[0].token, '{"type": "bad_payload"}')
@@ -188,7 +188,7 @@ def test_a_push_wakes_a_waiter(broker):
 
 def test_concurrent_consumers_never_get_the_same_job(broker):
     n = 500
-    push_many = [(jobmod.encode("t:f", [i])[1], 0, 0.0) for i in range(n)]
+    push_many = [PushItem(jobmod.encode("t:f", [i])[1], 0, 0.0) for i in range(n)]
     broker.push(Q, push_many)
     seen, lock = [], threading.Lock()
 
@@ -283,7 +283,7 @@ def push_to(broker, queue, *tags, delay=0.0):
     ids = []
     for tag in tags:
         job_id, env = jobmod.encode("t:f", [tag])
-        broker.push(queue, [(env, 0, delay)])
+        broker.push(queue, [PushItem(env, 0, delay)])
         ids.append(job_id)
     return ids
 
@@ -451,7 +451,7 @@ def push_due(broker, queue, seconds_ago, priority=0, delay=0.0):
     """A job whose producer stamped it due `seconds_ago` s ago (its clock: no sleeping)."""
     job_id = jobmod.new_id()
     due = int(time.time() * 1000 - seconds_ago * 1000)
-    broker.push(queue, [(f"{job_id} 0 {priority} " + json.dumps({"t": "t:f", "e": due}), priority, delay)])
+    broker.push(queue, [PushItem(f"{job_id} 0 {priority} " + json.dumps({"t": "t:f", "e": due}), priority, delay)])
     return job_id
 
 

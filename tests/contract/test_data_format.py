@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from mpqueue.brokers import DataFormatError, open_broker
+from mpqueue.brokers import DataFormatError, PushItem, open_broker
 from mpqueue.brokers.data_format import CURRENT
 from mpqueue.brokers.sqlite import SQLiteBroker
 from mpqueue.core import envelope as jobmod
@@ -40,7 +40,7 @@ def plant(broker, value) -> None:
 
 def push(broker, tag):
     job_id, env = jobmod.encode("t:f", [tag])
-    broker.push(Q, [(env, 0, 0.0)])
+    broker.push(Q, [PushItem(env, 0, 0.0)])
     return job_id
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer.client import Client
 
@@ -28,7 +28,7 @@ def fill(broker, n, priority=0, delay=0.0):
     ids = []
     for start in range(0, n, 5000):
         items = [jobmod.encode("t:f", [i], priority=priority) for i in range(start, min(n, start + 5000))]
-        broker.push(Q, [(env, priority, delay) for _, env in items])
+        broker.push(Q, [PushItem(env, priority, delay) for _, env in items])
         ids += [job_id for job_id, _ in items]
     return ids
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from mpqueue import JobCancelled, JobFailed, JobUnknown, ResultTimeout
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 from mpqueue.producer import handles
 from mpqueue.producer.client import Client
@@ -193,11 +193,11 @@ def test_handles_answer_consistently_with_each_jobs_history_under_a_concurrent_d
             for _ in range(50):
                 priority = rng.choice((0, 0, 5, 9))
                 job_id, env = jobmod.encode("t:f", [], priority=priority)
-                batch.append((env, priority, rng.choice((0, 0, 0, 0.05))))
+                batch.append(PushItem(env, priority, rng.choice((0, 0, 0, 0.05))))
                 h.add("push", job_id, time.monotonic(), time.monotonic())
             broker.push(Q, batch)
             with h.lock:
-                ids.extend(jobmod.job_id(item[0]) for item in batch)
+                ids.extend(jobmod.job_id(item.envelope) for item in batch)
             time.sleep(0.03)         # ok: paces the producer so the queue stays a few hundred deep
         # Then, once every job has ended, each one ended as its history says
         deadline = time.monotonic() + 60

@@ -4,7 +4,7 @@ jobs flow again and wakes the consumers waiting for them."""
 import select
 import time
 
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 
 Q, OTHER = "paused-q", "other-q"
@@ -14,7 +14,7 @@ def push(broker, queue, *tags, delay=0.0):
     ids = []
     for tag in tags:
         job_id, env = jobmod.encode("t:f", [tag])
-        broker.push(queue, [(env, 0, delay)])
+        broker.push(queue, [PushItem(env, 0, delay)])
         ids.append(job_id)
     return ids
 

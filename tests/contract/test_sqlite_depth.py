@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.brokers.sqlite import upkeep
 from mpqueue.core import envelope as jobmod
 
@@ -26,7 +26,7 @@ def broker(tmp_path):
 
 def push(broker, n=1, queue=Q, delay=0.0, size=0):
     items = [jobmod.encode("t:f", ["x" * size] if size else [i]) for i in range(n)]
-    broker.push(queue, [(env, 0, delay) for _, env in items])
+    broker.push(queue, [PushItem(env, 0, delay) for _, env in items])
     return [job_id for job_id, _ in items]
 
 

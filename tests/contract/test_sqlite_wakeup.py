@@ -4,11 +4,11 @@ import select
 import stat
 
 from mpqueue.core import envelope as jobmod
-from mpqueue.brokers import open_broker
+from mpqueue.brokers import PushItem, open_broker
 
 
 def push(broker, queue):
-    broker.push(queue, [(jobmod.encode("t:f")[1], 0, 0.0)])
+    broker.push(queue, [PushItem(jobmod.encode("t:f")[1], 0, 0.0)])
 
 
 def fifos(broker, queue):

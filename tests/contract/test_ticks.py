@@ -4,7 +4,7 @@ import sqlite3
 import threading
 import time
 
-from mpqueue.brokers import open_broker
+from mpqueue.brokers import PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 
 Q = "ticks"
@@ -160,7 +160,7 @@ def test_an_sqlite_file_from_before_schedules_gets_its_tick_table(tmp_path):
     # Given a database as an earlier mpqueue left it: no tick table
     path = tmp_path / "old.db"
     b = open_broker(f"sqlite://{path}")
-    b.push("q", [(jobmod.encode("t:f")[1], 0, 0)])
+    b.push("q", [PushItem(jobmod.encode("t:f")[1], 0, 0)])
     b.close()
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE tick")

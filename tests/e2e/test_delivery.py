@@ -6,6 +6,7 @@ import time
 import pytest
 
 from mpqueue import Client
+from mpqueue.brokers import PushItem
 from tests.support import BROKERS, broker_url_for, wait_for
 
 
@@ -89,7 +90,7 @@ def test_unknown_task_and_junk_go_to_failed_store_and_worker_survives(service, b
     service().start()
     client = Client(broker_url)
     bad = client.push("default", "os:system", args=["true"])
-    client.broker.push("default", [("this is not a job", 0, 0.0)])   # junk, as a foreign writer might
+    client.broker.push("default", [PushItem("this is not a job", 0, 0.0)])   # junk, as a foreign writer might
     client.push("default", "testtasks:record", args=["after"])
     wait_for(lambda: len(runs(rdb)) == 1, 10, what="good job after junk")
     # (the good job's ack travels with its worker's next reserve: wait for it too)

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from mpqueue import Client
+from mpqueue.brokers import PushItem
 from mpqueue.core import envelope as jobmod
 from tests.support import BROKERS, TASKS, broker_url_for, wait_for
 
@@ -102,7 +103,7 @@ def test_a_payload_nested_too_deep_for_any_decoder_is_refused_at_push(running):
 def test_a_foreign_writers_too_deep_payload_fails_as_bad_payload_and_the_worker_lives(running, rdb):
     # Given an envelope no decoder can read, written past the producer's checks
     body = '{"t":"testtasks:record","a":[' + "[" * 5000 + "]" * 5000 + "]}"
-    running.broker.push("default", [(f"deepjob 0 0 {body}", 0, 0)])
+    running.broker.push("default", [PushItem(f"deepjob 0 0 {body}", 0, 0)])
     found = final(running, "deepjob")
     assert (found["state"], found["error"]["type"]) == ("failed", "bad_payload")
     # And the same worker serves the next job

@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from mpqueue.brokers import PushItem
 from mpqueue.core import envelope as jobmod
 from tests.e2e.test_web import (Session, broker, browser, chromium, console_errors, css,  # noqa: F401
                                 pytestmark, request, web, write_config)
@@ -35,7 +36,7 @@ def fail_many(broker, n: int, queue="default", task="m:flaky", message=lambda i:
     ids = []
     for i in range(n):
         job_id, env = jobmod.encode(task, [i])
-        broker.push(queue, [(env, 0, 0)])
+        broker.push(queue, [PushItem(env, 0, 0)])
         [res], _ = broker.reserve(queue, "node:1", 1, 30)
         error = {"type": "error", "message": f"ValueError: {message(i)}", "at": time.time() + i / 1000,
                  "traceback": f"Traceback (most recent call last):\n  File \"m.py\", line {i}\nValueError: {message(i)}"}
@@ -142,15 +143,15 @@ def test_a_retry_shows_its_last_error_and_run_now_and_delete_work_on_delayed_job
         web, browser, broker, redis_url, tmp_path):
     # Given: a job waiting out its retry delay (with its last error), and two scheduled jobs
     retrying, env = jobmod.encode("m:sync", ["r"])
-    broker.push("default", [(env, 0, 0)])
+    broker.push("default", [PushItem(env, 0, 0)])
     [res], _ = broker.reserve("default", "node:1", 1, 30)
     error = {"type": "error", "message": "ConnectionError: upstream down", "at": time.time(),
              "traceback": "Traceback (most recent call last):\nConnectionError: upstream down"}
     assert broker.retry("default", retrying, res.token, 3600, json.dumps(error))
     later, env = jobmod.encode("m:report", ["weekly"])
-    broker.push("default", [(env, 0, 7200)])
+    broker.push("default", [PushItem(env, 0, 7200)])
     doomed, env = jobmod.encode("m:report", ["monthly"])
-    broker.push("default", [(env, 0, 9000)])
+    broker.push("default", [PushItem(env, 0, 9000)])
     config = write_config(tmp_path, redis_url)
     dash = web(config)
     open_page(browser, dash)
@@ -188,7 +189,7 @@ def test_a_running_job_is_asked_to_stop_and_a_queue_paused_and_resumed_from_the_
         web, browser, broker, redis_url, tmp_path):
     # Given: a job held by a consumer (no live node: the unclaimed card lists it)
     running, env = jobmod.encode("m:long", [])
-    broker.push("default", [(env, 0, 0)])
+    broker.push("default", [PushItem(env, 0, 0)])
     broker.reserve("default", "node:1/42", 1, 300)
     config = write_config(tmp_path, redis_url)
     dash = web(config)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule, \
     run_state_machine_as_test
 
-from mpqueue.brokers import Ack, open_broker
+from mpqueue.brokers import Ack, PushItem, open_broker
 from mpqueue.core import envelope as jobmod
 from mpqueue.core.config import QueueConfig
 from mpqueue.supervisor.recovery import Recovery
@@ -68,7 +68,7 @@ class BrokerModel(RuleBasedStateMachine):
         items = []
         for _ in range(n):
             job_id, env = jobmod.encode("model:task", [uuid.uuid4().hex[:6]], priority=prio)
-            items.append((env, prio, LATER if later else 0))
+            items.append(PushItem(env, prio, LATER if later else 0))
             self.jobs[job_id] = {"state": "scheduled" if later else "ready", "prio": prio, "attempts": 0,
                                  "token": None, "consumer": None}
         self.broker.push(Q, items)

@@ -386,3 +386,19 @@ def test_a_redis_url_that_could_not_be_served_is_refused_by_check(url, expected)
                                  "redis+cluster://:pw@h1:7000,h2:7001?wait_replicas=1&wait_timeout=0.25"])
 def test_the_redis_url_options_every_redis_py_serves_are_accepted(url):
     assert parse(broker=url).broker == url
+
+
+def test_every_yaml_key_is_named_once_with_its_type_default_check_limits_and_doc():
+    # Given the tables of core/schema.py, the one place a YAML key is named
+    tables = [(schema.QUEUE_KEYS, schema.QueueConfig, ["name"]), (schema.LOG_KEYS, schema.LogConfig, []),
+              (schema.METRICS_KEYS, schema.MetricsConfig, []), (schema.WEB_KEYS, schema.WebConfig, []),
+              (schema.SERVICE_KEYS, schema.ServiceConfig, [])]
+    for keys, record, extra in tables:
+        # Then each config record's fields are its table's keys, in order (a service's source is no key)
+        assert [f.name for f in dataclasses.fields(record) if f.name != "source"] == \
+            extra + [name for name, key in keys.items() if key.field]
+        for name, key in keys.items():
+            assert key.doc and key.reload in (schema.RELOAD, schema.RESTART), name
+            # and a checked value states its limits, for the reference the docs build
+            assert key.section or key.check is None or key.check.expected, name
+    assert config.TOP_KEYS == tuple(schema.SERVICE_KEYS)

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from mpqueue.brokers import open_broker
+from mpqueue.brokers import PushItem, open_broker
 from mpqueue.brokers.sqlite.wake import FifoWaiter, wake_fifos
 from mpqueue.supervisor import lock, reload
 
@@ -36,7 +36,7 @@ def test_a_new_sqlite_database_and_its_lock_are_private_under_any_umask(tmp_path
     old = os.umask(0o022)
     try:
         broker = open_broker(f"sqlite://{tmp_path}/q.db")
-        broker.push("default", [("j1 0 0 {}", 0, 0)])
+        broker.push("default", [PushItem("j1 0 0 {}", 0, 0)])
     finally:
         os.umask(old)
     for name in ("q.db", "q.db-lock", "q.db-wal"):

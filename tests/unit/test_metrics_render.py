@@ -37,6 +37,23 @@ def test_a_tally_reads_back_what_its_worker_counted_and_folds_into_totals():
     t.close()
 
 
+def test_a_jobs_end_in_one_call_reads_back_as_a_count_and_a_duration():
+    # Given one tally written with ended() and one with count() + observe_duration()
+    a, b = WorkerTally("q"), WorkerTally("q")
+    for task, outcome, reason, seconds in (("a:b", "done", "", 0.02), ("a:b", "failed", "timeout", 40.0),
+                                           ("a:c", "cancelled", "kill", 0.0004)):
+        a.ended(task, outcome, reason, seconds)
+        b.count(task, outcome, reason)
+        b.observe_duration(task, seconds)
+    # Then both read back the same
+    ra, rb = a.read(), b.read()
+    assert ra.jobs == rb.jobs and len(ra.jobs) == 3
+    assert {k: (h.counts, h.sum) for k, h in ra.durations.items()} == \
+           {k: (h.counts, h.sum) for k, h in rb.durations.items()}
+    a.close()
+    b.close()
+
+
 def test_task_rows_are_bounded_whatever_the_names():
     t = WorkerTally("q")
     for i in range(MAX_ROWS + 50):

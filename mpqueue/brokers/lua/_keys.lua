@@ -1,39 +1,46 @@
--- Prepended to every script by brokers/redis.py. The data model of one queue,
--- all keys under the queue's hash tag "mpq:{<queue>}:" so a queue lives in one
--- Redis Cluster slot. Every script receives these keys, in this order:
---   KEYS[1..10] ready:0..9  LIST    envelopes waiting, one list per priority (9 first)
---   KEYS[11]    pmax        STRING  upper bound of the priorities whose list may be non-empty
---   KEYS[12]    sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries
---   KEYS[13]    held        HASH    id -> "<token> <consumer> <envelope>": reserved jobs
---   KEYS[14]    leases      ZSET    id -> lease deadline (ms, broker clock)
---   KEYS[15]    stats       HASH    done, failed: totals
---   KEYS[16]    failed      HASH    id -> "<envelope>\n<error json>": the failed store
---   KEYS[17]    errors      HASH    id -> last error json of a job waiting for a retry
---   KEYS[18]    wake        channel name (not a key): PUBLISH here wakes idle consumers;
---                           "<wake>:<consumer>" is that consumer's channel for handed-over jobs
---   KEYS[19]    idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
---   KEYS[20]    failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
---                           order, written with the failed HASH in the same script
---   KEYS[21]    watch       ZSET    id -> expiry (ms, broker clock): jobs a caller waits on
---                           (Client.result); "<watch>:<id>" is the channel their end is told on
---   KEYS[22]    cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
---                           jobs; whatever way the job ends next, it ends as cancelled
---   KEYS[23]    ids         HASH    caller-chosen id -> "1" while its job is waiting or running
---                           (push.lua's dedup); finished() drops it at the job's end
---   KEYS[24]    paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
---                           reserves nothing and nobody joins the idle list, so no push hands a
---                           job over; acks, and the promotion of due delayed jobs, go on
---   KEYS[25]    where       HASH    id -> "r <envelope>" (in a ready list) | "s <envelope>" (in sched):
---                           the index of waiting jobs, kept by enqueue() and schedule() here and
---                           by every script that takes a job out of ready or sched, so find.lua
---                           and cancel.lua know where a job is in O(1), at any depth. Held,
---                           failed and done jobs are keyed by id already and are not in it.
---   KEYS[26]    dead        HASH    envelope -> n: ready envelopes cancelled where they lie in their
---                           list (an LREM of a deep list would block the server for O(depth));
---                           reserve.lua drops them as it pops them, and keeps the head of every
---                           list live (age reads LINDEX 0). Their total is stats field "dead",
---                           which the ready counts subtract.
--- KEYS[27..]   script-specific (done:<id> keys for acks)
+-- The data model of one queue, and the helpers the scripts share. Every key is under
+-- the queue's hash tag "mpq:{<queue>}:" so a queue lives in one Redis Cluster slot.
+-- A script names the keys it uses in its header line, "-- KEYS: held leases ...", and
+-- gets just those, in that order: redis_scripts.py prepends the positions as local
+-- constants (`local HELD, LEASES = 1, 2`; "ready:*" is the ten lists ready:0..9 from
+-- READY on; NKEYS is their number, so extra keys such as done:<id> follow from
+-- KEYS[NKEYS + 1]), then only the helpers below that the script calls. The keys:
+--   ready:0..9  LIST    envelopes waiting, one list per priority (9 first): KEYS[READY + prio]
+--   pmax        STRING  upper bound of the priorities whose list may be non-empty
+--   sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries
+--   held        HASH    id -> "<token> <consumer> <envelope>": reserved jobs
+--   leases      ZSET    id -> lease deadline (ms, broker clock)
+--   stats       HASH    done, failed: totals
+--   failed      HASH    id -> "<envelope>\n<error json>": the failed store
+--   errors      HASH    id -> last error json of a job waiting for a retry
+--   wake        channel name (not a key): PUBLISH here wakes idle consumers;
+--               "<wake>:<consumer>" is that consumer's channel for handed-over jobs
+--   idle        LIST    "<consumer> <lease_ms>": consumers waiting, oldest first
+--   failed_at   ZSET    id -> time of failure (ms, broker clock): the failed store's
+--               order, written with the failed HASH in the same script
+--   watch       ZSET    id -> expiry (ms, broker clock): jobs a caller waits on
+--               (Client.result); "<watch>:<id>" is the channel their end is told on
+--   cancels     HASH    id -> "ask <ttl_s>" | "kill <ttl_s>": cancel requests of running
+--               jobs; whatever way the job ends next, it ends as cancelled
+--   ids         HASH    caller-chosen id -> "1" while its job is waiting or running
+--               (push.lua's dedup); finished() drops it at the job's end
+--   paused      STRING  "1" while the queue is paused (pause.lua, resume.lua): reserve
+--               reserves nothing and nobody joins the idle list, so no push hands a
+--               job over; acks, and the promotion of due delayed jobs, go on
+--   where       HASH    id -> "r <envelope>" (in a ready list) | "s <envelope>" (in sched):
+--               the index of waiting jobs, kept by enqueue() and schedule() here and
+--               by every script that takes a job out of ready or sched, so find.lua
+--               and cancel.lua know where a job is in O(1), at any depth. Held,
+--               failed and done jobs are keyed by id already and are not in it.
+--   dead        HASH    envelope -> n: ready envelopes cancelled where they lie in their
+--               list (an LREM of a deep list would block the server for O(depth));
+--               reserve.lua drops them as it pops them, and keeps the head of every
+--               list live (age reads LINDEX 0). Their total is stats field "dead",
+--               which the ready counts subtract.
+--   ticks       HASH    schedule name -> "<last tick claimed ms> <last tick fired ms>" (tick.lua)
+--   history     ZSET    "<interval start ms> <done_total> <failed_total>" by the interval's
+--               start: the throughput history (history.lua)
+--   done:<id>   STRING  a finished job's done record (result, or cancelled), with its TTL
 -- Index cost: one HASH entry per waiting job holding a copy of its envelope (so `mpqctl job`
 -- shows a ready job's arguments without a scan); bench/scale.py measures the bytes.
 -- Jobs pushed by a release without the index (0.1.0, or an old node during a rolling
@@ -41,13 +48,8 @@
 -- (HLEN where == the jobs in ready and sched, less the dead), and only when it does not
 -- does the caller fall back to the old scan.
 -- An envelope is "<id> <attempts> <priority> <json body>".
-local PMAX, SCHED, HELD, LEASES, STATS, FAILED, ERRORS, WAKE, IDLE = 11, 12, 13, 14, 15, 16, 17, 18, 19
-local FAILED_AT = 20
-local WATCH, CANCELS, IDS = 21, 22, 23
-local PAUSED = 24
-local WHERE, DEAD = 25, 26
-local NKEYS = 26
--- On a Cluster, redis.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
+
+-- On a Cluster, redis_scripts.py swaps in SPUBLISH: sharded pub/sub lives on the queue's
 -- own shard, and its receiver count is exact there (PUBLISH's counts only the
 -- clients of the node that ran the script, while every node delivers it).
 local PUBLISH = 'PUBLISH'
@@ -73,8 +75,8 @@ local function enqueue(env, prio, front)
   local id = id_of(env)
   if id then redis.call('HSET', KEYS[WHERE], id, 'r ' .. env) end
   local n
-  if front then n = redis.call('LPUSH', KEYS[prio + 1], env)
-  else n = redis.call('RPUSH', KEYS[prio + 1], env) end
+  if front then n = redis.call('LPUSH', KEYS[READY + prio], env)
+  else n = redis.call('RPUSH', KEYS[READY + prio], env) end
   if prio > 0 and prio > tonumber(redis.call('GET', KEYS[PMAX]) or '0') then
     redis.call('SET', KEYS[PMAX], prio)
   end
@@ -138,22 +140,24 @@ local function drop_dead_heads(key, ndead)
   return ndead
 end
 
--- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
--- Returns the envelope as held.
-local function hold(env, token, consumer, lease_ms, now)
+-- `env` as held (attempt counted) under `token`: its id and its new envelope.
+local function as_held(env, token)
   local id, n, prio, body = parse(env)
-  if id then
-    redis.call('HDEL', KEYS[WHERE], id)
-    env = id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body
-  else
-    -- Junk someone pushed into our list: give it an id and a header so the
-    -- worker can move it to the failed store as bad_payload.
-    id = 'bad-' .. token
-    env = id .. ' 1 0 ' .. env
-  end
-  redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. env)
+  if id then return id, id .. ' ' .. (tonumber(n) + 1) .. ' ' .. prio .. ' ' .. body end
+  -- Junk someone pushed into our list: give it an id and a header so the
+  -- worker can move it to the failed store as bad_payload.
+  id = 'bad-' .. token
+  return id, id .. ' 1 0 ' .. env
+end
+
+-- Reserve `env` (attempt counted, lease on the broker's clock) for `consumer`.
+-- Returns its id and the envelope as held. (reserve.lua writes a batch at once.)
+local function hold(env, token, consumer, lease_ms, now)
+  local id, held = as_held(env, token)
+  redis.call('HDEL', KEYS[WHERE], id)
+  redis.call('HSET', KEYS[HELD], id, token .. ' ' .. consumer .. ' ' .. held)
   redis.call('ZADD', KEYS[LEASES], now + lease_ms, id)
-  return id, env
+  return id, held
 end
 
 -- Hand a new job straight to an idle consumer: reserved for it exactly as by
@@ -194,13 +198,29 @@ local function take_held(id, token)
 end
 
 -- Job handles (Client.result, Client.cancel) ------------------------------------
+-- Whether KEYS[k], one of the per-job side records (watch, cancels, ids), exists, read
+-- once per call: they are empty on most queues, so one EXISTS of all three answers
+-- for every ack of the call (each is asked alone only when some exist), instead of a
+-- lookup per ack. Scripts that add to them (watch, cancel, push, requeue) never ask
+-- here after adding, so the answer holds for the call.
+local present = {}
+local function present_once(k)
+  if present[k] == nil then
+    if present.any == nil then
+      present.any = redis.call('EXISTS', KEYS[CANCELS], KEYS[IDS], KEYS[WATCH]) > 0
+    end
+    present[k] = present.any and redis.call('EXISTS', KEYS[k]) == 1
+  end
+  return present[k]
+end
+
 -- A job reached its end (done, failed, cancelled): tell a caller waiting on it, if
--- any (one ZSCORE when nobody waits). `record`: the done record, or the failed
--- store's "<envelope>\n<error>". Its cancel request, if any, is spent.
+-- any. `record`: the done record, or the failed store's "<envelope>\n<error>".
+-- Its cancel request and its caller-chosen id, if any, are spent.
 local function finished(id, state, record)
-  redis.call('HDEL', KEYS[CANCELS], id)
-  redis.call('HDEL', KEYS[IDS], id)
-  if redis.call('ZSCORE', KEYS[WATCH], id) then
+  if present_once(CANCELS) then redis.call('HDEL', KEYS[CANCELS], id) end
+  if present_once(IDS) then redis.call('HDEL', KEYS[IDS], id) end
+  if present_once(WATCH) and redis.call('ZSCORE', KEYS[WATCH], id) then
     redis.call('ZREM', KEYS[WATCH], id)
     redis.call(PUBLISH, KEYS[WATCH] .. ':' .. id, state .. ' ' .. record)
   end
@@ -220,7 +240,23 @@ end
 -- A running job's cancel request: nil, or its ttl (the record's lifetime) and
 -- what it asked ('ask' or 'kill').
 local function cancel_request(id)
+  if not present_once(CANCELS) then return nil end
   local req = redis.call('HGET', KEYS[CANCELS], id)
   if not req then return nil end
   return tonumber(string.match(req, '(%d+)$') or '0'), string.match(req, '^(%a+)') or 'ask'
+end
+
+-- How retry, release and fail begin: take the job from `token` (the fence) and, if a
+-- cancel request stands, end it as cancelled instead (done_key: its done:<id>).
+-- Returns its envelope, or nil and the script's reply: 0 (the token no longer owns
+-- the job) or what the cancel request asked ('ask' or 'kill').
+local function settle_start(id, token, done_key)
+  local env = take_held(id, token)
+  if not env then return nil, 0 end
+  local cancel_ttl, asked = cancel_request(id)
+  if cancel_ttl then
+    cancelled(id, done_key, cancel_ttl, 'running')
+    return nil, asked
+  end
+  return env
 end

@@ -1,3 +1,4 @@
+-- KEYS: ready:* sched held stats failed errors watch cancels ids where dead + done:<id>
 -- Cancel one job (Client.cancel, `mpqctl cancel`) in one step, so a race with a
 -- worker reserving it has one winner: either it is removed here (it never runs) or
 -- reserve.lua held it first (then it gets a cancel request). The job is located by
@@ -40,7 +41,7 @@ if where then
   local _, _, prio = parse(listed)
   redis.call('HDEL', KEYS[WHERE], id)
   if kind == 'r' then
-    unlist(KEYS[tonumber(prio or '0') + 1], listed)
+    unlist(KEYS[READY + tonumber(prio or '0')], listed)
     cancelled(id, KEYS[NKEYS + 1], ttl, 'ready')
   else
     redis.call('ZREM', KEYS[SCHED], listed)
@@ -52,7 +53,7 @@ if env ~= '' then
   -- unindexed (an older release pushed it): where the caller's scan saw it
   local jid, _, prio = parse(env)
   if jid == id then
-    if redis.call('LREM', KEYS[tonumber(prio) + 1], 1, env) == 1 then
+    if redis.call('LREM', KEYS[READY + tonumber(prio)], 1, env) == 1 then
       cancelled(id, KEYS[NKEYS + 1], ttl, 'ready')
       return 'cancelled'
     end

@@ -1,3 +1,4 @@
+-- KEYS: held leases watch
 -- Reservations whose lease has ended (their node is presumed dead), on the broker's clock.
 -- ARGV: limit. Returns {id1, held_record1, id2, ...}; the caller settles each,
 -- fenced by the token in the record, so a racing recovery settles it once.

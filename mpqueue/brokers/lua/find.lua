@@ -1,3 +1,4 @@
+-- KEYS: ready:* sched held stats failed errors where + done:<id>
 -- Where one job is (Client.status and result, `mpqctl job`, the dashboard), read in
 -- one step, so a job moving meanwhile is seen in one place, never in none; O(1) at
 -- any depth (the index KEYS[WHERE] instead of a scan of the ready lists).
@@ -25,6 +26,6 @@ if where then
   -- upgrade); the coverage check below then sends the caller to the scan
 end
 local waiting = redis.call('ZCARD', KEYS[SCHED]) - dead_total()
-for p = 1, 10 do waiting = waiting + redis.call('LLEN', KEYS[p]) end
+for p = 0, 9 do waiting = waiting + redis.call('LLEN', KEYS[READY + p]) end
 if redis.call('HLEN', KEYS[WHERE]) == waiting then return {'none', 1} end
 return {'none', 0}

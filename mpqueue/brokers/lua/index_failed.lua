@@ -1,3 +1,4 @@
+-- KEYS: failed failed_at
 -- Bring the failed store's order index (failed_at) in step with the failed HASH,
 -- for entries written by a version without the index (an upgrade, or an old node
 -- during a rolling one). ARGV: ids, from either key. An id in the HASH without an

@@ -1,3 +1,4 @@
+-- KEYS: ready:* pmax sched held leases failed errors wake idle failed_at ids paused where + done:<id> per caller-chosen id
 -- Enqueue jobs, now or later, in one step; a job due now goes straight to an
 -- idle consumer if one is waiting (and the queue is not paused).
 -- ARGV: token_prefix, n, then n quads (delay_ms, priority, caller, envelope). delay_ms > 0

@@ -1,3 +1,4 @@
+-- KEYS: held leases
 -- Renew the leases of every job held by the given live consumers: their node is
 -- alive, so a lease must not end however long a job or a prefetched batch takes,
 -- nor because the clock stepped forward less than the lease.

@@ -1,3 +1,4 @@
+-- KEYS: ready:* pmax failed wake failed_at ids where
 -- Move failed jobs back to the queue with a fresh attempt count (`mpqctl retry`).
 -- ARGV: ids. Returns how many were moved.
 local moved, need_wake = 0, false

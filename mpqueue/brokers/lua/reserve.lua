@@ -1,3 +1,4 @@
+-- KEYS: ready:* pmax sched held leases stats errors idle watch cancels ids paused where dead + done:<id> per ack
 -- Ack finished jobs, promote due delayed jobs, and reserve up to `count` jobs,
 -- in one step: a worker in a steady stream pays one round trip per job.
 -- ARGV: consumer, token_prefix, count, lease_ms, idle, n_acks,
@@ -6,7 +7,8 @@
 --       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
 -- Cancelled envelopes (KEYS[DEAD]) popped on the way are dropped, not counted.
--- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}
+-- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}; the next due
+-- time only when fewer than `count` jobs were reserved (-1 otherwise).
 -- A paused queue (KEYS[PAUSED]) reserves nothing and its consumers do not join the
 -- idle list; the acks and the promotion of due delayed jobs happen all the same.
 local consumer, prefix = ARGV[1], ARGV[2]
@@ -15,7 +17,7 @@ local now = now_ms()
 local entry = consumer .. ' ' .. lease
 if string.find(idle, 'L', 1, true) then redis.call('LREM', KEYS[IDLE], 0, entry) end
 
-local acked = 0
+local acked, done = 0, 0
 for i = 1, nacks do
   local b = 6 + (i - 1) * 5
   local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
@@ -25,19 +27,31 @@ for i = 1, nacks do
     if cancel_ttl then         -- it ended after a cancel request: cancelled, whatever it returned
       cancelled(id, KEYS[NKEYS + i], cancel_ttl, 'running')
     else
-      redis.call('HINCRBY', KEYS[STATS], 'done', 1)
+      done = done + 1
       if ttl > 0 then redis.call('SET', KEYS[NKEYS + i], ARGV[b + 3], 'EX', ttl) end
       finished(id, 'done', ARGV[b + 3])
     end
     if ARGV[b + 5] ~= '1' then redis.call('HDEL', KEYS[ERRORS], id) end
   end
 end
+if done > 0 then redis.call('HINCRBY', KEYS[STATS], 'done', done) end     -- one write for the batch
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[SCHED], '-inf', now, 'LIMIT', 0, 1000)
 for _, env in ipairs(due) do
   local _, _, p = parse(env)
   redis.call('ZREM', KEYS[SCHED], env)
   enqueue(env, tonumber(p or '0'), false)
+end
+
+-- The jobs reserved here are written as hold() would, but a batch in one HDEL, HSET
+-- and ZADD each instead of three commands a job (nothing below reads these keys).
+local ids, records, leases = {}, {}, {}
+local function write_holds()
+  if #ids == 0 then return end
+  redis.call('HDEL', KEYS[WHERE], unpack(ids))
+  redis.call('HSET', KEYS[HELD], unpack(records))
+  redis.call('ZADD', KEYS[LEASES], unpack(leases))
+  ids, records, leases = {}, {}, {}
 end
 
 local out = {acked, -1}
@@ -47,13 +61,17 @@ local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
 local p, got, top = pmax, 0, pmax
 local ndead = count > 0 and dead_total() or 0
 while got < count and p >= 0 do
-  local env = redis.call('LPOP', KEYS[p + 1])
+  local env = redis.call('LPOP', KEYS[READY + p])
   if env and popped_dead(env, ndead) then
     ndead = ndead - 1          -- cancelled where it lay: dropped, never run
   elseif env then
     got = got + 1
     local token = prefix .. got
-    local _, held = hold(env, token, consumer, lease, now)
+    local id, held = as_held(env, token)
+    ids[#ids + 1] = id
+    records[#records + 1], records[#records + 2] = id, token .. ' ' .. consumer .. ' ' .. held
+    leases[#leases + 1], leases[#leases + 2] = now + lease, id
+    if #ids >= 500 then write_holds() end    -- unpack() has a limit; a prefetch this big is rare
     out[#out + 1] = token
     out[#out + 1] = held
   else
@@ -62,14 +80,19 @@ while got < count and p >= 0 do
     p = p - 1
   end
 end
+write_holds()
 -- the list we stopped in may now start with a cancelled envelope: keep its head live
-if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[p + 1], ndead) end
+if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[READY + p], ndead) end
 if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end
 
 if got == 0 and not stopped and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
 
-local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
-if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+-- The next due time matters only to a caller that will wait: one that got fewer jobs
+-- than it asked for (a pure ack asks for none).
+if got < count then
+  local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
+  if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+end
 return out

@@ -1,3 +1,4 @@
+-- KEYS: ready:* pmax sched wake where
 -- Make delayed jobs due now (the dashboard's "run now"): each is moved from the
 -- delayed ZSET to the end of its priority's list, attempts unchanged.
 -- ARGV: envelopes, as scheduled() or find() read them (ZREM is the check that

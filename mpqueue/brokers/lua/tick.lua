@@ -1,14 +1,13 @@
+-- KEYS: ready:* pmax held leases wake idle paused where ticks
 -- Claim a schedule's tick and push its job in one step, so the tick fires once
 -- however many nodes of the service try it (each node of a service calls this for
 -- every tick it computes; the first claim wins, the rest read "taken").
--- KEYS[NKEYS + 1]  ticks  HASH  schedule name -> "<last tick claimed ms> <last tick fired ms>"
 -- ARGV: name, tick_ms, grace_ms, priority, envelope, token
 -- Returns {outcome, previous tick ms or -1, broker now ms}; outcome is fired, taken,
 -- skipped (too late: recorded, no job), new (a schedule without a record: its first
 -- tick tried is recorded, never fired, so a schedule added or renamed starts with
 -- its next tick and can't re-fire what another name claimed), or early (not due on
 -- the broker's clock: nothing recorded).
-local TICKS = NKEYS + 1
 local name, tick, grace, prio, env = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
 local last, fired = -1, '0'

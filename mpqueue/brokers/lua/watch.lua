@@ -1,3 +1,4 @@
+-- KEYS: failed watch + done:<id>
 -- A caller starts waiting for one job's end (Client.result), already subscribed
 -- to "<watch>:<id>": from now on the script that ends the job publishes there
 -- (finished() in _keys.lua). Also drops watches past their expiry.

@@ -31,16 +31,15 @@ class SQLiteBroker(Inspection, History, Database, Broker):
             now, ready_before, ords = now_ms(), None, {}
             rows, callers = [], set()
             for pos, item in enumerate(items):
-                envelope, priority, delay = item[:3]
-                if len(item) > 3 and item[3]:
-                    if not self._take_caller_id(db, queue, item[3], callers):
-                        dups.append(pos)
-                        continue
+                envelope = item.envelope
+                if item.caller_id and not self._take_caller_id(db, queue, item.caller_id, callers):
+                    dups.append(pos)
+                    continue
                 head = jobmod.header(envelope)
                 job_id = head.id if head else "bad-" + os.urandom(6).hex()
                 prio = head.priority if head else 0
-                if delay and delay > 0:
-                    due = now + int(round(delay * 1000))
+                if item.delay_ms():
+                    due = now + item.delay_ms()
                     wake = self._schedule_sooner(db, queue, due) or wake
                     db.execute("INSERT INTO job(queue, id, state, ord, env) VALUES (?,?,?,?,?)",
                                (queue, job_id, SCHED, due, envelope))

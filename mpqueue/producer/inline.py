@@ -32,6 +32,7 @@ from ..brokers.sqlite import SQLiteBroker
 from ..core import envelope as jobmod
 from ..core import tasks
 from ..core.config import QueueConfig, ServiceConfig
+from ..execution.outcome import Outcome
 from ..execution.runner import Runner, Started
 
 log = logging.getLogger("mpqueue.sync")
@@ -139,7 +140,7 @@ class Inline:
             outcome = await asyncio.to_thread(runner.execute, s)
         await asyncio.to_thread(self._end, queue, s, outcome)
 
-    def _end(self, queue: str, s: Started, outcome: tuple) -> None:
+    def _end(self, queue: str, s: Started, outcome: Outcome) -> None:
         self._ack(queue, self._runner(queue).end(s, outcome))
 
     def _turn(self) -> asyncio.Lock:

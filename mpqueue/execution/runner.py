@@ -139,8 +139,7 @@ class Runner:
         except Exception as exc:      # noqa: BLE001 - a bug of ours must not loop the job
             log.exception("could not record the outcome of job %s", s.job.id,
                           extra=self._extra(s.job, 0, "bad_result"))
-            self._failed(s.job, s.info, s.cfg, failures.BAD_RESULT,
-                         f"its outcome could not be recorded: {describe(exc)}", "", s.started)
+            self._failed(s, Failure(failures.BAD_RESULT, f"its outcome could not be recorded: {describe(exc)}"))
             ack = None
         self.scoreboard.finish(ack is not None, s.slot)
         return ack
@@ -177,27 +176,26 @@ class Runner:
             watcher.cancel()
 
     def _record(self, s: Started, outcome: Outcome) -> Ack | None:
-        job, info, cfg, started = s.job, s.info, s.cfg, s.started
+        job = s.job
         if isinstance(outcome, Done):
             asked = self._asked(s)
             if asked:             # its ack ends it as cancelled: count and log it so
-                self._cancelled(job, job.task, asked, "asked to stop, it returned (its result is dropped)", started)
-            return self._ack(job, outcome.value, started, counted=bool(asked))
+                self._cancelled(job, job.task, asked, "asked to stop, it returned (its result is dropped)", s.started)
+            return self._ack(job, outcome.value, s.started, counted=bool(asked))
         if isinstance(outcome, TimedOut):
-            self._failed(job, info, cfg, failures.TIMEOUT, f"exceeded its timeout of {cfg.timeout:g} s (cancelled)",
-                         "", started)
+            self._failed(s, Failure(failures.TIMEOUT, f"exceeded its timeout of {s.cfg.timeout:g} s (cancelled)"))
             return None
         if isinstance(outcome, RetryAsked):
-            delay, message = outcome.delay, outcome.message
-            problem = retry_delay_problem(delay)
+            problem = retry_delay_problem(outcome.delay)
             if problem:
-                self._failed(job, info, cfg, failures.BAD_RESULT, f"Retry({problem})", "", started)
+                self._failed(s, Failure(failures.BAD_RESULT, f"Retry({problem})"))
             else:
-                self._failed(job, info, cfg, failures.ERROR, message, "", started, delay, f"it raised Retry: {message}")
+                self._failed(s, Failure(failures.ERROR, outcome.message, "", outcome.delay),
+                             f"it raised Retry: {outcome.message}")
             return None
         if not isinstance(outcome, Errored):     # a bug of ours: end() fails the job as bad_result
             raise TypeError(f"not an Outcome: {outcome!r:.80}")
-        self._failed(job, info, cfg, failures.ERROR, outcome.message, outcome.traceback, started)
+        self._failed(s, Failure(failures.ERROR, outcome.message, outcome.traceback))
         return None
 
     def _asked(self, s: Started) -> str | None:
@@ -284,15 +282,17 @@ class Runner:
                 log.debug("job done", extra=self._extra(job, ms, "done"))
         return Ack(job.id, job.token, record, self.cfg.result_ttl, job.attempts <= 1)
 
-    def _failed(self, job, info, cfg, kind, message, tb, started, delay=None, did=""):
-        settled = settle_failure(self.broker, self.cfg.name, job, Failure(kind, message, tb, delay), cfg,
+    def _failed(self, s: Started, failure: Failure, did: str = "") -> None:
+        """Settle a failed attempt by the task's policy; count and log what became of it."""
+        job, info, kind, message = s.job, s.info, failure.kind, failure.message
+        settled = settle_failure(self.broker, self.cfg.name, job, failure, s.cfg,
                                  info is not None and info.on_failure is not None)
         task = job.task if info is not None else UNREGISTERED
         if settled.outcome == "cancelled":
             did = did or {failures.ERROR: f"it raised {message.removesuffix(': ')}",
                           failures.TIMEOUT: f"it {message}"}.get(kind, f"its outcome: {kind}, {message}")
-            return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", started)
-        ms = (self.clock() - started) * 1000
+            return self._cancelled(job, task, settled.asked, f"asked to stop, {did}", s.started)
+        ms = (self.clock() - s.started) * 1000
         if settled.outcome != "stale":
             self.tally.ended(task, settled.outcome, kind, ms / 1000)
         level = logging.WARNING if settled.outcome == "retried" else logging.ERROR

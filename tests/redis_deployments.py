@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from tests.support import free_port, wait_for
+from tests.support import free_ports, wait_for
 
 # No persistence (a restarted node resyncs from whoever is master), and a full
 # sync starts at once rather than after the default 5 s wait for more replicas.
@@ -83,7 +83,11 @@ class _Processes:
             proc.kill()
             proc.wait()
 
-    def stop(self) -> None:
+    def _exited(self) -> list[int]:
+        """Ports whose server process has exited."""
+        return [port for port, proc in self.procs.items() if proc.poll() is not None]
+
+    def stop(self, keep_dir: bool = False) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -93,7 +97,16 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.procs = {}
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NodeExited(RuntimeError):
+    """A redis-server we started exited at once (most likely: its port was taken)."""
+
+
+START_TRIES = 3
 
 
 class SentinelGroup(_Processes):
@@ -102,8 +115,8 @@ class SentinelGroup(_Processes):
 
     def __init__(self):
         super().__init__("mpq-sentinel-")
-        self.data_ports = [free_port(), free_port()]
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        ports = free_ports(5)
+        self.data_ports, self.sentinel_ports = ports[:2], ports[2:]
         try:
             self._start()
         except BaseException:
@@ -200,19 +213,32 @@ class ClusterNodes(_Processes):
     def __init__(self, masters: int = 3, replicas: int = 1):
         super().__init__("mpq-cluster-")
         self.replicas = replicas
-        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
-        # The bus port defaults to port + 10000, past 65535 for most free ports.
-        self.bus_ports = {p: free_port() for p in self.ports}
-        try:
-            self._start(replicas)
-        except BaseException:
-            self.stop()
-            raise
+        n = masters * (1 + replicas)
+        for attempt in range(START_TRIES):
+            ports = free_ports(2 * n)
+            self.ports = ports[:n]
+            # The bus port defaults to port + 10000, past 65535 for most free ports.
+            self.bus_ports = dict(zip(self.ports, ports[n:]))
+            try:
+                self._start(replicas)
+                return
+            except NodeExited:
+                # A port chosen free was taken by another process before its node bound
+                # it: start again on other ports (the test machine's, not the code's, race).
+                self.stop(keep_dir=True)
+                if attempt == START_TRIES - 1:
+                    self.stop()
+                    raise
+            except BaseException:
+                self.stop()
+                raise
 
     def _start(self, replicas: int) -> None:
         for port in self.ports:
             self.node(port)
-        wait_for(lambda: all(self.answers(p) for p in self.ports), 10, what="the cluster nodes")
+        wait_for(lambda: self._exited() or all(self.answers(p) for p in self.ports), 30, what="the cluster nodes")
+        if self._exited():
+            raise NodeExited(f"cluster node(s) on {self._exited()} exited at start")
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", str(replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)

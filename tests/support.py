@@ -46,6 +46,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports: all bound at once while choosing, so the
+    kernel can't hand the same one out twice (free_port() called n times can)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class RedisServer:
     """A redis-server of our own on a free port, persistence off."""
 

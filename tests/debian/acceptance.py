@@ -59,7 +59,7 @@ def held_until_killed(tag):
     # Its first attempt outlasts any watchdog (the worker is killed meanwhile); a later one
     # runs at once. A fixed run time would race the watchdog's kill.
     if mpqueue.current_job().attempt == 1:
-        time.sleep(600)
+        time.sleep(600)     # ok: a job that holds its worker until the test kills it
     _record(tag)
     return tag
 

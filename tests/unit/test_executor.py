@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mpqueue import proc
 from mpqueue.core import tasks
 from mpqueue.core.schema import QueueConfig, ServiceConfig
 from mpqueue.execution.aio import EventLoop
@@ -142,7 +143,7 @@ def slots_on():
 def wait_ended(slots, n=1, within=5.0):
     ended, deadline = [], time.monotonic() + within
     while len(ended) < n and time.monotonic() < deadline:
-        time.sleep(0.01)
+        proc.readable([slots], max(0.0, deadline - time.monotonic()))     # woken by a job's end
         ended += slots.collect()
     return ended
 
@@ -196,8 +197,11 @@ def test_a_blocked_event_loop_blames_the_job_blocking_it_not_the_oldest(slots_on
     slots.start(innocent)
     slots.start(culprit)
     slots.kick()
-    time.sleep(0.6)                                       # the culprit holds the loop from 20 ms to 820 ms
-    slots.check(time.monotonic())
+    # The culprit holds the loop from ~20 ms to ~820 ms: watch it as the worker's main thread does
+    deadline = time.monotonic() + 5.0
+    while not slots.overran and time.monotonic() < deadline:
+        proc.readable([slots], 0.02)
+        slots.check(time.monotonic())
     assert slots.overran
     assert report.reports == [{"type": OVERDUE, "id": culprit.id}]
     assert len(wait_ended(slots, 2)) == 2                  # both cancelled at their timeout once the loop turns

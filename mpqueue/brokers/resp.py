@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import select
 
 import redis as redislib
+import redis.sentinel  # noqa: F401 - redislib.sentinel below
 
 
 def bulk(value) -> bytes:
@@ -28,7 +31,16 @@ def bulk(value) -> bytes:
 
 
 class ScriptCaller:
-    """EVALSHA of registered scripts with pre-encoded keys, on the client's own pool."""
+    """EVALSHA of registered scripts with pre-encoded keys, on the client's own pool.
+
+    One connection is kept aside between calls (the spare) instead of going back to
+    the pool: redis-py's checkout and release (locks, bookkeeping, and a liveness
+    probe by a non-blocking recv that raises when there is nothing to read) cost a
+    one-at-a-time push as much as its own Python. The spare gets the same probe, as
+    one poll(): a connection Redis closed, or with bytes nobody read, is made anew
+    before anything is sent on it. The spare counts as lent by the pool, so a pool
+    of one connection keeps none, and Sentinel's none (see __init__). A thread that
+    finds the spare taken uses the pool."""
 
     def __init__(self, client):
         self.client = client
@@ -38,20 +50,38 @@ class ScriptCaller:
             self._connection = pool.get_connection
         except TypeError:
             self._connection = lambda: pool.get_connection("EVALSHA")
+        # Sentinel's pool drops, as they come back, connections to a master it no longer
+        # names: a spare would escape that, so behind Sentinel every call uses the pool.
+        self._keep = getattr(pool, "max_connections", 0) > 1 and \
+            not isinstance(pool, redislib.sentinel.SentinelConnectionPool)
+        self._spare = []            # [(connection, pid, (its socket, a poll() of it))]: at most one
+        self._heads: dict = {}      # (sha, nkeys, nargs) -> the command's RESP head
 
     @staticmethod
     def packed(script, keys: bytes, nkeys: int, args) -> bytes:
         """The EVALSHA command; `keys`: the RESP encoding of the script's nkeys keys (see bulk)."""
+        return b"".join((ScriptCaller.head(script, nkeys, len(args)), keys, *map(bulk, args)))
+
+    @staticmethod
+    def head(script, nkeys: int, nargs: int) -> bytes:
+        """An EVALSHA's first bytes: its length, the script's SHA and the key count."""
         count = str(nkeys).encode()
-        return b"".join((b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n"
-                         % (3 + nkeys + len(args), script.sha.encode(), len(count), count),
-                         keys, *map(bulk, args)))
+        return (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n"
+                % (3 + nkeys + nargs, script.sha.encode(), len(count), count))
+
+    def _packed(self, script, keys: bytes, nkeys: int, args) -> bytes:
+        """packed(), its head made once per script and shape (the calls on a hot path repeat theirs)."""
+        shape = (script.sha, nkeys, len(args))
+        head = self._heads.get(shape)
+        if head is None:
+            head = self._heads[shape] = self.head(script, nkeys, len(args))
+        return b"".join((head, keys, *map(bulk, args)))
 
     def call(self, script, keys: bytes, nkeys: int, args, wait=None) -> object:
         """`keys`: the RESP encoding of the script's nkeys keys (see bulk). `wait`:
         (replicas, seconds): WAIT for that many replicas on the same connection,
         in the same write; the reply is then (script's reply, replicas reached)."""
-        command = self.packed(script, keys, nkeys, args)
+        command = self._packed(script, keys, nkeys, args)
         if wait:
             command += b"*3\r\n$4\r\nWAIT\r\n" + bulk(wait[0]) + bulk(max(1, int(wait[1] * 1000)))
         try:
@@ -62,8 +92,7 @@ class ScriptCaller:
         return tuple(replies) if wait else replies[0]
 
     def _send(self, command: bytes, count: int = 1) -> list:
-        pool = self.client.connection_pool
-        conn, healthy = self._connection(), False
+        (conn, poller), healthy = self._take(), False
         try:
             conn.send_packed_command([command])
             replies, error = [], None
@@ -79,7 +108,43 @@ class ScriptCaller:
         finally:
             if not healthy:                # cut off mid-reply: never reuse it
                 conn.disconnect()
-            pool.release(conn)
+            self._give_back(conn, poller, healthy)
+
+    def _take(self):
+        """(connection, (its socket, a poll() of it) or None): the spare, checked as the
+        pool checks a connection it lends, else one from the pool."""
+        try:
+            conn, pid, polled = self._spare.pop()       # list.pop: atomic, no lock to hold across a fork
+        except IndexError:
+            return self._connection(), None
+        if pid != os.getpid():          # the parent's (after a fork): its socket is not ours to use
+            return self._connection(), None
+        try:
+            if conn._sock is not polled[0] or polled[1].poll(0):
+                # made anew meanwhile (then the poll is of another socket), or Redis
+                # closed it or left bytes unread: connect again, as the pool would
+                conn.disconnect()
+                conn.connect()
+                polled = None
+        except BaseException:
+            self.client.connection_pool.release(conn)
+            raise
+        return conn, polled
+
+    def _give_back(self, conn, polled, healthy: bool) -> None:
+        sock = conn._sock
+        if healthy and self._keep and sock is not None:
+            if polled is None or polled[0] is not sock:
+                polled = (sock, select.poll())
+                polled[1].register(sock.fileno(), select.POLLIN)
+            self._spare.append((conn, os.getpid(), polled))
+            if len(self._spare) == 1:
+                return
+            try:                        # another thread gave one back meanwhile: keep one
+                conn = self._spare.pop(0)[0]
+            except IndexError:
+                return
+        self.client.connection_pool.release(conn)
 
 
 class Sender:

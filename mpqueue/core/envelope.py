@@ -21,6 +21,7 @@ from typing import NamedTuple
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 # Strict JSON (no NaN or Infinity), kept readable (no \u escapes for non-ASCII).
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_STRING = json.encoder.encode_basestring      # how _DUMPS writes a str (ensure_ascii=False)
 # Arguments nested deeper than this are refused at push: every process must be
 # able to decode what a producer encodes (json's decoder recurses per level).
 MAX_DEPTH = 100
@@ -79,30 +80,41 @@ def encode(task: str, args=(), kwargs=None, priority: int = 0, job_id: str | Non
     if not isinstance(task, str) or ":" not in task:
         raise PayloadError(f"task: expected a name like 'module:function', got {task!r}")
     check_priority(priority)
-    body = {"t": task, "e": int(time.time() * 1000)}
-    if delay > 0:
-        body["d"] = body["e"] + int(delay * 1000)
-    if scheduled_ms:
-        body["s"] = int(scheduled_ms)
-    if args:
-        body["a"] = list(args)
-    if kwargs:
-        body["k"] = dict(kwargs)
     if args or kwargs:               # a body without arguments is one level deep
-        check_depth(body, task)
+        check_depth([args, kwargs], task)
+    text = _body(task, args, kwargs, delay, scheduled_ms)
+    job_id = job_id or new_id()
+    envelope = f"{job_id} 0 {priority} {text}"
+    size = len(envelope) if envelope.isascii() else len(envelope) - len(text) + len(text.encode("utf-8"))
+    if size > max_payload:
+        raise PayloadError(f"payload of {task}: {size} bytes exceeds max_payload {max_payload}")
+    return job_id, envelope
+
+
+def _body(task: str, args, kwargs, delay: float, scheduled_ms: int) -> str:
+    """The JSON body {"t", "e", ["d"], ["s"], ["a"], ["k"]}, strict and valid UTF-8. Written
+    field by field, as _DUMPS writes the same dict, with its own encoder only for the
+    arguments: a push with none then costs no encoder call."""
+    enqueued = int(time.time() * 1000)
+    parts = ['{"t":', _STRING(task), ',"e":', str(enqueued)]
+    if delay > 0:
+        parts += (',"d":', str(enqueued + int(delay * 1000)))
+    if scheduled_ms:
+        parts += (',"s":', str(int(scheduled_ms)))
     try:
-        text = _DUMPS(body)
-        data = text.encode("utf-8")
+        if args:
+            parts += (',"a":', _DUMPS(list(args)))
+        if kwargs:
+            parts += (',"k":', _DUMPS(dict(kwargs)))
+        parts.append("}")
+        text = "".join(parts)
+        if not text.isascii():
+            text.encode("utf-8")     # a lone surrogate can't be stored: refused here
     except (TypeError, ValueError, RecursionError) as exc:
         why = "not valid UTF-8 (a lone surrogate?)" if isinstance(exc, UnicodeError) else \
             f"not JSON-serialisable: {exc}"
         raise PayloadError(f"arguments of {task}: {why}") from None
-    job_id = job_id or new_id()
-    envelope = f"{job_id} 0 {priority} {text}"
-    size = len(data) + len(envelope) - len(text)
-    if size > max_payload:
-        raise PayloadError(f"payload of {task}: {size} bytes exceeds max_payload {max_payload}")
-    return job_id, envelope
+    return text
 
 
 def _ms(value) -> int:

@@ -162,9 +162,12 @@ class Client:
         if self._is_new(queue):
             self.broker.add_queues([queue])
             self._known_queues.add(queue)
-        dups = set()
-        for start, batch in _chunks(items, chunk):
-            dups.update(start + n for n in self.broker.push(queue, batch) or ())
+        if 0 < len(items) <= chunk:         # one call (a push() always): no chunking to pay for
+            dups = set(self.broker.push(queue, items) or ())
+        else:
+            dups = set()
+            for start, batch in _chunks(items, chunk):
+                dups.update(start + n for n in self.broker.push(queue, batch) or ())
         if self.inline and items:
             self.inline.pushed(queue)
         return dups

@@ -30,9 +30,8 @@ def check_arguments(task, args, kwargs) -> None:
         func, bound = task.run, True
     if func is None or not isinstance(args, (list, tuple)) or not isinstance(kwargs, (dict, type(None))):
         return          # not code, or arguments the payload check refuses with its own error
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
+    signature = _signature(func)
+    if signature is None:
         return
     try:
         signature.bind(*((None,) if bound else ()), *args, **(kwargs or {}))
@@ -41,6 +40,25 @@ def check_arguments(task, args, kwargs) -> None:
         if "job_id" in (kwargs or {}) and "job_id" not in signature.parameters:
             hint = "; job_id is not an option of push(): push_with(args=[...], job_id=...) takes it"
         raise TypeError(f"task {task.name}: wrong arguments: {exc}{hint}") from None
+
+
+def _signature(func):
+    """inspect.signature(func), read once per function (reading it costs a push more
+    than the push's own encoding); None when Python can't read it."""
+    try:
+        return _cached_signature(func)
+    except TypeError:            # an unhashable callable: read each time
+        return _read_signature(func)
+
+
+def _read_signature(func):
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=None)(_read_signature)
 
 
 def _push(name, options, args, kwargs, delay=None, eta=None, priority=0, queue=None, client=None, job_id=None):

@@ -2,6 +2,7 @@
 call would be): a wrong call is one TypeError in the caller, and nothing is
 pushed, instead of a job that fails in a worker."""
 import asyncio
+import inspect
 
 import pytest
 
@@ -70,3 +71,31 @@ def test_right_calls_run(client):
     assert ship.push_with(kwargs={"order_id": 8}, client=client).result(1) == 8
     assert Refund.push(1, amount=5, client=client).result(1) == 5
 
+
+
+def test_a_task_signature_is_read_once_and_every_push_is_still_checked(client, monkeypatch):
+    # Given a task pushed before (its signature read then), and inspect.signature watched
+    @mpqueue.task(name="tests.unit.args:label", queue="args")
+    def label(order_id):
+        return order_id
+    label.push(1, client=client)
+    reads = []
+    real = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda f, *a, **k: reads.append(f) or real(f, *a, **k))
+    # When it is pushed again, rightly and wrongly
+    label.push(2, client=client)
+    with pytest.raises(TypeError, match="missing a required argument: 'order_id'"):
+        label.push(client=client)
+    # Then nothing read the signature again, and the wrong call was refused all the same
+    assert reads == []
+
+
+def test_a_callable_that_cannot_be_hashed_is_checked_too(client):
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, order_id):
+            return order_id
+    task = mpqueue.task(Unhashable(), name="tests.unit.args:unhashable", queue="args")
+    with pytest.raises(TypeError, match="missing a required argument: 'order_id'"):
+        task.push(client=client)

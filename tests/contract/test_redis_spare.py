@@ -3,10 +3,14 @@ between calls to skip redis-py's checkout, it must be as safe as a pooled one: m
 anew when Redis closed it, never shared with a forked child, one at most."""
 import os
 import threading
+from types import SimpleNamespace
 
 import pytest
+import redis
+import redis.sentinel
 
 from mpqueue.brokers import PushItem, open_broker
+from mpqueue.brokers.resp import ScriptCaller
 from mpqueue.core import envelope as jobmod
 from tests.support import wait_for
 
@@ -84,3 +88,13 @@ def test_threads_pushing_at_once_leave_one_spare_and_every_other_connection_in_t
     caller = _caller(broker)
     assert len(caller._spare) == 1
     assert len(caller.client.connection_pool._in_use_connections) == 1
+
+
+def test_no_spare_is_kept_behind_sentinel_or_on_a_pool_of_one():
+    # Sentinel's pool must see each connection come back (it drops those to a master
+    # it no longer names), and a pool of one would have none left for other commands
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", 1)])
+    behind_sentinel = redis.sentinel.SentinelConnectionPool("m", sentinel, max_connections=8)
+    assert not ScriptCaller(SimpleNamespace(connection_pool=behind_sentinel))._keep
+    assert not ScriptCaller(SimpleNamespace(connection_pool=redis.ConnectionPool(max_connections=1)))._keep
+    assert ScriptCaller(SimpleNamespace(connection_pool=redis.ConnectionPool(max_connections=2)))._keep

@@ -3,8 +3,9 @@
 redis-py's generic packer costs about a microsecond per argument, and a
 reserve carries dozens (23 queue keys, 5 per folded ack); its pub/sub parser
 cost a quarter of a millisecond per message. So: the queue's keys are encoded
-once, a script call is one bytes object sent on a pooled connection (the reply
-still parsed by redis-py), and wake-up frames are parsed here.
+once, a script call is one bytes object sent on a connection kept aside between
+calls (redis-py's pool checkout cost a push as much as the rest of its Python; see
+ScriptCaller), the reply still parsed by redis-py, and wake-up frames are parsed here.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """Pure logic: the job envelope, the retry policy, task registration."""
+import json
+
 import pytest
 
 import mpqueue
@@ -35,6 +37,42 @@ def test_priority_must_be_0_to_9(bad):
 def test_decode_refuses_junk(junk):
     with pytest.raises(jobmod.PayloadError):
         jobmod.decode(junk)
+
+
+@pytest.mark.parametrize("args, kwargs, delay, scheduled_ms", [
+    ((), None, 0.0, 0),
+    ((1, "żółć ✓", None, 2.5, [{"k": "\u2028\"q\\"}]), {"x": [1, {"y": "z"}]}, 1.5, 0),
+    ((), {"only": True}, 0.0, 1765000000000),
+])
+def test_encode_writes_the_body_json_would_write_for_the_same_dict(monkeypatch, args, kwargs, delay, scheduled_ms):
+    # The stored form is the data format: the body must stay exactly the compact JSON of
+    # {"t", "e", "d", "s", "a", "k"}, however encode() builds it.
+    monkeypatch.setattr(jobmod.time, "time", lambda: 1765000000.123)
+    _, env = jobmod.encode("m:tâsk", args, kwargs, 4, job_id="j1", delay=delay, scheduled_ms=scheduled_ms)
+    body = {"t": "m:tâsk", "e": 1765000000123}
+    if delay:
+        body["d"] = 1765000000123 + int(delay * 1000)
+    if scheduled_ms:
+        body["s"] = scheduled_ms
+    if args:
+        body["a"] = list(args)
+    if kwargs:
+        body["k"] = kwargs
+    assert env == "j1 0 4 " + json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_encode_counts_the_payload_in_utf8_bytes():
+    _, env = jobmod.encode("t:f", ["é" * 100], job_id="j")
+    assert len(env) < 200 < len(env.encode())
+    jobmod.encode("t:f", ["é" * 100], job_id="j", max_payload=len(env.encode()))
+    with pytest.raises(jobmod.PayloadError, match=f"{len(env.encode())} bytes exceeds"):
+        jobmod.encode("t:f", ["é" * 100], job_id="j", max_payload=len(env.encode()) - 1)
+
+
+def test_encode_refuses_a_lone_surrogate_in_the_arguments_or_the_task_name():
+    for task, args in (("t:f", ["\ud800"]), ("t:\ud800", [])):
+        with pytest.raises(jobmod.PayloadError, match="not valid UTF-8"):
+            jobmod.encode(task, args)
 
 
 def test_fixed_backoff_and_attempt_limit():

@@ -1,0 +1,151 @@
+"""The reference in docs/ is generated from the code (docs/_ext/mpqueue_reference.py):
+every YAML key, command option, metric, failure type and exit status in the code is in
+the built pages, and the build fails when one has no description. Building needs the
+docs extra (`pip install -e '.[docs]'`); the generators' own checks run without it."""
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from mpqueue import ipc, tally
+from mpqueue.core import schema
+from mpqueue.ops import cli, ctl
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(DOCS / "_ext"))
+import mpqueue_facts as ref  # noqa: E402
+
+
+def sphinx(builder: str, src: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", builder, str(src), str(out)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The site and the man pages, built with warnings as errors."""
+    pytest.importorskip("myst_parser", reason="the docs extra is not installed")
+    out = tmp_path_factory.mktemp("docs")
+    for builder in ("html", "man"):
+        done = sphinx(builder, DOCS, out / builder)
+        assert done.returncode == 0, f"sphinx -W -b {builder} failed:\n{done.stdout}\n{done.stderr}"
+    return out
+
+
+def page(built: Path, name: str) -> str:
+    return html.unescape((built / "html" / name).read_text())
+
+
+def commands(group: click.Group, prefix: str = ""):
+    for name, command in sorted(group.commands.items()):
+        yield f"{prefix}{name}", command
+        if isinstance(command, click.Group):
+            yield from commands(command, f"{prefix}{name} ")
+
+
+# ---- the generators against the code (no Sphinx needed) ----
+
+def test_every_schema_table_is_rendered_by_the_extension():
+    tables = {name for name, value in vars(schema).items() if name.endswith("_KEYS") and isinstance(value, dict)}
+    assert tables == set(ref.TABLES)
+
+
+def test_every_key_has_a_row_with_its_type_default_and_reload_behaviour():
+    for table in ref.TABLES:
+        rows = ref.key_rows(table)
+        assert [r["name"] for r in rows] == list(getattr(schema, table))
+        for row in rows:
+            assert row["doc"] and row["type"] and row["default"] and row["applies"]
+    workers = next(r for r in ref.key_rows("QUEUE_KEYS") if r["name"] == "workers")
+    assert (workers["type"], workers["default"], workers["limits"]) == ("integer", "3", "an integer >= 1")
+    broker = next(r for r in ref.key_rows("SERVICE_KEYS") if r["name"] == "broker")
+    assert broker["default"] == "none: required" and broker["applies"].startswith("on restart")
+
+
+def test_a_key_without_a_doc_line_is_refused(monkeypatch):
+    monkeypatch.setitem(schema.QUEUE_KEYS, "undocumented", schema.Key(int, 1, None, " "))
+    with pytest.raises(ValueError, match="undocumented.*no doc line"):
+        ref.key_rows("QUEUE_KEYS")
+
+
+def test_every_metric_family_the_endpoint_renders_is_listed():
+    names = {row["name"] for row in ref.metric_rows()}
+    assert {"mpqueue_jobs", "mpqueue_queue_jobs", "mpqueue_worker_restarts", "process_open_fds"} <= names
+    assert all(row["doc"] for row in ref.metric_rows())
+
+
+def test_exit_codes_are_read_from_ipc():
+    assert {s: name for s, (name, _) in ref.exit_codes().items()} == {
+        ipc.EXIT_OK: "EXIT_OK", ipc.EXIT_FAILED: "EXIT_FAILED", ipc.EX_USAGE: "EX_USAGE",
+        ipc.EX_SOFTWARE: "EX_SOFTWARE", ipc.EX_CONFIG: "EX_CONFIG"}
+
+
+def test_the_redis_key_layout_is_the_header_of_keys_lua():
+    layout = ref.lua_key_layout()
+    assert "ready:0..9  LIST" in layout and "--" not in layout.splitlines()[0]
+
+
+# ---- the built pages against the code ----
+
+def test_the_configuration_reference_has_every_key_and_no_other(built):
+    text = page(built, "reference/man/mpqueue.yaml.html")
+    documented = set(re.findall(r'id="key-([\w.-]+)"', text))
+    expected = {re.sub(r"[^a-z0-9]+", "-", row["path"].lower()).strip("-")
+                for table in ref.TABLES for row in ref.key_rows(table)}
+    assert documented == expected
+    assert "an integer from 1 to 1000" in text       # concurrency's limits
+
+
+def test_every_command_and_option_is_in_its_man_page(built):
+    for group, man in ((cli.main, "mpqueue.1"), (ctl.main, "mpqctl.1")):
+        text = (built / "man" / man).read_text().replace("\\-", "-")
+        for name, command in commands(group):
+            assert name.split()[-1] in text, f"{man} lacks the command {name}"
+            for param in command.params:
+                for opt in param.opts if isinstance(param, click.Option) else ():
+                    assert opt in text, f"{man} lacks {name} {opt}"
+
+
+def test_the_man_pages_are_the_three_the_package_installs(built):
+    assert sorted(p.name for p in (built / "man").glob("[!.]*")) == ["mpqctl.1", "mpqueue.1", "mpqueue.yaml.5"]
+
+
+def test_every_metric_failure_type_and_exit_status_is_on_its_page(built):
+    metrics = page(built, "reference/metrics.html")
+    assert all(f'id="metric-{row["name"].replace("_", "-")}"' in metrics for row in ref.metric_rows())
+    failures = page(built, "reference/failures.html")
+    assert all(f'id="failure-{kind.replace("_", "-")}"' in failures for kind in tally.KINDS)
+    statuses = page(built, "reference/man/mpqueue.html")
+    assert all(f'id="exit-{status}"' in statuses for status in ref.exit_codes())
+
+
+def test_a_failure_type_the_page_does_not_describe_fails_the_build(tmp_path):
+    # Given a page whose list lacks one of the code's failure types
+    pytest.importorskip("sphinx", reason="the docs extra is not installed")
+    (tmp_path / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+                                      "extensions = ['mpqueue_reference']\n")
+    kinds = "\n".join(f"   {k}: described" for k in tally.KINDS[1:])
+    (tmp_path / "index.rst").write_text(f"Failures\n========\n\n.. mpqueue-failures::\n\n{kinds}\n"
+                                        + "".join(f".. mpqueue-keys:: {t}\n\n" for t in ref.TABLES))
+    # When it is built, then the build fails naming the missing one
+    done = sphinx("html", tmp_path, tmp_path / "out")
+    assert done.returncode != 0 and tally.KINDS[0] in done.stderr
+
+
+def test_a_key_without_a_doc_line_fails_the_build(tmp_path):
+    pytest.importorskip("sphinx", reason="the docs extra is not installed")
+    (tmp_path / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+        "from mpqueue.core import schema\n"
+        "schema.WEB_KEYS['new_key'] = schema.Key(int, 1, None, '')\n"
+        "extensions = ['mpqueue_reference']\n")
+    (tmp_path / "index.rst").write_text("Keys\n====\n\n" + "".join(f".. mpqueue-keys:: {t}\n\n" for t in ref.TABLES))
+    done = sphinx("html", tmp_path, tmp_path / "out")
+    assert done.returncode != 0 and "new_key" in done.stderr and "no doc line" in done.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
+import mpqueue
 from mpqueue import ipc, tally
 from mpqueue.core import schema
 from mpqueue.ops import cli, ctl
@@ -127,6 +128,12 @@ def test_every_command_and_option_is_in_its_man_page(built):
 
 def test_the_man_pages_are_the_three_the_package_installs(built):
     assert sorted(p.name for p in (built / "man").glob("[!.]*")) == ["mpqctl.1", "mpqueue.1", "mpqueue.yaml.5"]
+
+
+def test_the_man_pages_carry_the_package_version(built):
+    for page in ("mpqueue.1", "mpqctl.1", "mpqueue.yaml.5"):
+        heading = next(line for line in (built / "man" / page).read_text().splitlines() if line.startswith(".TH"))
+        assert f'"{mpqueue.__version__}"' in heading, (page, heading)
 
 
 def test_every_metric_failure_type_and_exit_status_is_on_its_page(built):

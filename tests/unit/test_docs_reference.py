@@ -130,6 +130,12 @@ def test_the_man_pages_are_the_three_the_package_installs(built):
     assert sorted(p.name for p in (built / "man").glob("[!.]*")) == ["mpqctl.1", "mpqueue.1", "mpqueue.yaml.5"]
 
 
+def test_every_public_name_has_its_entry_in_the_api_reference(built):
+    text = page(built, "reference/api.html")
+    missing = [name for name in mpqueue.__all__ if f'id="mpqueue.{name}"' not in text]
+    assert missing == []
+
+
 def test_the_man_pages_carry_the_package_version(built):
     for page in ("mpqueue.1", "mpqctl.1", "mpqueue.yaml.5"):
         heading = next(line for line in (built / "man" / page).read_text().splitlines() if line.startswith(".TH"))

@@ -126,6 +126,16 @@ def test_every_command_and_option_is_in_its_man_page(built):
                     assert opt in text, f"{man} lacks {name} {opt}"
 
 
+def test_the_package_installs_every_man_page_the_docs_define():
+    # docs/conf.py's man_pages, built by packaging/debian/rules into debian/man/
+    conf = {"__file__": str(DOCS / "conf.py")}
+    exec(compile((DOCS / "conf.py").read_text(), "conf.py", "exec"), conf)
+    defined = {f"debian/man/{name}.{section}" for _, name, _, _, section in conf["man_pages"]}
+    listed = set((ROOT / "packaging" / "debian" / "mpqueue.manpages").read_text().split())
+    assert defined == listed == {"debian/man/mpqueue.1", "debian/man/mpqctl.1", "debian/man/mpqueue.yaml.5"}
+    assert "sphinx -W -q -b man -d debian/.doctrees docs debian/man" in (ROOT / "packaging/debian/rules").read_text()
+
+
 def test_the_man_pages_are_the_three_the_package_installs(built):
     assert sorted(p.name for p in (built / "man").glob("[!.]*")) == ["mpqctl.1", "mpqueue.1", "mpqueue.yaml.5"]
 

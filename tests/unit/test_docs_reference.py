@@ -184,3 +184,18 @@ def test_a_key_without_a_doc_line_fails_the_build(tmp_path):
     (tmp_path / "index.rst").write_text("Keys\n====\n\n" + "".join(f".. mpqueue-keys:: {t}\n\n" for t in ref.TABLES))
     done = sphinx("html", tmp_path, tmp_path / "out")
     assert done.returncode != 0 and "new_key" in done.stderr and "no doc line" in done.stderr
+
+
+def test_every_metric_the_pages_name_is_one_the_endpoint_renders():
+    # The how-tos (metrics, alert rules, the dashboard) name metrics by hand: each
+    # must be a family of the endpoint, as exposed (a counter's _total, a histogram's parts).
+    families = {row["name"]: row["type"] for row in ref.metric_rows()}
+    exposed = {n for n, t in families.items() if t not in ("counter", "histogram")}
+    exposed |= {f"{n}_total" for n, t in families.items() if t == "counter"}
+    exposed |= {f"{n}{part}" for n, t in families.items() if t == "histogram" for part in ("", "_bucket", "_sum",
+                                                                                           "_count")}
+    pages = [ROOT / "README.md", *(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)]
+    named = {m for p in pages for m in re.findall(r"\b(?:mpqueue|process)_[a-z_]+[a-z]", p.read_text())}
+    named -= {"mpqueue_reference", "mpqueue_facts"}            # the docs extension's modules
+    assert len(named) >= 10
+    assert sorted(named - exposed) == []

@@ -199,3 +199,18 @@ def test_every_metric_the_pages_name_is_one_the_endpoint_renders():
     named -= {"mpqueue_reference", "mpqueue_facts"}            # the docs extension's modules
     assert len(named) >= 10
     assert sorted(named - exposed) == []
+
+
+def test_every_command_the_pages_show_exists():
+    # In code (spans and blocks) of the README and the docs, `mpqctl [options] CMD` and
+    # `mpqueue CMD` name commands of the click groups. Not counted: `mpqueue` after a word
+    # (`manage.py mpqueue`, `flask mpqueue`, `apt install mpqueue`) or before a colon (a
+    # process title, `mpqueue orders: supervisor`).
+    pages = [ROOT / "README.md", *(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)]
+    code = "\n".join(c for p in pages for c in re.findall(r"```.*?```|`[^`\n]+`", p.read_text(), re.S))
+    option = r"(?: +(?:-s|-c|-b|--config|--service|--broker) +[^ `]+| +--json)*"
+    ctl_used = set(re.findall(rf"\bmpqctl{option} +([a-z][a-z-]+)", code))
+    cli_used = set(re.findall(r"(?<![\w.] )\bmpqueue +([a-z]+)\b(?!:)", code))
+    assert len(ctl_used) >= 10 and {"run", "check", "reload", "web"} <= cli_used
+    assert sorted(ctl_used - set(ctl.main.commands)) == []
+    assert sorted(cli_used - set(cli.main.commands)) == []

@@ -12,24 +12,29 @@ Debian 12: python3-matplotlib 3.6); the pure part (what each bar is) needs nothi
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
 
-DRAIN = "drain 20,000 no-op (jobs/s)"
-P50, P99 = "push-to-start p50 at 50 jobs/s (ms)", "push-to-start p99 at 50 jobs/s (ms)"
-IO50 = "io50: % of the 1,280 jobs/s ceiling (64 / 0.05 s)"
+# The figures' labels carry the run's sizes ("drain 20,000 no-op", "drain 2,000" with --quick):
+# matched as patterns, the variant rows ("..., SQLite broker") left out.
+DRAIN = re.compile(r"drain [\d,]+ no-op \(jobs/s\)")
+P50 = re.compile(r"push-to-start p50 at [\d.,]+ jobs/s \(ms\)")
+P99 = re.compile(r"push-to-start p99 at [\d.,]+ jobs/s \(ms\)")
+IO50 = re.compile(r"io50: % of the [\d,]+ jobs/s ceiling \(.*\)")
 BARE = "bare"
 SCALE_CALLS = ("status tail", "find tail", "cancel tail", "cancel middle", "/api/state")
 MPQUEUE_COLOUR, PEER_COLOUR, LINE_COLOUR = "#2f6db5", "#9a9a9a", "#c0392b"
 
 
-def bars(data: dict, figure: str) -> list[tuple[str, float, float, float]]:
-    """(system, median, min, max) of `figure`'s numeric samples, one per system that has any."""
+def bars(data: dict, figure: re.Pattern) -> list[tuple[str, float, float, float]]:
+    """(system, median, min, max) of the numeric samples of the figure whose label
+    matches `figure`, one per system that has any."""
     out = []
     for row in data.get("rows", []):
         values = [v for v in row["samples"] if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if row["figure"] == figure and values:
+        if figure.fullmatch(row["figure"]) and values:
             out.append((row["system"], statistics.median(values), min(values), max(values)))
     return out
 
@@ -50,6 +55,10 @@ def scale_curves(data: dict) -> dict[str, dict[str, list[tuple[int, float]]]]:
                 if samples:
                     curves.setdefault(broker, {}).setdefault(call, []).append((int(depth), statistics.median(samples)))
     return curves
+
+
+def _label_of(data: dict, figure: re.Pattern) -> str:
+    return next(row["figure"] for row in data["rows"] if figure.fullmatch(row["figure"]))
 
 
 def _pyplot():
@@ -86,8 +95,10 @@ def _bar_chart(plt, data, figure, ylabel, title, path, log=False, line=None):
 def _drain(plt, data, path):
     bare = [b for b in bars(data, DRAIN) if b[0] == BARE]
     line = (bare[0][1], f"bare loop: {bare[0][1]:,.0f} jobs/s (2 processes doing only the job's INCR)") if bare else None
-    return _bar_chart(plt, data, DRAIN, "jobs/s", "Drain 20,000 no-op jobs, 2 job-running processes "
-                      "(median, min–max over the rounds)", path, line=line)
+    if not bars(data, DRAIN):
+        return None
+    title = f"{_label_of(data, DRAIN).split(' (')[0].capitalize()} jobs (median, min–max over the rounds)"
+    return _bar_chart(plt, data, DRAIN, "jobs/s", title, path, line=line)
 
 
 def _latency(plt, data, path):
@@ -105,7 +116,8 @@ def _latency(plt, data, path):
     ax.set_xticks(range(len(systems)), [label(data, s) for s in systems], fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("ms (log scale)")
-    ax.set_title("Push-to-start latency at 50 jobs/s to idle workers: p50 (solid) and p99 (pale)", fontsize=10)
+    rate = _label_of(data, P50).split(" at ")[1].split(" (")[0]
+    ax.set_title(f"Push-to-start latency at {rate} to idle workers: p50 (solid) and p99 (pale)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -11,6 +11,10 @@ import pytest
 from bench import charts
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# Labels as a full run writes them (bench/workloads.py)
+DRAIN = "drain 20,000 no-op (jobs/s)"
+P50, P99 = "push-to-start p50 at 50 jobs/s (ms)", "push-to-start p99 at 50 jobs/s (ms)"
+IO50 = "io50: % of the 1,280 jobs/s ceiling (64 / 0.05 s)"
 
 
 def results(rows: dict) -> dict:
@@ -29,9 +33,16 @@ def require_matplotlib():
 
 
 def test_a_bar_is_the_median_and_the_range_of_the_numeric_samples():
-    data = results({(charts.DRAIN, "mpqueue"): [7000, 6000, "failed: timeout", 6500],
-                    (charts.DRAIN, "huey"): [None], (charts.P50, "mpqueue"): [0.8]})
+    data = results({(DRAIN, "mpqueue"): [7000, 6000, "failed: timeout", 6500],
+                    (DRAIN, "huey"): [None], (P50, "mpqueue"): [0.8],
+                    (DRAIN + ", SQLite broker", "mpqueue-sqlite"): [7300]})
     assert charts.bars(data, charts.DRAIN) == [("mpqueue", 6500, 6000, 7000)]
+
+
+def test_the_figures_are_found_whatever_the_runs_sizes():
+    # --quick labels its rows with its smaller sizes
+    data = results({("drain 2,000 no-op (jobs/s)", "mpqueue"): [5000]})
+    assert charts.bars(data, charts.DRAIN) == [("mpqueue", 5000, 5000, 5000)]
 
 
 def test_scale_curves_are_medians_by_depth_in_order():
@@ -45,10 +56,9 @@ def test_every_chart_with_figures_is_written_next_to_the_results(tmp_path):
     # Given a results file with drain (and the bare loop), latency and io50 figures
     path = tmp_path / "results-x.json"
     path.write_text(json.dumps(results({
-        (charts.DRAIN, "mpqueue"): [7000, 6900], (charts.DRAIN, "huey"): [3500], (charts.DRAIN, "bare"): [13000],
-        (charts.P50, "mpqueue"): [0.8], (charts.P99, "mpqueue"): [1.4],
-        (charts.P50, "huey"): [0.81], (charts.P99, "huey"): [1.5],
-        (charts.IO50, "mpqueue-async"): [93.8]})))
+        (DRAIN, "mpqueue"): [7000, 6900], (DRAIN, "huey"): [3500], (DRAIN, "bare"): [13000],
+        (P50, "mpqueue"): [0.8], (P99, "mpqueue"): [1.4], (P50, "huey"): [0.81], (P99, "huey"): [1.5],
+        (IO50, "mpqueue-async"): [93.8]})))
     # When the charts are drawn, then each is a PNG beside it, and no scale chart (no depths)
     written = charts.write(path)
     assert [p.name for p in written] == ["results-x-drain.png", "results-x-latency.png", "results-x-io50.png"]

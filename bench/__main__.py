@@ -95,6 +95,17 @@ def main() -> None:
     print("\n" + out)
     if args.json:
         write_json(args.json, header, args, sizes, systems, results, started, partial=False, table=out)
+        draw_charts(args.json)
+
+
+def draw_charts(path: str) -> None:
+    """The PNG charts next to the JSON (bench/charts.py), when matplotlib is there."""
+    try:
+        from . import charts
+        for png in charts.write(path):
+            print(f"chart: {png}")
+    except ImportError as exc:
+        print(f"no charts: {exc} (pip install matplotlib)")
 
 
 def machine(redis, systems, args) -> str:

@@ -213,7 +213,7 @@ def install_task_code() -> None:
 
 
 def write_config(name: str, cfg: dict) -> Path:
-    """/etc/mpqueue/NAME.yaml, root:mpqueue 0640, as the README installs it."""
+    """/etc/mpqueue/NAME.yaml, root:mpqueue 0640, as docs/howto/systemd.md installs it."""
     import yaml
     path = Path(f"/etc/mpqueue/{name}.yaml")
     path.write_text(yaml.safe_dump({"name": name, **cfg}, sort_keys=False))

@@ -1,5 +1,5 @@
 """Every change the acceptance suite makes to the installed units, each with its
-reason. Only what the README tells operators to write is allowed (and a shorter
+reason. Only what the docs (docs/howto/systemd.md, docs/howto/dashboard.md) tell operators to write is allowed (and a shorter
 watchdog where a test needs one to fire); test_dropin_rules.py fails if one of
 them ever touches the hardening that users run with.
 
@@ -18,15 +18,15 @@ CREDENTIALS = "/etc/mpqueue/credentials/orders"
 DROPINS = {
     "mpqueue@orders.service.d/credentials.conf": (
         f"[Service]\nLoadCredential=redis-password:{CREDENTIALS}/redis-password\n",
-        "README, Operating under systemd / Secrets: the Redis password as a credential"),
+        "docs/howto/systemd.md, Secrets: the Redis password as a credential"),
     "mpqueue@orders.service.d/logs.conf": (
         "[Service]\nLogsDirectory=mpqueue/orders\n",
-        "README, Operating under systemd / A log file besides the journal"),
+        "docs/howto/systemd.md, A log file besides the journal"),
     "mpqueue-web@orders.service.d/credentials.conf": (
         f"[Service]\nLoadCredential=web-token:{CREDENTIALS}/web-token\n"
         f"LoadCredential=redis-password:{CREDENTIALS}/redis-password\nLogsDirectory=mpqueue/orders\n",
-        "README, Dashboard / Security: the token (and the broker's password) as credentials; "
-        "README, A log file besides the journal: the dashboard writes the service's log file too"),
+        "docs/howto/dashboard.md, Security: the token (and the broker's password) as credentials; "
+        "docs/howto/systemd.md, A log file besides the journal: the dashboard writes the service's log file too"),
     "mpqueue@frozen.service.d/watchdog.conf": (
         "[Service]\nWatchdogSec=3s\n",
         "a shorter watchdog than the unit's 30 s, so the frozen-supervisor test fires within seconds"),

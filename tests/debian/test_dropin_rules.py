@@ -1,5 +1,5 @@
 """The acceptance suite tests the units as shipped: its drop-ins may add what the
-README tells operators to add, never take hardening away. Runs everywhere (no root)."""
+docs (docs/howto/systemd.md) tell operators to add, never take hardening away. Runs everywhere (no root)."""
 from pathlib import Path
 
 from tests.debian.dropins import DROPINS, FORBIDDEN, settings

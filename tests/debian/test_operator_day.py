@@ -2,7 +2,7 @@
 from this tree, installed with apt, its units run unchanged (User=mpqueue,
 PrivateUsers=, ProtectProc=invisible, ProtectSystem=strict and all) by a real
 systemd 252, on Debian's own python3 and libraries. The only changes to the
-units are the drop-ins the README tells operators to write (tests/debian/dropins.py).
+units are the drop-ins the docs (docs/howto/systemd.md) tell operators to write (tests/debian/dropins.py).
 
 Instances: `orders` on a Redis with a password (through LoadCredential=), with
 metrics, a dashboard and a log file; `mail` on the embedded SQLite broker (for
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.deb
 
 ORDERS, MAIL, FROZEN = "mpqueue@orders.service", "mpqueue@mail.service", "mpqueue@frozen.service"
 WEB = "mpqueue-web@orders.service"
-# What an operator in group mpqueue sets to read the instance's credentials (README: Secrets).
+# What an operator in group mpqueue sets to read the instance's credentials (docs/howto/systemd.md: Secrets).
 OPERATOR_ENV = {"MPQUEUE_CREDENTIALS_DIR": CREDENTIALS}
 
 
@@ -90,8 +90,9 @@ def test_the_package_runs_on_debians_python_and_installing_starts_nothing(day):
     assert acc.user_exists() and Path("/usr/lib/sysusers.d/mpqueue.conf").exists()
     etc = os.stat("/etc/mpqueue")
     assert (stat.S_IMODE(etc.st_mode), etc.st_gid) == (0o750, acc.grp.getgrnam("mpqueue").gr_gid)
-    for page in ("mpqueue.1.gz", "mpqctl.1.gz"):
-        assert Path("/usr/share/man/man1", page).exists()
+    # the man pages built from docs/ (the units' Documentation=man:mpqueue(1) names the first)
+    for page in ("man1/mpqueue.1.gz", "man1/mpqctl.1.gz", "man5/mpqueue.yaml.5.gz"):
+        assert Path("/usr/share/man", page).exists()
     assert run("/usr/bin/mpqueue", "check", "--config", "/etc/mpqueue/example.yaml").returncode == 0
     # installing enabled and started nothing
     assert [str(p) for p in Path("/etc/systemd/system").rglob("mpqueue*")] == []
@@ -124,7 +125,7 @@ def test_start_returns_after_ready_status_shows_workers_and_the_journal_has_one_
 
 
 def test_the_readmes_quick_start_on_the_package_works_with_the_example_copied_unchanged(day):
-    # README, Debian package: cp example.yaml NAME.yaml, start, push, status. (`start`, not
+    # docs/packaging.md, In short: cp example.yaml NAME.yaml, start, push, status. (`start`, not
     # `enable --now`: enabling would write links into this machine's own /etc/systemd.)
     host = day.host
     Path("/etc/mpqueue/shop.yaml").write_bytes(Path("/etc/mpqueue/example.yaml").read_bytes())
@@ -151,7 +152,7 @@ def test_the_redis_password_reaches_the_service_as_a_credential_never_through_th
 @pytest.mark.parametrize("who", ["root", "operator"])
 def test_mpqctl_works_for_root_and_for_an_operator_in_group_mpqueue(day, who):
     # root finds the credential where systemd keeps it while the unit runs; an operator
-    # in group mpqueue points MPQUEUE_CREDENTIALS_DIR at the same file (README: Secrets)
+    # in group mpqueue points MPQUEUE_CREDENTIALS_DIR at the same file (docs/howto/systemd.md: Secrets)
     user, env = (None, None) if who == "root" else (acc.OPERATOR, OPERATOR_ENV)
     host = day.host
     job = push(day, "orders", "add", 20, 22, user=user, env=env)

@@ -86,7 +86,7 @@ def test_an_upgrade_with_jobs_in_the_broker_loses_none_and_purge_leaves_nothing(
         assert host.ctl("reload", ORDERS, check=False).returncode == 0, host.journal(ORDERS)[-2000:]
 
         # When: the package is purged while the instance and its dashboard run, with an
-        # admin's file kept in /etc/mpqueue (installed -g mpqueue as the README says)
+        # admin's file kept in /etc/mpqueue (installed -g mpqueue as docs/howto/systemd.md says)
         host.ctl("start", WEB)
         Path("/etc/mpqueue/orders.yaml").unlink()
         kept = Path("/etc/mpqueue/kept.yaml")

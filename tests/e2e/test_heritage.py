@@ -1,4 +1,4 @@
-"""End-to-end: the features mpqueue inherits from its PHP ancestors (README, Heritage),
+"""End-to-end: the features mpqueue inherits from its PHP ancestors (docs/howto/from-php.md),
 each driven through a real `mpqueue run`, real worker processes and a real broker.
 
 Hooks and job-context tasks used here are in the TASKS text of tests/support.py

@@ -142,7 +142,7 @@ PUSH = "import mpqueue, sys; c = mpqueue.connect(sys.argv[1]); print(c.push('def
 
 
 def test_the_readmes_credential_setup_works_for_the_tools_outside_the_unit(tmp_path, redis_with_password):
-    # Given the README's setup: the password only in a credential, named through
+    # Given the setup of docs/howto/systemd.md (Secrets): the password only in a credential, named through
     # ${CREDENTIALS_DIRECTORY}, which systemd sets inside the unit and nowhere else
     name = f"credtest{os.getpid()}"
     etc = tmp_path / "etc"

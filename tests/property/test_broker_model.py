@@ -4,7 +4,7 @@ leases that end and are reaped; stale tokens; requeue of failed jobs) against
 each real broker through its interface, checked after every step against a
 plain model of where every job is.
 
-Invariants (README, "Delivery semantics"): every pushed job is in exactly one
+Invariants (docs/explanation/delivery.md): every pushed job is in exactly one
 state, and the broker's counts and find() agree with the model; no job
 disappears; a reservation counts an attempt and a release refunds it; a token
 that no longer owns its job changes nothing; higher priorities are reserved

@@ -63,7 +63,7 @@ def test_a_unix_socket_url_keeps_its_path(url, expected):
     assert redis_url.parse(url).url == expected
 
 
-# Every URL form the README and core/redis_url.py document, as (URL, what it means).
+# Every URL form the docs (docs/howto/beyond-one-redis.md) and core/redis_url.py document, as (URL, what it means).
 SENTINEL_FORMS = [
     ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/mymaster/0",
      (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379)), "mymaster", 0, None, None),

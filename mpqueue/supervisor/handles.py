@@ -1,6 +1,9 @@
 """Worker processes as the supervisor sees them: fork one, talk to it, kill it
 (and why: KillReason, with KILLS saying what each reason means), reap it.
-The worker package is imported only in the forked child."""
+The worker package is imported by the first fork's parent, so every worker starts with it
+loaded (importing it in each child cost every start, and every recycle, ~35 ms) and
+runs the supervisor's own version of it even after the files on disk changed; the
+service's task modules are still imported in each child (a reload loads new code)."""
 from __future__ import annotations
 
 import enum
@@ -110,6 +113,7 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
     board = Scoreboard(queue_cfg.concurrency)
     tally = WorkerTally(queue_cfg.name)
     parent = os.getpid()
+    from ..worker.process import Worker     # before the fork: see the module's docstring
     pid = os.fork()
     if pid == 0:                       # child
         code = EXIT_FAILED
@@ -118,7 +122,6 @@ def spawn(service, queue_cfg, index: int, node_id: str, generation: int, inherit
                 _close(fd)
             for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(var, None)      # only the supervisor speaks to systemd
-            from ..worker.process import Worker
             code = Worker(service, queue_cfg, index, node_id, report_w, control_r, board, parent, tally).main()
         except BaseException:  # noqa: BLE001 - nothing may escape into the supervisor's stack
             traceback.print_exc()

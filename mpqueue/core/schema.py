@@ -112,7 +112,7 @@ QUEUE_KEYS = {
     "retry_on_timeout": Key(bool, False, checks.boolean, "whether a job that timed out is retried"),
     "memory_limit": Key(int, 0, checks.integer(0), "MB resident that recycles a worker, 0 = none"),
     "max_jobs": Key(int, 0, checks.integer(0), "recycle a worker after N jobs, 0 = never"),
-    "prefetch": Key(int, 16, checks.integer(1),
+    "prefetch": Key(int, 64, checks.integer(1),
                     "most jobs a worker takes in hand at once, by reserve (grab) or ask (dispatch); 1 = one"),
     "result_ttl": Key(int, 300, checks.integer(0), "seconds done jobs stay visible, 0 = not kept"),
     "concurrency": Key(int, 1, checks.integer(1, MAX_CONCURRENCY),

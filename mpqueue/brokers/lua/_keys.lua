@@ -1,10 +1,10 @@
 -- The data model of one queue, and the helpers the scripts share. Every key is under
 -- the queue's hash tag "mpq:{<queue>}:" so a queue lives in one Redis Cluster slot.
 -- A script names the keys it uses in its header line, "-- KEYS: held leases ...", and
--- gets just those, in that order: redis_scripts.py prepends the positions as local
--- constants (`local HELD, LEASES = 1, 2`; "ready:*" is the ten lists ready:0..9 from
--- READY on; NKEYS is their number, so extra keys such as done:<id> follow from
--- KEYS[NKEYS + 1]), then only the helpers below that the script calls. The keys:
+-- gets just those, in that order: redis_scripts.py writes each name as its position
+-- (HELD, LEASES -> 1, 2; "ready:*" is the ten lists ready:0..9 from READY on; NKEYS is
+-- their number, so extra keys such as done:<id> follow from KEYS[NKEYS + 1]), and sends
+-- only the helpers below that the script calls. The keys:
 --   ready:0..9  LIST    envelopes waiting, one list per priority (9 first): KEYS[READY + prio]
 --   pmax        STRING  upper bound of the priorities whose list may be non-empty
 --   sched       ZSET    envelope -> due time (ms, broker clock): delayed jobs, retries

@@ -139,7 +139,9 @@ class Dispatcher(Holding):
         if self.clock() >= self.due_at:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
-        if not (idle and self.wanted) and not self.acks_due(stopping):
+        # Stopping: leave the idle list too (with no worker idle we do not join again),
+        # or each push until we exit would hand us a job only to get it back.
+        if not (idle and self.wanted) and not self.acks_due(stopping) and not (stopping and self.on_idle):
             return False
         if self.suspect:
             self.reconcile()
@@ -220,8 +222,8 @@ class Dispatcher(Holding):
             pass                          # the lease brings it back
 
     def flush_acks(self) -> None:
-        """The acks owed go now; on the way out we also leave the idle list (a push
-        finding our entry there would hand us a job nobody takes until its lease ends)."""
+        """The acks owed go now, and we leave the idle list in the same call: a push
+        that found our entry after we exit would try to hand us its job in vain."""
         if self.on_idle:
             self.broker.reserve(self.cfg.name, self.consumer, 0, self.lease, self.acks, leave_idle=True)
             self.acks, self.on_idle = [], False

@@ -194,3 +194,16 @@ def test_jobs_reserved_by_the_join_attempt_go_out_as_before(sup):
     # and the next turn, with b still waiting, tries again: nothing left, so it joins
     sup.pump([])
     assert sup.broker.flags[1] == (1, False, True, []) and holding.on_idle
+
+
+def test_a_dispatcher_leaves_the_idle_list_as_soon_as_the_service_stops(sup):
+    # Given an idle dispatcher on the idle list
+    (a, b), holding = idle_service(sup)
+    assert holding.on_idle
+    # When the stop begins (its workers still draining), one turn takes it off the list
+    sup.pool.pump([], True, sup.gate.record)
+    assert sup.broker.flags[-1] == (0, True, False, []) and not holding.on_idle
+    # and the turns after that make no call
+    calls = len(sup.broker.calls)
+    sup.pool.pump([], True, sup.gate.record)
+    assert len(sup.broker.calls) == calls

@@ -8,14 +8,19 @@ A worker says how many jobs it wants (WANT, its credit: worker/dispatched.py):
 one per free slot, and a batch of about 10 ms of work while its recent jobs were
 short, by the same prefetch rule as grab mode. Acks wait up to ACK_DELAY for
 a reserve to ride on, so a stream of short jobs costs one round trip per batch,
-not one per job."""
+not one per job.
+
+While a worker waits for work, the dispatcher is on the queue's idle list as a
+grab worker would be: a push hands it the job over its wake-up subscription,
+and it confirms the job and sends it on at once, with no reserve round trip on
+the way from push to start."""
 from __future__ import annotations
 
 import logging
 import time
 
 from .. import ipc
-from ..brokers import FALLBACK_WAIT, Ack, BrokerError, Held
+from ..brokers import FALLBACK_WAIT, Ack, BrokerError, Held, Reserved
 from ..core import envelope as jobmod
 from .holding import Holding
 
@@ -40,6 +45,7 @@ class Dispatcher(Holding):
         self.acks: list[Ack] = []
         self.acks_since = 0.0             # when the oldest ack owed came in
         self.waiter = None
+        self.on_idle = False              # our last reserve may have put us on the broker's idle list
         self.wanted = True                # there may be work: reserve at the next turn
         self.suspect = False              # a call failed mid-way: reconcile before reserving
         self.due_at = clock()             # when to look again without a hint
@@ -55,7 +61,9 @@ class Dispatcher(Holding):
         self.lease = queue_cfg.timeout + lease_grace
 
     def fds(self) -> list:
-        return [self.waiter] if self.waiter is not None and self.idle else []
+        # Even with no worker idle: a hand-off may still come (a push that found us on
+        # the idle list before our last reserve took us off), and must not wait.
+        return [self.waiter] if self.waiter is not None else []
 
     def timeout(self, now: float) -> float:
         if self.retry_at is not None and now < self.retry_at:
@@ -124,21 +132,28 @@ class Dispatcher(Holding):
         if the broker was called (and answered). Raises BrokerError when the broker
         is unreachable (the caller backs off)."""
         if self.waiter is not None and self.waiter in readable:
-            self.waiter.drain()
+            self.take_handed(self.waiter.drain(), stopping)
             self.wanted = True
         if self.retry_at is not None and self.clock() < self.retry_at:
             return False
         if self.clock() >= self.due_at:
             self.wanted = True
         idle = [] if stopping else [h for h in self.idle if not h.retiring]
-        if not (idle and self.wanted) and not self.acks_due(stopping):
+        # Stopping: leave the idle list too (with no worker idle we do not join again),
+        # or each push until we exit would hand us a job only to get it back.
+        if not (idle and self.wanted) and not self.acks_due(stopping) and not (stopping and self.on_idle):
             return False
         if self.suspect:
             self.reconcile()
         if self.waiter is None and idle:
-            self.waiter = self.broker.waiter(self.cfg.name)
+            self.waiter = self.broker.waiter(self.cfg.name, self.consumer)
         want = sum(self.free[h] for h in idle)
-        reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, want, self.lease, self.acks)
+        # Join the idle list when a worker could take a handed job at once (nothing
+        # reserved now): a push then hands us its job, saving a round trip.
+        join = bool(want) and self.waiter is not None
+        reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, want, self.lease, self.acks,
+                                                 leave_idle=self.on_idle, join_idle=join)
+        self.on_idle = join and not reserved
         self.acks, self.failures, self.retry_at = [], 0, None
         turn = 0
         for item in reserved:                     # round the workers, one job each per round
@@ -148,10 +163,27 @@ class Dispatcher(Holding):
                 idle.remove(handle)
             else:
                 turn += 1
-        self.wanted = bool(reserved) and len(reserved) == want   # every free slot got one: maybe more wait
+        # Jobs came: maybe more wait; and if some slot is still free, the next reserve
+        # (finding nothing) puts us on the idle list, where the next push finds us.
+        self.wanted = bool(reserved)
         wait = FALLBACK_WAIT if next_due is None else min(FALLBACK_WAIT, next_due)
         self.due_at = self.clock() + wait
         return True
+
+    def take_handed(self, handed: list, stopping: bool) -> None:
+        """Jobs a push handed us (we were on the idle list; `on_idle` stays, as a late
+        hand-off can't tell us whether a later reserve put us back on it):
+        confirm each (its lease becomes ours, so a loss from here on spends its
+        attempt) and send it to an idle worker at once. One that no worker has room
+        for (their asks were filled meanwhile, or we stop) goes back unrun."""
+        for token, envelope in handed:
+            job_id = jobmod.job_id(envelope)
+            self.broker.confirm(self.cfg.name, job_id, token, self.lease)
+            ready = [] if stopping else [h for h in self.idle if not h.retiring and self.free.get(h)]
+            if ready:
+                self._hand_out(ready[0], Reserved(token, envelope))
+            else:
+                self._release(job_id, token)
 
     def acks_due(self, stopping: bool) -> bool:
         """Acks owed that must go now, without a reserve to ride on: the oldest has
@@ -181,13 +213,21 @@ class Dispatcher(Holding):
         if not handle.tell({"type": ipc.JOB, "id": job_id, "token": item.token, "envelope": item.envelope}):
             del self.handed[handle][job_id]   # never reached it: back, unrun, attempt refunded
             self.free[handle] += 1
-            try:
-                self.broker.release(self.cfg.name, job_id, item.token)
-            except BrokerError:
-                pass                      # the lease brings it back
+            self._release(job_id, item.token)
+
+    def _release(self, job_id: str, token: str) -> None:
+        try:
+            self.broker.release(self.cfg.name, job_id, token)
+        except BrokerError:
+            pass                          # the lease brings it back
 
     def flush_acks(self) -> None:
-        if self.acks:
+        """The acks owed go now, and we leave the idle list in the same call: a push
+        that found our entry after we exit would try to hand us its job in vain."""
+        if self.on_idle:
+            self.broker.reserve(self.cfg.name, self.consumer, 0, self.lease, self.acks, leave_idle=True)
+            self.acks, self.on_idle = [], False
+        elif self.acks:
             self.broker.ack(self.cfg.name, self.acks)
             self.acks = []
 

@@ -37,7 +37,7 @@ DURABLE = "wait_replicas=1&wait_timeout=1"      # each push WAITs for the one re
 SYSTEMS = {
     "mpqueue": lambda r: Mpqueue(r),
     "mpqueue-dispatch": lambda r: Mpqueue(r, mode="dispatch", name="mpqueue-dispatch", variant="dispatch mode",
-                                          workloads=("drain", "latency")),
+                                          workloads=("drain", "latency", "idle")),
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker",
                                         workloads=("push", "drain", "latency", "delayed", "idle", "sigkill", "ticks",

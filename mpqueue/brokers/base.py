@@ -16,6 +16,7 @@ dashboard read and administer. A backend is a new module implementing
 from __future__ import annotations
 
 import abc
+import contextlib
 
 from .records import Ack, Held, PushItem, Reserved, Tick   # noqa: F401 - the contract's values, here too
 
@@ -125,6 +126,11 @@ class Lifecycle(abc.ABC):
         """The consumer took a job a push handed to it: its lease becomes `lease`
         seconds from now (sent without waiting; a broker that never hands jobs
         over has nothing to confirm)."""
+
+    def receipts_held(self, queue: str):
+        """A context in which confirm() is committed but reaches the broker only at its
+        end (see RedisBroker): around a hand-off's confirm and the pipe write after it."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def renew(self, queue: str, consumers: list[str], lease: float) -> int:

@@ -272,6 +272,12 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         # Sent without waiting for the reply: a hand-off must stay one round trip.
         self._send_receipt("confirm", queue, [job_id, token, int(lease * 1000)])
 
+    def receipts_held(self, queue):
+        try:
+            return self.servers.for_queue(queue).receipts.held()
+        except redislib.exceptions.RedisError:
+            return contextlib.nullcontext()
+
     def _send_receipt(self, script, queue, args) -> None:
         """Send a script call nobody waits for, on the node's receipts connection (resp.Sender).
         A lost one only leaves what the reservation gave: a hand-off unconfirmed (its short

@@ -13,9 +13,12 @@ import contextlib
 import inspect
 import os
 import select
+import socket
 
 import redis as redislib
 import redis.sentinel  # noqa: F401 - redislib.sentinel below
+
+TCP_CORK = getattr(socket, "TCP_CORK", 3)       # Linux's value, where the module lacks the name
 
 
 def bulk(value) -> bytes:
@@ -160,6 +163,7 @@ class Sender:
 
     def __init__(self, client):
         self.client, self.conn, self.inflight, self.loaded = client, None, [], set()
+        self.corking = self.corked = False     # inside held(); and the socket is corked
 
     def send(self, command: bytes, script) -> None:
         try:
@@ -171,10 +175,36 @@ class Sender:
                 self.loaded.add(script.sha)
             if len(self.inflight) >= self.UNREAD_MAX:
                 self.drain()
+            if self.corking and not self.corked:
+                self.corked = self._cork(1)
             self.conn.send_packed_command([command])
             self.inflight.append((command, script))
         except (redislib.exceptions.RedisError, OSError):
             self.close()
+
+    @contextlib.contextmanager
+    def held(self):
+        """Receipts sent inside go to the kernel at once (a death of ours still sends
+        them: closing a socket sends what it holds) but reach Redis only at the end
+        (TCP_CORK): for a receipt that must be committed before an event that does not
+        wait for it, a hand-off's confirm before the job goes down a worker's pipe,
+        without Redis's wake-up competing with the worker's for the CPU. A socket
+        that takes no cork (a Unix socket) sends them at once, as before."""
+        self.corking = True
+        try:
+            yield
+        finally:
+            self.corking = False
+            if self.corked:
+                self.corked = False
+                self._cork(0)
+
+    def _cork(self, on: int) -> bool:
+        try:
+            self.conn._sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, on)
+            return True
+        except (AttributeError, OSError):     # gone, or not TCP
+            return False
 
     def drain(self) -> None:
         while self.inflight:
@@ -187,6 +217,7 @@ class Sender:
                 self.inflight.append((command, script))
 
     def close(self) -> None:
+        self.corked = False
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.disconnect()

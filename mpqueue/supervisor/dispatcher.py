@@ -178,12 +178,16 @@ class Dispatcher(Holding):
         for (their asks were filled meanwhile, or we stop) goes back unrun."""
         for token, envelope in handed:
             job_id = jobmod.job_id(envelope)
-            self.broker.confirm(self.cfg.name, job_id, token, self.lease)
             ready = [] if stopping else [h for h in self.idle if not h.retiring and self.free.get(h)]
-            if ready:
-                self._hand_out(ready[0], Reserved(token, envelope))
-            else:
+            if not ready:
+                self.broker.confirm(self.cfg.name, job_id, token, self.lease)
                 self._release(job_id, token)
+                continue
+            # The confirm is committed before the job goes down the pipe, but Redis is
+            # woken after the worker (receipts_held): the job's start waits on neither.
+            with self.broker.receipts_held(self.cfg.name):
+                self.broker.confirm(self.cfg.name, job_id, token, self.lease)
+                self._hand_out(ready[0], Reserved(token, envelope))
 
     def acks_due(self, stopping: bool) -> bool:
         """Acks owed that must go now, without a reserve to ride on: the oldest has

@@ -5,6 +5,8 @@ A hand-off nobody can take (its worker died, every ask was filled, the service
 stops) goes back unrun."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from mpqueue import ipc
@@ -19,7 +21,7 @@ class HandoffBroker(Broker):
 
     def __init__(self):
         super().__init__()
-        self.flags, self.waiters = [], []
+        self.flags, self.waiters, self.handles = [], [], []
 
     def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
         self.flags.append((count, leave_idle, join_idle, [a.id for a in acks]))
@@ -27,6 +29,12 @@ class HandoffBroker(Broker):
 
     def confirm(self, queue, job_id, token, lease):
         self._call("confirm", job_id, token)
+
+    @contextlib.contextmanager
+    def receipts_held(self, queue):
+        self._call("hold")
+        yield
+        self._call("let go", sum(len(h.control.sent) for h in self.handles))
 
     def waiter(self, queue, consumer=None):
         self.waiters.append(consumer)
@@ -65,6 +73,7 @@ def idle_service(s):
     dispatcher's reserve put it on the idle list."""
     s.pool.top_up()
     handles = sorted(s.pool.workers.values(), key=lambda h: h.pid)
+    s.broker.handles = handles
     for h in handles:
         h.report.inbox += [{"type": ipc.READY, "tasks": {}}, ipc.want_message(1)]
         s.pool.on_reports(h)
@@ -92,8 +101,9 @@ def test_a_handed_job_is_confirmed_then_sent_on_with_no_reserve_before_it(sup):
     # When a push hands it a job
     sup.broker.calls.clear()
     sup.pump(hand_over(holding, "j1"))
-    # Then it is confirmed and sent to the worker that asked first, before any reserve
-    assert sup.broker.calls[0] == ("confirm", "j1", "hj1")
+    # Then it is confirmed and sent to the worker that asked first, before any reserve;
+    # the confirm reaches Redis only once the job is down the pipe (receipts held)
+    assert sup.broker.calls[:3] == [("hold",), ("confirm", "j1", "hj1"), ("let go", 1)]
     assert [m["id"] for m in a.control.sent] == ["j1"] and b.control.sent == []
     assert a.control.sent[0]["token"] == "hj1"
     # and, with the other worker still waiting, the dispatcher goes back on the list at once

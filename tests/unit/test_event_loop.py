@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import sys
 import time
 
 import pytest
 
 from mpqueue.core.context import CancelProbe, JobContext, reset_current, set_current
+from mpqueue.execution import aio as aio_mod
 from mpqueue.execution.aio import EventLoop, TaskExit
 from mpqueue.execution.settle import Settled
 
@@ -110,3 +112,32 @@ def test_the_cancel_probe_remembers_what_was_asked():
     now[0] = 1.0
     assert probe() is True and probe.asked == "ask"
     assert probe() is True            # for good, without asking again
+
+
+def _spy_on_select(monkeypatch) -> list:
+    waits, real = [], select.select
+
+    def spy(r, w, x, timeout=None):
+        waits.append(timeout)
+        return real(r, w, x, timeout)
+    monkeypatch.setattr(select, "select", spy)
+    return waits
+
+
+def test_a_timer_is_waited_for_to_the_microsecond_not_rounded_up_to_the_millisecond(monkeypatch):
+    # epoll_wait() takes whole milliseconds: rounded up, a 12.3 ms wait was 13 ms
+    waits = _spy_on_select(monkeypatch)
+    aio = EventLoop(threaded=False)
+    start = time.monotonic()
+    aio.run(asyncio.sleep(0.0123))
+    assert time.monotonic() - start >= 0.0123          # never early
+    assert any(0.011 < w < 0.0123 for w in waits)      # the wait the timer asked for
+
+
+def test_an_epoll_fd_too_high_for_select_waits_in_milliseconds_as_before(monkeypatch):
+    waits = _spy_on_select(monkeypatch)
+    monkeypatch.setattr(aio_mod, "_FD_SETSIZE", 0)
+    aio = EventLoop(threaded=False)
+    start = time.monotonic()
+    assert aio.run(asyncio.sleep(0.0123, result="slept")) == "slept"
+    assert time.monotonic() - start >= 0.0123 and waits == []

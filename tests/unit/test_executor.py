@@ -15,6 +15,7 @@ import pytest
 from mpqueue import proc
 from mpqueue.core import tasks
 from mpqueue.core.schema import QueueConfig, ServiceConfig
+from mpqueue.execution import runner as runner_mod
 from mpqueue.execution.aio import EventLoop
 from mpqueue.execution.runner import Runner
 from mpqueue.ipc import OVERDUE, Scoreboard
@@ -47,10 +48,39 @@ async def _blocker(seconds):
     return "blocked"
 
 
+EVENTS: dict = {}                   # asyncio.Events of one test, made by it
+LOOP_GATE = threading.Event()       # holds the event loop (a job blocking it) until set
+TASKS_SEEN: list = []
+
+
+async def _sets_go():
+    await asyncio.sleep(0.05)
+    EVENTS["go"].set()              # wakes the two below in one loop turn, first-come first
+
+
+async def _first_to_wake():
+    await EVENTS["go"].wait()
+    return "first"
+
+
+async def _then_blocks():
+    await EVENTS["go"].wait()
+    LOOP_GATE.wait(10)              # blocks the loop, in the same turn as the job above ended
+    return "second"
+
+
+async def _counts_tasks():
+    TASKS_SEEN.append(len(asyncio.all_tasks()))
+
+
 _register("exe:held", _held_thread_job)
 _register("exe:sleeper", _sleeper)
 _register("exe:blocker", _blocker)
 _register("exe:quick", lambda: 1)
+_register("exe:sets_go", _sets_go)
+_register("exe:first_to_wake", _first_to_wake)
+_register("exe:then_blocks", _then_blocks)
+_register("exe:counts_tasks", _counts_tasks)
 
 
 def unit(task, *args, received=None):
@@ -213,3 +243,49 @@ def test_a_job_refused_at_its_start_ends_at_once_and_frees_its_slot(slots_on):
     slots.start(u)
     assert slots.collect() == [(u, None)] and slots.free() == 4
     assert [job_id for job_id, _ in broker.failed] == [u.id]
+
+
+def test_an_async_jobs_end_reaches_the_main_thread_before_the_loop_runs_the_next_step(slots_on):
+    # Given two jobs that one event wakes in the same loop turn, the second then holding the loop
+    EVENTS["go"] = asyncio.Event()
+    slots, _, _ = slots_on(timeout=30.0)
+    setter, first, second = unit("exe:sets_go"), unit("exe:first_to_wake"), unit("exe:then_blocks")
+    try:
+        for u in (first, second, setter):
+            slots.start(u)
+        slots.kick()
+        # When the event is set
+        ended = wait_ended(slots, 2, within=3.0)
+        # Then the first one's end is in the main thread's hands while the second holds the loop
+        # (a done callback would have waited for the loop's next turn, after the second's step)
+        assert {u for u, _ in ended} == {setter, first} and slots.running() == 1
+    finally:
+        LOOP_GATE.set()
+    assert [u for u, _ in wait_ended(slots)] == [second]
+    LOOP_GATE.clear()
+
+
+def test_an_async_job_runs_as_the_one_task_on_the_loop(slots_on):
+    # A watcher task per job (cancel requests) would be a second task: two more loop steps a job
+    TASKS_SEEN.clear()
+    slots, _, _ = slots_on()
+    slots.start(unit("exe:counts_tasks"))
+    slots.kick()
+    assert len(wait_ended(slots)) == 1
+    assert TASKS_SEEN == [1]
+
+
+def test_a_cancel_request_cancels_a_running_async_job_at_the_next_look(slots_on, monkeypatch):
+    # Given a job asked to stop while it awaits, looked for every 50 ms here (1 s in service)
+    monkeypatch.setattr(runner_mod, "CANCEL_POLL", 0.05)
+    slots, broker, report = slots_on(timeout=30.0)
+    broker.cancel_requested = lambda queue, job_id: "ask"
+    u = unit("exe:sleeper", 30)
+    slots.start(u)
+    slots.kick()
+    # Then it is cancelled long before its 30 s and settled as an error (the broker's standing
+    # request ends it as cancelled), not as a timeout
+    ((got, ack),) = wait_ended(slots, within=3.0)
+    assert got is u and ack is None
+    assert broker.retried == [u.id] and broker.failed == []
+    assert not slots.overran and report.reports == []

@@ -1,4 +1,4 @@
-"""Example tasks used by conf/example.yaml and the README's quick start."""
+"""Example tasks used by conf/example.yaml and the quick start (README, docs/tutorial)."""
 import time
 
 import mpqueue

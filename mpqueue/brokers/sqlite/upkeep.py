@@ -21,7 +21,7 @@ whether a queue holds ten jobs or a million (issue #27 item 9).
   (Nodes of 0.1.0 keep SQLite's own checkpoint: it costs them nothing new.)
 - Space: new files are made with auto_vacuum=INCREMENTAL; a file of an earlier
   release is converted (VACUUM) when opened if its live data is at most
-  CONVERT_LIVE_BYTES (bigger ones: README, "SQLite", for the one-line command).
+  CONVERT_LIVE_BYTES (bigger ones: docs/explanation/brokers.md, for the one-line command).
   The supervisor's heartbeat (every 15 s) gives back up to VACUUM_STEP free
   pages and checkpoints, so the file shrinks after a drain.
 """

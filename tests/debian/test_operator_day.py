@@ -93,6 +93,14 @@ def test_the_package_runs_on_debians_python_and_installing_starts_nothing(day):
     # the man pages built from docs/ (the units' Documentation=man:mpqueue(1) names the first)
     for page in ("man1/mpqueue.1.gz", "man1/mpqctl.1.gz", "man5/mpqueue.yaml.5.gz"):
         assert Path("/usr/share/man", page).exists()
+    # and every file the installed units name in Documentation= is there (the HTML site)
+    for unit in Path("/lib/systemd/system").glob("mpqueue*"):
+        docs = re.findall(r"file://(\S+)", "\n".join(line for line in unit.read_text().splitlines()
+                                                  if line.startswith("Documentation=")))
+        assert docs and all(Path(d).is_file() for d in docs), (unit, docs)
+    # with the generated key reference, and Sphinx's JavaScript linked to Debian's (dh_sphinxdoc)
+    assert "prefetch" in Path("/usr/share/doc/mpqueue/html/reference/man/mpqueue.yaml.html").read_text()
+    assert Path("/usr/share/doc/mpqueue/html/_static/searchtools.js").is_symlink()
     assert run("/usr/bin/mpqueue", "check", "--config", "/etc/mpqueue/example.yaml").returncode == 0
     # installing enabled and started nothing
     assert [str(p) for p in Path("/etc/systemd/system").rglob("mpqueue*")] == []

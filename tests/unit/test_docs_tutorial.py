@@ -20,8 +20,16 @@ def block(lang: str, containing: str) -> str:
     return next(b for b in re.findall(rf"^```{lang}\n(.*?)^```$", PAGE, re.M | re.S) if containing in b)
 
 
+def forget_shop():
+    """Other suites (the framework tests' Django project) have a package named shop
+    too: the page's must be imported from its own directory, not found cached."""
+    for name in [m for m in sys.modules if m == "shop" or m.startswith("shop.")]:
+        del sys.modules[name]
+
+
 @pytest.fixture
 def shop(tmp_path, monkeypatch):
+    forget_shop()
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "__init__.py").write_text("")
     (tmp_path / "shop" / "tasks.py").write_text(block("python", "def charge"))
@@ -33,8 +41,7 @@ def shop(tmp_path, monkeypatch):
     client = mpqueue.Client.from_config(str(tmp_path / "shop.yaml"))
     yield client
     client.close()
-    for name in [m for m in sys.modules if m == "shop" or m.startswith("shop.")]:
-        del sys.modules[name]
+    forget_shop()
 
 
 def test_charge_is_retried_until_its_third_attempt_succeeds(shop):

@@ -136,10 +136,12 @@ def test_a_worker_started_after_a_newer_release_took_the_broker_fails_to_boot_sa
     # Given a running service whose worker is replaced after every job
     svc = service({"queues": {"default": {"workers": 1, "max_jobs": 1}}}).start()
     client = mpqueue.Client(broker_url)
-    client.push("default", "testtasks:record", ["before"])
-    wait_for(lambda: rdb.llen("test:runs") == 1, 10, what="the first job")
-    # When a newer release takes the broker over, and the worker is replaced
+    client.push("default", "testtasks:hold", ["before"])
+    wait_for(lambda: rdb.llen("test:starts") == 1, 10, what="the first job")
+    # When a newer release takes the broker over while that job runs, and the worker is then replaced
+    # (planting while the job holds its worker: planted after the job, the replacement could boot first)
     plant_newer_format(broker_url)
+    rdb.rpush("test:release:before", 1)
     # Then the new worker refuses to boot on it (the supervisor retries with back-off, STATUS says why)
     problem = f"DataFormatError: {REFUSAL}"
     wait_for(lambda: problem in svc.log(), 20, what="the boot failure")

@@ -329,14 +329,14 @@ def derived(results: dict, systems: list, z: Sizes) -> dict:
     """Rows computed across systems after the run: each system's no-op drain as a
     % of the bare loop's in the same round. {(label, system name): [samples]}."""
     rate_label, pct_label = labels("drain", z)[:2]
-    bare = [s for s in systems if s.reference]
+    bare = [s for s in systems if s.name == "bare"]
     if not bare:
         return {}
     base = results.get((rate_label, bare[0].name), [])
     out = {}
     for s in systems:
         mine = results.get((rate_label, s.name))
-        if s.reference or not mine:
+        if s is bare[0] or not mine:
             continue
         out[(pct_label, s.name)] = [
             mine_r / base_r * 100 if all(isinstance(v, (int, float)) for v in (mine_r, base_r)) and base_r else

@@ -1,7 +1,8 @@
 """The systems under benchmark: name -> factory(redis). Columns of the table are
 the systems' `column`; a system with a `variant` adds rows to its column's
 figures (mpqueue's dispatch mode, RQ's SimpleWorker, Celery's reliable mode, the
-io50 configurations). `bare` is a reference column, not a queue (systems/bare.py).
+io50 configurations). `bare` and `floor` are reference columns, not queues (systems/bare.py,
+systems/floor.py).
 
 mpqueue on another broker is one more entry, e.g.
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
@@ -26,6 +27,7 @@ from .arq import Arq
 from .bare import Bare
 from .celery import Celery
 from .dramatiq import Dramatiq
+from .floor import Floor
 from .huey import Huey
 from .mpqueue import Mpqueue
 from .rq import Rq
@@ -90,6 +92,7 @@ SYSTEMS = {
     "arq-async": lambda r: Arq(r, max_jobs=32, name="arq-async", variant="2 processes × max_jobs 32",
                                workloads=IO50),
     "bare": Bare,
+    "floor": Floor,
 }
 
 PEERS = ("dramatiq", "dramatiq-threads", "rq", "rq-simple", "huey", "huey-threads", "huey-threads-2p", "celery",

@@ -18,11 +18,13 @@ from __future__ import annotations
 import abc
 import contextlib
 
+from ..core.limits import RateLimit
 from .records import Ack, Held, PushItem, Reserved, Tick   # noqa: F401 - the contract's values, here too
 
 
 # The shape of counts(): mpqctl's columns and the dashboard's, in this order.
-COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_total")
+# throttled_total: reserves a rate limit cut short while jobs waited (core/limits.py), every node's
+COUNT_KEYS = ("ready", "scheduled", "running", "failed", "done_total", "failed_total", "throttled_total")
 # Wake-ups are hints: whoever waits on one re-checks the broker at least this
 # often (seconds), so a lost hint delays a job, never strands it.
 FALLBACK_WAIT = 60.0
@@ -84,14 +86,19 @@ class Lifecycle(abc.ABC):
     # -- consumers
     @abc.abstractmethod
     def reserve(self, queue: str, consumer: str, count: int, lease: float, acks: list[Ack] = (), *,
-                leave_idle: bool = False, join_idle: bool = False) -> tuple[list[Reserved], float | None]:
+                leave_idle: bool = False, join_idle: bool = False,
+                rate: RateLimit | None = None) -> tuple[list[Reserved], float | None]:
         """Ack `acks`, promote due delayed jobs, then reserve up to `count` jobs for
         `consumer` with a lease of `lease` seconds. Returns (reserved, seconds
         until the next delayed job is due or None). Each reservation has a fresh
         token; its attempt count is incremented. `leave_idle`: the consumer was
         on the idle list and leaves it; `join_idle`: if nothing was reserved it
         joins the idle list, and a push may then hand it a job through its
-        waiter. A broker without hand-over ignores both."""
+        waiter. A broker without hand-over ignores both. `rate`: the queue's
+        rate limit, shared by every consumer that passes it (core/limits.py):
+        fewer jobs are reserved when it allows fewer, and the seconds returned
+        are then no later than when it next allows one; a consumer with a rate
+        does not join the idle list."""
 
     @abc.abstractmethod
     def ack(self, queue: str, acks: list[Ack]) -> int:

@@ -52,7 +52,7 @@ class QueueKeys:
         self.ready = [f"{self.prefix}ready:{p}" for p in range(10)]     # one list per priority 0..9
         (self.pmax, self.sched, self.held, self.leases, self.stats, self.failed, self.errors,
          self.wake, self.idle, self.failed_at, self.watch, self.cancels, self.ids, self.paused,
-         self.where, self.dead, self.ticks, self.history) = (self.prefix + name for name in KEY_NAMES[1:])  # its order
+         self.where, self.dead, self.ticks, self.history, self.rate) = (self.prefix + name for name in KEY_NAMES[1:])  # its order
         self._packed: dict[str, bytes] = {}
 
     def done(self, job_id: str) -> str:
@@ -218,9 +218,10 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
         self.servers.suspect(queue)
 
     # -- consumers
-    def _reserve_raw(self, queue, consumer, count, lease, acks, idle=""):
+    def _reserve_raw(self, queue, consumer, count, lease, acks, idle="", rate=None):
         # idle flags of reserve.lua: "L" leave the idle list, "E" join it if empty-handed
-        args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), idle, len(acks)]
+        interval, burst = (repr(rate.interval_ms), rate.burst) if rate else (0, 0)
+        args = [consumer, os.urandom(6).hex() + ".", count, int(lease * 1000), idle, interval, burst, len(acks)]
         keys = self.keys(queue)
         for a in acks:
             args += [a.id, a.token, a.record, a.ttl, "1" if a.first_attempt else "0"]
@@ -235,9 +236,9 @@ class RedisBroker(RedisHandles, RedisInspection, RedisHistory, RedisNodeRecords,
             raise NotReplicated(f"redis: a reserve {short}: its jobs are not run and its acks are sent again")
         return out
 
-    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
+    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False, rate=None):
         idle = ("L" if leave_idle else "") + ("E" if join_idle else "")
-        out = self._reserve_raw(queue, consumer, count, lease, acks, idle)
+        out = self._reserve_raw(queue, consumer, count, lease, acks, idle, rate)
         next_due = None if out[1] < 0 else out[1] / 1000.0
         return [Reserved(out[i], out[i + 1]) for i in range(2, len(out), 2)], next_due
 

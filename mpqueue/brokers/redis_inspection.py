@@ -57,7 +57,8 @@ def counts_from(res: list) -> dict:
     Cancelled envelopes still in a ready list (stats "dead", see _keys.lua) are not jobs."""
     stats = res[13]
     return {"ready": sum(res[:10]) - int(stats.get("dead", 0)), "scheduled": res[10], "running": res[11], "failed": res[12],
-            "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0))}
+            "done_total": int(stats.get("done", 0)), "failed_total": int(stats.get("failed", 0)),
+            "throttled_total": int(stats.get("throttled", 0))}
 
 
 class RedisInspection:

@@ -21,7 +21,7 @@ from .records import PushItem
 
 # The queue's keys by name (under "mpq:{<queue>}:"); ready:* stands for ready:0..9.
 KEY_NAMES = ("ready:*", "pmax", "sched", "held", "leases", "stats", "failed", "errors", "wake", "idle",
-             "failed_at", "watch", "cancels", "ids", "paused", "where", "dead", "ticks", "history")
+             "failed_at", "watch", "cancels", "ids", "paused", "where", "dead", "ticks", "history", "rate")
 _CONSTANTS = {name: name.removesuffix(":*").upper() for name in KEY_NAMES}
 _HEADER = re.compile(r"^-- KEYS:(.*)$", re.MULTILINE)
 _UNIT = re.compile(r"^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)")

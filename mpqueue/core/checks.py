@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import re
 
+from .limits import BadRate, parse_rate
+
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 WHOLE = object()
 
@@ -111,3 +113,17 @@ def listen(allow_unix: bool):
             raise Bad(expected)
         return v
     return _stating(expected, check)
+
+
+def rate(v):
+    """A rate limit's text ("20/s"), checked by the one parser (core/limits.py); null: none."""
+    if v is None:
+        return None
+    try:
+        parse_rate(v)
+    except BadRate as exc:
+        raise Bad(f"{exc}; or null") from None
+    return v.strip()
+
+
+rate.expected = 'a rate such as "20/s", "600/m", "5/10s", or null'

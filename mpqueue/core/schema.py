@@ -114,6 +114,10 @@ QUEUE_KEYS = {
     "max_jobs": Key(int, 0, checks.integer(0), "recycle a worker after N jobs, 0 = never"),
     "prefetch": Key(int, 64, checks.integer(1),
                     "most jobs a worker takes in hand at once, by reserve (grab) or ask (dispatch); 1 = one"),
+    "rate": Key(str | None, None, checks.rate,
+                "most jobs started per period across every node of the service (\"20/s\", \"600/m\"); "
+                "null: no limit"),
+    "rate_burst": Key(int, 1, checks.integer(1), "jobs a rate-limited queue may start at once after a quiet spell"),
     "result_ttl": Key(int, 300, checks.integer(0), "seconds done jobs stay visible, 0 = not kept"),
     "concurrency": Key(int, 1, checks.integer(1, MAX_CONCURRENCY),
                        "most jobs one worker runs at once (async tasks, or threads)"),

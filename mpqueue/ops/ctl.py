@@ -115,6 +115,8 @@ def status(target, queues):
     \b
     JSON: {"queues": {"<queue>": {"ready": n, "scheduled": n, "running": n,
                                   "failed": n, "done_total": n, "failed_total": n,
+                                  "throttled_total": n (reserves the queue's rate
+                                  limit cut short while jobs waited),
                                   "paused": true|false, "served": true|false}},
            "nodes": [{"node": id, "service": name, "host": name, "pid": n,
                       "queues": {"<queue>": {"workers": n, "busy": n, "idle": n,

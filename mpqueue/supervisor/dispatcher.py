@@ -22,6 +22,7 @@ import time
 from .. import ipc
 from ..brokers import FALLBACK_WAIT, Ack, BrokerError, Held, Reserved
 from ..core import envelope as jobmod
+from ..core.limits import rate_of
 from .holding import Holding
 
 log = logging.getLogger("mpqueue.dispatch")
@@ -59,6 +60,7 @@ class Dispatcher(Holding):
     def configure(self, queue_cfg, lease_grace: float) -> None:
         self.cfg = queue_cfg
         self.lease = queue_cfg.timeout + lease_grace
+        self.rate = rate_of(queue_cfg)
 
     def fds(self) -> list:
         # Even with no worker idle: a hand-off may still come (a push that found us on
@@ -152,7 +154,7 @@ class Dispatcher(Holding):
         # reserved now): a push then hands us its job, saving a round trip.
         join = bool(want) and self.waiter is not None
         reserved, next_due = self.broker.reserve(self.cfg.name, self.consumer, want, self.lease, self.acks,
-                                                 leave_idle=self.on_idle, join_idle=join)
+                                                 leave_idle=self.on_idle, join_idle=join, rate=self.rate)
         self.on_idle = join and not reserved
         self.acks, self.failures, self.retry_at = [], 0, None
         turn = 0

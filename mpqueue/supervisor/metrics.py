@@ -165,6 +165,11 @@ class _Collector:
         yield gauge
         yield paused
         yield served
+        throttled = CounterMetricFamily("mpqueue_queue_throttled", "Reserves the queue's rate limit cut short "
+                                        "while jobs waited (every node's)", labels=["queue"])
+        for queue, counts in sorted((self.counts or {}).items()):
+            throttled.add_metric([queue], counts.get("throttled_total", 0))
+        yield throttled
         age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
                                 "queue has waited since it was due (0: none waits): the broker's clock now minus "
                                 "the due time its producer's clock wrote, so producer clock skew shows here",

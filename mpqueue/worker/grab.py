@@ -43,8 +43,9 @@ class GrabUnit(Unit):
 
 class GrabSource:
     def __init__(self, broker, queue: str, consumer: str, lease: float, control, shutdown_timeout: float,
-                 clock=time.monotonic):
+                 clock=time.monotonic, rate=None):
         self.broker, self.queue, self.consumer, self.lease = broker, queue, consumer, lease
+        self.rate = rate                   # the queue's RateLimit (core/limits.py), or None
         self.control, self.shutdown_timeout, self.clock = control, shutdown_timeout, clock
         self.handed: list[GrabUnit] = []   # reserved for us (or handed by a push), not started yet
         self.owed: list = []               # acks of finished jobs, for the next reserve
@@ -81,7 +82,7 @@ class GrabSource:
                 self.reclaim(keep={a.id for a in self.owed} | set(running()))
             join = self.waiter is not None and free > len(self.handed)
             reserved, next_due = self.broker.reserve(self.queue, self.consumer, want, self.lease, self.owed,
-                                                     leave_idle=self.idle, join_idle=join)
+                                                     leave_idle=self.idle, join_idle=join, rate=self.rate)
         except BrokerError as exc:
             self.broker_down(exc)
             return False

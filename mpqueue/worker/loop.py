@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..ipc import BEAT_EVERY
+from ..core.limits import prefetch_of, rate_of
 from .control import Control
 from .dispatched import DispatchedSource
 from .grab import GrabSource
@@ -99,7 +100,7 @@ class Parts:
 
 def _grab(p: Parts):
     return GrabSource(p.broker, p.queue.name, p.consumer, p.queue.timeout + p.service.lease_grace, p.control,
-                      p.service.shutdown_timeout, p.clock)
+                      p.service.shutdown_timeout, p.clock, rate=rate_of(p.queue))
 
 
 def _dispatched(p: Parts):
@@ -121,4 +122,4 @@ EXECUTORS = {1: _inline}                                  # by `concurrency`; an
 def build(p: Parts, recycler: Recycler) -> WorkerLoop:
     source = SOURCES[p.queue.mode](p)
     executor = EXECUTORS.get(p.queue.concurrency, _slots)(p)
-    return WorkerLoop(source, executor, p.control, recycler, p.queue.prefetch, p.clock)
+    return WorkerLoop(source, executor, p.control, recycler, prefetch_of(p.queue), p.clock)

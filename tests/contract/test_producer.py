@@ -63,7 +63,8 @@ def test_push_with_refuses_arguments_that_are_not_json(client):
     with pytest.raises(mpqueue.PayloadError, match="not JSON-serialisable"):
         send.push_with(kwargs={"to": object()}, client=client)
     assert json.dumps(client.broker.counts("mail")) == json.dumps(
-        {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "done_total": 0, "failed_total": 0})
+        {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "done_total": 0, "failed_total": 0,
+         "throttled_total": 0})
 
 
 # -- hostile input at push time: one clear PayloadError each, nothing stored

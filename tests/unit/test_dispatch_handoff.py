@@ -23,7 +23,7 @@ class HandoffBroker(Broker):
         super().__init__()
         self.flags, self.waiters, self.handles = [], [], []
 
-    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
+    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False, rate=None):
         self.flags.append((count, leave_idle, join_idle, [a.id for a in acks]))
         return super().reserve(queue, consumer, count, lease, acks)
 

@@ -69,7 +69,7 @@ class FakeBroker:
             ids.append(job_id)
         return ids
 
-    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
+    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False, rate=None):
         self._up()
         self.reserves.append(dict(count=count, acks=[a.id for a in acks], leave_idle=leave_idle,
                                   join_idle=join_idle))

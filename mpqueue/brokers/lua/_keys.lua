@@ -40,6 +40,8 @@
 --   ticks       HASH    schedule name -> "<last tick claimed ms> <last tick fired ms>" (tick.lua)
 --   history     ZSET    "<interval start ms> <done_total> <failed_total>" by the interval's
 --               start: the throughput history (history.lua)
+--   rate        STRING  the rate limit's theoretical arrival time of the next job (ms, broker
+--               clock, core/limits.py), expiring when it is past: reserve.lua's GCRA
 --   done:<id>   STRING  a finished job's done record (result, or cancelled), with its TTL
 -- Index cost: one HASH entry per waiting job holding a copy of its envelope (so `mpqctl job`
 -- shows a ready job's arguments without a scan); bench/scale.py measures the bytes.
@@ -138,6 +140,14 @@ local function drop_dead_heads(key, ndead)
     ndead = ndead - 1
   end
   return ndead
+end
+
+-- Whether a ready list at priority p or below holds a job (a cancelled one may count).
+local function ready_from(p)
+  for q = p, 0, -1 do
+    if redis.call('LLEN', KEYS[READY + q]) > 0 then return true end
+  end
+  return false
 end
 
 -- `env` as held (attempt counted) under `token`: its id and its new envelope.

@@ -1,25 +1,30 @@
--- KEYS: ready:* pmax sched held leases stats errors idle watch cancels ids paused where dead + done:<id> per ack
+-- KEYS: ready:* pmax sched held leases stats errors idle watch cancels ids paused where dead rate + done:<id> per ack
 -- Ack finished jobs, promote due delayed jobs, and reserve up to `count` jobs,
 -- in one step: a worker in a steady stream pays one round trip per job.
--- ARGV: consumer, token_prefix, count, lease_ms, idle, n_acks,
+-- ARGV: consumer, token_prefix, count, lease_ms, idle, interval_ms, burst, n_acks,
 --       then per ack: id, token, done_record, ttl_s, first_attempt
+-- interval_ms > 0: the queue's rate limit (core/limits.py), a GCRA on KEYS[RATE]: at most
+--       `burst` jobs at once, one per interval_ms on average, across every consumer. A
+--       rate-limited consumer never joins the idle list (a push's hand-off would pass the limit).
 -- idle: "" or letters: L = the consumer leaves the idle list first; E = if nothing
 --       was reserved, it enters the idle list (pushes may hand it jobs directly)
 -- KEYS[NKEYS + i]: done:<id> of the i-th ack
 -- Cancelled envelopes (KEYS[DEAD]) popped on the way are dropped, not counted.
 -- Returns {acked, ms_until_next_due or -1, token1, envelope1, token2, ...}; the next due
--- time only when fewer than `count` jobs were reserved (-1 otherwise).
+-- time only when fewer than `count` jobs were reserved (-1 otherwise): the earlier of the
+-- first delayed job's and, when the rate limit cut the count, the limit's next opening.
 -- A paused queue (KEYS[PAUSED]) reserves nothing and its consumers do not join the
 -- idle list; the acks and the promotion of due delayed jobs happen all the same.
 local consumer, prefix = ARGV[1], ARGV[2]
-local count, lease, idle, nacks = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local count, lease, idle = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local interval, burst, nacks = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
 local entry = consumer .. ' ' .. lease
 if string.find(idle, 'L', 1, true) then redis.call('LREM', KEYS[IDLE], 0, entry) end
 
 local acked, done = 0, 0
 for i = 1, nacks do
-  local b = 6 + (i - 1) * 5
+  local b = 8 + (i - 1) * 5
   local id, ttl = ARGV[b + 1], tonumber(ARGV[b + 4])
   if take_held(id, ARGV[b + 2]) then
     acked = acked + 1
@@ -57,6 +62,12 @@ end
 local out = {acked, -1}
 local stopped = paused()
 if stopped then count = 0 end
+local asked, tat = count, nil
+if interval > 0 and count > 0 then
+  tat = math.max(tonumber(redis.call('GET', KEYS[RATE]) or '0'), now)
+  -- (a hair over: float sums of the interval can land just under a whole job)
+  count = math.max(0, math.min(count, math.floor((now + burst * interval - tat) / interval + 1e-9)))
+end
 local pmax = tonumber(redis.call('GET', KEYS[PMAX]) or '0')
 local p, got, top = pmax, 0, pmax
 local ndead = count > 0 and dead_total() or 0
@@ -81,18 +92,30 @@ while got < count and p >= 0 do
   end
 end
 write_holds()
+if tat then
+  if got > 0 then
+    tat = tat + got * interval
+    redis.call('SET', KEYS[RATE], tostring(tat), 'PX', math.max(1, math.ceil(tat - now)))
+  end
+  -- cut by the limit with jobs still waiting: count it (mpqctl status, metrics)
+  if count < asked and ready_from(p) then redis.call('HINCRBY', KEYS[STATS], 'throttled', 1) end
+end
 -- the list we stopped in may now start with a cancelled envelope: keep its head live
 if ndead > 0 and p >= 0 then drop_dead_heads(KEYS[READY + p], ndead) end
 if top ~= pmax then
   if top == 0 then redis.call('DEL', KEYS[PMAX]) else redis.call('SET', KEYS[PMAX], top) end
 end
 
-if got == 0 and not stopped and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
+if got == 0 and not stopped and interval == 0 and string.find(idle, 'E', 1, true) then redis.call('RPUSH', KEYS[IDLE], entry) end
 
 -- The next due time matters only to a caller that will wait: one that got fewer jobs
 -- than it asked for (a pure ack asks for none).
-if got < count then
+if got < asked then
   local first = redis.call('ZRANGE', KEYS[SCHED], 0, 0, 'WITHSCORES')
   if first[2] then out[2] = math.max(0, tonumber(first[2]) - now) end
+  if count < asked then      -- the limit cut it: look again when it lets the next job through
+    local opens = math.max(0, math.ceil(tat - (burst - 1) * interval - now))
+    if out[2] < 0 or opens < out[2] then out[2] = opens end
+  end
 end
 return out

@@ -13,6 +13,7 @@ from ..base import Broker, BrokerError, Held, Reserved, Tick
 from .db import FAILED, HELD, READY, SCHED, Database, now_ms
 from .history import History
 from .inspection import Inspection
+from .rate import RateGate
 from .wake import FifoJobWatch, FifoWaiter, wake_modes
 
 
@@ -91,22 +92,24 @@ class SQLiteBroker(Inspection, History, Database, Broker):
         return Tick("fired", last, now)
 
     # -- consumers
-    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False):
+    def reserve(self, queue, consumer, count, lease, acks=(), *, leave_idle=False, join_idle=False, rate=None):
         out, next_due = [], None
         with self._write() as db:
             acked = self._ack(db, queue, acks)
             if count > 0:
-                out, next_due = self._reserve(db, queue, consumer, count, lease)
+                out, next_due = self._reserve(db, queue, consumer, count, lease, rate)
         if acked:
             self._ended(queue, acked)
         return out, next_due
 
-    def _reserve(self, db, queue, consumer, count, lease):
+    def _reserve(self, db, queue, consumer, count, lease, rate):
         out, next_due = [], None
         now = now_ms()
         self._promote(db, queue, now)
         if self._paused(db, queue):
             count = 0                    # paused: due jobs become ready, none is reserved
+        gate = RateGate(db, queue, rate, now) if rate and count else None
+        asked, count = count, gate.allowed(count) if gate else count
         rows = db.execute("SELECT rowid, env FROM job WHERE queue=? AND state=? ORDER BY ord LIMIT ?",
                           (queue, READY, count)).fetchall()
         prefix = os.urandom(6).hex() + "."
@@ -125,6 +128,10 @@ class SQLiteBroker(Inspection, History, Database, Broker):
         first = self._earliest(db, queue)
         if first is not None:
             next_due = max(0, first - now) / 1000.0
+        if gate:
+            opens = gate.took(len(rows), cut=count < asked and self._has_ready(db, queue))
+            if count < asked:            # the limit cut it: look again when it lets the next job through
+                next_due = opens if next_due is None else min(next_due, opens)
         return out, next_due
 
     def _ack(self, db, queue, acks) -> list[str]:

@@ -322,6 +322,11 @@ CREATE TABLE IF NOT EXISTS history (
 -- Paused queues (Broker.pause): reserve takes none of their jobs. Created when a file of
 -- v0.1.0 is opened. v0.1.0 itself ignores the table (and so does not honour a pause).
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY);
+-- Rate limits (core/limits.py): the GCRA's theoretical arrival time of each rate-limited
+-- queue's next job (ms), and how many reserves the limit cut while jobs waited.
+CREATE TABLE IF NOT EXISTS rate (
+    queue TEXT PRIMARY KEY, tat REAL NOT NULL, throttled INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS tick (           -- schedules: the last tick claimed and fired, ms
     queue TEXT NOT NULL, name TEXT NOT NULL, last INTEGER NOT NULL, fired INTEGER NOT NULL,
     PRIMARY KEY (queue, name)

@@ -13,10 +13,10 @@ from .db import FAILED, HELD, READY, SCHED, band, now_ms
 _CHUNK = 500      # ids or queue names per statement (SQLite limits a statement's variables)
 
 
-def _counts(queue: str, by_state: dict, totals: tuple) -> dict:
+def _counts(queue: str, by_state: dict, totals: tuple, throttled: int) -> dict:
     return {"ready": by_state.get((queue, READY), 0), "scheduled": by_state.get((queue, SCHED), 0),
             "running": by_state.get((queue, HELD), 0), "failed": by_state.get((queue, FAILED), 0),
-            "done_total": totals[0], "failed_total": totals[1]}
+            "done_total": totals[0], "failed_total": totals[1], "throttled_total": throttled}
 
 
 def _age(rows, now: int) -> float:
@@ -41,11 +41,13 @@ class Inspection(InspectionContract):
             marks = ",".join("?" * len(chunk))
             # job_count: kept by triggers (upkeep.py), so a million jobs cost what ten do
             queries += [(f"SELECT queue, state, n FROM job_count WHERE queue IN ({marks})", chunk),
-                        (f"SELECT queue, done, failed FROM stats WHERE queue IN ({marks})", chunk)]
+                        (f"SELECT queue, done, failed FROM stats WHERE queue IN ({marks})", chunk),
+                        (f"SELECT queue, throttled FROM rate WHERE queue IN ({marks})", chunk)]
         results = self._read_together(queries)
-        by_state = {(q, state): n for rows in results[::2] for q, state, n in rows}
-        totals = {q: (done, failed) for rows in results[1::2] for q, done, failed in rows}
-        return {q: _counts(q, by_state, totals.get(q, (0, 0))) for q in queues}
+        by_state = {(q, state): n for rows in results[::3] for q, state, n in rows}
+        totals = {q: (done, failed) for rows in results[1::3] for q, done, failed in rows}
+        throttled = {q: n for rows in results[2::3] for q, n in rows}
+        return {q: _counts(q, by_state, totals.get(q, (0, 0)), throttled.get(q, 0)) for q in queues}
 
     def oldest_ages(self, queues):
         # Per queue: the head of each priority's band and the earliest delayed job, each

@@ -12,20 +12,28 @@ that nothing runs or checks is an error, so "not run on purpose" can't be
 mistaken for "forgotten"."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md",
          *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
-FENCE = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ ]*$",
-                   re.M | re.S)
+FENCE = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)\n"
+                   r"(?P<body>.*?)^(?P=indent)(?P=fence)[ ]*$", re.M | re.S)
 MARK = re.compile(r"<!-- not run: (?P<why>[^\n]+?) -->[ ]*\n[ ]*$")
 # docs/frameworks.md quotes the framework suite's apps whole (tests/frameworks/test_docs.py)
 QUOTED = re.compile(r"`(tests/frameworks/apps/[\w/.]+)`:\n\n[ ]*$")
 SHELL = {"sh", "shell", "bash", "console"}
+TUTORIAL = ROOT / "docs" / "tutorial" / "first-service.md"
 
 
 @dataclass
@@ -215,3 +223,88 @@ def problems(block: Block) -> list[str]:
     if block.lang in ("python", "yaml"):
         return []                   # run by test_docs_blocks / checked by test_docs_yaml (each says if not)
     return [f"{block.id}: a {block.lang or 'plain'} block no test runs: mark it `<!-- not run: why -->`"]
+
+
+# ---- the sandbox the shell blocks run in ----
+
+class Sandbox:
+    """A temp SQLite broker per service, the services orders and example (the
+    package's example.yaml) and shop (the tutorial's) in a temp config directory,
+    and `.venv/bin` and `conf/example.yaml` as the pages' relative paths expect."""
+
+    def __init__(self, tmp: Path):
+        self.dir, self.ids, self.background = tmp, {}, None
+        broker = "sqlite:///var/lib/mpqueue/{name}/queue.db"
+        example = (ROOT / "conf" / "example.yaml").read_text()
+        assert broker in example
+        example = example.replace(broker, f"sqlite://{tmp}/{{name}}.db")
+        for rel in ("conf/example.yaml", "etc/example.yaml", "etc/orders.yaml"):
+            (tmp / rel).parent.mkdir(exist_ok=True)
+            (tmp / rel).write_text(example)
+        tutorial = blocks(TUTORIAL)
+        shop = yaml.safe_load(next(b.text for b in tutorial if b.lang == "yaml" and "imports:" in b.text))
+        shop.update(broker=f"sqlite://{tmp}/{{name}}.db", path=[str(tmp / "code")])
+        (tmp / "etc" / "shop.yaml").write_text(yaml.safe_dump(shop))
+        (tmp / "code" / "shop").mkdir(parents=True)
+        (tmp / "code" / "shop" / "__init__.py").write_text("")
+        (tmp / "code" / "shop" / "tasks.py").write_text(next(b.text for b in tutorial if b.lang == "python"))
+        (tmp / ".venv").symlink_to(Path(sys.executable).parent.parent)
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MPQUEUE_")}
+        self.env.update(MPQUEUE_CONFIG_DIR=str(tmp / "etc"), MPQUEUE_RUNTIME_DIR=str(tmp / "run"),
+                        PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+    def expand(self, arg: str, cmd: Command, value: str | None = None) -> str:
+        """The page's placeholders: $VAR of a for loop, ID_OF_TASK (the id its push
+        printed), and the example id of `job` (the last id pushed)."""
+        if cmd.loop and value is not None:
+            arg = arg.replace(f"${cmd.loop[0]}", value)
+        if m := re.fullmatch(r"ID_OF_(\w+)", arg):
+            return self.ids.get(m[1].lower(), arg)
+        if re.fullmatch(r"[0-9a-f]{8}", arg) and self.ids:
+            return self.ids["last"]
+        return arg
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        done = subprocess.run(argv, cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+        if subcommand(Command(argv)) == "push":
+            task = next(a for a in argv if ":" in a and "." in a)
+            job_id = done.stdout.strip()
+            assert re.fullmatch(r"[\w.-]+", job_id), f"push printed {done.stdout!r}, not a job id"
+            self.ids[task.rpartition(":")[2]] = self.ids["last"] = job_id
+        return done
+
+    def status(self, config: str) -> dict:
+        done = self.run([".venv/bin/mpqctl", "--config", config, "--json", "status"])
+        return json.loads(done.stdout)
+
+    def start(self, argv: list[str]):
+        self.log = open(self.dir / "service.log", "ab")
+        self.background = subprocess.Popen(argv, cwd=self.dir, env=self.env, stdout=self.log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        self.config = argv[argv.index("--config") + 1]
+
+    def stop(self) -> int | None:
+        proc, self.background = self.background, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)       # any worker left behind
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        self.log.close()
+        return proc.returncode
+
+
+def booted(box: Sandbox) -> bool:
+    assert box.background.poll() is None, (box.dir / "service.log").read_text()
+    nodes = box.status(box.config)["nodes"]
+    return bool(nodes) and all(sum(q["workers"] for q in n["queues"].values()) >= 1 for n in nodes)

@@ -18,11 +18,7 @@ tests/docs_blocks.py finds and sorts them, and says how a block is marked):
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import types
 from dataclasses import dataclass
@@ -40,7 +36,6 @@ from tests.unit.test_docs_yaml import service as service_yaml
 
 ROOT = db.ROOT
 BLOCKS = db.all_blocks()
-TUTORIAL = ROOT / "docs" / "tutorial" / "first-service.md"
 
 
 def page_blocks(rel: str, lang: str) -> list[db.Block]:
@@ -115,9 +110,20 @@ def charge(order_id):
     return {"order": order_id, "charged": True}
 
 
+@mpqueue.task(queue="orders", retries=0)
+def decline(order_id):
+    raise ValueError(f"order {order_id} declined")
+
+
 @mpqueue.task(queue="reports")
 def report():
     return "report"
+
+
+@mpqueue.task(queue="emails")
+def whoami():
+    job = mpqueue.current_job()
+    return {k: getattr(job, k) for k in ("id", "queue", "task", "attempt", "max_attempts", "worker_index")}
 '''
 CONCURRENCY_GIVEN = '''
 import mpqueue
@@ -174,6 +180,9 @@ def check_tasks(ns, shop):
     mpqueue.connect("sync://")
     assert ns["send_email"].push("bo@example.org", "hi").status() == "done"
     assert ns["BuildReport"].push(7).status() == "done"
+    # current_job()'s fields, as the comment lists them
+    assert set(shop.whoami.push().result(timeout=5)) == {"id", "queue", "task", "attempt", "max_attempts",
+                                                         "worker_index"}
     from fastapi.testclient import TestClient
     with TestClient(ns["app"]) as http:               # runs the lifespan: aclose() at its end
         response = http.post("/signup", params={"email": "ada@example.org"})
@@ -185,6 +194,15 @@ def check_tasks(ns, shop):
 def check_job_handles(ns, shop):
     assert ns["value"] == {"order": 42, "charged": True}
     assert ns["h"] == "order-42" and ns["h"].duplicate is False      # sync:// ran the first: none was waiting
+    client, JobFailed = ns["client"], ns["JobFailed"]
+    assert client.status(ns["h"].id, queue="orders") == "done"
+    assert ns["h"].cancel(kill=True) is not None
+    failing = client.push("orders", "shop.tasks:decline", args=[7])
+    with pytest.raises(JobFailed) as failed:                # exc.type, exc.message, exc.error
+        failing.result(timeout=5)
+    assert failed.value.type == "error" and "order 7 declined" in failed.value.message
+    assert failed.value.error["attempts"] == 1
+    assert failing.status() == "failed"
 
 
 def check_concurrency(ns, shop):
@@ -274,8 +292,12 @@ SHELL_ALL = [b for b in BLOCKS if b.lang in db.SHELL]
 
 
 def test_every_mpqctl_and_mpqueue_line_of_every_shell_block_parses(sandbox):
+    # Marked blocks included, and the ExecStart= of unit files. (Command names in
+    # code spans are checked by test_docs_reference.py::test_every_command_the_pages_show_exists.)
     seen = 0
-    for block in SHELL_ALL:
+    units = [db.Block(b.page, b.number, b.line, "sh", "\n".join(re.findall(r"^ExecStart=(.+)$", b.text, re.M)), None)
+             for b in BLOCKS if b.lang == "ini"]
+    for block in [*SHELL_ALL, *units]:
         for cmd, _ in db.shell_plan(block):
             if cmd.program in db.RUNS:
                 argv = [sandbox.expand(a, cmd, cmd.loop[1][0] if cmd.loop else None) for a in cmd.argv]
@@ -287,100 +309,18 @@ def test_every_mpqctl_and_mpqueue_line_of_every_shell_block_parses(sandbox):
     assert seen >= 20
 
 
-class Sandbox:
-    """A temp SQLite broker per service, the services orders and example (the
-    package's example.yaml) and shop (the tutorial's) in a temp config directory,
-    and `.venv/bin` and `conf/example.yaml` as the pages' relative paths expect."""
-
-    def __init__(self, tmp: Path):
-        self.dir, self.ids, self.background = tmp, {}, None
-        broker = "sqlite:///var/lib/mpqueue/{name}/queue.db"
-        example = (ROOT / "conf" / "example.yaml").read_text()
-        assert broker in example
-        example = example.replace(broker, f"sqlite://{tmp}/{{name}}.db")
-        for rel in ("conf/example.yaml", "etc/example.yaml", "etc/orders.yaml"):
-            (tmp / rel).parent.mkdir(exist_ok=True)
-            (tmp / rel).write_text(example)
-        tutorial = db.blocks(TUTORIAL)
-        shop = yaml.safe_load(next(b.text for b in tutorial if b.lang == "yaml" and "imports:" in b.text))
-        shop.update(broker=f"sqlite://{tmp}/{{name}}.db", path=[str(tmp / "code")])
-        (tmp / "etc" / "shop.yaml").write_text(yaml.safe_dump(shop))
-        (tmp / "code" / "shop").mkdir(parents=True)
-        (tmp / "code" / "shop" / "__init__.py").write_text("")
-        (tmp / "code" / "shop" / "tasks.py").write_text(next(b.text for b in tutorial if b.lang == "python"))
-        (tmp / ".venv").symlink_to(Path(sys.executable).parent.parent)
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MPQUEUE_")}
-        self.env.update(MPQUEUE_CONFIG_DIR=str(tmp / "etc"), MPQUEUE_RUNTIME_DIR=str(tmp / "run"),
-                        PATH=f"{bin_dir}:{os.environ['PATH']}")
-
-    def expand(self, arg: str, cmd: db.Command, value: str | None = None) -> str:
-        """The page's placeholders: $VAR of a for loop, ID_OF_TASK (the id its push
-        printed), and the example id of `job` (the last id pushed)."""
-        if cmd.loop and value is not None:
-            arg = arg.replace(f"${cmd.loop[0]}", value)
-        if m := re.fullmatch(r"ID_OF_(\w+)", arg):
-            return self.ids.get(m[1].lower(), arg)
-        if re.fullmatch(r"[0-9a-f]{8}", arg) and self.ids:
-            return self.ids["last"]
-        return arg
-
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        done = subprocess.run(argv, cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
-        if db.subcommand(db.Command(argv)) == "push":
-            task = next(a for a in argv if ":" in a and "." in a)
-            job_id = done.stdout.strip()
-            assert re.fullmatch(r"[\w.-]+", job_id), f"push printed {done.stdout!r}, not a job id"
-            self.ids[task.rpartition(":")[2]] = self.ids["last"] = job_id
-        return done
-
-    def status(self, config: str) -> dict:
-        done = self.run([".venv/bin/mpqctl", "--config", config, "--json", "status"])
-        return json.loads(done.stdout)
-
-    def start(self, argv: list[str]):
-        self.log = open(self.dir / "service.log", "ab")
-        self.background = subprocess.Popen(argv, cwd=self.dir, env=self.env, stdout=self.log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
-        self.config = argv[argv.index("--config") + 1]
-
-    def stop(self) -> int | None:
-        proc, self.background = self.background, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)       # any worker left behind
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        self.log.close()
-        return proc.returncode
-
-
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
-    box = Sandbox(tmp_path)
+    box = db.Sandbox(tmp_path)
     monkeypatch.chdir(tmp_path)              # the pages' relative paths (conf/example.yaml) parse from here
     yield box
     box.stop()
 
 
-def booted(box: Sandbox) -> bool:
-    assert box.background.poll() is None, (box.dir / "service.log").read_text()
-    nodes = box.status(box.config)["nodes"]
-    return bool(nodes) and all(sum(q["workers"] for q in n["queues"].values()) >= 1 for n in nodes)
-
-
 @pytest.mark.parametrize("rel", sorted({str(b.page.relative_to(ROOT)) for b in SHELL_RUN}))
 def test_the_shell_blocks_of_the_page_run_on_an_sqlite_broker(rel, sandbox):
     # in order, in one sandbox: a later block looks at the jobs an earlier one pushed
+    ran = []
     for line in (line for b in SHELL_RUN if b.page == ROOT / rel for line in db.logical_lines(b.text)):
         for cmd, what in db.shell_plan(db.Block(ROOT / rel, 0, 0, "sh", line + "\n", None)):
             if what == "background":
@@ -388,7 +328,7 @@ def test_the_shell_blocks_of_the_page_run_on_an_sqlite_broker(rel, sandbox):
             elif what == "stop":
                 assert sandbox.stop() == 0, (sandbox.dir / "service.log").read_text()
             elif what.startswith("skip: a wait") and sandbox.background:
-                wait_for(lambda: booted(sandbox), 30, what="the workers to boot")
+                wait_for(lambda: db.booted(sandbox), 30, what="the workers to boot")
             elif what == "run":
                 for value in (cmd.loop[1] if cmd.loop else [None]):
                     argv = [sandbox.expand(a, cmd, value) for a in cmd.argv]
@@ -397,4 +337,6 @@ def test_the_shell_blocks_of_the_page_run_on_an_sqlite_broker(rel, sandbox):
                         wait_for(lambda: sandbox.status(config)["queues"]["default"]["done_total"] == int(m[1]),
                                  30, what=f"{m[1]} jobs done")
                     sandbox.run(argv)
-    assert sandbox.background is None, "a service started with & was never stopped"
+                    ran.append(" ".join(argv))
+    assert ran and sandbox.background is None, "nothing ran, or a service started with & was never stopped"
+    print("\n".join(ran))

@@ -233,7 +233,7 @@ class Sandbox:
     and `.venv/bin` and `conf/example.yaml` as the pages' relative paths expect."""
 
     def __init__(self, tmp: Path):
-        self.dir, self.ids, self.background = tmp, {}, None
+        self.dir, self.ids, self.background, self.workers = tmp, {}, None, 1
         broker = "sqlite:///var/lib/mpqueue/{name}/queue.db"
         example = (ROOT / "conf" / "example.yaml").read_text()
         assert broker in example
@@ -304,7 +304,8 @@ class Sandbox:
         return proc.returncode
 
 
-def booted(box: Sandbox) -> bool:
+def booted(box: Sandbox, workers: int) -> bool:
+    """The service started with `&` has its node record, with `workers` workers."""
     assert box.background.poll() is None, (box.dir / "service.log").read_text()
     nodes = box.status(box.config)["nodes"]
-    return bool(nodes) and all(sum(q["workers"] for q in n["queues"].values()) >= 1 for n in nodes)
+    return [sum(q["workers"] for q in n["queues"].values()) for n in nodes] == [workers]

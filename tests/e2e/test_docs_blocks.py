@@ -169,6 +169,7 @@ class Page:
     check: object                 # (module namespace, shop.tasks module) -> None: what the page states
     given: str = ""               # what the page's code assumes the reader has
     swap: tuple = ()              # (text on the page, what the test runs instead)
+    needs: tuple = ()             # modules the page's code imports (an extra of the package)
 
 
 def check_readme(ns, shop):
@@ -212,10 +213,21 @@ def check_concurrency(ns, shop):
     assert ns["POSTS"] == [("loop", "https://a.example/hook", {"n": 1}), ("thread", "https://b.example/hook", {"n": 2})]
 
 
+def fastapi_swap() -> tuple:
+    """FastAPI(lifespan=...) is 0.93's; on Debian 12's 0.92 the page says to set the router's."""
+    try:
+        from importlib.metadata import version
+        old = tuple(int(p) for p in version("fastapi").split(".")[:2]) < (0, 93)
+    except Exception:
+        return ()
+    return (("app = FastAPI(lifespan=lifespan)", "app = FastAPI()\napp.router.lifespan_context = lifespan"),) if old else ()
+
+
 PYTHON = {
     "README.md": Page(check_readme, swap=(("/etc/mpqueue/shop.yaml", "{service}"),)),
     "docs/howto/tasks.md": Page(check_tasks, given="smtp_busy = False",
-                                swap=(("redis://127.0.0.1:6379/0", "sync://"),)),
+                                swap=(("redis://127.0.0.1:6379/0", "sync://"), *fastapi_swap()),
+                                needs=("fastapi", "httpx")),
     "docs/howto/job-handles.md": Page(check_job_handles, swap=(("redis://localhost:6379/0", "sync://"),)),
     "docs/howto/concurrency.md": Page(check_concurrency, given=CONCURRENCY_GIVEN),
 }
@@ -257,6 +269,8 @@ def shop(tmp_path, monkeypatch):
 @pytest.mark.parametrize("rel", sorted(PYTHON))
 def test_the_python_blocks_of_the_page_run_and_do_what_it_says(rel, shop, tmp_path):
     page, blocks = PYTHON[rel], page_blocks(rel, "python")
+    for module in page.needs:
+        pytest.importorskip(module)
     assert blocks, f"{rel} has no python block left to run"
     # the page's own service file when it has one, on sync://
     cfg = next((yaml.safe_load(b.text) for b in page_blocks(rel, "yaml") if "imports:" in b.text),
@@ -325,10 +339,12 @@ def test_the_shell_blocks_of_the_page_run_on_an_sqlite_broker(rel, sandbox):
         for cmd, what in db.shell_plan(db.Block(ROOT / rel, 0, 0, "sh", line + "\n", None)):
             if what == "background":
                 sandbox.start([sandbox.expand(a, cmd) for a in cmd.argv])
+                if m := re.search(r"#.*\b(\d+) worker processes", line):      # the page states how many
+                    sandbox.workers = int(m[1])
             elif what == "stop":
                 assert sandbox.stop() == 0, (sandbox.dir / "service.log").read_text()
             elif what.startswith("skip: a wait") and sandbox.background:
-                wait_for(lambda: db.booted(sandbox), 30, what="the workers to boot")
+                wait_for(lambda: db.booted(sandbox, sandbox.workers), 30, what="the workers to boot")
             elif what == "run":
                 for value in (cmd.loop[1] if cmd.loop else [None]):
                     argv = [sandbox.expand(a, cmd, value) for a in cmd.argv]

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
-from ..tally import BUCKETS, OUTCOMES, Histogram, Totals
+from ..tally import BUCKETS, CANCEL_ASKS, KINDS, OUTCOMES, Histogram, Totals
 from . import metrics_http, procstats
 
 COUNTS_TTL = 1.5          # a scrape storm reads the broker at most this often
@@ -109,40 +109,46 @@ class _Collector:
             yield from self.service_families()
         yield from self.queue_gauges()
         up = self.counts is not None and self.snap.broker_up
-        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the last read", value=int(up))
-        yield GaugeMetricFamily("mpqueue_service_up", "1 if the running service served these metrics, 0 if "
-                                "mpqctl found it down and printed the broker's view only",
+        yield GaugeMetricFamily("mpqueue_broker_up", "1 if the broker answered the scrape's read", value=int(up))
+        yield GaugeMetricFamily("mpqueue_service_up", "1 if the running service served these metrics; 0 in "
+                                "mpqctl metrics's broker-only view (the service is down, or has no metrics.listen)",
                                 value=int(self.snap.service_up))
-        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version", labels=["version"])
+        info = GaugeMetricFamily("mpqueue_build_info", "mpqueue's version (the label); always 1", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
 
     def service_families(self):
         s = self.snap
-        jobs = CounterMetricFamily("mpqueue_jobs", "Job attempts by their outcome (done, retried, failed) and "
-                                   "the failure type", labels=["queue", "task", "outcome", "reason"])
+        jobs = CounterMetricFamily("mpqueue_jobs", "Job attempts by outcome (done, retried, failed, cancelled) "
+                                   f"and reason: the failure type ({', '.join(KINDS)}) for retried and failed, what "
+                                   f"the cancel asked ({', '.join(CANCEL_ASKS)}) for cancelled, empty for done",
+                                   labels=["queue", "task", "outcome", "reason"])
         pairs = _pairs(s)
         for queue, task in pairs:
             for outcome, reason in OUTCOMES:
                 jobs.add_metric([queue, task, outcome, reason], s.totals.jobs.get((queue, task, outcome, reason), 0))
         yield jobs
-        yield _histogram("mpqueue_job_duration_seconds", "Run time of finished job attempts",
+        yield _histogram("mpqueue_job_duration_seconds", "Run time of finished job attempts (buckets from "
+                         f"{BUCKETS[0] * 1000:g} ms to {BUCKETS[-1] / 60:g} min)",
                          ["queue", "task"], {**{p: Histogram() for p in pairs}, **s.totals.durations})
         waits = {(q,): Histogram() for q in s.queues}
         waits.update({(q,): h for q, h in s.totals.waits.items()})
-        yield _histogram("mpqueue_job_wait_seconds", "From due (push, or the due time of a delayed job) to "
-                         "start, first attempts", ["queue"], waits)
-        yield _gauge("mpqueue_workers", "Worker processes of this node by state", ["queue", "state"], s.workers)
-        yield _gauge("mpqueue_worker_slots", "Job slots of this node's workers (concurrency) by state",
-                     ["queue", "state"], s.slots)
-        restarts = CounterMetricFamily("mpqueue_worker_restarts", "Workers replaced, by why",
+        yield _histogram("mpqueue_job_wait_seconds", "From due (the push, or a delayed job's due time, on the "
+                         "producer's clock) to start, first attempts", ["queue"], waits)
+        yield _gauge("mpqueue_workers", "Worker processes of this node by state (busy, idle, booting)",
+                     ["queue", "state"], s.workers)
+        yield _gauge("mpqueue_worker_slots", "Job slots of this node's workers (concurrency) by state "
+                     "(busy, free)", ["queue", "state"], s.slots)
+        restarts = CounterMetricFamily("mpqueue_worker_restarts",
+                                       f"Workers replaced, by why ({', '.join(RESTART_REASONS)})",
                                        labels=["queue", "reason"])
         zeros = {(q, r): 0 for q in s.queues for r in RESTART_REASONS}
         for (queue, reason), n in sorted({**zeros, **s.restarts}.items()):
             restarts.add_metric([queue, reason], n)
         yield restarts
         ticks = CounterMetricFamily("mpqueue_schedule_ticks", "Schedule ticks this node fired, and those it "
-                                    "found missed and skipped (more than misfire_grace late)",
+                                    "found missed and skipped (more than misfire_grace late), by outcome "
+                                    "(fired, skipped)",
                                     labels=["schedule", "outcome"])
         for (name, outcome), n in sorted(s.ticks.items()):
             ticks.add_metric([name, outcome], n)
@@ -150,12 +156,15 @@ class _Collector:
         yield from procstats.families(s.processes)
 
     def queue_gauges(self):
-        gauge = GaugeMetricFamily("mpqueue_queue_jobs", "Jobs in the broker by state (every node's)",
+        gauge = GaugeMetricFamily("mpqueue_queue_jobs", f"Jobs in the broker by state ({', '.join(QUEUE_STATES)}): "
+                                  "every node's, read at scrape time",
                                   labels=["queue", "state"])
         paused = GaugeMetricFamily("mpqueue_queue_paused", "1 while the queue is paused (mpqctl pause): no "
-                                   "node takes its jobs", labels=["queue"])
+                                   "node takes its jobs; else 0. For every queue", labels=["queue"])
         served = GaugeMetricFamily("mpqueue_queue_served", "1 if some live node runs workers for the queue; 0: "
-                                   "its jobs wait until a service serving it starts (a queue no service declares)",
+                                   "its jobs wait until a service serving it starts (a queue no service declares, e.g. "
+                                   "a task without queue= pushes to default). For every queue the broker knows, "
+                                   "declared or not",
                                    labels=["queue"])
         for queue, counts in sorted((self.counts or {}).items()):
             for state in QUEUE_STATES:
@@ -172,7 +181,8 @@ class _Collector:
         yield throttled
         age = GaugeMetricFamily("mpqueue_queue_oldest_job_age_seconds", "Seconds the oldest waiting job of the "
                                 "queue has waited since it was due (0: none waits): the broker's clock now minus "
-                                "the due time its producer's clock wrote, so producer clock skew shows here",
+                                "the due time its producer's clock wrote, so producer clock skew shows here; read "
+                                "at scrape time with mpqueue_queue_jobs",
                                 labels=["queue"])
         for queue, counts in sorted((self.counts or {}).items()):
             age.add_metric([queue], counts.get("oldest_age", 0.0))

@@ -71,14 +71,17 @@ def read(pid: int) -> Stats | None:
 
 def families(procs) -> list:
     """The process_* metric families of `procs` (Process tuples)."""
-    rss = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes (/proc/PID/statm): "
-                            "what a worker's memory_limit compares against", labels=LABELS)
-    vms = GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes", labels=LABELS)
-    cpu = CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent in seconds",
+    same = "; a series for the supervisor and each worker (labels: see process_resident_memory_bytes)"
+    rss = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes (/proc/PID/statm) of "
+                            "the supervisor (role=supervisor, queue and index empty) and of each worker "
+                            "(role=worker, its queue, its index among the queue's workers): a worker's is what "
+                            "its memory_limit compares against", labels=LABELS)
+    vms = GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes" + same, labels=LABELS)
+    cpu = CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent in seconds" + same,
                               labels=LABELS)
-    fds = GaugeMetricFamily("process_open_fds", "Number of open file descriptors", labels=LABELS)
+    fds = GaugeMetricFamily("process_open_fds", "Number of open file descriptors" + same, labels=LABELS)
     start = GaugeMetricFamily("process_start_time_seconds", "Start time of the process since unix epoch in "
-                              "seconds", labels=LABELS)
+                              "seconds" + same, labels=LABELS)
     for proc in procs:
         stats = read(proc.pid)
         if stats is None:

@@ -37,14 +37,6 @@ class RateLimit:
     def interval_ms(self) -> float:
         return self.period * 1000.0 / self.count
 
-    def __str__(self) -> str:
-        n = self.period / PERIODS[self.unit]
-        return f"{self.count}/{'' if n == 1 else f'{n:g}'}{self.unit}"
-
-    @property
-    def unit(self) -> str:
-        return next(u for u in ("h", "m", "s") if self.period % PERIODS[u] == 0) if self.period >= 1 else "s"
-
 
 def parse_rate(text: str, burst: int = 1) -> RateLimit:
     """`"20/s"` → RateLimit(20, 1.0); "N/10s" counts per 10 seconds. Raises BadRate."""

@@ -289,3 +289,30 @@ def test_a_cancel_request_cancels_a_running_async_job_at_the_next_look(slots_on,
     assert got is u and ack is None
     assert broker.retried == [u.id] and broker.failed == []
     assert not slots.overran and report.reports == []
+
+
+def test_a_slow_cancel_look_holds_neither_the_loop_nor_the_other_jobs(slots_on, monkeypatch):
+    # Given a job whose cancel look hangs on a slow broker (until released), looked for every 50 ms
+    monkeypatch.setattr(runner_mod, "CANCEL_POLL", 0.05)
+    slots, broker, _ = slots_on(timeout=30.0)
+    slow, quick = unit("exe:sleeper", 30), unit("exe:sleeper", 0.3)
+    released = threading.Event()
+
+    def cancel_requested(queue, job_id):
+        if job_id != slow.id:
+            return None
+        released.wait(10)
+        return "ask"
+    broker.cancel_requested = cancel_requested
+    try:
+        slots.start(slow)
+        slots.start(quick)
+        slots.kick()
+        # Then the other job ends on time while the look hangs, and the loop keeps turning
+        assert [u for u, _ in wait_ended(slots, within=2.0)] == [quick]
+        assert time.monotonic() - slots.runner.aio.turned < 0.5
+    finally:
+        released.set()
+    # And once the broker answers, the request it saw cancels the slow job
+    assert [u for u, _ in wait_ended(slots, within=3.0)] == [slow]
+    assert broker.retried == [slow.id]

@@ -49,6 +49,7 @@ class Started:
     timed_out: bool = False   # its timeout cancelled it
     task: object = None       # the asyncio.Task running it, for an async job
     probe: object = None      # its CancelProbe (current_job().cancelled)
+    reported: bool = False    # its end was handed to the main thread (worker/slots.py: once only)
 
 
 class JobScope:

@@ -20,6 +20,7 @@ from mpqueue.execution.aio import EventLoop
 from mpqueue.execution.runner import Runner
 from mpqueue.ipc import OVERDUE, Scoreboard
 from mpqueue.worker.inline import InlineExecutor
+from mpqueue.worker import slots as slots_module
 from mpqueue.worker.slots import Slots
 from mpqueue.worker.units import Unit
 
@@ -69,6 +70,10 @@ async def _then_blocks():
     return "second"
 
 
+async def _quick_async():
+    return 1
+
+
 async def _counts_tasks():
     TASKS_SEEN.append(len(asyncio.all_tasks()))
 
@@ -81,6 +86,7 @@ _register("exe:sets_go", _sets_go)
 _register("exe:first_to_wake", _first_to_wake)
 _register("exe:then_blocks", _then_blocks)
 _register("exe:counts_tasks", _counts_tasks)
+_register("exe:quick_async", _quick_async)
 
 
 def unit(task, *args, received=None):
@@ -316,3 +322,26 @@ def test_a_slow_cancel_look_holds_neither_the_loop_nor_the_other_jobs(slots_on, 
     # And once the broker answers, the request it saw cancels the slow job
     assert [u for u, _ in wait_ended(slots, within=3.0)] == [slow]
     assert broker.retried == [slow.id]
+
+
+def test_an_async_job_whose_end_report_raises_ends_once(slots_on, monkeypatch):
+    # Given a wake-up of the main thread that raises once, from inside the job's task
+    slots, broker, _ = slots_on(timeout=30.0)
+    real_write, raised = slots_module.os.write, []
+
+    def write_failing_once(fd, data):
+        if not raised:
+            raised.append(fd)
+            raise OSError("the wake-up failed")
+        return real_write(fd, data)
+    monkeypatch.setattr(slots_module.os, "write", write_failing_once)
+    u, after = unit("exe:quick_async"), unit("exe:sleeper", 0.2)
+    # When the job ends (its task raises; its done callback sees the task's error)
+    slots.start(u)
+    slots.kick()
+    slots.start(after)          # a later job's end wakes the main thread
+    slots.kick()
+    # Then its end is recorded once: one ack, one slot freed
+    ended = wait_ended(slots, 2, within=3.0)
+    assert raised and sorted(got.id for got, _ in ended) == sorted([u.id, after.id])
+    assert slots.free() == 4 and slots.running() == 0

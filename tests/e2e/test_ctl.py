@@ -14,7 +14,7 @@ import yaml
 
 from mpqueue.brokers import Ack, open_broker
 from mpqueue.producer.client import Client
-from tests.support import BROKERS, broker_url_for, free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = "default"
@@ -36,10 +36,8 @@ def one_line_error(result, code: int) -> str:
     return lines[0]
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    """Every mpqctl command runs against each broker: they speak only the broker interface."""
-    return broker_url_for(request)
+# Every mpqctl command runs against each broker: they speak only the broker interface.
+pytestmark = pytest.mark.each_broker
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ except ImportError:  # 2.0.x, as Debian 12 ships it
 EXTRA_FIELDS = ("queue", "job_id", "task", "attempt", "duration_ms", "outcome", "worker", "pid")
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(service)s] %(message)s"
 _OURS = "_mpqueue_handler"  # marks handlers this module added
+LOGS_ROOT = "/var/log"      # where systemd makes a system unit's LogsDirectory=
 
 
 class _ServiceFilter(logging.Filter):
@@ -207,16 +208,19 @@ def _open_private(path: str, flags: int) -> int:
     return fd
 
 
-def log_file_problem(log, service: str) -> str | None:
+def log_file_problem(log, service: str, logs_root: str = LOGS_ROOT) -> str | None:
     """Why the service could not write its log.file, in one line, or None. For
     `mpqueue check`, which may run as another user than the service: it judges by
-    access(2), which also sees a read-only mount (ProtectSystem=strict)."""
+    access(2), which also sees a read-only mount (ProtectSystem=strict). A directory
+    below `logs_root` that does not exist yet is no problem: systemd makes it at the
+    service's start (LogsDirectory=), so `check` before the first start passes, unless
+    what stands in its way can never be a directory (a file, a symbolic link)."""
     if not log.file:
         return None
     path = os.path.abspath(log.file)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
-        return f"log.file: {path}: the directory {directory} does not exist{_log_dir_hint(service)}"
+        return _missing_dir_problem(path, directory, service, logs_root)
     for candidate in (path, path + ".lock"):
         if os.path.islink(candidate):
             return f"log.file: {candidate} is a symbolic link; name the file itself"
@@ -226,6 +230,25 @@ def log_file_problem(log, service: str) -> str | None:
         return f"log.file: {path}: the directory {directory} is not writable{_log_dir_hint(service)}"
     if os.path.exists(path) and not os.access(path, os.W_OK) and _judged_by_us(path):
         return f"log.file: {path} is not writable"
+    return None
+
+
+def _missing_dir_problem(path: str, directory: str, service: str, logs_root: str) -> str | None:
+    """A log directory that is not there: None if systemd's LogsDirectory= can make
+    it (below logs_root, every part that exists a real directory), else why not.
+    `mpqueue run` judges it again at start: a unit without LogsDirectory= fails then."""
+    root = os.path.abspath(logs_root)
+    if os.path.commonpath([root, directory]) != root or directory == root:
+        return f"log.file: {path}: the directory {directory} does not exist{_log_dir_hint(service)}"
+    part = root
+    for name in os.path.relpath(directory, root).split(os.sep):
+        part = os.path.join(part, name)
+        if os.path.islink(part):
+            return f"log.file: {path}: {part} is a symbolic link; name the directory itself"
+        if not os.path.lexists(part):
+            return None
+        if not os.path.isdir(part):
+            return f"log.file: {path}: {part} is not a directory, so no log directory can be made there"
     return None
 
 

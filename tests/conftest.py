@@ -1,6 +1,7 @@
 import pytest
 
-from tests.support import RedisServer, Service
+from mpqueue import Client
+from tests.support import BROKERS, RedisServer, Service, broker_url_for
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +55,31 @@ def rdb(redis_server, redis_url):
     return redis_server.client
 
 
+def pytest_generate_tests(metafunc):
+    """A test marked each_broker (`pytestmark = pytest.mark.each_broker`) that uses
+    broker_url runs once per broker, unless it names its own (parametrize, indirect)."""
+    if "broker_url" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("each_broker") is None:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "broker_url" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("broker_url", BROKERS, indirect=True)
+
+
 @pytest.fixture
-def broker_url(redis_url):
-    """The service's broker; modules that run on every broker override this."""
-    return redis_url
+def broker_url(request):
+    """The service's broker: Redis, or for a test marked each_broker, each of BROKERS."""
+    if not hasattr(request, "param"):
+        return request.getfixturevalue("redis_url")
+    return broker_url_for(request)
+
+
+@pytest.fixture
+def client(broker_url):
+    c = Client(broker_url)
+    yield c
+    c.close()
 
 
 @pytest.fixture

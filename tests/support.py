@@ -2,6 +2,7 @@
 `mpqueue run` service driven as a subprocess."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -27,6 +29,46 @@ def wait_for(predicate, timeout=10.0, interval=0.01, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)  # ok: polling interval, not a wait for an event
+
+
+async def until(predicate, timeout=10.0, what="condition"):
+    """wait_for() on a running event loop: poll `predicate` between awaits until truthy,
+    or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)      # ok: polling interval
+    return value
+
+
+def require_sphinx(why: str = "") -> None:
+    """Skip without the docs extra (`pip install -e '.[docs]'`), except in CI (.ci/run
+    installs it: there a missing Sphinx must fail, not pass as a skip)."""
+    try:
+        import myst_parser, sphinx, sphinx_click  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and the docs extra is missing: {exc}")
+        pytest.skip(f"the docs extra is not installed{why}: {exc}")
+
+
+def sphinx(builder: str, src: Path, out: Path) -> subprocess.CompletedProcess:
+    """Build docs `src` into `out` as packaging/debian/rules does: a warning fails it."""
+    return subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", builder, str(src), str(out)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def push_tags(broker, queue, *tags, priority=0, delay=0.0, task="t:f") -> list[str]:
+    """One job of `task` per tag (its one argument) pushed straight to the broker; their ids."""
+    from mpqueue.brokers import PushItem
+    from mpqueue.core import envelope as jobmod
+    ids = []
+    for tag in tags:
+        job_id, env = jobmod.encode(task, [tag], priority=priority)
+        broker.push(queue, [PushItem(env, priority, delay)])
+        ids.append(job_id)
+    return ids
 
 
 BROKERS = ["redis", "sqlite"]

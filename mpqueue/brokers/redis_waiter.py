@@ -42,7 +42,7 @@ class RedisWaiter(Waiter):
                 self._conn.connect()
                 self._on_a_master(channel)
                 self._conn.send_command("SSUBSCRIBE" if sharded else "SUBSCRIBE", *channels)
-            self._sock = self._conn._sock
+            self._sock = resp.socket_of(self._conn)
             self._buf = b""
             self._confirm(len(channels))
         except BaseException:

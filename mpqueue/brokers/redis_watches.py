@@ -70,7 +70,7 @@ class Subscriber:
         self._conn = pool.connection_class(**pool.connection_kwargs)
         with broker_errors():
             self._conn.connect()
-        self._sock = self._conn._sock
+        self._sock = resp.socket_of(self._conn)
         self._thread = threading.Thread(target=self._read, name="mpqueue-result-watches", daemon=True)
         self._thread.start()
 

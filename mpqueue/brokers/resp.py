@@ -21,6 +21,21 @@ import redis.sentinel  # noqa: F401 - redislib.sentinel below
 TCP_CORK = getattr(socket, "TCP_CORK", 3)       # Linux's value, where the module lacks the name
 
 
+def socket_of(conn) -> socket.socket | None:
+    """The socket of a redis-py connection, None while it is not connected. The one
+    place we read redis-py's private `Connection._sock` (the same name from 4.3.4,
+    Debian 12's, to the newest): it has no public accessor, and the hot paths need the
+    socket itself, to poll() a kept connection for liveness (ScriptCaller), to cork
+    receipts (Sender) and to read pub/sub frames by hand (redis_waiter.py,
+    redis_watches.py). A release that renames it fails here, saying so, rather than
+    each caller quietly taking it for "not connected"."""
+    try:
+        return conn._sock
+    except AttributeError:
+        raise RuntimeError(f"redis-py {redislib.__version__}: {type(conn).__name__} has no _sock: this redis-py "
+                           "is newer than mpqueue knows (brokers/resp.py, socket_of)") from None
+
+
 def bulk(value) -> bytes:
     """One argument as a RESP bulk string (str with surrogateescape, as the client decodes)."""
     if isinstance(value, str):
@@ -124,7 +139,7 @@ class ScriptCaller:
         if pid != os.getpid():          # the parent's (after a fork): its socket is not ours to use
             return self._connection(), None
         try:
-            if conn._sock is not polled[0] or polled[1].poll(0):
+            if socket_of(conn) is not polled[0] or polled[1].poll(0):
                 # made anew meanwhile (then the poll is of another socket), or Redis
                 # closed it or left bytes unread: connect again, as the pool would
                 conn.disconnect()
@@ -136,7 +151,7 @@ class ScriptCaller:
         return conn, polled
 
     def _give_back(self, conn, polled, healthy: bool) -> None:
-        sock = conn._sock
+        sock = socket_of(conn)
         if healthy and self._keep and sock is not None:
             if polled is None or polled[0] is not sock:
                 polled = (sock, select.poll())
@@ -200,10 +215,13 @@ class Sender:
                 self._cork(0)
 
     def _cork(self, on: int) -> bool:
+        sock = socket_of(self.conn)
+        if sock is None:                      # gone
+            return False
         try:
-            self.conn._sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, on)
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, on)
             return True
-        except (AttributeError, OSError):     # gone, or not TCP
+        except OSError:                       # not TCP
             return False
 
     def drain(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+from .address import HOST_PORT, split_host_port
 from .limits import BadRate, parse_rate
 
 HOOK_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -103,14 +104,15 @@ def strings(one: str, many: str, valid, at_least_one: bool = False):
 
 def listen(allow_unix: bool):
     """HOST:PORT (an IPv6 host in brackets), or, if allowed, "unix"."""
-    expected = "HOST:PORT such as 127.0.0.1:9808" + (', or "unix"' if allow_unix else "")
+    expected = HOST_PORT + (', or "unix"' if allow_unix else "")
 
     def check(v):
         if allow_unix and v in ("unix", None):      # metrics: None is off
             return v
-        host, sep, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-        if not (sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536) or any(c.isspace() for c in v):
-            raise Bad(expected)
+        try:
+            split_host_port(v)
+        except ValueError:
+            raise Bad(expected) from None
         return v
     return _stating(expected, check)
 

@@ -29,6 +29,8 @@ import math
 import re
 from urllib.parse import parse_qs, quote, unquote, unquote_plus
 
+from .address import port_number
+
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -194,7 +196,7 @@ def _single_host(scheme: str, hosts: str) -> None:
     if hosts.count(":") > 1 and not hosts.startswith("["):
         raise ValueError(f"a {scheme}:// URL with an IPv6 host in brackets, e.g. {scheme}://[::1]:6379/0")
     host, port = _host_and_port(hosts)
-    if port is not None and _port_number(port) is None:
+    if port is not None and port_number(port) is None:
         raise ValueError(f"a {scheme}:// URL with a valid port")
     if not host:
         raise ValueError(f"a {scheme}:// URL with a host, e.g. {scheme}://127.0.0.1:6379/0")
@@ -255,7 +257,7 @@ def _hosts(scheme: str, hostlist: str) -> tuple:
     nodes = []
     for item in hostlist.split(","):
         host, port = _host_and_port(item.strip())
-        number = _port_number(port) if port is not None else None
+        number = port_number(port) if port is not None else None
         if not (host and number):
             raise ValueError(f"a {scheme}:// URL listing HOST:PORT of each seed node, e.g. {scheme}://{example}")
         nodes.append((host, number))
@@ -281,10 +283,6 @@ def _is_ipv6(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _port_number(text: str) -> int | None:
-    return int(text) if _digits(text) and 0 < int(text) < 65536 else None
 
 
 def _digits(text: str) -> bool:

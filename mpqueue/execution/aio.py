@@ -29,6 +29,7 @@ import select
 import selectors
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ..core.context import current_job
 from .texts import describe
@@ -51,6 +52,7 @@ class EventLoop:
         self.thread: threading.Thread | None = None
         self.turned = time.monotonic()       # last time the loop ran a callback (threaded only)
         self.closing = False
+        self._beside = None                  # the thread of off_loop(), made on first need
 
     def ensure(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
@@ -98,6 +100,15 @@ class EventLoop:
         attribute, written only by the loop's thread around each step."""
         return self.loop.stepping if self.loop is not None else None
 
+    def off_loop(self, func):
+        """func() on a thread beside the loop: a future of its result on the running loop
+        (call on a loop: ours, or a fresh one of run()'s). For a broker call that a loop callback (not a job's step) would make:
+        on the loop it would hold every job of the worker for as long as the broker takes,
+        blamed on no job (stepping() is None). One thread: the calls are short."""
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix="mpqueue-beside-loop")
+        return asyncio.get_running_loop().run_in_executor(self._beside, func)
+
     def on_loop_thread(self) -> bool:
         return self.thread is not None and threading.get_ident() == self.thread.ident
 
@@ -144,6 +155,8 @@ class EventLoop:
         if self.loop is not None and self.threaded:
             self.closing = True
             self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._beside is not None:
+            self._beside.shutdown(wait=False)
 
 
 class _Loop(asyncio.SelectorEventLoop):

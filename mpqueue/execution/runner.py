@@ -49,6 +49,7 @@ class Started:
     timed_out: bool = False   # its timeout cancelled it
     task: object = None       # the asyncio.Task running it, for an async job
     probe: object = None      # its CancelProbe (current_job().cancelled)
+    reported: bool = False    # its end was handed to the main thread (worker/slots.py: once only)
 
 
 class JobScope:
@@ -161,7 +162,7 @@ class Runner:
         s.task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(s.cfg.timeout, _expire, s)
-        watcher = _CancelWatch(s, loop)
+        watcher = _CancelWatch(s, loop, self.aio)
         try:
             return Done(await self._call_async(s))
         except Retry as exc:
@@ -330,20 +331,31 @@ class _CancelWatch:
     standing request then makes its settling end it as cancelled. Looks once a second
     after its first second (current_job().cancelled's probe). A timer, not a task:
     a job that ends within its first second costs one call_later and its cancel,
-    where a task took two more steps on the loop, queued behind other jobs' work."""
-    __slots__ = ("s", "loop", "handle")
+    where a task took two more steps on the loop, queued behind other jobs' work.
+    The look itself asks the broker beside the loop (EventLoop.off_loop): a slow
+    broker then delays this job's cancel, not every job on the loop."""
+    __slots__ = ("s", "loop", "aio", "handle", "ended")
 
-    def __init__(self, s: Started, loop):
-        self.s, self.loop = s, loop
+    def __init__(self, s: Started, loop, aio: EventLoop):
+        self.s, self.loop, self.aio, self.ended = s, loop, aio, False
         self.handle = loop.call_later(CANCEL_POLL, self.look)
 
     def look(self) -> None:
-        if self.s.probe is not None and self.s.probe():
+        if self.s.probe is None:
+            self.handle = self.loop.call_later(CANCEL_POLL, self.look)
+        else:
+            self.aio.off_loop(self.s.probe).add_done_callback(self.looked)
+
+    def looked(self, answer) -> None:
+        if self.ended:
+            return
+        if not answer.cancelled() and answer.exception() is None and answer.result():
             self.s.task.cancel()
         else:
             self.handle = self.loop.call_later(CANCEL_POLL, self.look)
 
     def cancel(self) -> None:
+        self.ended = True
         self.handle.cancel()
 
 

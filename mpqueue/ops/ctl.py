@@ -16,7 +16,7 @@ import click
 from .. import __version__, proc
 from ..core import envelope as jobmod
 from ..producer import handles
-from ..producer.client import Client
+from ..producer.client import Client, result_ttls
 from .common import Fail as CtlError
 from .ctl_params import (FiniteFloat, IsoTime, JobId, JsonValue, QueueName, check_push_options, json_option,
                          yes_option)
@@ -292,10 +292,8 @@ def cancel(target, job_id, queue, kill):
 
 
 def _client(target) -> Client:
-    client = Client(target.url, broker=target.broker, max_payload=target.max_payload)
-    if target.config:
-        client._result_ttls = {name: qc.result_ttl for name, qc in target.config.queues.items()}
-    return client
+    return Client(target.url, broker=target.broker, max_payload=target.max_payload,
+                  result_ttls=result_ttls(target.config) if target.config else None)
 
 
 @main.command()

@@ -19,6 +19,7 @@ import time
 import click
 
 from ..brokers import BrokerError
+from ..core.address import split_host_port
 from ..supervisor.lock import runtime_dir
 from ..supervisor.metrics import Snapshot, read_queues, render
 from .ctl_target import CtlError, pass_target
@@ -61,9 +62,8 @@ def fetch(listen: str, service: str) -> bytes:
     if listen == "unix":
         conn = _UnixConnection(str(runtime_dir(service) / "metrics.sock"))
     else:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        conn = http.client.HTTPConnection("127.0.0.1" if host in ("0.0.0.0", "::") else host, int(port),
+        host, port = split_host_port(listen)
+        conn = http.client.HTTPConnection("127.0.0.1" if host in ("0.0.0.0", "::") else host, port,
                                           timeout=FETCH_TIMEOUT)
     try:
         conn.request("GET", "/metrics")

@@ -21,10 +21,19 @@ from .handles import JobHandle
 log = logging.getLogger("mpqueue.producer")
 _warned: set[tuple[str, str]] = set()     # (config, queue) warned of in this process
 
+def result_ttls(cfg) -> dict[str, int]:
+    """Queue -> result_ttl of a service config: what a Client made for that service
+    (from_config, mpqctl, the dashboard) needs to know how long a cancel's record lasts."""
+    return {name: q.result_ttl for name, q in cfg.queues.items()}
+
+
 class Client:
-    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None, scope=None):
+    def __init__(self, broker_url: str, broker=None, max_payload: int = 1 << 20, inline=None, scope=None,
+                 result_ttls: dict[str, int] | None = None):
         """`scope`: for sync://, the framework's per-job scope (an
-        execution.runner.JobScope) each inline job runs in, as in a worker."""
+        execution.runner.JobScope) each inline job runs in, as in a worker.
+        `result_ttls`: queue -> its result_ttl (result_ttls(cfg)), how long a cancel's
+        record lasts; a queue not in it has the default."""
         self.url = broker_url
         if broker is None and names.is_inline(broker_url):
             from .inline import Inline      # only sync:// users pay for importing the runner
@@ -34,7 +43,7 @@ class Client:
         self.max_payload = max_payload
         self._known_queues: set[str] = set()
         self._async = None                  # the awaitable push side, made on the first apush
-        self._result_ttls: dict[str, int] = {}   # queue -> result_ttl, from a config (cancel records' life)
+        self._result_ttls: dict[str, int] = dict(result_ttls or {})
         self._declared: tuple[str, frozenset] | None = None   # (config source, its queues), from a config
         self._calls = ahandles.Calls()      # the threads of aresult/astatus/acancel's broker calls
 
@@ -47,8 +56,7 @@ class Client:
             from .inline import Inline
             inline = Inline(cfg, scope=scope)
         client = cls(cfg.broker, broker=inline.broker if inline else None, max_payload=cfg.max_payload,
-                     inline=inline)
-        client._result_ttls = {name: q.result_ttl for name, q in cfg.queues.items()}
+                     inline=inline, result_ttls=result_ttls(cfg))
         if inline is None:                  # sync:// runs every push at once: nothing waits
             client._declared = (cfg.source or str(path), frozenset(cfg.queues))
         return client

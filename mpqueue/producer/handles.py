@@ -20,10 +20,11 @@ import time
 
 from ..brokers.base import RESULT_RECHECK
 from ..core import names
+from ..core.schema import QUEUE_KEYS
 
 STATES = ("scheduled", "ready", "running", "done", "failed", "cancelled", "unknown")
 ENDED = ("done", "failed", "cancelled")
-DEFAULT_RESULT_TTL = 300          # the queues' default result_ttl (core/schema.py)
+DEFAULT_RESULT_TTL = QUEUE_KEYS["result_ttl"].default   # a queue's, where the client has no config
 
 
 class JobError(Exception):

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
+from ..core.address import split_host_port
 from ..tally import BUCKETS, CANCEL_ASKS, KINDS, OUTCOMES, Histogram, Totals
 from . import metrics_http, procstats
 
@@ -290,12 +291,12 @@ def _bind(listen: str, runtime_dir, endpoint) -> metrics_http.Server:
             os.umask(old)
         host = "localhost"
     else:
-        host, _, port = listen.rpartition(":")
-        host, path = host.strip("[]"), None
+        host, port = split_host_port(listen)
+        path = None
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, int(port)))
+            sock.bind((host, port))
         except OSError:
             sock.close()
             raise

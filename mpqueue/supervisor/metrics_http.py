@@ -30,21 +30,13 @@ import socket
 import threading
 import time
 
+from ..core.address import host_of, is_loopback
+
 REQUEST_DEADLINE = 5.0    # from accept to the answer sent, however slowly the request comes
 MAX_CONNECTIONS = 64      # open at once; the next closes the oldest
 MAX_REQUEST = 8192        # bytes of request line and headers
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and the name localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_allowed(header: str | None, listen_host: str, own_names: frozenset) -> bool:
@@ -54,9 +46,7 @@ def host_allowed(header: str | None, listen_host: str, own_names: frozenset) -> 
     browser sends one."""
     if header is None:
         return True
-    host = header.strip().lower()
-    host = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
-    host = host.rstrip(".")
+    host = host_of(header.strip().lower()).rstrip(".")
     try:
         ipaddress.ip_address(host)
         return True

@@ -19,7 +19,7 @@ import logging
 from flask import jsonify, request
 
 from ..producer import handles
-from ..producer.client import Client
+from ..producer.client import Client, result_ttls
 from . import checks, security, snapshot
 from .checks import BadRequest
 
@@ -73,8 +73,7 @@ class Actions:
         broker, queue, body = self._action()
         ids = checks.ids(body)
         kill = body.get("kill") is True
-        client = Client(self.cfg.broker, broker=broker)
-        client._result_ttls = {name: qc.result_ttl for name, qc in self.cfg.queues.items()}   # as mpqctl's
+        client = Client(self.cfg.broker, broker=broker, result_ttls=result_ttls(self.cfg))
         answers = {i: handles.cancel(client, i, kill, queue)[1] for i in ids}
         cancelled = [i for i, a in answers.items() if a == "cancelled"]
         requested = [i for i, a in answers.items() if a == "requested"]

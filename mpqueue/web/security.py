@@ -30,8 +30,8 @@ from collections import OrderedDict
 
 from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request, session, url_for
 
+from ..core.address import host_of, is_loopback
 from ..core.redis_url import split_url
-from .settings import is_loopback
 from .throttle import Throttle
 
 log = logging.getLogger("mpqueue.web")
@@ -87,7 +87,7 @@ def install(app, token: str | None, port: int) -> None:
 def _check(token: str | None):
     """Host, then who, then (for a POST) CSRF and origin; a refusal ends the request."""
     g.user, g.bearer = None, False
-    if token is None and not is_loopback(_hostname(request.host)):
+    if token is None and not is_loopback(host_of(request.host)):
         return _refuse(400, "unexpected Host header: without a token the dashboard answers only to a loopback name")
     if token is not None:
         refused = _authenticate(token)
@@ -207,13 +207,6 @@ def _strip_port(host: str, scheme: str) -> str:
     default = {"http": ":80", "https": ":443"}.get(scheme, "")
     host = host.lower()
     return host[:-len(default)] if default and host.endswith(default) else host
-
-
-def _hostname(host: str) -> str:
-    """'127.0.0.1:9809' -> '127.0.0.1'; '[::1]:9809' -> '::1'."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def who() -> str:

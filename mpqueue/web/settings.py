@@ -8,12 +8,12 @@ root, and never a token so short or so plain it could be guessed.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import secrets
+from ..core.address import is_loopback, join_host_port, split_host_port
 from ..core.config import anchor  # relative paths mean relative to the YAML, as for the broker's
 
 # Logins are throttled per address (throttle.py), but a proxy or many addresses
@@ -43,31 +43,7 @@ class WebSettings:
 
     @property
     def address(self) -> str:
-        return address(self.host, self.port)
-
-
-def address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """"HOST:PORT" ("[::1]:9809" for IPv6) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not (sep and host and port.isdigit() and 0 < int(port) < 65536) or any(c.isspace() for c in listen):
-        raise SetupError(f"--listen: expected HOST:PORT such as 127.0.0.1:9809, got {listen!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Only what surely stays on this host: 127.0.0.0/8, ::1 and the name localhost
-    (any other name may resolve anywhere)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return join_host_port(self.host, self.port)
 
 
 def read_token(token_file: str, base: Path, service: str) -> str:
@@ -117,12 +93,15 @@ def resolve(cfg, listen: str | None = None, read_only: bool = False) -> WebSetti
     """The settings for service config `cfg`; `listen` and `read_only` come from
     the command line (listen overrides web.listen; read_only adds to web.read_only)."""
     web = cfg.web
-    host, port = parse_listen(listen or web.listen)
+    try:
+        host, port = split_host_port(listen or web.listen)
+    except ValueError as exc:
+        raise SetupError(f"--listen: {exc}") from None
     # Relative to the file itself, as every other path in it (config.load_config): a
     # `current -> release` link's target directory
     base = Path(cfg.source).resolve().parent if cfg.source else Path.cwd()
     token = read_token(web.token_file, base, cfg.name) if web.token_file else None
     if token is None and not is_loopback(host):
-        raise SetupError(f"refusing to listen on {address(host, port)} without authentication: beyond loopback the "
-                         "dashboard needs web.token_file (a file holding the access token)")
+        raise SetupError(f"refusing to listen on {join_host_port(host, port)} without authentication: beyond "
+                         "loopback the dashboard needs web.token_file (a file holding the access token)")
     return WebSettings(host=host, port=port, token=token, read_only=bool(read_only or web.read_only))

@@ -128,6 +128,11 @@ class Slots:
     def _ended(self, s: Started, outcome) -> None:
         # On the job's thread (or the loop's): hand over, and wake the main thread
         # unless a wake-up is already on its way (it clears the flag, then reads).
+        # Once per job: a _run whose report raised (the wake-up) reaches _unfinished
+        # too, and a second end would record its outcome twice and free its slot twice.
+        if s.reported:
+            return
+        s.reported = True
         self._done.put((s, outcome))
         if not self._woken:
             self._woken = True

@@ -6,11 +6,11 @@ import json
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 
 import mpqueue
+from tests.support import until
 
 TASKS = '''
 import asyncio, threading
@@ -89,15 +89,6 @@ def client(tmp_path):
     yield c
     mpqueue.producer.default.set_default_client(None)
     c.close()
-
-
-async def until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.005)      # ok: polling interval
-    return value
 
 
 def test_apush_awaits_an_async_task_on_the_callers_loop_before_returning(tasks, client):

@@ -7,18 +7,13 @@ import time
 
 from mpqueue.core import envelope as jobmod
 from mpqueue.brokers import Ack, PushItem
-from tests.support import wait_for
+from tests.support import push_tags, wait_for
 
 Q = "contract"
 
 
 def push(broker, *tags, priority=0, delay=0.0, task="t:f"):
-    ids = []
-    for tag in tags:
-        job_id, env = jobmod.encode(task, [tag], priority=priority)
-        broker.push(Q, [PushItem(env, priority, delay)])
-        ids.append(job_id)
-    return ids
+    return push_tags(broker, Q, *tags, priority=priority, delay=delay, task=task)
 
 
 def take(broker, count=1, consumer="c1", lease=30.0, acks=()):
@@ -279,21 +274,12 @@ def test_one_broker_used_from_many_threads_at_once_loses_and_repeats_nothing(bro
 
 
 # -- dashboard and metrics reads: counts_many, scheduled, delete_failed
-def push_to(broker, queue, *tags, delay=0.0):
-    ids = []
-    for tag in tags:
-        job_id, env = jobmod.encode("t:f", [tag])
-        broker.push(queue, [PushItem(env, 0, delay)])
-        ids.append(job_id)
-    return ids
-
-
 def test_counts_many_reads_each_queue_as_counts_does(broker):
     # Given: a dozen queues (on a Cluster their slots lie on every master), each in another state
     queues = [f"many{i}" for i in range(12)]
     for i, queue in enumerate(queues):
-        push_to(broker, queue, *[f"{queue}.{n}" for n in range(i % 4)])
-        push_to(broker, queue, "later", delay=60 * (i % 2))
+        push_tags(broker, queue, *[f"{queue}.{n}" for n in range(i % 4)])
+        push_tags(broker, queue, "later", delay=60 * (i % 2))
         if i % 3 == 0:
             (res,), _ = broker.reserve(queue, "c1", 1, 30)
             broker.fail(queue, jobmod.job_id(res.envelope), res.token, "{}")
@@ -459,7 +445,7 @@ def test_oldest_ages_is_zero_for_queues_where_nothing_waits(broker):
     # Given: a queue with a job running, one with a delayed job not yet due, one never used
     push_due(broker, "running", 50)
     (res,), _ = broker.reserve("running", "c1", 1, 30)
-    push_to(broker, "later", "x", delay=600)
+    push_tags(broker, "later", "x", delay=600)
     # When / Then: none of them has a job waiting, so each reads 0.0
     assert broker.oldest_ages(["running", "later", "never-used"]) == \
         {"running": 0.0, "later": 0.0, "never-used": 0.0}
@@ -488,7 +474,7 @@ def test_oldest_ages_of_a_job_due_in_the_future_by_its_producers_clock_is_zero(b
 
 def test_oldest_ages_counts_a_delayed_job_from_its_due_time_once_due(broker):
     # Given: a job delayed by 0.2 s that no consumer promotes (nobody reserves)
-    push_to(broker, Q, "soon", delay=0.2)
+    push_tags(broker, Q, "soon", delay=0.2)
     assert broker.oldest_ages([Q]) == {Q: 0.0}
     # When: its due time passes
     wait_for(lambda: broker.oldest_ages([Q])[Q] > 0, timeout=10)
@@ -518,7 +504,7 @@ def test_counts_and_ages_reads_both_as_each_alone(broker):
     queues = [f"both{i}" for i in range(6)]
     for i, queue in enumerate(queues):
         push_due(broker, queue, 60 * (i + 1), priority=i)
-        push_to(broker, queue, "later", delay=600)
+        push_tags(broker, queue, "later", delay=600)
     asked = queues + ["never-used"]
     # When: both are read at once
     counts, ages = broker.counts_and_ages(asked)

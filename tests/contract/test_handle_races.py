@@ -122,8 +122,7 @@ def drainer(url, h, stop, seed, name):
 
 def asker(url, h, ids, stop, seed):
     rng, b = random.Random(seed), open_broker(url)
-    client = Client(url, broker=b)
-    client._result_ttls = {Q: RESULT_TTL}
+    client = Client(url, broker=b, result_ttls={Q: RESULT_TTL})
     try:
         while not stop.is_set():
             with h.lock:
@@ -178,8 +177,7 @@ def test_handles_answer_consistently_with_each_jobs_history_under_a_concurrent_d
     # Given a queue fed in batches (some jobs delayed, priorities mixed) and drained by two
     # workers that ack, retry or fail what they take
     url, rng = broker.url, random.Random(seed)
-    client = Client(url, broker=broker)
-    client._result_ttls = {Q: RESULT_TTL}
+    client = Client(url, broker=broker, result_ttls={Q: RESULT_TTL})
     h, ids, stop = History(), [], threading.Event()
     threads = [threading.Thread(target=drainer, args=(url, h, stop, seed + i, f"w{i}")) for i in range(2)]
     threads += [threading.Thread(target=asker, args=(url, h, ids, stop, seed + 10 + i)) for i in range(2)]

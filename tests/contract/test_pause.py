@@ -4,19 +4,11 @@ jobs flow again and wakes the consumers waiting for them."""
 import select
 import time
 
-from mpqueue.brokers import Ack, PushItem, open_broker
+from mpqueue.brokers import Ack, open_broker
 from mpqueue.core import envelope as jobmod
+from tests.support import push_tags
 
 Q, OTHER = "paused-q", "other-q"
-
-
-def push(broker, queue, *tags, delay=0.0):
-    ids = []
-    for tag in tags:
-        job_id, env = jobmod.encode("t:f", [tag])
-        broker.push(queue, [PushItem(env, 0, delay)])
-        ids.append(job_id)
-    return ids
 
 
 def reserved_ids(broker, queue, count=10, consumer="c1", **idle):
@@ -36,8 +28,8 @@ def test_pause_and_resume_say_whether_they_changed_anything(broker):
 
 def test_a_paused_queue_reserves_nothing_while_other_queues_flow(broker):
     # Given two queues with jobs waiting, one of them paused
-    waiting = push(broker, Q, "a", "b")
-    other = push(broker, OTHER, "x")
+    waiting = push_tags(broker, Q, "a", "b")
+    other = push_tags(broker, OTHER, "x")
     broker.pause(Q)
     # When consumers reserve from both
     # Then the paused one gives nothing and keeps its jobs ready; the other flows
@@ -51,8 +43,8 @@ def test_a_paused_queue_reserves_nothing_while_other_queues_flow(broker):
 
 def test_running_jobs_are_acked_while_paused(broker):
     # Given a job running when its queue is paused
-    (job_id,) = push(broker, Q, "a")
-    push(broker, Q, "b")
+    (job_id,) = push_tags(broker, Q, "a")
+    push_tags(broker, Q, "b")
     (res,), _ = broker.reserve(Q, "c1", 1, 30.0)
     broker.pause(Q)
     # When it ends: its ack folded into the next reserve counts, and that reserve takes nothing
@@ -64,7 +56,7 @@ def test_running_jobs_are_acked_while_paused(broker):
 
 def test_due_delayed_jobs_become_ready_while_paused_but_do_not_run(broker):
     # Given a paused queue with a delayed job
-    (job_id,) = push(broker, Q, "later", delay=0.05)
+    (job_id,) = push_tags(broker, Q, "later", delay=0.05)
     broker.pause(Q)
     time.sleep(0.1)      # ok: the job's due time must pass (50 ms, broker clock)
     # When a consumer looks after its due time: promoted, not reserved
@@ -76,7 +68,7 @@ def test_due_delayed_jobs_become_ready_while_paused_but_do_not_run(broker):
 
 def test_a_pause_survives_reopening_the_broker(broker):
     # Given a paused queue
-    push(broker, Q, "a")
+    push_tags(broker, Q, "a")
     broker.pause(Q)
     # When another process (or the same after a restart) opens the broker
     again = open_broker(broker.url)
@@ -99,7 +91,7 @@ def test_a_push_to_a_paused_queue_hands_nothing_to_an_idle_consumer(broker):
         broker.pause(Q)
         assert reserved_ids(broker, Q, consumer="c2", join_idle=True) == []
         # When a job is pushed
-        (job_id,) = push(broker, Q, "a")
+        (job_id,) = push_tags(broker, Q, "a")
         # Then nobody holds it: it waits, ready, for the resume
         assert broker.held(Q) == []
         assert broker.find(Q, job_id)["state"] == "ready"
@@ -114,7 +106,7 @@ def test_a_push_to_a_paused_queue_hands_nothing_to_an_idle_consumer(broker):
 
 def test_resume_wakes_the_waiting_consumers(broker):
     # Given a paused queue with a job waiting, and a consumer asleep on its waiter
-    push(broker, Q, "a")
+    push_tags(broker, Q, "a")
     broker.pause(Q)
     waiter = broker.waiter(Q, "c1")
     try:

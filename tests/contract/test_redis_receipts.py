@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from mpqueue.brokers import PushItem, open_broker
-from mpqueue.brokers.resp import TCP_CORK
+from mpqueue.brokers.resp import TCP_CORK, socket_of
 from mpqueue.core import envelope as jobmod
 from tests.support import wait_for
 
@@ -40,8 +40,8 @@ def test_a_receipt_held_back_is_corked_inside_and_reaches_redis_at_the_end(broke
     with broker.receipts_held(Q):
         broker.extend_soon(Q, job_id, token, LEASE)
         # held in the kernel, not sent: the socket is corked
-        assert sender.conn._sock.getsockopt(socket.IPPROTO_TCP, TCP_CORK) == 1
-    assert sender.conn._sock.getsockopt(socket.IPPROTO_TCP, TCP_CORK) == 0
+        assert socket_of(sender.conn).getsockopt(socket.IPPROTO_TCP, TCP_CORK) == 1
+    assert socket_of(sender.conn).getsockopt(socket.IPPROTO_TCP, TCP_CORK) == 0
     wait_for(lambda: _lease_ms(rdb, job_id) > before + 100_000, what="the held receipt to reach Redis")
 
 

@@ -20,7 +20,7 @@ import mpqueue
 from mpqueue import Client
 from mpqueue.brokers import BrokerError
 from mpqueue.core import envelope as jobmod
-from tests.support import BROKERS, RedisServer, broker_url_for, free_port, wait_for
+from tests.support import RedisServer, free_port, until, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = "mail"
@@ -39,16 +39,7 @@ class Report(mpqueue.Task):
         return day
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 @pytest.fixture
@@ -63,16 +54,6 @@ def stored(client, queue, job_id):
     """(state, decoded job, raw find() record) as the sync broker reads it back."""
     found = client.broker.find(queue, job_id)
     return found["state"], jobmod.decode(found["envelope"]), found
-
-
-async def until(predicate, timeout=10.0, what="condition"):
-    """Poll `predicate` on the loop until truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.005)      # ok: polling interval
-    return value
 
 
 class Ticker:

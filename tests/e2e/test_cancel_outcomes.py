@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from mpqueue import Client
 from tests.e2e.test_job_handles import HANDLE_TASKS
 from tests.e2e.test_metrics import jobs, scrape
-from tests.support import BROKERS, broker_url_for, free_port, wait_for
+from tests.support import free_port, wait_for
 
 CANCEL_TASKS = HANDLE_TASKS + '''
 @mpqueue.task(queue="default", retries=2, retry_delay=0.05)
@@ -24,16 +23,7 @@ def gives_up(tag):
 '''
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 def start(service, concurrency, mode="grab"):

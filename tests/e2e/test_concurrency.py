@@ -8,8 +8,7 @@ import signal
 
 import pytest
 
-from mpqueue import Client
-from tests.support import BROKERS, TASKS, broker_url_for, wait_for
+from tests.support import TASKS, wait_for
 
 CONCURRENT = TASKS + '''
 import asyncio
@@ -70,16 +69,7 @@ async def hangs_while_flagged(tag):
 '''
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 def conc(concurrency=8, workers=1, **queue):

@@ -99,7 +99,8 @@ def test_mpqctl_uses_mpqueue_config_as_task_push_does(tmp_path, redis_url):
     status = run("ctl", "status", "--json", env={"MPQUEUE_CONFIG": str(cfg)})
     assert json.loads(status.stdout)["queues"] == {"default": {"ready": 1, "scheduled": 0, "running": 0,
                                                                "failed": 0, "done_total": 0, "failed_total": 0,
-                                                               "paused": False, "served": False}}
+                                                               "throttled_total": 0, "paused": False,
+                                                               "served": False}}
 
 
 def test_mpqueue_broker_wins_over_mpqueue_config_for_both(tmp_path, redis_url, rdb):

@@ -14,7 +14,7 @@ import yaml
 
 from mpqueue.brokers import Ack, open_broker
 from mpqueue.producer.client import Client
-from tests.support import BROKERS, broker_url_for, free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = "default"
@@ -36,10 +36,8 @@ def one_line_error(result, code: int) -> str:
     return lines[0]
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    """Every mpqctl command runs against each broker: they speak only the broker interface."""
-    return broker_url_for(request)
+# Every mpqctl command runs against each broker: they speak only the broker interface.
+pytestmark = pytest.mark.each_broker
 
 
 @pytest.fixture
@@ -137,7 +135,8 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
         data = json.loads(r.stdout)
         # Then the counts and the node are there
         assert data["queues"] == {Q: {"ready": 2, "scheduled": 1, "running": 0, "failed": 1,
-                                      "done_total": 0, "failed_total": 1, "paused": False, "served": True}}
+                                      "done_total": 0, "failed_total": 1, "throttled_total": 0, "paused": False,
+                                      "served": True}}
         [node] = data["nodes"]
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table

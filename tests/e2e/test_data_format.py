@@ -18,16 +18,14 @@ import mpqueue
 from mpqueue.brokers import DataFormatError, open_broker
 from mpqueue.brokers.data_format import CURRENT
 from mpqueue.producer.default import set_default_client
-from tests.support import BROKERS, broker_url_for, free_port, wait_for
+from tests.support import free_port, wait_for
 
 NEWER = CURRENT + 1
 REFUSAL = (f"broker data format {NEWER} is newer than this mpqueue understands ({CURRENT}): "
            "upgrade mpqueue on this host")
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 def plant_newer_format(url: str) -> None:

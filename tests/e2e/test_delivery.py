@@ -7,13 +7,11 @@ import pytest
 
 from mpqueue import Client
 from mpqueue.brokers import PushItem
-from tests.support import BROKERS, broker_url_for, wait_for
+from tests.support import wait_for
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    """Every test here runs on each broker: the same scenarios are the contract."""
-    return broker_url_for(request)
+# Every test here runs on each broker: the same scenarios are the contract.
+pytestmark = pytest.mark.each_broker
 
 
 def runs(rdb, key="test:runs"):

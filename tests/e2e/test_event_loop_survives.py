@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpqueue import Client
-from tests.support import BROKERS, TASKS, broker_url_for, wait_for
+from tests.support import TASKS, wait_for
 
 LOOP_TASKS = TASKS + '''
 import asyncio, sys
@@ -60,16 +59,7 @@ async def innocent(tag, seconds):
 '''
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 def run_service(service, concurrency):

@@ -18,15 +18,13 @@ from pathlib import Path
 import pytest
 
 from mpqueue import Client
-from tests.support import BROKERS, broker_url_for, wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    """Most tests here run on each broker: the same scenarios are the contract."""
-    return broker_url_for(request)
+# Most tests here run on each broker: the same scenarios are the contract.
+pytestmark = pytest.mark.each_broker
 
 
 # -- helpers

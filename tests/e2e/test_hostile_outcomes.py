@@ -12,7 +12,7 @@ import pytest
 from mpqueue import Client
 from mpqueue.brokers import PushItem
 from mpqueue.core import envelope as jobmod
-from tests.support import BROKERS, TASKS, broker_url_for, wait_for
+from tests.support import TASKS, wait_for
 
 HOSTILE = TASKS + '''
 
@@ -44,9 +44,7 @@ def raises_bad_str(tag):
 '''
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from mpqueue import Client, JobCancelled, JobFailed
 from tests.e2e.test_ctl import ctl, one_line_error
-from tests.support import BROKERS, TASKS, broker_url_for, wait_for
+from tests.support import TASKS, wait_for
 
 HANDLE_TASKS = TASKS + '''
 @mpqueue.task(queue="default")
@@ -49,9 +49,7 @@ def stuck(tag):
 '''
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 def started(rdb, n=1):
@@ -151,7 +149,6 @@ def test_mpqctl_cancel(service, broker_url, rdb):
     out = ctl("cancel", running.id, "-q", "default", url=broker_url)
     assert out.returncode == 0 and "asked to stop" in out.stdout, out.stderr
     wait_for(lambda: running.status() == "cancelled", 15, what="cancelled")
-
 
 
 def test_mpqctl_push_with_an_id_pushes_once_while_the_job_lives(broker_url):

@@ -7,12 +7,10 @@ from __future__ import annotations
 import pytest
 
 from mpqueue import Client
-from tests.support import BROKERS, broker_url_for, wait_for
+from tests.support import wait_for
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 def test_a_batch_holding_more_work_than_its_leases_cover_loses_nothing(service, broker_url, rdb):

@@ -13,23 +13,13 @@ import time
 
 import pytest
 
-from mpqueue import Client
 from tests.e2e.test_metrics import samples, scrape, value
-from tests.support import BROKERS, broker_url_for, free_port, wait_for
+from tests.support import free_port, wait_for
 
 AGE = "mpqueue_queue_oldest_job_age_seconds"
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 def two_queues(service, port, workers=1):

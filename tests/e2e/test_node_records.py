@@ -16,16 +16,14 @@ import pytest
 from mpqueue.brokers import open_broker
 from mpqueue.web.history import FirstSeen
 from mpqueue.web.snapshot import nodes_view
-from tests.support import BROKERS, broker_url_for, wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # Far below the 90 s a heartbeat record lives: only a removal (or a marking) passes.
 SOON = 5.0
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 def ctl(svc, *args):

@@ -114,6 +114,22 @@ def test_an_unwritable_log_file_is_one_line_and_exit_78_from_check_and_run(tmp_p
     assert (tmp_path / "target.log").read_text() == ""          # nothing written through the link
 
 
+def test_check_before_the_first_start_passes_for_a_log_directory_systemd_makes_at_start(tmp_path, redis_url):
+    # Given a log.file in /var/log/mpqueue/NAME/, the directory LogsDirectory=mpqueue/NAME makes at start
+    if os.path.lexists("/var/log/mpqueue") and not os.path.isdir("/var/log/mpqueue"):
+        pytest.skip("/var/log/mpqueue is not a directory on this machine")
+    name = f"checked{os.getpid()}"
+    log_file = f"/var/log/mpqueue/{name}/{name}.log"
+    assert not os.path.lexists(os.path.dirname(log_file))
+    config = tmp_path / "svc.yaml"
+    config.write_text(yaml.safe_dump({"name": name, "broker": redis_url, "imports": ["json"],
+                                      "log": {"file": log_file}, "queues": {"default": {"workers": 1}}}))
+    # When the operator checks it before the service ever ran, Then it passes
+    result = tool("cli", "check", "--config", str(config), env={"MPQUEUE_RUNTIME_DIR": str(tmp_path / "run")})
+    assert result.returncode == 0 and ": ok: service" in result.stdout, result.stderr
+    assert not os.path.lexists(os.path.dirname(log_file))       # check makes nothing
+
+
 @pytest.fixture
 def redis_with_password(tmp_path):
     port = free_port()

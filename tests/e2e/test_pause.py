@@ -8,26 +8,16 @@ import json
 
 import pytest
 
-from mpqueue import Client
 from mpqueue.brokers import open_broker
 from tests.e2e.test_ctl import ctl
 from tests.e2e.test_metrics import samples, scrape, value
-from tests.support import BROKERS, broker_url_for, free_port, wait_for
+from tests.support import free_port, wait_for
 
 QUEUES = {"default": {"workers": 2}, "other": {"workers": 1}}
 PROMPTLY = 10.0          # well under the 60 s fallback: only resume's wake-up explains it
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
-
-
-@pytest.fixture
-def client(broker_url):
-    c = Client(broker_url)
-    yield c
-    c.close()
+pytestmark = pytest.mark.each_broker
 
 
 def runs(rdb) -> list[str]:

@@ -20,7 +20,7 @@ import pytest
 import mpqueue
 from mpqueue.brokers import open_broker
 from mpqueue.brokers.data_format import CURRENT
-from tests.support import BROKERS, broker_url_for, wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_COMMIT, OLD_VERSION = "70d000a", "0.1.0"
@@ -71,9 +71,7 @@ def old_tree(tmp_path_factory) -> Path:
     return tree
 
 
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
+pytestmark = pytest.mark.each_broker
 
 
 class Release:

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from tests.e2e.test_web import CHROMEDRIVER, CHROMIUM, browser, chromium, text_of, web  # noqa: F401 - fixtures
-from tests.support import BROKERS, TASKS, broker_url_for, wait_for
+from tests.support import TASKS, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.each_broker]
 
 TICK_TASKS = TASKS + '''
 
@@ -28,11 +28,6 @@ def tick(tag):
     ms = int(j.scheduled_for.timestamp() * 1000)
     r().rpush("test:ticks", f"{tag} {ms} {os.getppid()}")
 '''
-
-
-@pytest.fixture(params=BROKERS)
-def broker_url(request):
-    return broker_url_for(request)
 
 
 def every(seconds, tag, **kw):

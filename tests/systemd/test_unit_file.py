@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require_sphinx, sphinx
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "packaging/systemd"
 # (template, how many commands of it run /usr/bin/mpqueue)
@@ -22,15 +24,9 @@ pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
 def man_pages(tmp_path_factory) -> Path:
     """The man pages the .deb installs, built as its rules build them (sphinx -b man
     from docs/), in a MANPATH of their own."""
-    try:
-        import myst_parser, sphinx, sphinx_click  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":       # .ci/run installs the docs extra
-            pytest.fail(f"CI=true and the docs extra is missing: {exc}")
-        pytest.skip(f"the docs extra is not installed (the man pages are built from docs/): {exc}")
+    require_sphinx(" (the man pages are built from docs/)")
     out = tmp_path_factory.mktemp("man")
-    done = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "man", str(REPO / "docs"), str(out / "built")],
-                          capture_output=True, text=True, timeout=300)
+    done = sphinx("man", REPO / "docs", out / "built")
     assert done.returncode == 0, done.stdout + done.stderr
     (out / "man1").mkdir()
     shutil.copy(out / "built/mpqueue.1", out / "man1")

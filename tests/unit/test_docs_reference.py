@@ -5,9 +5,7 @@ docs extra (`pip install -e '.[docs]'`); the generators' own checks run without 
 from __future__ import annotations
 
 import html
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,21 +22,7 @@ DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 import mpqueue_facts as ref  # noqa: E402
 
-
-def require_sphinx():
-    """Skip without the docs extra, except in CI (.ci/run installs it: there a
-    missing Sphinx must fail, not pass as a skip)."""
-    try:
-        import myst_parser, sphinx, sphinx_click  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and the docs extra is missing: {exc}")
-        pytest.skip(f"the docs extra is not installed: {exc}")
-
-
-def sphinx(builder: str, src: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", builder, str(src), str(out)],
-                          capture_output=True, text=True, timeout=300)
+from tests.support import require_sphinx, sphinx  # noqa: E402
 
 
 @pytest.fixture(scope="module")

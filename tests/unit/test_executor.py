@@ -20,6 +20,7 @@ from mpqueue.execution.aio import EventLoop
 from mpqueue.execution.runner import Runner
 from mpqueue.ipc import OVERDUE, Scoreboard
 from mpqueue.worker.inline import InlineExecutor
+from mpqueue.worker import slots as slots_module
 from mpqueue.worker.slots import Slots
 from mpqueue.worker.units import Unit
 
@@ -69,6 +70,10 @@ async def _then_blocks():
     return "second"
 
 
+async def _quick_async():
+    return 1
+
+
 async def _counts_tasks():
     TASKS_SEEN.append(len(asyncio.all_tasks()))
 
@@ -81,6 +86,7 @@ _register("exe:sets_go", _sets_go)
 _register("exe:first_to_wake", _first_to_wake)
 _register("exe:then_blocks", _then_blocks)
 _register("exe:counts_tasks", _counts_tasks)
+_register("exe:quick_async", _quick_async)
 
 
 def unit(task, *args, received=None):
@@ -289,3 +295,53 @@ def test_a_cancel_request_cancels_a_running_async_job_at_the_next_look(slots_on,
     assert got is u and ack is None
     assert broker.retried == [u.id] and broker.failed == []
     assert not slots.overran and report.reports == []
+
+
+def test_a_slow_cancel_look_holds_neither_the_loop_nor_the_other_jobs(slots_on, monkeypatch):
+    # Given a job whose cancel look hangs on a slow broker (until released), looked for every 50 ms
+    monkeypatch.setattr(runner_mod, "CANCEL_POLL", 0.05)
+    slots, broker, _ = slots_on(timeout=30.0)
+    slow, quick = unit("exe:sleeper", 30), unit("exe:sleeper", 0.3)
+    released = threading.Event()
+
+    def cancel_requested(queue, job_id):
+        if job_id != slow.id:
+            return None
+        released.wait(10)
+        return "ask"
+    broker.cancel_requested = cancel_requested
+    try:
+        slots.start(slow)
+        slots.start(quick)
+        slots.kick()
+        # Then the other job ends on time while the look hangs, and the loop keeps turning
+        assert [u for u, _ in wait_ended(slots, within=2.0)] == [quick]
+        assert time.monotonic() - slots.runner.aio.turned < 0.5
+    finally:
+        released.set()
+    # And once the broker answers, the request it saw cancels the slow job
+    assert [u for u, _ in wait_ended(slots, within=3.0)] == [slow]
+    assert broker.retried == [slow.id]
+
+
+def test_an_async_job_whose_end_report_raises_ends_once(slots_on, monkeypatch):
+    # Given a wake-up of the main thread that raises once, from inside the job's task
+    slots, broker, _ = slots_on(timeout=30.0)
+    real_write, raised = slots_module.os.write, []
+
+    def write_failing_once(fd, data):
+        if not raised:
+            raised.append(fd)
+            raise OSError("the wake-up failed")
+        return real_write(fd, data)
+    monkeypatch.setattr(slots_module.os, "write", write_failing_once)
+    u, after = unit("exe:quick_async"), unit("exe:sleeper", 0.2)
+    # When the job ends (its task raises; its done callback sees the task's error)
+    slots.start(u)
+    slots.kick()
+    slots.start(after)          # a later job's end wakes the main thread
+    slots.kick()
+    # Then its end is recorded once: one ack, one slot freed
+    ended = wait_ended(slots, 2, within=3.0)
+    assert raised and sorted(got.id for got, _ in ended) == sorted([u.id, after.id])
+    assert slots.free() == 4 and slots.running() == 0

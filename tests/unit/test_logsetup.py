@@ -299,3 +299,45 @@ def test_rotation_by_many_processes_keeps_the_whole_promised_history(tmp_path):
         assert sorted(seqs) == list(range(per_writer - len(seqs), per_writer)), w
     for f in files:
         assert f.stat().st_mode & 0o077 == f.stat().st_mode & 0o040    # 0640 at most: no one else writes it
+
+
+# -- `mpqueue check` on log.file before the service's first start
+def log_problem(tmp_path, file):
+    """log_file_problem with tmp_path/log standing for /var/log (where LogsDirectory= lives)."""
+    return logsetup.log_file_problem(LogConfig(file=str(file)), "orders", logs_root=str(tmp_path / "log"))
+
+
+def test_a_log_directory_systemd_will_make_at_start_is_no_problem_before_it(tmp_path):
+    # Given /var/log, but not yet /var/log/mpqueue/orders (LogsDirectory=mpqueue/orders makes it at start)
+    (tmp_path / "log").mkdir()
+    assert log_problem(tmp_path, tmp_path / "log/mpqueue/orders/orders.log") is None
+    (tmp_path / "log/mpqueue").mkdir()
+    assert log_problem(tmp_path, tmp_path / "log/mpqueue/orders/orders.log") is None
+
+
+def test_a_file_or_a_link_where_the_log_directory_should_be_made_is_refused(tmp_path):
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log/mpqueue").write_text("")
+    problem = log_problem(tmp_path, tmp_path / "log/mpqueue/orders/orders.log")
+    assert problem == (f"log.file: {tmp_path}/log/mpqueue/orders/orders.log: {tmp_path}/log/mpqueue is not a "
+                       "directory, so no log directory can be made there")
+    (tmp_path / "log/mpqueue").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "log/mpqueue")
+    problem = log_problem(tmp_path, tmp_path / "log/mpqueue/orders/orders.log")
+    assert problem.endswith(f"{tmp_path}/log/mpqueue is a symbolic link; name the directory itself")
+
+
+def test_a_missing_log_directory_outside_the_logs_root_is_still_refused(tmp_path):
+    # Nothing makes it: `mpqueue run` would fail to open the file
+    (tmp_path / "log").mkdir()
+    for file in (tmp_path / "srv/orders.log", tmp_path / "log/../srv/orders.log"):
+        problem = log_problem(tmp_path, file)
+        assert problem.startswith(f"log.file: {os.path.abspath(file)}: the directory") and "does not exist" in problem
+        assert "LogsDirectory=mpqueue/orders" in problem
+
+
+def test_a_link_as_the_log_file_is_refused_once_the_directory_exists(tmp_path):
+    (tmp_path / "log/mpqueue/orders").mkdir(parents=True)
+    os.symlink(tmp_path / "target", tmp_path / "log/mpqueue/orders/orders.log")
+    assert "is a symbolic link" in log_problem(tmp_path, tmp_path / "log/mpqueue/orders/orders.log")

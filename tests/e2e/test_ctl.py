@@ -141,8 +141,9 @@ def test_status_shows_counts_and_live_nodes(broker_url, broker):
         assert node["host"] == "box" and node["queues"][Q]["busy"] == 1 and 0 <= node["heartbeat_age"] < 10
     # And the human form is an aligned table
     out = ctl("status", url=broker_url).stdout.splitlines()
-    assert out[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DONE_TOTAL", "FAILED_TOTAL"]
-    assert out[1].split() == [Q, "2", "1", "0", "1", "0", "1"] and len(out[0]) == len(out[1])
+    assert out[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DONE_TOTAL", "FAILED_TOTAL",
+                              "THROTTLED_TOTAL"]
+    assert out[1].split() == [Q, "2", "1", "0", "1", "0", "1", "0"] and len(out[0]) == len(out[1])
     assert out[4].split()[:7] == ["box", "42", "svc", Q, "3", "1", "2"]
 
 

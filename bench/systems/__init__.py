@@ -5,6 +5,9 @@ io50 configurations). `bare` and `floor` are reference columns, not queues (syst
 systems/floor.py).
 
 mpqueue on another broker is one more entry, e.g.
+    # A rate limit far above the drain rate: what its bookkeeping costs (and a limited queue takes no job ahead).
+    "mpqueue-rate": lambda r: Mpqueue(r, rate="100000/s", name="mpqueue-rate", versus=("mpqueue",),
+                                      variant="`rate: 100000/s` (a limit above the drain rate)", workloads=("drain",)),
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker", workloads=(...)),
 (`{tmp}` is a fresh temporary directory; jobs still record into Redis db 1).
@@ -40,6 +43,9 @@ SYSTEMS = {
     "mpqueue": lambda r: Mpqueue(r),
     "mpqueue-dispatch": lambda r: Mpqueue(r, mode="dispatch", name="mpqueue-dispatch", variant="dispatch mode",
                                           workloads=("drain", "latency", "idle")),
+    # A rate limit far above the drain rate: what its bookkeeping costs (and a limited queue takes no job ahead).
+    "mpqueue-rate": lambda r: Mpqueue(r, rate="100000/s", name="mpqueue-rate", versus=("mpqueue",),
+                                      variant="`rate: 100000/s` (a limit above the drain rate)", workloads=("drain",)),
     "mpqueue-sqlite": lambda r: Mpqueue(r, broker="sqlite:///{tmp}/queue.db", name="mpqueue-sqlite",
                                         variant="SQLite broker",
                                         workloads=("push", "drain", "latency", "delayed", "idle", "sigkill", "ticks",

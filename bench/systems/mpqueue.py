@@ -130,7 +130,7 @@ class Mpqueue(System):
     def __init__(self, redis, broker: str | None = None, mode: str = "grab", name: str | None = None,
                  variant: str | None = None, workloads=None, concurrency: int | None = None,
                  io50: str | None = None, deployment: str | None = None, query: str = "", queues: int = 1,
-                 versus: tuple = ()):
+                 versus: tuple = (), rate: str | None = None):
         """broker: any mpqueue broker URL; `{tmp}` in it is this system's temporary
         directory (e.g. "sqlite:///{tmp}/queue.db"). Jobs record into Redis db 1 either way.
         concurrency: the queue's `concurrency` key (None: not set, the default 1);
@@ -139,7 +139,8 @@ class Mpqueue(System):
         (systems/deployments.py, shared by the rows naming it), `query` appended to its URL.
         queues: 1 (`bench`, `workers: 2`) or more, `workers: 1` each, pushed to round robin;
         on the Cluster each on a different master.
-        versus: the rows of the same run this one is compared with (median over median)."""
+        versus: the rows of the same run this one is compared with (median over median).
+        rate: the queue's `rate` limit (core/limits.py), None: none."""
         self.mode = mode
         if io50:
             self.MODULE = MODULE + IO50[io50]
@@ -184,10 +185,13 @@ class Mpqueue(System):
         queue = {"workers": per_queue, "mode": mode}
         if concurrency is not None:
             queue["concurrency"] = concurrency
+        if rate is not None:
+            queue["rate"] = rate
         layout = (f"`workers: {per_queue}`" if queues == 1 else
                   f"{queues} queues of `workers: {per_queue}` ({self.workers} workers), pushed to round robin")
         self.settings = (f"`mpqueue run` with {layout}, `mode: {mode}`"
                          + (f", `concurrency: {concurrency}`" if concurrency is not None else "")
+                         + (f", `rate: {rate}`" if rate is not None else "")
                          + (f", an `{'async def' if io50 == 'async' else 'def'}` io50 task" if io50 else "")
                          + ", `log: {level: warning}`, everything else default "
                          f"(retries 3, retry_delay 3 s); broker {self.broker.split('://')[0]}"
